@@ -1,0 +1,18 @@
+"""mamlnp: Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, 2017) by hand, in NumPy.
+
+Start with mamlnp.MLP (mlp.py), then maml.py (adapt, meta_gradient), then
+docs/derivations/. Every derivative is hand-written and checked against finite
+differences by mamlnp.gradcheck (``python -m mamlnp gradcheck``).
+"""
+from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
+from .maml import adapt, meta_gradient, meta_loss
+from .mlp import MLP
+from .tasks import EvaluationPool, SinusoidTasks, TaskBatch, TaskFamily
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP", "TaskBatch", "TaskFamily", "SinusoidTasks", "EvaluationPool",
+    "adapt", "meta_gradient", "meta_loss",
+    "MamlnpError", "InputError", "CheckpointError", "DivergenceError",
+]

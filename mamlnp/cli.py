@@ -1,0 +1,45 @@
+"""The ``mamlnp`` command (also ``python -m mamlnp``).
+
+Each sub-command lives in its own module, which provides
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). Modules are
+imported only when their command runs, so ``mamlnp --help`` stays fast.
+"""
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS = {
+    "gradcheck": ("mamlnp.gradcheck", "check every hand-written derivative against finite differences"),
+    "train": ("mamlnp.train", "meta-train a model (MAML, FOMAML, Reptile, Meta-SGD, pretrain)"),
+    "evaluate": ("mamlnp.evaluate", "evaluate a trained run on the held-out task pool"),
+    "reproduce": ("mamlnp.reproduce", "the paper's sinusoid experiment end to end"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mamlnp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            p.set_defaults(_missing=True)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", False):
+        print(f"mamlnp {args.command}: not available in this version", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""MAML: inner-loop adaptation and the exact meta-gradient (NumPy reference).
+
+Dimension legend: T tasks, K support points, Q query points, D inputs,
+O outputs, P parameters, s = inner_steps.
+
+Finn, Abbeel & Levine (2017), Algorithm 2, with s inner SGD steps per task:
+
+    θ_0 = θ,   θ_{k+1} = θ_k − α ∇L_S(θ_k)            (support loss L_S)
+    meta-loss  M(θ) = (1/T) Σ_t L_Q,t(θ_s^{(t)})          (query loss L_Q)
+
+The chain rule through the inner steps, using dθ_{k+1}/dθ_k = I − α H_S(θ_k),
+gives the exact meta-gradient by reverse accumulation (docs/derivations/meta-gradient.md):
+
+    g ← ∇L_Q(θ_s)
+    for k = s−1, …, 0:   g ← g − α H_S(θ_k) g            (one HVP per step)
+    ∇M = (1/T) Σ_t g^{(t)}
+
+Memory is O(s·P): the iterates θ_0 … θ_{s−1} are kept, never a graph.
+``first_order=True`` (FOMAML) drops the H_S terms: ∇M ≈ (1/T) Σ_t ∇L_Q(θ_s).
+
+``alpha`` may be a scalar or a per-parameter vector (P,) (Meta-SGD's learned
+step sizes); the formulas above then read α ⊙ ·, and H_S(θ_k)(α ⊙ g).
+
+This module is the reference (``backend="numpy"``): one task at a time, one
+readable line per equation. ``backend="numba"`` runs the same maths in compiled
+kernels (mamlnp/fast.py) and is tested against this file.
+"""
+import numpy as np
+
+from .errors import InputError
+from .tasks import TaskBatch
+from .validation import as_float64, choice, nonneg_int, positive_float
+
+BACKENDS = ("numpy", "numba")
+DEFAULT_BACKEND = "numpy"
+
+
+# ---- argument checks shared by adapt, meta_gradient and the variants --------------
+
+
+def check_alpha(model, alpha):
+    """α > 0: a positive scalar, or a (P,) vector of positive step sizes."""
+    if np.ndim(alpha) == 0:
+        return positive_float("alpha", alpha)
+    a = as_float64("alpha", alpha, 1, (model.num_params,))
+    if np.any(a <= 0.0):
+        raise InputError(f"alpha: expected every step size > 0, got min {a.min()!r}")
+    return a
+
+
+def check_batch(model, batch):
+    if not isinstance(batch, TaskBatch):
+        raise InputError(f"batch: expected a mamlnp.TaskBatch, got {type(batch).__name__}")
+    D, O = model.sizes[0], model.sizes[-1]
+    if batch.x_support.shape[2] != D or batch.y_support.shape[2] != O:
+        raise InputError(
+            f"batch: model {model.sizes} expects inputs of dim {D} and outputs of dim {O}, "
+            f"got x_support {batch.x_support.shape} and y_support {batch.y_support.shape}")
+    return batch
+
+
+def check_backend(backend):
+    return choice("backend", DEFAULT_BACKEND if backend is None else backend, BACKENDS)
+
+
+# ---- adaptation --------------------------------------------------------------------
+
+
+def inner_loop(model, theta, x_support, y_support, alpha, inner_steps):
+    """The iterates [θ_0, …, θ_s] of s SGD steps on the support loss (unchecked)."""
+    thetas = [theta]
+    for _ in range(inner_steps):
+        _, g = model._loss_and_grad(thetas[-1], x_support, y_support)   # (P,)
+        thetas.append(thetas[-1] - alpha * g)                            # θ_{k+1} = θ_k − α g
+    return thetas
+
+
+def adapt(model, theta, x_support, y_support, alpha, inner_steps, backend=None):
+    """θ' = θ_s after ``inner_steps`` SGD steps of size α on one task's support set.
+
+    x_support (K, D), y_support (K, O), θ (P,) -> θ' (P,).  inner_steps = 0 returns a copy of θ.
+    """
+    theta = model.check_theta(theta)
+    x_support, y_support = model.check_xy(x_support, y_support, "x_support", "y_support")
+    alpha = check_alpha(model, alpha)
+    inner_steps = nonneg_int("inner_steps", inner_steps)
+    if check_backend(backend) == "numba":
+        from . import fast
+        return fast.adapt(model, theta, x_support, y_support, alpha, inner_steps)
+    return inner_loop(model, theta, x_support, y_support, alpha, inner_steps)[-1].copy()
+
+
+# ---- the meta-gradient ---------------------------------------------------------------
+
+
+def task_meta_gradient(model, theta, xs, ys, xq, yq, alpha, inner_steps, first_order=False):
+    """One task's (L_Q(θ_s), dL_Q(θ_s)/dθ) (unchecked; see meta_gradient)."""
+    thetas = inner_loop(model, theta, xs, ys, alpha, inner_steps)
+    loss_q, g = model._loss_and_grad(thetas[-1], xq, yq)                 # ∇L_Q(θ_s) (P,)
+    if not first_order:
+        for k in range(inner_steps - 1, -1, -1):
+            g = g - model._hvp(thetas[k], xs, ys, alpha * g)             # g − H_S(θ_k)(α g)
+    return loss_q, g
+
+
+def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False, backend=None):
+    """(meta_loss, ∇_θ meta_loss) for a TaskBatch.
+
+    meta_loss = (1/T) Σ_t MSE_query,t(θ_s^{(t)}), a float; the gradient is (P,).
+    Exact second order through all ``inner_steps`` unless ``first_order``.
+    """
+    theta = model.check_theta(theta)
+    batch = check_batch(model, batch)
+    alpha = check_alpha(model, alpha)
+    inner_steps = nonneg_int("inner_steps", inner_steps)
+    if check_backend(backend) == "numba":
+        from . import fast
+        return fast.meta_gradient(model, theta, batch, alpha, inner_steps, bool(first_order))
+    total_loss, total_grad = 0.0, np.zeros(model.num_params)
+    for t in range(batch.num_tasks):
+        loss_q, g = task_meta_gradient(model, theta, *batch.task(t), alpha, inner_steps,
+                                       first_order)
+        total_loss += loss_q
+        total_grad += g
+    T = batch.num_tasks
+    return total_loss / T, total_grad / T
+
+
+def task_meta_gradient_alpha(model, theta, xs, ys, xq, yq, alpha, inner_steps, first_order=False):
+    """One task's (L_Q, dL_Q/dθ, dL_Q/dα) for learned step sizes (Meta-SGD; Li et al. 2017).
+
+    θ_{k+1} = θ_k − α ⊙ ∇L_S(θ_k)  gives  ∂θ_{k+1}/∂α = −diag(∇L_S(θ_k)), so with
+    ḡ_{k+1} = dL_Q/dθ_{k+1}:   dL_Q/dα = −Σ_k ∇L_S(θ_k) ⊙ ḡ_{k+1}   (summed to a scalar
+    when α is a scalar), and ḡ_k = ḡ_{k+1} − H_S(θ_k)(α ⊙ ḡ_{k+1}) as in MAML.
+    """
+    thetas, grads = [theta], []
+    for _ in range(inner_steps):
+        _, g_s = model._loss_and_grad(thetas[-1], xs, ys)                 # ∇L_S(θ_k) (P,)
+        grads.append(g_s)
+        thetas.append(thetas[-1] - alpha * g_s)
+    loss_q, g = model._loss_and_grad(thetas[-1], xq, yq)                  # ḡ_s (P,)
+    g_alpha = np.zeros(np.shape(alpha))                                   # () or (P,)
+    for k in range(inner_steps - 1, -1, -1):
+        g_alpha = g_alpha - (grads[k] * g if g_alpha.ndim else grads[k] @ g)
+        if not first_order:
+            g = g - model._hvp(thetas[k], xs, ys, alpha * g)              # ḡ_k
+    return loss_q, g, g_alpha
+
+
+def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=False):
+    """(meta_loss, ∇_θ, ∇_α) averaged over the batch (NumPy reference, Meta-SGD)."""
+    theta = model.check_theta(theta)
+    batch = check_batch(model, batch)
+    alpha = check_alpha(model, alpha)
+    inner_steps = nonneg_int("inner_steps", inner_steps)
+    total = [0.0, np.zeros(model.num_params), np.zeros(np.shape(alpha))]
+    for t in range(batch.num_tasks):
+        out = task_meta_gradient_alpha(model, theta, *batch.task(t), alpha, inner_steps,
+                                       first_order)
+        for i in range(3):
+            total[i] = total[i] + out[i]
+    T = batch.num_tasks
+    return total[0] / T, total[1] / T, total[2] / T
+
+
+def meta_loss(model, theta, batch, alpha, inner_steps):
+    """The meta-objective alone: (1/T) Σ_t L_Q,t(θ_s^{(t)}) (NumPy reference)."""
+    theta = model.check_theta(theta)
+    batch = check_batch(model, batch)
+    alpha = check_alpha(model, alpha)
+    inner_steps = nonneg_int("inner_steps", inner_steps)
+    losses = []
+    for t in range(batch.num_tasks):
+        xs, ys, xq, yq = batch.task(t)
+        theta_s = inner_loop(model, theta, xs, ys, alpha, inner_steps)[-1]
+        y_hat, _ = model._forward(theta_s, xq)
+        losses.append(model._loss[0](y_hat, yq)[0])
+    return float(np.mean(losses))
