@@ -173,6 +173,5 @@ def meta_loss(model, theta, batch, alpha, inner_steps):
     for t in range(batch.num_tasks):
         xs, ys, xq, yq = batch.task(t)
         theta_s = inner_loop(model, theta, xs, ys, alpha, inner_steps)[-1]
-        y_hat, _ = model._forward(theta_s, xq)
-        losses.append(model._loss[0](y_hat, yq)[0])
+        losses.append(model._loss_value(theta_s, xq, yq))
     return float(np.mean(losses))

@@ -14,6 +14,11 @@ P = 1761, the layout of the reference implementations.
     h_l = σ(z_l)  for l < L,   ŷ = z_L (linear)     (N, O)
     L(θ) = loss(ŷ, y)
 
+The unchecked methods ``_loss_value``, ``_loss_and_grad`` and ``_hvp`` (plus
+``num_params``, ``sizes``, ``check_theta``, ``check_xy``) are the *model
+protocol* that mamlnp.maml relies on; any model offering them (e.g. the
+two-parameter toys of mamlnp.toy) can be meta-trained by the same code.
+
 Three passes, each in its own method:
   * forward                  ŷ and the caches
   * backward (backprop)      g = ∇L(θ)                          docs/derivations/backprop.md
@@ -147,6 +152,9 @@ class MLP:
         """L(θ; x, y), a float."""
         theta = self.check_theta(theta)
         x, y = self.check_xy(x, y)
+        return self._loss_value(theta, x, y)
+
+    def _loss_value(self, theta, x, y):
         y_hat, _ = self._forward(theta, x)
         return self._loss[0](y_hat, y)[0]
 
