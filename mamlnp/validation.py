@@ -1,10 +1,33 @@
 """Argument checks shared by every public entry point.
 
-Dtype policy (documented in docs/errors.md): data and parameters are float64.
-Integer and float32/float16 arrays are *converted* to float64 (a copy); bool,
-complex, object and string arrays are *refused*. NaN and inf are refused in
-data, parameters and directions alike. Every failure raises
-:class:`mamlnp.errors.InputError` naming the argument.
+Dimension legend: P parameters, T tasks, K support points, Q query points,
+D inputs, O outputs (the shapes the callers ask these helpers to enforce).
+
+The policy, the same everywhere (documented for users in docs/errors.md):
+
+* **Arrays** (data x, y; parameters θ; HVP directions v; gradients; step-size
+  vectors) are float64, C-contiguous and finite.
+  - float64 input is used as is (no copy when already C-contiguous);
+  - integer, unsigned and float32/float16 input is *converted* to float64 (a copy);
+  - bool, complex, object, string, datetime arrays are *refused* (a bool array is
+    almost always a mask passed by mistake; a complex one would silently lose its
+    imaginary part);
+  - NaN and ±inf are refused, and the message gives how many and where the first is;
+  - empty arrays (a 0 in the shape: T=0 tasks, K=0 shots, N=0 points) are refused.
+* **Scalars**: step sizes (α, β, learning rates) are finite reals > 0; counts
+  (inner_steps) are ints ≥ 0; sizes (T, K, Q, layer widths) are ints ≥ 1. Python
+  and NumPy scalars and 0-d arrays are accepted; bool is refused where a number is
+  expected (``inner_steps=True`` is a bug, not 1), and so are strings and floats
+  where an int is expected (``inner_steps=1.0``).
+* **Flags** (``first_order``) are ``True``/``False`` only: ``first_order="no"``
+  would otherwise be silently true.
+* **Names** (activation, loss, backend, scheme, …) must be one of the listed options.
+* **Seeds**: an int ≥ 0, a ``numpy.random.Generator`` or ``SeedSequence``, or None
+  (fresh OS entropy, NumPy's convention: not reproducible).
+
+Every failure raises :class:`mamlnp.errors.InputError` (a ``ValueError``) whose
+message starts with the argument's name, then says what was expected and what
+was got.
 """
 import numbers
 
@@ -12,21 +35,23 @@ import numpy as np
 
 from .errors import InputError
 
+_ACCEPTED_KINDS = "iuf"          # signed int, unsigned int, float: converted to float64
+
 
 def as_float64(name, value, ndim=None, shape=None, allow_empty=False):
-    """Return ``value`` as a finite float64 ndarray, or raise InputError.
+    """Return ``value`` as a finite, C-contiguous float64 ndarray, or raise InputError.
 
+    ndim: the required number of dimensions (None: any).
     shape: a tuple whose entries are ints (must match) or None (any size).
     """
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
         raise InputError(f"{name}: could not convert to an array ({exc})") from None
-    if arr.dtype.kind not in "iuf":
+    if arr.dtype.kind not in _ACCEPTED_KINDS:
         raise InputError(
             f"{name}: expected a real numeric array (float64, float32 or integer), "
-            f"got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
+            f"got dtype {arr.dtype} ({type(value).__name__})")
     if ndim is not None and arr.ndim != ndim:
         raise InputError(
             f"{name}: expected a {ndim}-d array of shape {_fmt(shape, ndim)}, "
@@ -38,9 +63,15 @@ def as_float64(name, value, ndim=None, shape=None, allow_empty=False):
                     f"{name}: expected shape {_fmt(shape, ndim)}, got {arr.shape}")
     if arr.size == 0 and not allow_empty:
         raise InputError(f"{name}: expected a non-empty array, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise InputError(f"{name}: contains {bad} NaN or infinite value(s)")
+    with np.errstate(over="ignore"):           # float128 / huge ints overflow to inf:
+        arr = np.asarray(arr, dtype=np.float64, order="C")  # caught just below
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = arr.size - int(np.count_nonzero(finite))
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise InputError(
+            f"{name}: expected finite values, got {bad} NaN or infinite value(s) "
+            f"(first at index {first}: {arr[first]})")
     return arr
 
 
@@ -50,48 +81,113 @@ def _fmt(shape, ndim):
     return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
 
 
+def _scalar(value, kinds):
+    """A 0-d ndarray of one of ``kinds`` -> its Python scalar; anything else unchanged."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in kinds:
+        return value.item()
+    return value
+
+
+def _real(name, value, expected):
+    value = _scalar(value, _ACCEPTED_KINDS)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name}: expected {expected}, got {value!r} "
+                         f"({type(value).__name__})")
+    v = float(value)
+    if not np.isfinite(v):
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
+    return v
+
+
 def positive_float(name, value):
     """A finite float > 0 (a step size, a learning rate)."""
-    v = _real(name, value)
+    expected = "a positive finite number"
+    v = _real(name, value, expected)
     if not v > 0.0:
-        raise InputError(f"{name}: expected a positive finite number, got {value!r}")
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
     return v
 
 
 def nonneg_float(name, value):
-    v = _real(name, value)
+    """A finite float >= 0."""
+    expected = "a non-negative finite number"
+    v = _real(name, value, expected)
     if v < 0.0:
-        raise InputError(f"{name}: expected a non-negative finite number, got {value!r}")
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
     return v
 
 
-def _real(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise InputError(f"{name}: expected a real number, got {value!r}")
-    v = float(value)
-    if not np.isfinite(v):
-        raise InputError(f"{name}: expected a finite number, got {value!r}")
+def float_in(name, value, low, high):
+    """A finite float in the half-open interval [low, high) (Adam's beta1, beta2)."""
+    expected = f"a number in [{low}, {high})"
+    v = _real(name, value, expected)
+    if not low <= v < high:
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
     return v
+
+
+def _int(name, value, minimum, expected):
+    value = _scalar(value, "iu")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name}: expected {expected}, got {value!r} "
+                         f"({type(value).__name__})")
+    if value < minimum:
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
+    return int(value)
 
 
 def nonneg_int(name, value):
     """An int >= 0 (inner_steps)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{name}: expected a non-negative integer, got {value!r}")
-    if value < 0:
-        raise InputError(f"{name}: expected a non-negative integer, got {value!r}")
-    return int(value)
+    return _int(name, value, 0, "a non-negative integer")
 
 
 def positive_int(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{name}: expected a positive integer, got {value!r}")
-    if value < 1:
-        raise InputError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+    """An int >= 1 (a layer width, a number of tasks, shots or query points)."""
+    return _int(name, value, 1, "a positive integer")
+
+
+def boolean(name, value):
+    """True or False (Python or NumPy bool); anything else is refused."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InputError(f"{name}: expected True or False, got {value!r} ({type(value).__name__})")
 
 
 def choice(name, value, options):
-    if value not in options:
-        raise InputError(f"{name}: expected one of {sorted(options)}, got {value!r}")
-    return value
+    """``value`` if it equals one of ``options`` (returned as that option), else InputError."""
+    for option in options:
+        if isinstance(option, str) != isinstance(value, str):
+            continue                                # "relu" never equals ["relu"] or 1
+        try:
+            if bool(value == option):
+                return option
+        except (TypeError, ValueError):             # arrays and other odd objects
+            pass
+    raise InputError(f"{name}: expected one of {sorted(options)}, got {value!r}")
+
+
+def seed(name, value):
+    """A reproducible seed: int >= 0, numpy Generator, SeedSequence, or None (fresh entropy).
+
+    Returns a ``numpy.random.Generator``.
+    """
+    if isinstance(value, np.random.Generator):
+        return value
+    if value is None or isinstance(value, np.random.SeedSequence):
+        return np.random.default_rng(value)
+    return np.random.default_rng(
+        _int(name, value, 0, "an integer >= 0, a numpy.random.Generator or None"))
+
+
+def real_range(name, value):
+    """A (low, high) pair of finite reals with low <= high."""
+    expected = "a (low, high) pair of finite numbers with low <= high"
+    try:
+        low, high = value
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: expected {expected}, got {value!r}") from None
+    low = _real(f"{name}[0]", low, "a finite number")
+    high = _real(f"{name}[1]", high, "a finite number")
+    if not low <= high:
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
+    return low, high
