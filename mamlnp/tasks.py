@@ -8,12 +8,13 @@ task parameters, inputs, and the target function; ``sample`` then draws a
 :class:`TaskBatch` of T tasks with K support and Q query points each, support
 and query drawn independently from the same task (Finn et al. 2017, sec. 2.2).
 """
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InputError
-from .validation import as_float64, positive_int
+from .validation import as_float64, as_rng, choice, nonneg_int, positive_int, real_range
 
 
 @dataclass(frozen=True)
@@ -21,23 +22,30 @@ class TaskBatch:
     """T tasks: support (x_support, y_support) and query (x_query, y_query).
 
     x_support (T, K, D), y_support (T, K, O), x_query (T, Q, D), y_query (T, Q, O),
-    all float64, finite, C-contiguous. Construct through :meth:`make` to validate.
+    all float64, finite, C-contiguous, non-empty (T, K, Q >= 1). The constructor
+    validates and converts (integer/float32 arrays become float64; see
+    mamlnp/validation.py); :meth:`make` is the same thing under its older name.
     """
     x_support: np.ndarray
     y_support: np.ndarray
     x_query: np.ndarray
     y_query: np.ndarray
 
+    def __post_init__(self):
+        """Validate shapes and values; store float64 C-contiguous arrays."""
+        xs = as_float64("x_support", self.x_support, 3, ("T", "K", "D"))
+        T, K, D = xs.shape
+        ys = as_float64("y_support", self.y_support, 3, (T, K, "O"))
+        O = ys.shape[2]
+        xq = as_float64("x_query", self.x_query, 3, (T, "Q", D))
+        yq = as_float64("y_query", self.y_query, 3, (T, xq.shape[1], O))
+        for name, arr in (("x_support", xs), ("y_support", ys), ("x_query", xq), ("y_query", yq)):
+            object.__setattr__(self, name, arr)                 # frozen dataclass
+
     @classmethod
     def make(cls, x_support, y_support, x_query, y_query):
-        """Validate shapes and values; returns a TaskBatch of float64 arrays."""
-        xs = as_float64("x_support", x_support, 3)
-        T, K, D = xs.shape
-        ys = as_float64("y_support", y_support, 3, (T, K, None))
-        O = ys.shape[2]
-        xq = as_float64("x_query", x_query, 3, (T, None, D))
-        yq = as_float64("y_query", y_query, 3, (T, xq.shape[1], O))
-        return cls(xs, ys, xq, yq)
+        """Alias of the constructor (which validates): a TaskBatch of float64 arrays."""
+        return cls(x_support, y_support, x_query, y_query)
 
     @property
     def num_tasks(self):
@@ -68,15 +76,15 @@ class TaskFamily:
 
     def sample(self, rng, num_tasks, shots, query):
         """A TaskBatch of ``num_tasks`` fresh tasks with ``shots`` support and
-        ``query`` query points each. ``rng`` is a numpy Generator or an int seed."""
-        rng = np.random.default_rng(rng)
+        ``query`` query points each. ``rng`` is a numpy Generator or an int seed >= 0."""
+        rng = as_rng("rng", rng)
         num_tasks = positive_int("num_tasks", num_tasks)
         shots = positive_int("shots", shots)
         query = positive_int("query", query)
         params = self.sample_params(rng, num_tasks)
         x = self.sample_inputs(rng, num_tasks, shots + query)        # (T, K+Q, D)
         y = self.targets(params, x)                                  # (T, K+Q, O)
-        return TaskBatch.make(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
+        return TaskBatch(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
 
 
 class SinusoidTasks(TaskFamily):
@@ -89,12 +97,10 @@ class SinusoidTasks(TaskFamily):
 
     def __init__(self, amp_range=(0.1, 5.0), phase_range=(0.0, np.pi),
                  x_range=(-5.0, 5.0), phase_sign=-1):
-        for name, (lo, hi) in (("amp_range", amp_range), ("phase_range", phase_range),
-                               ("x_range", x_range)):
-            if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
-                raise InputError(f"{name}: expected finite (low, high) with low <= high, "
-                                 f"got {(lo, hi)!r}")
-        if phase_sign not in (-1, 1):
+        amp_range = real_range("amp_range", amp_range)
+        phase_range = real_range("phase_range", phase_range)
+        x_range = real_range("x_range", x_range)
+        if isinstance(phase_sign, (bool, np.bool_)) or phase_sign not in (-1, 1):
             raise InputError(f"phase_sign: expected -1 (sin(x - φ)) or +1 (sin(x + φ)), "
                              f"got {phase_sign!r}")
         self.amp_range, self.phase_range, self.x_range = amp_range, phase_range, x_range
@@ -122,14 +128,19 @@ class EvaluationPool:
     """
 
     def __init__(self, family, num_tasks=600, shots=(5, 10, 20), query=100, seed=2017):
-        self.family, self.seed = family, seed
+        for method in ("sample_params", "sample_inputs", "targets"):
+            if not callable(getattr(family, method, None)):
+                raise InputError(f"family: expected a mamlnp.TaskFamily (e.g. SinusoidTasks()), "
+                                 f"got {family!r}")
+        shots = _shot_list(shots)
+        num_tasks, query = positive_int("num_tasks", num_tasks), positive_int("query", query)
+        self.family, self.seed = family, nonneg_int("seed", seed)
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
-        self.params = family.sample_params(rng, positive_int("num_tasks", num_tasks))
-        self.x_query = family.sample_inputs(rng, num_tasks, positive_int("query", query))
+        self.params = family.sample_params(rng, num_tasks)
+        self.x_query = family.sample_inputs(rng, num_tasks, query)
         self.y_query = family.targets(self.params, self.x_query)
         self.support = {}
         for k in shots:
-            k = positive_int("shots", k)
             xs = family.sample_inputs(rng, num_tasks, k)
             self.support[k] = (xs, family.targets(self.params, xs))
 
@@ -139,8 +150,21 @@ class EvaluationPool:
 
     def batch(self, shots):
         """The pool as a TaskBatch with ``shots`` support points per task."""
-        if shots not in self.support:
-            raise InputError(f"shots: this pool holds K in {sorted(self.support)}, got {shots!r}")
-        xs, ys = self.support[shots]
-        return TaskBatch.make(xs, ys, self.x_query, self.y_query)
+        k = choice("shots", shots, tuple(self.support))
+        xs, ys = self.support[k]
+        return TaskBatch(xs, ys, self.x_query, self.y_query)
+
+
+def _shot_list(shots):
+    """shots: one positive int or a sequence of them -> a tuple of ints."""
+    if isinstance(shots, (numbers.Integral, np.ndarray)) and np.ndim(shots) == 0:
+        shots = (shots,)
+    try:
+        shots = tuple(shots)
+    except TypeError:
+        raise InputError(f"shots: expected a positive integer or a sequence of them, "
+                         f"got {shots!r}") from None
+    if not shots:
+        raise InputError("shots: expected at least one K, got an empty sequence")
+    return tuple(positive_int(f"shots[{i}]", k) for i, k in enumerate(shots))
 

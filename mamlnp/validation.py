@@ -42,7 +42,8 @@ def as_float64(name, value, ndim=None, shape=None, allow_empty=False):
     """Return ``value`` as a finite, C-contiguous float64 ndarray, or raise InputError.
 
     ndim: the required number of dimensions (None: any).
-    shape: a tuple whose entries are ints (must match) or None (any size).
+    shape: a tuple whose entries are ints (must match), or a name such as "N"
+        or None (any size; the name only appears in messages: "(N, 1)").
     """
     try:
         arr = np.asarray(value)
@@ -58,7 +59,7 @@ def as_float64(name, value, ndim=None, shape=None, allow_empty=False):
             f"got shape {arr.shape}")
     if shape is not None:
         for got, want in zip(arr.shape, shape):
-            if want is not None and got != want:
+            if isinstance(want, numbers.Integral) and got != want:
                 raise InputError(
                     f"{name}: expected shape {_fmt(shape, ndim)}, got {arr.shape}")
     if arr.size == 0 and not allow_empty:
@@ -78,7 +79,7 @@ def as_float64(name, value, ndim=None, shape=None, allow_empty=False):
 def _fmt(shape, ndim):
     if shape is None:
         return "(" + ", ".join(["?"] * (ndim or 0)) + ")"
-    return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+    return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"  # (N, 1)
 
 
 def _scalar(value, kinds):
@@ -166,7 +167,7 @@ def choice(name, value, options):
     raise InputError(f"{name}: expected one of {sorted(options)}, got {value!r}")
 
 
-def seed(name, value):
+def as_rng(name, value):
     """A reproducible seed: int >= 0, numpy Generator, SeedSequence, or None (fresh entropy).
 
     Returns a ``numpy.random.Generator``.
