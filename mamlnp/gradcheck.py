@@ -1,0 +1,432 @@
+"""Check every hand-written derivative against centred finite differences.
+
+Dimension legend: N points, T tasks, K support points, Q query points,
+P parameters, M check directions, s = inner_steps.
+
+Any model offering the model protocol (``num_params``, ``check_theta``,
+``check_xy``, ``_loss_value``, ``_loss_and_grad``, ``_hvp``) can be checked:
+
+    from mamlnp import MLP, gradcheck
+    model = MLP((2, 8, 1), "tanh"); theta = model.init(0, scheme="uniform")
+    row = gradcheck.check_gradient(model, theta, x, y)
+    print(gradcheck.format_table([row]))
+
+Centred finite difference of a function f along a direction u (P,):
+
+    D_u f(θ) ≈ [f(θ + ε u) − f(θ − ε u)] / (2ε)
+
+Its error is O(ε²) from truncation plus O(δ/ε) from rounding (δ ≈ 1e-16·|f|),
+so ε = 1e-5 balances both near 1e-10 for first derivatives. Each checker
+compares an exact quantity a with its estimate b by the relative error
+
+    rel(a, b) = ‖a − b‖₂ / max(‖a‖₂, ‖b‖₂, 1e-300)
+
+(when a check has several directions, the worst direction's value is reported),
+and a row PASSes when rel ≤ tol. Rows marked "differ" invert this: they PASS
+when rel > tol, e.g. FOMAML must NOT match the finite-difference meta-gradient.
+
+ReLU has a kink at 0: a finite difference that moves a pre-activation across
+0 sees a slope the gradient does not have. ``relu_margin`` reports the smallest
+|z| over hidden pre-activations; the ``python -m mamlnp gradcheck`` cases are
+drawn so that this margin is far larger than the step ε moves any z.
+See docs/derivations/ for the derivations being checked.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import maml
+from .activations import ACTIVATIONS
+from .errors import InputError
+from .mlp import MLP
+from .tasks import TaskBatch
+from .validation import nonneg_int, positive_float, positive_int
+
+TINY = 1e-300          # floor of the relative-error denominator
+FULL_FD_LIMIT = 1000   # P up to this: full finite-difference gradient; above: random directions
+
+
+# ---- result rows -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One row: ``expect="agree"`` passes iff rel_err <= tol, ``"differ"`` iff rel_err > tol."""
+    label: str
+    max_abs_err: float
+    rel_err: float
+    tol: float
+    expect: str = "agree"
+    skipped: bool = False
+    note: str = ""
+
+    @property
+    def passed(self):
+        if self.skipped:
+            return True
+        ok = self.rel_err <= self.tol if self.expect == "agree" else self.rel_err > self.tol
+        return bool(ok)                                  # NaN fails either way
+
+    @property
+    def status(self):
+        return "SKIP" if self.skipped else ("PASS" if self.passed else "FAIL")
+
+
+def rel_error(a, b):
+    """‖a − b‖₂ / max(‖a‖₂, ‖b‖₂, TINY) for arrays of equal shape; 0 when both are 0."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), TINY))
+
+
+def compare(label, exact, estimate, tol, expect="agree", note=""):
+    """A CheckResult for exact vs estimate, both (M, ...) with M directions: worst row."""
+    exact = np.atleast_1d(np.asarray(exact, dtype=np.float64))
+    estimate = np.atleast_1d(np.asarray(estimate, dtype=np.float64))
+    if exact.shape != estimate.shape:
+        raise InputError(f"{label}: exact has shape {exact.shape}, estimate {estimate.shape}")
+    rows = exact.reshape(exact.shape[0], -1) if exact.ndim > 1 else exact[None]
+    est = estimate.reshape(rows.shape)
+    rel = max(rel_error(r, e) for r, e in zip(rows, est))
+    return CheckResult(label, float(np.max(np.abs(exact - estimate))), rel, tol, expect, note=note)
+
+
+def skipped(label, tol, reason):
+    return CheckResult(label, float("nan"), float("nan"), tol, skipped=True, note=reason)
+
+
+def format_table(rows):
+    """The rows as one aligned text table: label | max abs err | rel err | tol | status."""
+    width = max([len("check")] + [len(r.label) for r in rows])
+    lines = [f"{'check':<{width}}  {'max abs err':>11}  {'rel err':>9}  {'tol':>9}  status",
+             "-" * (width + 46)]
+    for r in rows:
+        tol = ("<=" if r.expect == "agree" else ">") + f"{r.tol:.0e}"
+        line = f"{r.label:<{width}}  {r.max_abs_err:11.2e}  {r.rel_err:9.2e}  {tol:>9}  {r.status}"
+        lines.append(line + (f"  ({r.note})" if r.note else ""))
+    return "\n".join(lines)
+
+
+# ---- finite differences ------------------------------------------------------------------
+
+
+def fd_directional(f, theta, directions, eps):
+    """[(f(θ + ε u) − f(θ − ε u)) / 2ε for each row u of directions (M, P)].
+
+    f scalar -> (M,); f vector-valued (P,) -> (M, P).
+    """
+    return np.array([(np.asarray(f(theta + eps * u)) - np.asarray(f(theta - eps * u))) / (2 * eps)
+                     for u in directions])
+
+
+def directions(num_params, num_directions=None, seed=0):
+    """(M, P): the identity (full check) if num_directions is None and P <= FULL_FD_LIMIT,
+    otherwise ``num_directions`` (default 10) random unit vectors."""
+    if num_directions is None and num_params <= FULL_FD_LIMIT:
+        return np.eye(num_params)
+    m = 10 if num_directions is None else positive_int("num_directions", num_directions)
+    U = np.random.default_rng(seed).standard_normal((m, num_params))     # (M, P)
+    return U / np.linalg.norm(U, axis=1, keepdims=True)
+
+
+def fd_hessian_from_grad(model, theta, x, y, eps=1e-5):
+    """Column j = [∇L(θ + ε e_j) − ∇L(θ − ε e_j)] / 2ε: uses backprop only, not the R-pass."""
+    grad = lambda t: model._loss_and_grad(t, x, y)[1]                   # noqa: E731
+    return fd_directional(grad, theta, np.eye(model.num_params), eps).T  # (P, P)
+
+
+def fd_hessian_from_loss(model, theta, x, y, eps=1e-4):
+    """H_ij ≈ [L(+ε e_i + ε e_j) − L(+ε e_i − ε e_j) − L(−ε e_i + ε e_j) + L(−ε e_i − ε e_j)] / 4ε².
+
+    Loss values only (no gradient code at all); rounding error grows as δ/ε², hence
+    the larger ε and looser tolerance. O(P²) forward passes: tiny nets only.
+    """
+    P, f = model.num_params, lambda t: model._loss_value(t, x, y)        # noqa: E731
+    E, H = eps * np.eye(P), np.empty((P, P))
+    for i in range(P):
+        for j in range(i, P):
+            H[i, j] = H[j, i] = (f(theta + E[i] + E[j]) - f(theta + E[i] - E[j])
+                                 - f(theta - E[i] + E[j]) + f(theta - E[i] - E[j])) / (4 * eps * eps)
+    return H
+
+
+def dense_hessian(model, theta, x, y):
+    """H (P, P) assembled column by column from P exact HVPs: H e_j."""
+    return np.array([model._hvp(theta, x, y, e) for e in np.eye(model.num_params)]).T
+
+
+# ---- single-task derivatives: gradient, HVP, Hessian --------------------------------------
+
+
+def _args(model, theta, x, y):
+    return (model.check_theta(theta),) + tuple(model.check_xy(x, y))
+
+
+def check_gradient(model, theta, x, y, eps=1e-5, tol=1e-6, num_directions=None, seed=0,
+                   label="gradient"):
+    """∇L(θ) (backprop) vs centred FD of L: full for P <= FULL_FD_LIMIT, else directional."""
+    theta, x, y = _args(model, theta, x, y)
+    _, g = model._loss_and_grad(theta, x, y)                             # (P,)
+    U = directions(model.num_params, num_directions, seed)               # (M, P)
+    fd = fd_directional(lambda t: model._loss_value(t, x, y), theta, U, eps)   # (M,)
+    return compare(label, U @ g, fd, tol)
+
+
+def check_hvp(model, theta, x, y, num_directions=3, eps=1e-5, tol=1e-6, seed=0, label="HVP"):
+    """H v (R-pass) vs [∇L(θ + ε v) − ∇L(θ − ε v)] / 2ε for random unit v."""
+    theta, x, y = _args(model, theta, x, y)
+    V = directions(model.num_params, num_directions, seed)               # (M, P)
+    Hv = np.array([model._hvp(theta, x, y, v) for v in V])               # (M, P)
+    fd = fd_directional(lambda t: model._loss_and_grad(t, x, y)[1], theta, V, eps)
+    return compare(label, Hv, fd, tol)
+
+
+def check_hessian(model, theta, x, y, eps=1e-5, tol=1e-6, loss_eps=1e-4, loss_tol=1e-5,
+                  max_params=200, label="Hessian"):
+    """Three rows for the dense H from P HVPs: vs FD of the gradient, vs second FD of
+    the loss, and the symmetry ‖H − Hᵀ‖ / ‖H‖ (tol 1e-10; the R-pass is not symmetric
+    by construction, so this is a real check)."""
+    theta, x, y = _args(model, theta, x, y)
+    if model.num_params > max_params:
+        raise InputError(f"model: check_hessian needs O(P²) loss evaluations; expected "
+                         f"num_params <= max_params={max_params}, got {model.num_params}")
+    H = dense_hessian(model, theta, x, y)                                # (P, P)
+    fd_g = fd_hessian_from_grad(model, theta, x, y, eps)                # (P, P)
+    fd_l = fd_hessian_from_loss(model, theta, x, y, loss_eps)            # (P, P)
+    return [compare(f"{label} vs FD(grad)", H[None], fd_g[None], tol),
+            compare(f"{label} vs FD2(loss)", H[None], fd_l[None], loss_tol),
+            compare(f"{label} symmetric", H[None], H.T[None], 1e-10)]
+
+
+def check_symmetry(model, theta, x, y, num_pairs=3, tol=1e-10, seed=0, label="<u,Hv> = <Hu,v>"):
+    """⟨u, H v⟩ = ⟨H u, v⟩ for random unit u, v: the vector of M inner products each way."""
+    theta, x, y = _args(model, theta, x, y)
+    U = directions(model.num_params, 2 * num_pairs, seed)
+    uHv = [U[i] @ model._hvp(theta, x, y, U[i + num_pairs]) for i in range(num_pairs)]
+    Huv = [model._hvp(theta, x, y, U[i]) @ U[i + num_pairs] for i in range(num_pairs)]
+    return compare(label, np.array(uHv)[None], np.array(Huv)[None], tol)
+
+
+def check_linearity(model, theta, x, y, tol=1e-10, seed=0, label="HVP linear in v"):
+    """H(a u + b v) = a H u + b H v for random u, v (P,) and scalars a, b."""
+    theta, x, y = _args(model, theta, x, y)
+    rng = np.random.default_rng(seed)
+    u, v = rng.standard_normal((2, model.num_params))
+    a, b = rng.standard_normal(2)
+    lhs = model._hvp(theta, x, y, a * u + b * v)
+    rhs = a * model._hvp(theta, x, y, u) + b * model._hvp(theta, x, y, v)
+    return compare(label, lhs, rhs, tol)
+
+
+# ---- the meta-gradient ------------------------------------------------------------------
+
+
+def _meta_args(model, theta, batch, alpha, inner_steps):
+    return (model.check_theta(theta), maml.check_batch(model, batch),
+            maml.check_alpha(model, alpha), nonneg_int("inner_steps", inner_steps))
+
+
+def check_meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False, eps=1e-5,
+                        tol=1e-6, differ_tol=1e-4, num_directions=None, seed=0, backend="numpy",
+                        label=None):
+    """maml.meta_gradient vs centred FD of maml.meta_loss (the exact objective).
+
+    Second order must agree (rel <= tol). First order with inner_steps >= 1 is a
+    "differ" row: it drops the Hessian terms, so it must differ by rel > differ_tol
+    (FD noise is ~1e-10, so a larger gap is the missing term, not noise).
+    A backend that raises ImportError (e.g. Numba missing) gives a SKIP row.
+    """
+    theta, batch, alpha, inner_steps = _meta_args(model, theta, batch, alpha, inner_steps)
+    order = "FO" if first_order else "SO"
+    label = label or f"meta-grad s={inner_steps} {order}" + ("" if backend == "numpy" else f" [{backend}]")
+    try:
+        _, g = maml.meta_gradient(model, theta, batch, alpha, inner_steps, first_order, backend)
+    except ImportError as exc:
+        return skipped(label, tol, f"backend {backend!r} unavailable: ImportError")
+    U = directions(model.num_params, num_directions, seed)
+    fd = fd_directional(lambda t: maml.meta_loss(model, t, batch, alpha, inner_steps), theta, U, eps)
+    if first_order and inner_steps > 0:
+        return compare(label + " vs FD (must differ)", U @ g, fd, differ_tol, "differ")
+    return compare(label + " vs FD", U @ g, fd, tol)
+
+
+def dense_meta_gradient(model, theta, batch, alpha, inner_steps, hessian="fd", eps=1e-5):
+    """FO gradient plus the Hessian term, with dense P×P Hessians: an independent route.
+
+    Per task:  g_FO = ∇L_Q(θ_s);   g = (I − H_0 diag α) ⋯ (I − H_{s−1} diag α) g_FO,
+    with H_k = H_S(θ_k) from ``fd_hessian_from_grad`` (hessian="fd": no R-pass at all)
+    or ``dense_hessian`` (hessian="hvp"). Returns (1/T) Σ_t g  (P,).
+    """
+    theta, batch, alpha, inner_steps = _meta_args(model, theta, batch, alpha, inner_steps)
+    make_h = {"fd": lambda t, x, y: fd_hessian_from_grad(model, t, x, y, eps),
+              "hvp": lambda t, x, y: dense_hessian(model, t, x, y)}[hessian]
+    total = np.zeros(model.num_params)
+    for t in range(batch.num_tasks):
+        xs, ys, xq, yq = batch.task(t)
+        thetas = maml.inner_loop(model, theta, xs, ys, alpha, inner_steps)
+        g = model._loss_and_grad(thetas[-1], xq, yq)[1]                  # g_FO (P,)
+        for k in range(inner_steps - 1, -1, -1):
+            g = g - make_h(thetas[k], xs, ys) @ (alpha * g)              # (I − H_k diag α)ᵀ g
+        total += g
+    return total / batch.num_tasks
+
+
+def check_hessian_term(model, theta, batch, alpha, inner_steps, eps=1e-5, tol=1e-6, label=None):
+    """FO + the Hessian term (dense FD Hessians) vs FD of the meta-loss; the note gives
+    the size of the term, ‖SO − FO‖ / ‖SO‖."""
+    theta, batch, alpha, inner_steps = _meta_args(model, theta, batch, alpha, inner_steps)
+    label = label or f"meta-grad s={inner_steps} FO + Hessian term vs FD"
+    g_dense = dense_meta_gradient(model, theta, batch, alpha, inner_steps, "fd", eps)
+    fd = fd_directional(lambda t: maml.meta_loss(model, t, batch, alpha, inner_steps), theta,
+                        np.eye(model.num_params), eps)
+    g_fo = maml.meta_gradient(model, theta, batch, alpha, inner_steps, first_order=True)[1]
+    return compare(label, g_dense, fd, tol, note=f"term size {rel_error(g_dense, g_fo):.1e}")
+
+
+def check_metasgd_alpha(model, theta, batch, alpha, inner_steps, eps=1e-5, tol=1e-6,
+                        num_directions=None, seed=0, label=None):
+    """Meta-SGD: dM/dα from maml.meta_gradient_alpha vs centred FD of maml.meta_loss in α.
+
+    α scalar: one FD; α (P,): full (or directional) FD over its entries. ε must be
+    far below min α so that α ± ε stays a valid step size.
+    """
+    theta, batch, alpha, inner_steps = _meta_args(model, theta, batch, alpha, inner_steps)
+    if np.min(alpha) <= 10 * eps:
+        raise InputError(f"eps: expected eps < min(alpha) / 10 = {np.min(alpha) / 10!r}, got {eps!r}")
+    label = label or f"Meta-SGD dM/dalpha ({'scalar' if np.ndim(alpha) == 0 else 'per-param'}) s={inner_steps}"
+    _, _, g_alpha = maml.meta_gradient_alpha(model, theta, alpha, batch, inner_steps)
+    loss_of_alpha = lambda a: maml.meta_loss(model, theta, batch, a, inner_steps)  # noqa: E731
+    if np.ndim(alpha) == 0:
+        return compare(label, g_alpha, fd_directional(loss_of_alpha, alpha, np.ones((1,)), eps), tol)
+    U = directions(model.num_params, num_directions, seed)
+    return compare(label, U @ g_alpha, fd_directional(loss_of_alpha, alpha, U, eps), tol)
+
+
+# ---- the command: python -m mamlnp gradcheck -----------------------------------------------
+
+RELU_MARGIN = 1e-3     # CLI cases keep every ReLU pre-activation this far from the kink
+LOSS_OUT = {"mse": 2, "softmax_xent": 3}
+
+
+def relu_margin(model, theta, x):
+    """min |z| over the hidden pre-activations of an MLP at θ on x (N, D); inf if none."""
+    _, caches = model._forward(model.check_theta(theta), model.check_xy(x))
+    zs = [acache[0] for _, acache in caches if acache is not None]
+    return min((float(np.min(np.abs(z))) for z in zs), default=np.inf)
+
+
+def _targets(rng, loss, n, out):
+    if loss == "mse":
+        return rng.standard_normal((n, out))                             # (N, O)
+    return np.eye(out)[rng.integers(0, out, n)]                          # one-hot rows (N, O)
+
+
+def draw_case(seed, sizes, activation, loss="mse", n=7):
+    """(model, θ, x, y): uniform init, x ~ N(0, I); redrawn until the ReLU margin holds."""
+    model = MLP(sizes, activation, loss)
+    for attempt in range(100):
+        rng = np.random.default_rng([seed, attempt])
+        theta = model.init(int(rng.integers(2**31)), scheme="uniform")
+        x, y = rng.standard_normal((n, sizes[0])), _targets(rng, loss, n, sizes[-1])
+        if activation != "relu" or relu_margin(model, theta, x) > RELU_MARGIN:
+            return model, theta, x, y
+    raise RuntimeError("no ReLU case with a safe margin in 100 draws")  # pragma: no cover
+
+
+def draw_meta_case(seed, activation, sizes=(2, 5, 4, 1), tasks=2, shots=5, query=6, alpha=0.1):
+    """(model, θ, batch): every iterate θ_k of every task keeps the ReLU margin."""
+    model = MLP(sizes, activation, "mse")
+    for attempt in range(100):
+        rng = np.random.default_rng([seed, attempt, 1])
+        theta = model.init(int(rng.integers(2**31)), scheme="uniform")
+        x = rng.standard_normal((tasks, shots + query, sizes[0]))        # (T, K+Q, D)
+        y = np.sin(x.sum(axis=2, keepdims=True) + rng.uniform(0, np.pi, (tasks, 1, 1)))
+        batch = TaskBatch.make(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
+        if activation != "relu" or _meta_margin(model, theta, batch, alpha) > RELU_MARGIN:
+            return model, theta, batch
+    raise RuntimeError("no ReLU meta case with a safe margin in 100 draws")  # pragma: no cover
+
+
+def _meta_margin(model, theta, batch, alpha, inner_steps=5):
+    margins = []
+    for t in range(batch.num_tasks):
+        xs, ys, xq, _ = batch.task(t)
+        thetas = maml.inner_loop(model, theta, xs, ys, alpha, inner_steps)
+        margins += [relu_margin(model, th, xs) for th in thetas]
+        margins += [relu_margin(model, th, xq) for th in thetas]
+    return min(margins)
+
+
+def _guard(label, fn):
+    """Run one check; an unexpected exception becomes a FAIL row, not a crash."""
+    try:
+        out = fn()
+    except Exception as exc:                                             # noqa: BLE001
+        return [CheckResult(label, float("nan"), float("nan"), 0.0,
+                            note=f"{type(exc).__name__}: {exc}")]
+    return out if isinstance(out, list) else [out]
+
+
+def model_checks(activation, loss, seed, quick):
+    """Gradient, HVP, symmetry, linearity (net 3-5-4-O) and the dense Hessian (net 2-3-O)."""
+    tag = f"{activation}/{loss}"
+    model, theta, x, y = draw_case(seed, (3, 5, 4, LOSS_OUT[loss]), activation, loss)
+    rows = _guard(f"{tag} gradient", lambda: check_gradient(model, theta, x, y, label=f"{tag} gradient"))
+    rows += _guard(f"{tag} HVP", lambda: check_hvp(model, theta, x, y, seed=seed, label=f"{tag} HVP"))
+    rows += _guard(f"{tag} <u,Hv>", lambda: check_symmetry(
+        model, theta, x, y, seed=seed, label=f"{tag} <u,Hv> = <Hu,v>"))
+    rows += _guard(f"{tag} linear", lambda: check_linearity(
+        model, theta, x, y, seed=seed, label=f"{tag} HVP linear in v"))
+    if not (quick and loss != "mse"):
+        tiny, t_theta, t_x, t_y = draw_case(seed, (2, 3, LOSS_OUT[loss]), activation, loss, n=5)
+        rows += _guard(f"{tag} Hessian", lambda: check_hessian(
+            tiny, t_theta, t_x, t_y, label=f"{tag} Hessian"))
+    return rows
+
+
+def meta_checks(activation, seed, quick, backend, alpha=0.1):
+    """Meta-gradient SO and FO for s = 1…5 (quick: 1, 3), FO + Hessian term, Meta-SGD α."""
+    model, theta, batch = draw_meta_case(seed, activation, alpha=alpha)
+    rows, tag = [], f"{activation}/mse"
+    for s in ((1, 3) if quick else (1, 2, 3, 4, 5)):
+        for fo in (False, True):
+            label = f"{tag} meta-grad s={s} {'FO' if fo else 'SO'}"
+            rows += _guard(label, lambda: check_meta_gradient(
+                model, theta, batch, alpha, s, fo, backend=backend, label=label
+                + ("" if backend == "numpy" else f" [{backend}]")))
+        rows += _guard(f"{tag} s={s} FO+H", lambda: check_hessian_term(
+            model, theta, batch, alpha, s, label=f"{tag} meta-grad s={s} FO + Hessian term vs FD"))
+    alpha_vec = np.random.default_rng(seed).uniform(0.5 * alpha, 1.5 * alpha, model.num_params)
+    for a in (alpha, alpha_vec):
+        kind = "scalar" if np.ndim(a) == 0 else "per-param"
+        label = f"{tag} Meta-SGD dM/dalpha ({kind}) s=2"
+        rows += _guard(label, lambda: check_metasgd_alpha(model, theta, batch, a, 2, label=label))
+    return rows
+
+
+def all_checks(seed=0, quick=False, backend="numpy"):
+    """Every row of the ``gradcheck`` table, for every activation."""
+    rows = []
+    for activation in ACTIVATIONS:
+        for loss in ("mse", "softmax_xent"):
+            rows += model_checks(activation, loss, seed, quick)
+        rows += meta_checks(activation, seed, quick, backend)
+    return rows
+
+
+def add_arguments(parser):
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random cases (default 0)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer cases: inner_steps 1 and 3, no softmax-xent Hessian")
+    parser.add_argument("--backend", choices=maml.BACKENDS, default="numpy",
+                        help="backend of the meta-gradient rows (default numpy)")
+
+
+def run(args):
+    """Print the table; exit code 0 if every row passes (or is skipped), 1 otherwise."""
+    rows = all_checks(args.seed, args.quick, args.backend)
+    print(format_table(rows))
+    failed = sum(not r.passed for r in rows)
+    n_skip = sum(r.skipped for r in rows)
+    print(f"\n{len(rows)} checks: {len(rows) - failed - n_skip} passed, {n_skip} skipped, "
+          f"{failed} failed")
+    return 1 if failed else 0
