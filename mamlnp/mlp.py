@@ -31,7 +31,7 @@ from . import layers as LY
 from .activations import ACTIVATIONS
 from .errors import InputError
 from .losses import LOSSES
-from .validation import as_float64, choice, positive_int
+from .validation import as_float64, as_rng, choice, nonneg_float, positive_int, probability_rows
 
 
 class MLP:
@@ -55,8 +55,8 @@ class MLP:
         self.sizes = tuple(positive_int(f"sizes[{i}]", s) for i, s in enumerate(sizes))
         self.activation = choice("activation", activation, ACTIVATIONS)
         self.loss_name = choice("loss", loss, LOSSES)
-        self._act = ACTIVATIONS[activation]
-        self._loss = LOSSES[loss]
+        self._act = ACTIVATIONS[self.activation]
+        self._loss = LOSSES[self.loss_name]
         self.layout = self._make_layout(self.sizes)
         self.num_params = self.layout[-1][1][1]
 
@@ -85,8 +85,9 @@ class MLP:
         initialisation for the sinusoid network); "uniform": W, b ~ U(−1/√fan_in,
         1/√fan_in) (PyTorch's nn.Linear default).
         """
-        choice("scheme", scheme, ("normal", "uniform"))
-        rng = np.random.default_rng(seed)
+        scheme = choice("scheme", scheme, ("normal", "uniform"))
+        scale = nonneg_float("scale", scale)
+        rng = as_rng("seed", seed)
         theta = np.zeros(self.num_params)
         for (w0, w1), (b0, b1), (fi, _) in self.layout:
             if scheme == "normal":
@@ -102,16 +103,28 @@ class MLP:
         return theta
 
     def unflatten(self, theta):
-        """[(W_1, b_1), …, (W_L, b_L)], views into θ: W_l (fan_in, fan_out), b_l (fan_out,)."""
+        """[(W_1, b_1), …, (W_L, b_L)], views into θ: W_l (fan_in, fan_out), b_l (fan_out,).
+
+        The views write through to θ when θ is a C-contiguous float64 array (any
+        other θ is first converted, see mamlnp/validation.py, and the views are of the copy).
+        """
+        return self._unflatten(self.check_theta(theta))
+
+    def _unflatten(self, theta):
         return [(theta[w0:w1].reshape(fi, fo), theta[b0:b1])
                 for (w0, w1), (b0, b1), (fi, fo) in self.layout]
 
     def flatten(self, layers):
         """Inverse of ``unflatten``: a new flat float64 vector (P,)."""
-        if len(layers) != len(self.layout):
-            raise InputError(f"layers: expected {len(self.layout)} (W, b) pairs, got {len(layers)}")
+        L = len(self.layout)
+        try:
+            pairs = [tuple(pair) for pair in layers]
+        except TypeError:
+            pairs = None
+        if pairs is None or len(pairs) != L or any(len(pair) != 2 for pair in pairs):
+            raise InputError(f"layers: expected a list of {L} (W, b) pairs, got {layers!r:.80}")
         parts = []
-        for l, ((W, b), (_, _, (fi, fo))) in enumerate(zip(layers, self.layout), start=1):
+        for l, ((W, b), (_, _, (fi, fo))) in enumerate(zip(pairs, self.layout), start=1):
             parts.append(as_float64(f"layers[{l - 1}][0] (W_{l})", W, 2, (fi, fo)).ravel())
             parts.append(as_float64(f"layers[{l - 1}][1] (b_{l})", b, 1, (fo,)))
         return np.concatenate(parts)
@@ -122,10 +135,12 @@ class MLP:
         return as_float64(name, theta, 1, (self.num_params,))
 
     def check_xy(self, x, y=None, xname="x", yname="y"):
-        x = as_float64(xname, x, 2, (None, self.sizes[0]))
+        x = as_float64(xname, x, 2, ("N", self.sizes[0]))
         if y is None:
             return x
         y = as_float64(yname, y, 2, (x.shape[0], self.sizes[-1]))
+        if self.loss_name == "softmax_xent":
+            probability_rows(yname, y)
         return x, y
 
     # ---- forward ----------------------------------------------------------------------
@@ -138,7 +153,7 @@ class MLP:
     def _forward(self, theta, x):
         caches = []
         h = x                                                   # (N, D)
-        params = self.unflatten(theta)
+        params = self._unflatten(theta)
         for l, (W, b) in enumerate(params):
             z, dcache = LY.dense_forward(h, W, b)               # (N, fan_out)
             if l < len(params) - 1:
@@ -208,7 +223,7 @@ class MLP:
         saved = (caches, lcache, dzs, dhs) from ``_backward`` at the same θ.
         """
         caches, lcache, dzs, dhs = saved
-        V = self.unflatten(v)
+        V = self._unflatten(v)
         # R-forward: Rz_l = Rh_{l-1} W_l + h_{l-1} V_W + V_b ; Rh_l = σ'(z_l) ⊙ Rz_l
         Rh, Rhs, Rzs = None, [], []                             # Rh_0 = R{x} = 0
         for l, (dcache, acache) in enumerate(caches):

@@ -77,9 +77,9 @@ def as_float64(name, value, ndim=None, shape=None, allow_empty=False):
 
 
 def _fmt(shape, ndim):
-    if shape is None:
-        return "(" + ", ".join(["?"] * (ndim or 0)) + ")"
-    return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"  # (N, 1)
+    """(N, 1), (1761,), (?, ?, ?): the expected shape as users read it."""
+    parts = ["?"] * (ndim or 0) if shape is None else ["?" if s is None else str(s) for s in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
 def _scalar(value, kinds):
@@ -192,3 +192,22 @@ def real_range(name, value):
     if not low <= high:
         raise InputError(f"{name}: expected {expected}, got {value!r}")
     return low, high
+
+
+def probability_rows(name, y, atol=1e-6):
+    """Targets of softmax cross-entropy: entries >= 0 and every row (last axis) sums to 1.
+
+    The gradient (p − y)/N of mamlnp.losses assumes Σ_o y_o = 1; other rows would
+    give a silently wrong gradient, so they are refused.  y (..., O), float64.
+    """
+    if np.any(y < 0.0):
+        first = tuple(int(i) for i in np.argwhere(y < 0.0)[0])
+        raise InputError(f"{name}: softmax_xent expects probability rows (entries >= 0, "
+                         f"rows summing to 1), got {y[first]} at index {first}")
+    sums = y.sum(axis=-1)                                       # (...,)
+    bad = np.abs(sums - 1.0) > atol
+    if np.any(bad):
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"{name}: softmax_xent expects probability rows (e.g. one-hot) "
+                         f"summing to 1, got a row summing to {float(sums[first])} at index {first}")
+    return y
