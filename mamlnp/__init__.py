@@ -8,6 +8,8 @@ from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from .maml import adapt, meta_gradient, meta_loss
 from .mlp import MLP
 from .tasks import EvaluationPool, SinusoidTasks, TaskBatch, TaskFamily
+from .checkpoint import load_checkpoint, save_checkpoint
+from .train import meta_train
 
 __version__ = "0.1.0"
 
@@ -15,4 +17,6 @@ __all__ = [
     "MLP", "TaskBatch", "TaskFamily", "SinusoidTasks", "EvaluationPool",
     "adapt", "meta_gradient", "meta_loss",
     "MamlnpError", "InputError", "CheckpointError", "DivergenceError",
+    "load_checkpoint", "save_checkpoint", "meta_train",
 ]
+

@@ -1,0 +1,542 @@
+"""Meta-training: ``meta_train(...)`` and the command ``python -m mamlnp train sinusoid``.
+
+Dimension legend: T tasks (meta-batch), K support points (shots), Q query
+points, P parameters.
+
+One meta-iteration (Finn et al. 2017, Algorithm 2):
+
+    batch ~ p(T)                    T tasks, K support + Q query points each
+    loss, g = method.step(θ, batch) meta-loss and meta-gradient(s), each (P,)
+    θ ← Adam_β(θ, g)                outer step of size β (and α too, for Meta-SGD)
+
+Defaults are the paper's sinusoid protocol (sec. 5.1): a 1-40-40-1 ReLU network,
+K = 10, α = 0.01, one inner step, Adam with β = 1e-3, meta-batch 25, 70,000
+iterations. Query sets have Q = 10 points (cbfinn/maml draws K for each).
+
+Reliability (module mamlnp.checkpoint writes the files):
+  * all randomness — θ's initialisation, then every task batch — comes from ONE
+    ``numpy.random.Generator`` seeded by ``seed``; its state is checkpointed, so
+    a resumed run reproduces an uninterrupted one bit for bit;
+  * a checkpoint every ``checkpoint_every`` iterations and at the end;
+  * divergence: a NaN/inf meta-loss or meta-gradient, a meta-loss above
+    ``LOSS_LIMIT`` = 1e6, or above ``MEDIAN_FACTOR`` = 1e3 times the median of the
+    last ``MEDIAN_WINDOW`` = 100 meta-losses (median refreshed every 100
+    iterations) stops the run with a DivergenceError BEFORE the bad step is
+    taken; the last good checkpoint is never overwritten;
+  * Ctrl-C (SIGINT) finishes the current iteration, writes a checkpoint and
+    raises TrainingInterrupted (the CLI exits with code 130).
+"""
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import checkpoint as C
+from . import maml as M
+from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
+from .mlp import MLP
+from .optim import OPTIMIZERS
+from .tasks import SinusoidTasks
+from .validation import choice, nonneg_int, positive_float, positive_int
+from .variants import METHODS, get_method
+
+TASKS = {"sinusoid": SinusoidTasks}
+DEFAULTS = {
+    "task": "sinusoid", "method": "maml", "hidden": [40, 40], "activation": "relu",
+    "alpha": 0.01, "beta": 1e-3, "inner_steps": 1, "shots": 10, "query": 10,
+    "meta_batch": 25, "iterations": 70000, "seed": 0, "backend": None,
+    "optimizer": "adam", "init": "normal", "checkpoint_every": 1000, "eval_every": 500,
+    "val_tasks": 100, "val_query": 100, "val_seed": 1234,
+}
+# config keys a resumed run may change without breaking bit-exact continuation
+RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every")
+LOSS_LIMIT, MEDIAN_FACTOR, MEDIAN_WINDOW = 1e6, 1e3, 100
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a checkpoint was written; ``.result`` holds the run."""
+
+    def __init__(self, message, result):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class TrainResult:
+    """What meta_train returns. history: {"iteration", "meta_loss", "val_mse"} arrays (R,)."""
+    model: MLP
+    theta: np.ndarray
+    config: dict
+    history: dict
+    params: dict
+    out: str = None
+    interrupted: bool = False
+
+
+@dataclass
+class Step:
+    """Passed to ``callback`` after every meta-iteration (val_mse is None when not evaluated)."""
+    iteration: int
+    meta_loss: float
+    params: dict
+    val_mse: float = None
+
+    @property
+    def theta(self):
+        return self.params["theta"]
+
+
+# ---- the config ---------------------------------------------------------------------
+
+
+def make_config(config=None, **kwargs):
+    """A validated, complete config from DEFAULTS, a config dict and keyword overrides."""
+    given = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
+    given.pop("iteration", None), given.pop("learned_alpha", None), given.pop("metadata", None)
+    model = given.pop("model", None)
+    if model is not None:
+        given.setdefault("hidden", list(model["sizes"][1:-1]))
+        given.setdefault("activation", model["activation"])
+    unknown = sorted(set(given) - set(DEFAULTS) - {"first_order"})
+    if unknown:
+        raise InputError(f"config: unknown key(s) {unknown}; expected keys among "
+                         f"{sorted(DEFAULTS)}")
+    cfg = {**DEFAULTS, **given}
+    _check_config(cfg)
+    family = TASKS[cfg["task"]]()
+    sizes = [family.input_dim, *cfg.pop("hidden"), family.output_dim]
+    cfg["model"] = MLP(sizes, cfg.pop("activation"), "mse").config()
+    cfg["first_order"] = cfg["method"] in ("fomaml", "reptile") or (
+        cfg["method"] == "metasgd" and bool(given.get("first_order", False)))
+    cfg["iteration"] = 0
+    return cfg
+
+
+def _check_config(cfg):
+    choice("task", cfg["task"], tuple(TASKS))
+    choice("method", cfg["method"], METHODS)
+    for name in ("alpha", "beta"):
+        cfg[name] = positive_float(name, cfg[name])
+    cfg["inner_steps"] = nonneg_int("inner_steps", cfg["inner_steps"])
+    cfg["seed"] = nonneg_int("seed", cfg["seed"])
+    for name in ("shots", "query", "meta_batch", "iterations", "checkpoint_every",
+                 "eval_every", "val_tasks", "val_query"):
+        cfg[name] = positive_int(name, cfg[name])
+    cfg["val_seed"] = nonneg_int("val_seed", cfg["val_seed"])
+    cfg["backend"] = M.check_backend(cfg["backend"])
+    choice("optimizer", cfg["optimizer"], tuple(OPTIMIZERS))
+    choice("init", cfg["init"], ("normal", "uniform"))
+    hidden = cfg["hidden"]
+    if isinstance(hidden, (int, np.integer)):
+        hidden = [hidden]
+    if not isinstance(hidden, (list, tuple)):
+        raise InputError(f"hidden: expected a list of layer widths, got {hidden!r}")
+    cfg["hidden"] = [positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)]
+
+
+def _resume_config(saved, requested):
+    """The saved config, with the keys in RESUME_MAY_CHANGE taken from ``requested``;
+    any other explicitly requested key must match the checkpoint."""
+    cfg = dict(saved)
+    for key, value in requested.items():
+        if key in RESUME_MAY_CHANGE:
+            cfg[key] = value
+        elif key == "model" and value != saved["model"]:
+            raise CheckpointError(
+                f"resume: the checkpoint was written for model {saved['model']}, but model "
+                f"{value} was requested (--hidden/--activation); resume with the same "
+                f"architecture or start a new run in another --out")
+        elif saved.get(key) != value:
+            raise CheckpointError(
+                f"resume: the checkpoint has {key}={saved.get(key)!r} but {key}={value!r} was "
+                f"requested; drop the option to keep the run's value, or start a new --out")
+    _check_config({**cfg, "hidden": cfg["model"]["sizes"][1:-1]})
+    return cfg
+
+
+# ---- the output directory -----------------------------------------------------------
+
+
+def prepare_out(out, resume=False, overwrite=False):
+    """Create ``out`` and check it is writable — before any training happens."""
+    out = os.fspath(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"out: cannot write the run directory {out!r} ({exc.strerror or exc}); "
+                         f"expected a writable directory path") from None
+    ckpt = os.path.join(out, C.CHECKPOINT_NAME)
+    if resume and not os.path.exists(ckpt):
+        raise CheckpointError(f"resume: {out!r} holds no {C.CHECKPOINT_NAME} to resume from; "
+                              f"drop --resume to start a new run there")
+    if not resume and not overwrite and os.path.exists(ckpt):
+        raise InputError(f"out: {out!r} already holds a run ({C.CHECKPOINT_NAME}); pass --resume "
+                         f"to continue it, --overwrite to replace it, or choose another --out")
+    return out
+
+
+# ---- training state -----------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    params: dict
+    optimizers: dict
+    rng: np.random.Generator
+    iteration: int = 0
+    history: list = field(default_factory=list)
+    window: list = field(default_factory=lambda: [0.0, 0])     # meta-loss sum, count
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(MEDIAN_WINDOW))
+    n_recent: int = 0
+    median: float = np.inf
+    wall: float = 0.0
+    last_checkpoint: int = None
+
+    def train_state(self):
+        return {"window_sum": np.float64(self.window[0]), "window_count": np.int64(self.window[1]),
+                "recent": self.recent, "n_recent": np.int64(self.n_recent),
+                "median": np.float64(self.median), "wall": np.float64(self.wall)}
+
+
+def _new_state(model, method, cfg):
+    rng = np.random.default_rng(cfg["seed"])
+    theta = model.init(rng, scheme=cfg["init"])                 # θ (P,), from the run's rng
+    params = method.init_params(model, theta, cfg)
+    opts = {g: OPTIMIZERS[cfg["optimizer"]](cfg["beta"]) for g in params}
+    return _State(params, opts, rng)
+
+
+def _restore_state(model, method, cfg, saved):
+    params = {g: np.array(saved["params"][g], dtype=np.float64) for g in method.groups}
+    opts = {g: OPTIMIZERS[cfg["optimizer"]](cfg["beta"]) for g in params}
+    for g, opt in opts.items():
+        opt.load_state_dict(saved["optimizer_state"][g])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = saved["rng_state"]
+    ts = saved["train_state"]
+    return _State(params, opts, rng, saved["iteration"],
+                  [tuple(r) for r in saved["history"]], [float(ts["window_sum"]),
+                  int(ts["window_count"])], np.array(ts["recent"]), int(ts["n_recent"]),
+                  float(ts["median"]), float(ts["wall"]), saved["iteration"])
+
+
+def _save(out, state, cfg):
+    cfg["iteration"] = state.iteration
+    history = np.array(state.history, dtype=np.float64).reshape(-1, 3)
+    C.save_checkpoint(out, cfg, state.params,
+                      {g: o.state_dict() for g, o in state.optimizers.items()},
+                      state.rng.bit_generator.state, state.iteration, history,
+                      state.train_state())
+    C.write_history_csv(os.path.join(out, C.HISTORY_NAME), history)
+    C.write_json(os.path.join(out, C.CONFIG_NAME), {**cfg, "metadata": metadata(cfg, state)})
+    state.last_checkpoint = state.iteration
+
+
+def metadata(cfg, state):
+    """Reproducibility metadata recorded in config.json."""
+    import platform
+    from importlib import metadata as im
+    meta = {"python": platform.python_version(), "numpy": np.__version__,
+            "platform": platform.platform(), "backend": cfg["backend"],
+            "cpu_count": os.cpu_count(), "seed": cfg["seed"],
+            "wall_time_s": round(state.wall, 3), "iteration": state.iteration,
+            "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "git_commit": _git_commit(), "mamlnp": _version()}
+    try:
+        meta["numba"] = im.version("numba")
+    except im.PackageNotFoundError:
+        meta["numba"] = None
+    numba = sys.modules.get("numba")
+    meta["threads"] = {"numba": numba.get_num_threads() if numba else None,
+                       **{k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS",
+                                                        "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                        "OPENBLAS_NUM_THREADS")}}
+    return meta
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+def _git_commit():
+    import subprocess
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=os.path.dirname(os.path.abspath(__file__)))
+        return res.stdout.strip() if res.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ---- one meta-iteration, divergence and validation -----------------------------------
+
+
+def _check_step(state, cfg, loss, grads, out):
+    """Raise DivergenceError if this iteration's meta-loss or gradient is unusable."""
+    n = state.iteration + 1
+    if not np.isfinite(loss):
+        why = f"the meta-loss is {loss!r}"
+    elif loss > LOSS_LIMIT:
+        why = f"the meta-loss {loss:.4g} exceeds {LOSS_LIMIT:.0e}"
+    elif loss > MEDIAN_FACTOR * state.median:
+        why = (f"the meta-loss {loss:.4g} is over {MEDIAN_FACTOR:.0e} x the median "
+               f"{state.median:.4g} of the last {MEDIAN_WINDOW} iterations")
+    else:
+        bad = [g for g, v in grads.items() if not np.all(np.isfinite(v))]
+        if not bad:
+            return
+        why = f"the meta-gradient w.r.t. {bad[0]} holds NaN or infinite values"
+    kept = (f"; the last good checkpoint (iteration {state.last_checkpoint}) in {out!r} is kept"
+            if out and state.last_checkpoint is not None else "")
+    raise DivergenceError(
+        f"training diverged at iteration {n}: {why}. The step sizes are probably too large: "
+        f"try a smaller alpha (--alpha, now {cfg['alpha']}) or beta (--beta, now "
+        f"{cfg['beta']}){kept}", iteration=n, loss=float(loss))
+
+
+def _record(state, loss):
+    state.window[0] += loss
+    state.window[1] += 1
+    state.recent[state.n_recent % MEDIAN_WINDOW] = loss
+    state.n_recent += 1
+    if state.n_recent % MEDIAN_WINDOW == 0:
+        state.median = float(np.median(state.recent))
+
+
+def validation_batch(cfg):
+    """The fixed validation tasks: ``val_tasks`` tasks seeded by ``val_seed`` (not the
+    600-task evaluation pool, whose seed is 2017), K = shots, ``val_query`` query points."""
+    family = TASKS[cfg["task"]]()
+    rng = np.random.default_rng(np.random.SeedSequence([cfg["val_seed"], 0xFA11]))
+    return family.sample(rng, cfg["val_tasks"], cfg["shots"], cfg["val_query"])
+
+
+def validation_mse(model, method, params, cfg, batch):
+    """Mean query MSE over ``batch`` after adapting θ on each support set (NumPy)."""
+    alpha = method.adapt_alpha(params, cfg)
+    total = 0.0
+    for t in range(batch.num_tasks):
+        xs, ys, xq, yq = batch.task(t)
+        theta_s = M.inner_loop(model, params["theta"], xs, ys, alpha, cfg["inner_steps"])[-1]
+        total += model._loss_value(theta_s, xq, yq)
+    return total / batch.num_tasks
+
+
+# ---- the loop -----------------------------------------------------------------------
+
+
+class _SigintFlag:
+    """While active, the first Ctrl-C only sets ``.hit``; a second one interrupts at once."""
+
+    def __init__(self):
+        self.hit, self._previous = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.hit = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress=True,
+               callback=None, **kwargs):
+    """Meta-train on the sinusoid tasks; returns a TrainResult (.theta, .model, .config, .history).
+
+    config : a dict of config keys (see DEFAULTS; a loaded run's config works too);
+    kwargs : the same keys as keywords, e.g. ``meta_train(method="fomaml", iterations=500)``.
+    out : a run directory for checkpoint.npz, config.json and history.csv (None: keep
+      nothing on disk). resume : continue the run in ``out`` (to the same bits).
+    callback : called as ``callback(step)`` with a Step after every iteration; a
+      truthy return value stops training early (a checkpoint is written).
+    Raises InputError / CheckpointError for bad input (before training starts),
+    DivergenceError if the loss diverges, TrainingInterrupted on Ctrl-C.
+    """
+    requested = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
+    cfg = make_config(config, **kwargs)
+    if out is not None:
+        out = prepare_out(out, resume, overwrite)
+    elif resume:
+        raise InputError("resume: expected a run directory in out=..., got out=None")
+    model, method = MLP(**cfg["model"]), get_method(cfg["method"])
+    if resume:
+        saved = C.read_checkpoint(out)
+        cfg = _resume_config(saved["config"], _requested_keys(requested, saved["config"]))
+        model = MLP(**cfg["model"])
+        state = _restore_state(model, method, cfg, saved)
+    else:
+        state = _new_state(model, method, cfg)
+    return _run(model, method, cfg, state, out, progress, callback)
+
+
+def _requested_keys(requested, saved):
+    """Normalise the explicitly requested keys to compare them with a saved config."""
+    req = {k: v for k, v in requested.items()
+           if k not in ("hidden", "activation", "model", "iteration", "learned_alpha",
+                        "metadata", "first_order")}
+    if any(k in requested for k in ("hidden", "activation", "model")):
+        merged = make_config({**{k: v for k, v in saved.items() if k in DEFAULTS},
+                              **requested, "iterations": 1})
+        req["model"] = merged["model"]
+    if "backend" in req:
+        req["backend"] = M.check_backend(req["backend"])
+    return req
+
+
+def _run(model, method, cfg, state, out, progress, callback):
+    family, val = TASKS[cfg["task"]](), validation_batch(cfg)
+    T, K, Q, backend = cfg["meta_batch"], cfg["shots"], cfg["query"], cfg["backend"]
+    bar = _progress_bar(progress, cfg, state)
+    start, val_mse, stop = time.perf_counter(), float("nan"), False
+    try:
+        with _SigintFlag() as sigint:
+            while state.iteration < cfg["iterations"] and not stop:
+                batch = family.sample(state.rng, T, K, Q)
+                loss, grads = method.step(model, state.params, batch, cfg, backend)
+                loss = float(loss)
+                _check_step(state, cfg, loss, grads, out)
+                for g, opt in state.optimizers.items():
+                    state.params[g] = opt.step(state.params[g], grads[g])
+                state.iteration += 1
+                _record(state, loss)
+                evaluated = state.iteration % cfg["eval_every"] == 0
+                if evaluated:
+                    val_mse = _history_row(model, method, cfg, state, val)
+                if callback is not None:
+                    stop = bool(callback(Step(state.iteration, loss, state.params,
+                                              val_mse if evaluated else None)))
+                stop = stop or sigint.hit
+                if out and (state.iteration % cfg["checkpoint_every"] == 0 or stop):
+                    state.wall += time.perf_counter() - start
+                    start = time.perf_counter()
+                    _save(out, state, cfg)
+                bar.update(1)
+                if evaluated or state.iteration % 50 == 0:
+                    bar.set_postfix(meta_loss=f"{loss:.4f}", val_mse=f"{val_mse:.4f}",
+                                    refresh=False)
+            finished = state.iteration >= cfg["iterations"]
+            if finished and state.window[1] > 0:                # the final history row
+                _history_row(model, method, cfg, state, val)
+            state.wall += time.perf_counter() - start
+            if out and (finished or state.last_checkpoint != state.iteration):
+                _save(out, state, cfg)
+    finally:
+        bar.close()
+    interrupted = sigint.hit and not finished
+    result = _result(model, cfg, state, out, interrupted)
+    if interrupted:
+        raise TrainingInterrupted(_interrupt_message(state, out), result)
+    return result
+
+
+def _history_row(model, method, cfg, state, val):
+    val_mse = validation_mse(model, method, state.params, cfg, val)
+    state.history.append((state.iteration, state.window[0] / max(state.window[1], 1), val_mse))
+    state.window = [0.0, 0]
+    return val_mse
+
+
+def _result(model, cfg, state, out, interrupted):
+    cfg = dict(cfg, iteration=state.iteration)
+    if "alpha" in state.params:
+        cfg["learned_alpha"] = state.params["alpha"].copy()
+    h = np.array(state.history, dtype=np.float64).reshape(-1, 3)
+    history = {name: h[:, i] for i, name in enumerate(C.HISTORY_COLUMNS)}
+    history["iteration"] = history["iteration"].astype(np.int64)
+    return TrainResult(model, state.params["theta"].copy(), cfg, history,
+                       {g: p.copy() for g, p in state.params.items()}, out, interrupted)
+
+
+def _interrupt_message(state, out):
+    if not out:
+        return f"interrupted at iteration {state.iteration} (no --out: nothing saved)"
+    return (f"interrupted at iteration {state.iteration}; checkpoint written to {out!r}. "
+            f"Resume with: python -m mamlnp train sinusoid --out {out} --resume")
+
+
+def _progress_bar(progress, cfg, state):
+    from tqdm import tqdm
+    return tqdm(total=cfg["iterations"], initial=state.iteration, disable=not progress,
+                desc=f"{cfg['method']}", unit="it", mininterval=0.5, dynamic_ncols=True)
+
+
+# ---- the command line ---------------------------------------------------------------
+
+
+def add_arguments(p):
+    """Options of ``mamlnp train``. Defaults are None so that --resume can tell which
+    options were given explicitly; the real defaults are in DEFAULTS."""
+    d = DEFAULTS
+    p.add_argument("task", choices=sorted(TASKS), help="the task family (the paper's sinusoid)")
+    p.add_argument("--method", choices=METHODS, help=f"meta-learning method (default {d['method']})")
+    p.add_argument("--shots", type=int, help=f"K support points per task (default {d['shots']})")
+    p.add_argument("--query", type=int, help=f"Q query points per task (default {d['query']})")
+    p.add_argument("--alpha", type=float, help=f"inner step size α (default {d['alpha']})")
+    p.add_argument("--beta", type=float, help=f"meta step size β of Adam (default {d['beta']})")
+    p.add_argument("--inner-steps", type=int, help=f"inner SGD steps (default {d['inner_steps']})")
+    p.add_argument("--meta-batch", type=int, help=f"tasks per meta-batch (default {d['meta_batch']})")
+    p.add_argument("--iterations", type=int, help=f"meta-iterations (default {d['iterations']})")
+    p.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths (default 40 40)")
+    p.add_argument("--activation", choices=("relu", "tanh", "softplus"),
+                   help=f"hidden activation (default {d['activation']})")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
+                   help=f"outer optimizer with step β (default {d['optimizer']})")
+    p.add_argument("--init", choices=("normal", "uniform"),
+                   help=f"θ initialisation scheme, see MLP.init (default {d['init']})")
+    p.add_argument("--seed", type=int, help=f"seed of the run's only RNG (default {d['seed']})")
+    p.add_argument("--backend", choices=M.BACKENDS,
+                   help=f"meta-gradient backend (default {M.DEFAULT_BACKEND})")
+    p.add_argument("--out", help="run directory (default runs/<task>-<method>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--checkpoint-every", type=int,
+                   help=f"iterations between checkpoints (default {d['checkpoint_every']})")
+    p.add_argument("--eval-every", type=int, help="iterations between validation MSEs on "
+                   f"{d['val_tasks']} fixed held-out tasks (default {d['eval_every']})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args):
+    keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
+            "iterations", "hidden", "activation", "optimizer", "init", "seed", "backend",
+            "checkpoint_every", "eval_every")
+    kwargs = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    out = args.out or os.path.join("runs", f"{args.task}-{args.method or DEFAULTS['method']}")
+    progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        result = meta_train(task=args.task, out=out, resume=args.resume,
+                            overwrite=args.overwrite, progress=progress, **kwargs)
+    except TrainingInterrupted as exc:
+        print(f"mamlnp train: {exc}", file=sys.stderr)
+        return 130
+    except DivergenceError as exc:
+        print(f"mamlnp train: error: {exc}", file=sys.stderr)
+        return 1
+    except MamlnpError as exc:
+        print(f"mamlnp train: error: {exc}", file=sys.stderr)
+        return 2
+    _print_summary(result)
+    return 0
+
+
+def _print_summary(result):
+    cfg, h = result.config, result.history
+    last = (f"meta-loss {h['meta_loss'][-1]:.4f}, validation MSE {h['val_mse'][-1]:.4f}"
+            if len(h["iteration"]) else "no history row")
+    print(f"{cfg['method']}: {cfg['iteration']} iterations ({last}); run saved in "
+          f"{result.out}/ (checkpoint.npz, config.json, history.csv)")
