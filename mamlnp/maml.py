@@ -29,7 +29,8 @@ import numpy as np
 
 from .errors import InputError
 from .tasks import TaskBatch
-from .validation import as_float64, choice, nonneg_int, positive_float
+from .validation import (as_float64, boolean, choice, nonneg_int, positive_float,
+                         probability_rows)
 
 BACKENDS = ("numpy", "numba")
 DEFAULT_BACKEND = "numpy"
@@ -39,13 +40,14 @@ DEFAULT_BACKEND = "numpy"
 
 
 def check_alpha(model, alpha):
-    """α > 0: a positive scalar, or a (P,) vector of positive step sizes."""
+    """α: a positive scalar step size, or a finite (P,) vector of per-parameter steps.
+
+    The vector form is Meta-SGD's learned α (Li et al. 2017), which is left
+    unconstrained there, so its entries may be zero or negative after training.
+    """
     if np.ndim(alpha) == 0:
         return positive_float("alpha", alpha)
-    a = as_float64("alpha", alpha, 1, (model.num_params,))
-    if np.any(a <= 0.0):
-        raise InputError(f"alpha: expected every step size > 0, got min {a.min()!r}")
-    return a
+    return as_float64("alpha", alpha, 1, (model.num_params,))
 
 
 def check_batch(model, batch):
@@ -56,6 +58,9 @@ def check_batch(model, batch):
         raise InputError(
             f"batch: model {model.sizes} expects inputs of dim {D} and outputs of dim {O}, "
             f"got x_support {batch.x_support.shape} and y_support {batch.y_support.shape}")
+    if getattr(model, "loss_name", None) == "softmax_xent":
+        probability_rows("batch.y_support", batch.y_support)
+        probability_rows("batch.y_query", batch.y_query)
     return batch
 
 
@@ -113,9 +118,10 @@ def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False, ba
     batch = check_batch(model, batch)
     alpha = check_alpha(model, alpha)
     inner_steps = nonneg_int("inner_steps", inner_steps)
+    first_order = boolean("first_order", first_order)
     if check_backend(backend) == "numba":
         from . import fast
-        return fast.meta_gradient(model, theta, batch, alpha, inner_steps, bool(first_order))
+        return fast.meta_gradient(model, theta, batch, alpha, inner_steps, first_order)
     total_loss, total_grad = 0.0, np.zeros(model.num_params)
     for t in range(batch.num_tasks):
         loss_q, g = task_meta_gradient(model, theta, *batch.task(t), alpha, inner_steps,
@@ -153,6 +159,7 @@ def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=Fal
     batch = check_batch(model, batch)
     alpha = check_alpha(model, alpha)
     inner_steps = nonneg_int("inner_steps", inner_steps)
+    first_order = boolean("first_order", first_order)
     total = [0.0, np.zeros(model.num_params), np.zeros(np.shape(alpha))]
     for t in range(batch.num_tasks):
         out = task_meta_gradient_alpha(model, theta, *batch.task(t), alpha, inner_steps,
