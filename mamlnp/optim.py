@@ -7,10 +7,12 @@ whole state (for bit-exact resumption of an interrupted run).
 In MAML's notation the meta step size is β (Finn et al. 2017, Algorithm 2,
 line 10: θ ← θ − β ∇_θ Σ L(f_θ')). Here it is each optimizer's ``lr``.
 """
+import contextlib
+
 import numpy as np
 
-from .errors import InputError
-from .validation import as_float64, positive_float
+from .errors import CheckpointError, InputError
+from .validation import as_float64, float_in, nonneg_int, positive_float
 
 
 class SGD:
@@ -20,14 +22,15 @@ class SGD:
         self.lr = positive_float("lr", lr)
 
     def step(self, theta, grad):
-        grad = as_float64("grad", grad, 1, (np.shape(theta)[0],))
+        theta, grad = _check_step(theta, grad)
         return theta - self.lr * grad
 
     def state_dict(self):
         return {"lr": np.float64(self.lr)}
 
     def load_state_dict(self, state):
-        self.lr = float(state["lr"])
+        with _state_errors("SGD"):
+            self.lr = positive_float("lr", state["lr"])
 
 
 class Adam:
@@ -40,16 +43,17 @@ class Adam:
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         self.lr = positive_float("lr", lr)
-        for name, b in (("beta1", beta1), ("beta2", beta2)):
-            if not (0.0 <= b < 1.0):
-                raise InputError(f"{name}: expected a number in [0, 1), got {b!r}")
-        self.beta1, self.beta2 = float(beta1), float(beta2)
+        self.beta1 = float_in("beta1", beta1, 0.0, 1.0)
+        self.beta2 = float_in("beta2", beta2, 0.0, 1.0)
         self.eps = positive_float("eps", eps)
         self.m = self.v = None
         self.t = 0
 
     def step(self, theta, grad):
-        grad = as_float64("grad", grad, 1, (np.shape(theta)[0],))
+        theta, grad = _check_step(theta, grad)
+        if self.m is not None and self.m.shape != grad.shape:
+            raise InputError(f"grad: this Adam holds state for shape {self.m.shape}, "
+                             f"got {grad.shape} (use one optimizer per parameter vector)")
         if self.m is None:
             self.m, self.v = np.zeros_like(grad), np.zeros_like(grad)
         self.t += 1
@@ -68,10 +72,36 @@ class Adam:
         return state
 
     def load_state_dict(self, state):
-        self.lr, self.beta1 = float(state["lr"]), float(state["beta1"])
-        self.beta2, self.eps, self.t = float(state["beta2"]), float(state["eps"]), int(state["t"])
-        self.m = np.array(state["m"], dtype=np.float64) if "m" in state else None
-        self.v = np.array(state["v"], dtype=np.float64) if "v" in state else None
+        with _state_errors("Adam"):
+            self.lr = positive_float("lr", state["lr"])
+            self.beta1 = float_in("beta1", state["beta1"], 0.0, 1.0)
+            self.beta2 = float_in("beta2", state["beta2"], 0.0, 1.0)
+            self.eps, self.t = positive_float("eps", state["eps"]), nonneg_int("t", state["t"])
+            self.m = as_float64("m", state["m"], 1) if "m" in state else None
+            self.v = as_float64("v", state["v"], 1) if "v" in state else None
+            if (self.m is None) != (self.v is None) or (
+                    self.m is not None and self.m.shape != self.v.shape):
+                raise InputError("m, v: expected both or neither, of the same shape")
+
+
+def _check_step(theta, grad):
+    """θ (P,) and g (P,) as finite float64 vectors of the same length."""
+    theta = as_float64("theta", theta, 1, ("P",))
+    return theta, as_float64("grad", grad, 1, (theta.shape[0],))
+
+
+@contextlib.contextmanager
+def _state_errors(name):
+    """A state dict with missing or bad entries raises CheckpointError, not KeyError."""
+    try:
+        yield
+    except KeyError as exc:
+        raise CheckpointError(f"{name} optimizer state: missing entry {exc}") from None
+    except InputError as exc:
+        raise CheckpointError(f"{name} optimizer state: {exc}") from None
+    except TypeError as exc:
+        raise CheckpointError(f"{name} optimizer state: expected a dict-like state, "
+                              f"got {exc}") from None
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
