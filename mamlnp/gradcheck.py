@@ -286,12 +286,12 @@ def check_metasgd_alpha(model, theta, batch, alpha, inner_steps, eps=1e-5, tol=1
                         num_directions=None, seed=0, label=None):
     """Meta-SGD: dM/dα from maml.meta_gradient_alpha vs centred FD of maml.meta_loss in α.
 
-    α scalar: one FD; α (P,): full (or directional) FD over its entries. ε must be
-    far below min α so that α ± ε stays a valid step size.
+    α scalar: one FD, and ε must be far below α so that α − ε stays a valid (positive)
+    step size; α (P,): full (or directional) FD over its entries (any finite values).
     """
     theta, batch, alpha, inner_steps = _meta_args(model, theta, batch, alpha, inner_steps)
-    if np.min(alpha) <= 10 * eps:
-        raise InputError(f"eps: expected eps < min(alpha) / 10 = {np.min(alpha) / 10!r}, got {eps!r}")
+    if np.ndim(alpha) == 0 and alpha <= 10 * eps:
+        raise InputError(f"eps: expected eps < alpha / 10 = {alpha / 10!r}, got {eps!r}")
     label = label or f"Meta-SGD dM/dalpha ({'scalar' if np.ndim(alpha) == 0 else 'per-param'}) s={inner_steps}"
     _, _, g_alpha = maml.meta_gradient_alpha(model, theta, alpha, batch, inner_steps)
     loss_of_alpha = lambda a: maml.meta_loss(model, theta, batch, a, inner_steps)  # noqa: E731
