@@ -56,8 +56,9 @@ def check_batch(model, batch):
     D, O = model.sizes[0], model.sizes[-1]
     if batch.x_support.shape[2] != D or batch.y_support.shape[2] != O:
         raise InputError(
-            f"batch: model {model.sizes} expects inputs of dim {D} and outputs of dim {O}, "
-            f"got x_support {batch.x_support.shape} and y_support {batch.y_support.shape}")
+            f"batch: expected inputs of dim D={D} and outputs of dim O={O} (model sizes "
+            f"{model.sizes}), got x_support {batch.x_support.shape} and y_support "
+            f"{batch.y_support.shape}")
     if getattr(model, "loss_name", None) == "softmax_xent":
         probability_rows("batch.y_support", batch.y_support)
         probability_rows("batch.y_query", batch.y_query)
