@@ -202,12 +202,13 @@ def probability_rows(name, y, atol=1e-6):
     """
     if np.any(y < 0.0):
         first = tuple(int(i) for i in np.argwhere(y < 0.0)[0])
-        raise InputError(f"{name}: softmax_xent expects probability rows (entries >= 0, "
-                         f"rows summing to 1), got {y[first]} at index {first}")
+        raise InputError(f"{name}: expected probability rows for softmax_xent (entries >= 0, "
+                         f"each row summing to 1), got {y[first]} at index {first}")
     sums = y.sum(axis=-1)                                       # (...,)
     bad = np.abs(sums - 1.0) > atol
     if np.any(bad):
         first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise InputError(f"{name}: softmax_xent expects probability rows (e.g. one-hot) "
-                         f"summing to 1, got a row summing to {float(sums[first])} at index {first}")
+        raise InputError(f"{name}: expected probability rows for softmax_xent (e.g. one-hot), "
+                         f"each summing to 1, got a row summing to {float(sums[first])} "
+                         f"at index {first}")
     return y
