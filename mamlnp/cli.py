@@ -8,6 +8,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import DivergenceError, MamlnpError
+
 # command -> (module, one-line help)
 COMMANDS = {
     "gradcheck": ("mamlnp.gradcheck", "check every hand-written derivative against finite differences"),
@@ -34,11 +36,34 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run one sub-command; returns its exit code.
+
+    Errors meant for the user become one line on stderr, never a traceback:
+    ``mamlnp COMMAND: error: <message>`` with exit code 2 for bad input or a bad
+    checkpoint (MamlnpError; argparse's own usage errors also exit 2), 1 for a
+    diverged run or a file-system error, 130 for Ctrl-C. See docs/errors.md.
+    """
     args = build_parser().parse_args(argv)
     if getattr(args, "_missing", False):
         print(f"mamlnp {args.command}: not available in this version", file=sys.stderr)
         return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except DivergenceError as exc:
+        return _fail(args.command, exc, 1)
+    except MamlnpError as exc:
+        return _fail(args.command, exc, 2)
+    except OSError as exc:              # unwritable --out, disk full, a directory as a file...
+        where = f": {exc.filename!r}" if exc.filename else ""
+        return _fail(args.command, f"{exc.strerror or exc}{where}", 1)
+    except KeyboardInterrupt:
+        print(f"mamlnp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(command, message, code):
+    print(f"mamlnp {command}: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
