@@ -124,8 +124,8 @@ def test_equal_curvatures_give_the_centre():
 def test_tanh_maml_optimum_differs_from_joint_minimiser():
     """Joint training (s = 0), FOMAML and MAML converge to three different points."""
     model = toy.TanhToy()
-    batch = toy.ToyTasks(model, toy.square_corners((1.0, 1.0), 0.5), x_ranges=(-2, 2)).batch()
-    theta0, alpha = np.array([1.0, 1.0]), 0.2
+    batch = toy.ToyTasks(model, toy.square_corners((1.2, 1.0), 0.5), x_ranges=(-2, 2)).batch()
+    theta0, alpha = np.array([1.2, 1.0]), 0.2
     points = {}
     for name, s, fo in (("joint", 0, False), ("MAML", 1, False), ("FOMAML", 1, True)):
         points[name] = toy.meta_train_path(model, theta0, batch, alpha, s, 0.5, 1500,
