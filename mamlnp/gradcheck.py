@@ -79,7 +79,9 @@ def rel_error(a, b):
 
 
 def compare(label, exact, estimate, tol, expect="agree", note=""):
-    """A CheckResult for exact vs estimate, both (M, ...) with M directions: worst row."""
+    """A CheckResult for exact vs estimate of equal shape. 1-d arrays are compared as one
+    vector; for (M, ...) arrays each of the M rows is one direction and the worst row counts."""
+    tol = positive_float("tol", tol)
     exact = np.atleast_1d(np.asarray(exact, dtype=np.float64))
     estimate = np.atleast_1d(np.asarray(estimate, dtype=np.float64))
     if exact.shape != estimate.shape:
@@ -114,6 +116,7 @@ def fd_directional(f, theta, directions, eps):
 
     f scalar -> (M,); f vector-valued (P,) -> (M, P).
     """
+    eps = positive_float("eps", eps)
     return np.array([(np.asarray(f(theta + eps * u)) - np.asarray(f(theta - eps * u))) / (2 * eps)
                      for u in directions])
 
@@ -290,6 +293,7 @@ def check_metasgd_alpha(model, theta, batch, alpha, inner_steps, eps=1e-5, tol=1
     step size; α (P,): full (or directional) FD over its entries (any finite values).
     """
     theta, batch, alpha, inner_steps = _meta_args(model, theta, batch, alpha, inner_steps)
+    eps = positive_float("eps", eps)
     if np.ndim(alpha) == 0 and alpha <= 10 * eps:
         raise InputError(f"eps: expected eps < alpha / 10 = {alpha / 10!r}, got {eps!r}")
     label = label or f"Meta-SGD dM/dalpha ({'scalar' if np.ndim(alpha) == 0 else 'per-param'}) s={inner_steps}"

@@ -203,6 +203,10 @@ def test_bad_arguments_raise_input_errors():
         GC.check_hessian(model, theta, x, y, max_params=5)
     with pytest.raises(InputError, match="theta"):
         GC.check_gradient(model, theta[:-1], x, y)
+    with pytest.raises(InputError, match="eps"):
+        GC.check_gradient(model, theta, x, y, eps=0.0)
+    with pytest.raises(InputError, match="tol"):
+        GC.check_hvp(model, theta, x, y, tol=-1.0)
     with pytest.raises(InputError, match="shape"):
         GC.compare("x", np.ones(3), np.ones(4), 1e-6)
     meta_model, meta_theta, batch = GC.draw_meta_case(0, "tanh")
