@@ -1,0 +1,63 @@
+"""``mamlnp reproduce --quick``: the whole pipeline end to end, in seconds.
+
+Dimension legend: K support points (shots).
+"""
+import csv
+import os
+
+import pytest
+
+from mamlnp import reproduce as R
+from mamlnp.cli import main
+from mamlnp.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro") / "out"
+    assert main(["reproduce", "--quick", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def read_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_quick_writes_every_file(quick_run):
+    for name in ("results.csv", "results.json", "results.md", "figure2.png", "figure3.png",
+                 "maml-k10/checkpoint.npz", "maml-k10/config.json", "maml-k10/history.csv",
+                 "pretrain-k10/checkpoint.npz", "pretrain-k10/config.json"):
+        assert (quick_run / name).stat().st_size > 0, name
+
+
+def test_quick_table_parses(quick_run):
+    rows = read_rows(quick_run / "results.csv")
+    assert len(rows) == 2 * 3 * 11                                     # methods × K × steps 0..10
+    assert {r["method"] for r in rows} == {"maml", "pretrain"}
+    for r in rows:
+        assert int(r["n"]) + int(r["diverged"]) == 600
+        assert float(r["mean"]) > 0 and float(r["ci95"]) > 0
+    base_alpha = {int(r["shots"]): float(r["alpha"]) for r in rows if r["method"] == "pretrain"}
+    assert base_alpha == R.BASELINE_ALPHA
+    md = (quick_run / "results.md").read_text()
+    assert "NOT a reproduction" in md and "| maml | 5 | 1 |" in md and "0.67" in md
+
+
+def test_rerun_refuses_to_overwrite_then_resume_reuses(quick_run, capsys):
+    before = (quick_run / "maml-k10" / "checkpoint.npz").read_bytes()
+    with pytest.raises(InputError, match="already holds a run"):
+        main(["reproduce", "--quick", "--out", str(quick_run), "--no-progress"])
+    assert (quick_run / "maml-k10" / "checkpoint.npz").read_bytes() == before
+    old = read_rows(quick_run / "results.csv")
+    assert main(["reproduce", "--quick", "--out", str(quick_run), "--resume",
+                 "--no-progress"]) == 0
+    assert read_rows(quick_run / "results.csv") == old                 # same runs, same bits
+
+
+def test_conflicting_options_are_refused(tmp_path):
+    with pytest.raises(InputError, match="--iterations and --quick"):
+        main(["reproduce", "--quick", "--iterations", "5", "--out", str(tmp_path)])
+    with pytest.raises(InputError, match="--resume and --overwrite"):
+        main(["reproduce", "--resume", "--overwrite", "--out", str(tmp_path)])
+    assert not os.listdir(tmp_path)
