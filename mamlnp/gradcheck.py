@@ -6,10 +6,12 @@ P parameters, M check directions, s = inner_steps.
 Any model offering the model protocol (``num_params``, ``check_theta``,
 ``check_xy``, ``_loss_value``, ``_loss_and_grad``, ``_hvp``) can be checked:
 
+    import numpy as np
     from mamlnp import MLP, gradcheck
     model = MLP((2, 8, 1), "tanh"); theta = model.init(0, scheme="uniform")
-    row = gradcheck.check_gradient(model, theta, x, y)
-    print(gradcheck.format_table([row]))
+    x = np.random.default_rng(0).standard_normal((5, 2)); y = np.sin(x[:, :1])   # (N, D), (N, O)
+    rows = [gradcheck.check_gradient(model, theta, x, y), gradcheck.check_hvp(model, theta, x, y)]
+    print(gradcheck.format_table(rows))      # label | max abs err | rel err | tol | PASS/FAIL
 
 Centred finite difference of a function f along a direction u (P,):
 
