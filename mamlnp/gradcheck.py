@@ -338,14 +338,22 @@ def draw_case(seed, sizes, activation, loss="mse", n=7):
     raise RuntimeError("no ReLU case with a safe margin in 100 draws")  # pragma: no cover
 
 
-def draw_meta_case(seed, activation, sizes=(2, 5, 4, 1), tasks=2, shots=5, query=6, alpha=0.1):
-    """(model, θ, batch): every iterate θ_k of every task keeps the ReLU margin."""
-    model = MLP(sizes, activation, "mse")
+def draw_meta_case(seed, activation, loss="mse", sizes=(2, 5, 4, 1), tasks=2, shots=5, query=6,
+                   alpha=0.1):
+    """(model, θ, batch): every iterate θ_k of every task keeps the ReLU margin.
+
+    mse: y = sin(Σ_d x_d + φ_t); softmax_xent (O = 3 classes): one-hot of argmax(x A_t)."""
+    sizes = sizes if loss == "mse" else sizes[:-1] + (3,)
+    model = MLP(sizes, activation, loss)
     for attempt in range(100):
         rng = np.random.default_rng([seed, attempt, 1])
         theta = model.init(int(rng.integers(2**31)), scheme="uniform")
         x = rng.standard_normal((tasks, shots + query, sizes[0]))        # (T, K+Q, D)
-        y = np.sin(x.sum(axis=2, keepdims=True) + rng.uniform(0, np.pi, (tasks, 1, 1)))
+        if loss == "mse":
+            y = np.sin(x.sum(axis=2, keepdims=True) + rng.uniform(0, np.pi, (tasks, 1, 1)))
+        else:
+            A = rng.standard_normal((tasks, sizes[0], sizes[-1]))       # (T, D, O)
+            y = np.eye(sizes[-1])[np.argmax(x @ A, axis=2)]             # (T, K+Q, O) one-hot
         batch = TaskBatch.make(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
         if activation != "relu" or _meta_margin(model, theta, batch, alpha) > RELU_MARGIN:
             return model, theta, batch
@@ -390,7 +398,8 @@ def model_checks(activation, loss, seed, quick):
 
 
 def meta_checks(activation, seed, quick, backend, alpha=0.1):
-    """Meta-gradient SO and FO for s = 1…5 (quick: 1, 3), FO + Hessian term, Meta-SGD α."""
+    """Meta-gradient SO and FO for s = 1…5 (quick: 1, 3), FO + Hessian term, a softmax-xent
+    meta-gradient, Meta-SGD α (scalar and per-parameter)."""
     model, theta, batch = draw_meta_case(seed, activation, alpha=alpha)
     rows, tag = [], f"{activation}/mse"
     for s in ((1, 3) if quick else (1, 2, 3, 4, 5)):
@@ -401,6 +410,10 @@ def meta_checks(activation, seed, quick, backend, alpha=0.1):
                 + ("" if backend == "numpy" else f" [{backend}]")))
         rows += _guard(f"{tag} s={s} FO+H", lambda: check_hessian_term(
             model, theta, batch, alpha, s, label=f"{tag} meta-grad s={s} FO + Hessian term vs FD"))
+    xent_model, xent_theta, xent_batch = draw_meta_case(seed, activation, "softmax_xent", alpha=alpha)
+    label = f"{activation}/softmax_xent meta-grad s=2 SO" + ("" if backend == "numpy" else f" [{backend}]")
+    rows += _guard(label, lambda: check_meta_gradient(
+        xent_model, xent_theta, xent_batch, alpha, 2, backend=backend, label=label))
     alpha_vec = np.random.default_rng(seed).uniform(0.5 * alpha, 1.5 * alpha, model.num_params)
     for a in (alpha, alpha_vec):
         kind = "scalar" if np.ndim(a) == 0 else "per-param"
