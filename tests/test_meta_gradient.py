@@ -62,6 +62,24 @@ def test_second_order_meta_gradient_matches_fd(fd, activation, s):
 
 
 @pytest.mark.parametrize("activation", ACTS)
+def test_softmax_xent_meta_gradient_matches_fd(fd, activation):
+    """Classification MAML: one-hot targets, 3 classes, s = 2."""
+    model = MLP((2, 4, 3), activation, "softmax_xent")
+    for seed in range(7, 50):                            # ReLU: first case with a safe margin
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((2, 9, 2))                               # (T, K+Q, D)
+        y = np.eye(3)[np.argmax(x @ rng.standard_normal((2, 2, 3)), axis=2)]   # (T, K+Q, O)
+        batch = TaskBatch.make(x[:, :4], y[:, :4], x[:, 4:], y[:, 4:])
+        theta = model.init(seed, scheme="uniform")
+        if activation != "relu" or _relu_margin(model, theta, batch, 2) > 1e-3:
+            break
+    _, g = meta_gradient(model, theta, batch, ALPHA, 2)
+    err = fd.rel_error(g, fd.num_grad(lambda t: meta_loss(model, t, batch, ALPHA, 2), theta))
+    print(f"meta-gradient SO softmax_xent {activation} s=2: rel error {err:.2e}")
+    assert err < TOL
+
+
+@pytest.mark.parametrize("activation", ACTS)
 def test_first_order_equals_second_order_at_zero_steps(activation):
     model, theta, batch = _case(0, activation, 0)
     fo = meta_gradient(model, theta, batch, ALPHA, 0, first_order=True)
