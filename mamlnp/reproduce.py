@@ -43,6 +43,8 @@ def add_arguments(p):
                    help=f"meta-iterations for both runs (default {PAPER_ITERATIONS})")
     p.add_argument("--shots", type=int, default=10, help="K used for meta-training (default 10)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--init", choices=("normal", "uniform"), default="normal",
+                   help="θ initialisation, see MLP.init (default normal: cbfinn's N(0, 0.01²))")
     p.add_argument("--backend", choices=("numpy", "numba"), default=None,
                    help="meta-gradient backend (default mamlnp.maml.DEFAULT_BACKEND)")
     p.add_argument("--quick", action="store_true",
@@ -53,7 +55,8 @@ def add_arguments(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def train_both(out, iterations, shots, seed, backend, resume, overwrite, progress):
+def train_both(out, iterations, shots, seed, backend, resume, overwrite, progress,
+               init="normal"):
     """Meta-train MAML and the pretrained baseline; returns {method: (TrainResult, seconds)}."""
     from .train import meta_train
     runs = {}
@@ -64,7 +67,7 @@ def train_both(out, iterations, shots, seed, backend, resume, overwrite, progres
               flush=True)
         t0 = time.perf_counter()
         res = meta_train(method=method, shots=shots, iterations=iterations, seed=seed,
-                         backend=backend, out=run_dir, resume=resume and has_ckpt,
+                         init=init, backend=backend, out=run_dir, resume=resume and has_ckpt,
                          overwrite=overwrite, progress=progress)
         runs[method] = (res, time.perf_counter() - t0)
     return runs
@@ -104,7 +107,7 @@ def write_report(out, results, runs, eval_seconds, quick):
         c = res.config
         lines.append(f"- {method}: {c['iteration']} iterations, K={c['shots']}, Q={c['query']}, "
                      f"α={c['alpha']}, β={c['beta']}, meta-batch {c['meta_batch']}, "
-                     f"seed {c['seed']}, backend {c['backend']}: {secs:.0f} s")
+                     f"init {c['init']}, seed {c['seed']}, backend {c['backend']}: {secs:.0f} s")
     lines += [f"- evaluation on 600 held-out tasks (EvaluationPool seed 2017, 100 query points): "
               f"{eval_seconds:.0f} s",
               f"- mean over tasks whose query MSE is finite and ≤ {E.DIVERGED_MSE:g}; the others "
@@ -125,14 +128,14 @@ def run(args):
     progress = not args.no_progress and sys.stderr.isatty()
     t0 = time.perf_counter()
     runs = train_both(args.out, iterations, args.shots, args.seed, args.backend,
-                      args.resume, args.overwrite, progress)
+                      args.resume, args.overwrite, progress, args.init)
     t1 = time.perf_counter()
     print("[reproduce] evaluating on the 600 held-out tasks", flush=True)
     results = evaluate_both(runs, args.backend)
     eval_seconds = time.perf_counter() - t1
     print(E.format_table(results, steps=TABLE_STEPS))
     paths = list(E.write_results(results, args.out, meta={
-        "iterations": iterations, "shots": args.shots, "seed": args.seed,
+        "iterations": iterations, "shots": args.shots, "seed": args.seed, "init": args.init,
         "baseline_alpha": BASELINE_ALPHA, "quick": bool(args.quick)}))
     paths.append(write_report(args.out, results, runs, eval_seconds, args.quick))
     from . import plots
