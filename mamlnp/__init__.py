@@ -10,6 +10,7 @@ from .mlp import MLP
 from .tasks import EvaluationPool, SinusoidTasks, TaskBatch, TaskFamily
 from .checkpoint import load_checkpoint, save_checkpoint
 from .train import meta_train
+from .evaluate import EvalResult, adaptation_curve  # the module: mamlnp.evaluate.evaluate(...)
 
 __version__ = "0.1.0"
 
@@ -18,5 +19,6 @@ __all__ = [
     "adapt", "meta_gradient", "meta_loss",
     "MamlnpError", "InputError", "CheckpointError", "DivergenceError",
     "load_checkpoint", "save_checkpoint", "meta_train",
+    "adaptation_curve", "EvalResult",
 ]
 
