@@ -124,7 +124,8 @@ def run(args):
         raise InputError("--iterations and --quick: expected at most one of them")
     if args.resume and args.overwrite:
         raise InputError("--resume and --overwrite: expected at most one of them")
-    iterations = QUICK_ITERATIONS if args.quick else (args.iterations or PAPER_ITERATIONS)
+    iterations = (QUICK_ITERATIONS if args.quick else
+                  PAPER_ITERATIONS if args.iterations is None else args.iterations)
     progress = not args.no_progress and sys.stderr.isatty()
     t0 = time.perf_counter()
     runs = train_both(args.out, iterations, args.shots, args.seed, args.backend,
