@@ -177,7 +177,8 @@ def check_gradient(model, theta, x, y, eps=1e-5, tol=1e-6, num_directions=None, 
 
 
 def check_hvp(model, theta, x, y, num_directions=3, eps=1e-5, tol=1e-6, seed=0, label="HVP"):
-    """H v (R-pass) vs [∇L(θ + ε v) − ∇L(θ − ε v)] / 2ε for random unit v."""
+    """H v (R-pass) vs [∇L(θ + ε v) − ∇L(θ − ε v)] / 2ε for ``num_directions`` random unit v
+    (None: every basis vector e_j while P <= FULL_FD_LIMIT, i.e. the whole Hessian)."""
     theta, x, y = _args(model, theta, x, y)
     V = directions(model.num_params, num_directions, seed)               # (M, P)
     Hv = np.array([model._hvp(theta, x, y, v) for v in V])               # (M, P)
