@@ -11,8 +11,10 @@ ValueError) whose message starts with the argument's name.
 
 Run with ``-s`` to see every message.
 """
+import doctest
 import fractions
 import numbers
+import pathlib
 
 import numpy as np
 import pytest
@@ -224,6 +226,15 @@ def test_optimizer_state_errors_are_checkpoint_errors_and_leave_the_state_intact
         assert fragment in str(info.value)
     with pytest.raises(CheckpointError, match="SGD optimizer state: lr: "):
         SGD(0.1).load_state_dict({"lr": -1.0})
+
+
+def test_docs_errors_md_examples_are_real():
+    """Every Python example in docs/errors.md, messages included, runs as shown."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+    result = doctest.testfile(str(path), module_relative=False,
+                              optionflags=doctest.NORMALIZE_WHITESPACE)
+    print(f"docs/errors.md: {result.attempted} examples, {result.failed} failed")
+    assert result.failed == 0 and result.attempted >= 40
 
 
 def test_taskfamily_interface_is_not_a_silent_no_op():
