@@ -164,8 +164,9 @@ def test_cli_evaluate_default_out_is_run_eval(trained_run):
     assert os.path.exists(os.path.join(trained_run, "eval", "results.csv"))
 
 
-def test_cli_evaluate_bad_paths_name_the_argument(trained_run, tmp_path):
-    with pytest.raises(InputError, match="DIR: no such run"):
-        main(["evaluate", str(tmp_path / "nope")])
-    with pytest.raises(InputError, match="--baseline: no such run"):
-        main(["evaluate", trained_run, "--baseline", str(tmp_path / "nope")])
+def test_cli_evaluate_bad_paths_name_the_argument(trained_run, tmp_path, capsys):
+    # mamlnp.cli.main turns the InputError into one stderr line and exit code 2
+    assert main(["evaluate", str(tmp_path / "nope")]) == 2
+    assert "mamlnp evaluate: error: DIR: no such run" in capsys.readouterr().err
+    assert main(["evaluate", trained_run, "--baseline", str(tmp_path / "nope")]) == 2
+    assert "mamlnp evaluate: error: --baseline: no such run" in capsys.readouterr().err
