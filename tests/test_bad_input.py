@@ -346,7 +346,8 @@ def test_mlp_methods_refuse_bad_arrays_and_convert_good_ones(method, theta, x, y
             call(MODEL, theta[0], x[0], y[0], v[0])
         return
     got = call(MODEL, theta[0], x[0], y[0], v[0])
-    want = call(MODEL, _as64(theta[0]), _as64(x[0]), _as64(y[0]), _as64(v[0]))
+    t64, x64, y64, v64 = (_as64(a) if ok else a for a, ok in (theta, x, y, v))   # unused may be bad
+    want = call(MODEL, t64, x64, y64, v64)
     got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
     assert all(np.array_equal(g, w) for g, w in zip(got, want))   # same bits as float64 input
 
