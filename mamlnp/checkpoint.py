@@ -61,6 +61,17 @@ def atomic_write(path, write):
     _fsync_dir(directory)
 
 
+def remove_stale_temp_files(directory):
+    """Delete temp files a killed writer left behind (``.checkpoint.npz.*.tmp`` etc.)."""
+    for name in os.listdir(directory):
+        if name.endswith(".tmp") and any(name.startswith(f".{base}.") for base in
+                                         (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME)):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
 def _fsync_dir(directory):
     try:                                    # make the rename itself durable (POSIX)
         fd = os.open(directory, os.O_RDONLY)

@@ -174,6 +174,7 @@ def prepare_out(out, resume=False, overwrite=False):
         raise InputError(f"out: cannot write the run directory {out!r} ({exc.strerror or exc}); "
                          f"expected a writable directory path") from None
     ckpt = os.path.join(out, C.CHECKPOINT_NAME)
+    C.remove_stale_temp_files(out)
     if resume and not os.path.exists(ckpt):
         raise CheckpointError(f"resume: {out!r} holds no {C.CHECKPOINT_NAME} to resume from; "
                               f"drop --resume to start a new run there")
@@ -295,8 +296,11 @@ def _check_step(state, cfg, loss, grads, out):
         if not bad:
             return
         why = f"the meta-gradient w.r.t. {bad[0]} holds NaN or infinite values"
-    kept = (f"; the last good checkpoint (iteration {state.last_checkpoint}) in {out!r} is kept"
-            if out and state.last_checkpoint is not None else "")
+    kept = ""
+    if out:
+        kept = (f"; the last good checkpoint (iteration {state.last_checkpoint}) in {out!r} "
+                f"is kept" if state.last_checkpoint is not None else
+                f"; no checkpoint had been written to {out!r} yet")
     raise DivergenceError(
         f"training diverged at iteration {n}: {why}. The step sizes are probably too large: "
         f"try a smaller alpha (--alpha, now {cfg['alpha']}) or beta (--beta, now "
@@ -347,7 +351,7 @@ class _SigintFlag:
 
     def _handle(self, signum, frame):
         self.hit = True
-        signal.signal(signal.SIGINT, self._previous)
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
 
     def __exit__(self, *exc):
         if self._previous is not None:

@@ -22,6 +22,7 @@ Methods
 import numpy as np
 
 from . import maml as M
+from .mlp import MLP
 
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "pretrain")
 
@@ -50,9 +51,23 @@ class MAML(Method):
     first_order = False
 
     def step(self, model, params, batch, config, backend):
+        if backend == "numba" and isinstance(model, MLP):
+            return self._step_numba(model, params["theta"], batch, config)
         loss, g = M.meta_gradient(model, params["theta"], batch, config["alpha"],
                                   config["inner_steps"], self.first_order, backend)
         return loss, {"theta": g}
+
+    def _step_numba(self, model, theta, batch, config):
+        """The trainer's hot path: mamlnp.fast's unchecked entry, skipping the argument
+        checks of mamlnp.maml.meta_gradient (the trainer made θ and the batch itself)."""
+        from . import fast
+        T, P = batch.num_tasks, model.num_params
+        flat = [a.reshape(T, -1) for a in (batch.x_support, batch.y_support,      # (T, K·D) …
+                                           batch.x_query, batch.y_query)]
+        alpha = np.full(P, float(config["alpha"]))                                 # (P,)
+        loss, g = fast.meta_gradient_unchecked(fast.geometry(model), theta, *flat, alpha,
+                                               config["inner_steps"], self.first_order)
+        return float(loss), {"theta": g}
 
 
 class FOMAML(MAML):

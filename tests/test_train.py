@@ -211,3 +211,17 @@ def test_cli_errors(tmp_path, capsys, extra, code, match):
     assert main(args) == code
     err = capsys.readouterr().err
     assert err.startswith("mamlnp train: error: ") and match in err and "Traceback" not in err
+
+
+def test_resume_removes_temp_files_of_a_killed_writer(tmp_path):
+    mamlnp.meta_train(out=tmp_path, **TINY)
+    stale = tmp_path / ".checkpoint.npz.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    mamlnp.meta_train(out=tmp_path, resume=True, iterations=14, progress=False)
+    assert not stale.exists() and mamlnp.load_checkpoint(tmp_path)[2]["iteration"] == 14
+
+
+def test_divergence_before_any_checkpoint_says_so(tmp_path):
+    with pytest.raises(DivergenceError, match="no checkpoint had been written"):
+        mamlnp.meta_train(out=tmp_path, alpha=10.0, inner_steps=5, **TINY)
+    assert not (tmp_path / "checkpoint.npz").exists()
