@@ -27,7 +27,7 @@ import zipfile
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -105,6 +105,33 @@ def _json_default(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+# ---- the run directory --------------------------------------------------------------
+
+
+def prepare_run_dir(out, resume=False, overwrite=False):
+    """Create the run directory ``out`` and check it is writable (call before training).
+
+    Refuses to start over a run already there unless ``resume`` or ``overwrite``."""
+    out = os.fspath(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"out: cannot write the run directory {out!r} ({exc.strerror or exc}); "
+                         f"expected a writable directory path") from None
+    ckpt = os.path.join(out, CHECKPOINT_NAME)
+    remove_stale_temp_files(out)
+    if resume and not os.path.exists(ckpt):
+        raise CheckpointError(f"resume: {out!r} holds no {CHECKPOINT_NAME} to resume from; "
+                              f"drop --resume to start a new run there")
+    if not resume and not overwrite and os.path.exists(ckpt):
+        raise InputError(f"out: {out!r} already holds a run ({CHECKPOINT_NAME}); pass --resume "
+                         f"to continue it, --overwrite to replace it, or choose another --out")
+    return out
 
 
 # ---- the checksum -------------------------------------------------------------------

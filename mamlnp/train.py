@@ -18,19 +18,14 @@ Reliability (module mamlnp.checkpoint writes the files):
     ``numpy.random.Generator`` seeded by ``seed``; its state is checkpointed, so
     a resumed run reproduces an uninterrupted one bit for bit;
   * a checkpoint every ``checkpoint_every`` iterations and at the end;
-  * divergence: a NaN/inf meta-loss or meta-gradient, a meta-loss above
-    ``LOSS_LIMIT`` = 1e6, or above ``MEDIAN_FACTOR`` = 1e3 times the median of the
-    last ``MEDIAN_WINDOW`` = 100 meta-losses (median refreshed every 100
-    iterations) stops the run with a DivergenceError BEFORE the bad step is
-    taken; the last good checkpoint is never overwritten;
+  * divergence: a NaN/inf meta-loss or meta-gradient, or a meta-loss that explodes
+    (rules in mamlnp.runguard) stops the run with a DivergenceError BEFORE the bad
+    step is taken; the last good checkpoint is never overwritten;
   * Ctrl-C (SIGINT) finishes the current iteration, writes a checkpoint and
     raises TrainingInterrupted (the CLI exits with code 130).
 """
 import os
-import signal
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -41,11 +36,13 @@ from . import maml as M
 from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from .mlp import MLP
 from .optim import OPTIMIZERS
+from .runguard import DivergenceGuard, SigintFlag, metadata
 from .tasks import SinusoidTasks
 from .validation import choice, nonneg_int, positive_float, positive_int
 from .variants import METHODS, get_method
 
 TASKS = {"sinusoid": SinusoidTasks}
+_FAMILY = {name: cls() for name, cls in TASKS.items()}
 DEFAULTS = {
     "task": "sinusoid", "method": "maml", "hidden": [40, 40], "activation": "relu",
     "alpha": 0.01, "beta": 1e-3, "inner_steps": 1, "shots": 10, "query": 10,
@@ -55,7 +52,6 @@ DEFAULTS = {
 }
 # config keys a resumed run may change without breaking bit-exact continuation
 RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every")
-LOSS_LIMIT, MEDIAN_FACTOR, MEDIAN_WINDOW = 1e6, 1e3, 100
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -159,52 +155,25 @@ def _resume_config(saved, requested):
     return cfg
 
 
-# ---- the output directory -----------------------------------------------------------
-
-
-def prepare_out(out, resume=False, overwrite=False):
-    """Create ``out`` and check it is writable — before any training happens."""
-    out = os.fspath(out)
-    try:
-        os.makedirs(out, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(f"out: cannot write the run directory {out!r} ({exc.strerror or exc}); "
-                         f"expected a writable directory path") from None
-    ckpt = os.path.join(out, C.CHECKPOINT_NAME)
-    C.remove_stale_temp_files(out)
-    if resume and not os.path.exists(ckpt):
-        raise CheckpointError(f"resume: {out!r} holds no {C.CHECKPOINT_NAME} to resume from; "
-                              f"drop --resume to start a new run there")
-    if not resume and not overwrite and os.path.exists(ckpt):
-        raise InputError(f"out: {out!r} already holds a run ({C.CHECKPOINT_NAME}); pass --resume "
-                         f"to continue it, --overwrite to replace it, or choose another --out")
-    return out
-
-
 # ---- training state -----------------------------------------------------------------
 
 
 @dataclass
 class _State:
+    """Everything that changes during a run; all of it goes into the checkpoint."""
     params: dict
     optimizers: dict
     rng: np.random.Generator
     iteration: int = 0
-    history: list = field(default_factory=list)
+    history: list = field(default_factory=list)               # rows (iteration, loss, val)
     window: list = field(default_factory=lambda: [0.0, 0])     # meta-loss sum, count
-    recent: np.ndarray = field(default_factory=lambda: np.zeros(MEDIAN_WINDOW))
-    n_recent: int = 0
-    median: float = np.inf
+    guard: DivergenceGuard = field(default_factory=DivergenceGuard)
     wall: float = 0.0
     last_checkpoint: int = None
 
     def train_state(self):
         return {"window_sum": np.float64(self.window[0]), "window_count": np.int64(self.window[1]),
-                "recent": self.recent, "n_recent": np.int64(self.n_recent),
-                "median": np.float64(self.median), "wall": np.float64(self.wall)}
+                "wall": np.float64(self.wall), **self.guard.state_dict()}
 
 
 def _new_state(model, method, cfg):
@@ -223,10 +192,11 @@ def _restore_state(model, method, cfg, saved):
     rng = np.random.default_rng()
     rng.bit_generator.state = saved["rng_state"]
     ts = saved["train_state"]
-    return _State(params, opts, rng, saved["iteration"],
-                  [tuple(r) for r in saved["history"]], [float(ts["window_sum"]),
-                  int(ts["window_count"])], np.array(ts["recent"]), int(ts["n_recent"]),
-                  float(ts["median"]), float(ts["wall"]), saved["iteration"])
+    state = _State(params, opts, rng, saved["iteration"], [tuple(r) for r in saved["history"]],
+                   [float(ts["window_sum"]), int(ts["window_count"])], DivergenceGuard(),
+                   float(ts["wall"]), saved["iteration"])
+    state.guard.load_state_dict(ts)
+    return state
 
 
 def _save(out, state, cfg):
@@ -237,83 +207,12 @@ def _save(out, state, cfg):
                       state.rng.bit_generator.state, state.iteration, history,
                       state.train_state())
     C.write_history_csv(os.path.join(out, C.HISTORY_NAME), history)
-    C.write_json(os.path.join(out, C.CONFIG_NAME), {**cfg, "metadata": metadata(cfg, state)})
+    C.write_json(os.path.join(out, C.CONFIG_NAME), {**cfg, "metadata": metadata(
+        cfg["backend"], cfg["seed"], state.wall, state.iteration)})
     state.last_checkpoint = state.iteration
 
 
-def metadata(cfg, state):
-    """Reproducibility metadata recorded in config.json."""
-    import platform
-    from importlib import metadata as im
-    meta = {"python": platform.python_version(), "numpy": np.__version__,
-            "platform": platform.platform(), "backend": cfg["backend"],
-            "cpu_count": os.cpu_count(), "seed": cfg["seed"],
-            "wall_time_s": round(state.wall, 3), "iteration": state.iteration,
-            "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "git_commit": _git_commit(), "mamlnp": _version()}
-    try:
-        meta["numba"] = im.version("numba")
-    except im.PackageNotFoundError:
-        meta["numba"] = None
-    numba = sys.modules.get("numba")
-    meta["threads"] = {"numba": numba.get_num_threads() if numba else None,
-                       **{k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS",
-                                                        "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                        "OPENBLAS_NUM_THREADS")}}
-    return meta
-
-
-def _version():
-    from . import __version__
-    return __version__
-
-
-def _git_commit():
-    import subprocess
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=os.path.dirname(os.path.abspath(__file__)))
-        return res.stdout.strip() if res.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-# ---- one meta-iteration, divergence and validation -----------------------------------
-
-
-def _check_step(state, cfg, loss, grads, out):
-    """Raise DivergenceError if this iteration's meta-loss or gradient is unusable."""
-    n = state.iteration + 1
-    if not np.isfinite(loss):
-        why = f"the meta-loss is {loss!r}"
-    elif loss > LOSS_LIMIT:
-        why = f"the meta-loss {loss:.4g} exceeds {LOSS_LIMIT:.0e}"
-    elif loss > MEDIAN_FACTOR * state.median:
-        why = (f"the meta-loss {loss:.4g} is over {MEDIAN_FACTOR:.0e} x the median "
-               f"{state.median:.4g} of the last {MEDIAN_WINDOW} iterations")
-    else:
-        bad = [g for g, v in grads.items() if not np.all(np.isfinite(v))]
-        if not bad:
-            return
-        why = f"the meta-gradient w.r.t. {bad[0]} holds NaN or infinite values"
-    kept = ""
-    if out:
-        kept = (f"; the last good checkpoint (iteration {state.last_checkpoint}) in {out!r} "
-                f"is kept" if state.last_checkpoint is not None else
-                f"; no checkpoint had been written to {out!r} yet")
-    raise DivergenceError(
-        f"training diverged at iteration {n}: {why}. The step sizes are probably too large: "
-        f"try a smaller alpha (--alpha, now {cfg['alpha']}) or beta (--beta, now "
-        f"{cfg['beta']}){kept}", iteration=n, loss=float(loss))
-
-
-def _record(state, loss):
-    state.window[0] += loss
-    state.window[1] += 1
-    state.recent[state.n_recent % MEDIAN_WINDOW] = loss
-    state.n_recent += 1
-    if state.n_recent % MEDIAN_WINDOW == 0:
-        state.median = float(np.median(state.recent))
+# ---- validation -------------------------------------------------------------------
 
 
 def validation_batch(cfg):
@@ -338,26 +237,6 @@ def validation_mse(model, method, params, cfg, batch):
 # ---- the loop -----------------------------------------------------------------------
 
 
-class _SigintFlag:
-    """While active, the first Ctrl-C only sets ``.hit``; a second one interrupts at once."""
-
-    def __init__(self):
-        self.hit, self._previous = False, None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.hit = True
-        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
 def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress=True,
                callback=None, **kwargs):
     """Meta-train on the sinusoid tasks; returns a TrainResult (.theta, .model, .config, .history).
@@ -374,7 +253,7 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
     requested = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
     cfg = make_config(config, **kwargs)
     if out is not None:
-        out = prepare_out(out, resume, overwrite)
+        out = C.prepare_run_dir(out, resume, overwrite)
     elif resume:
         raise InputError("resume: expected a run directory in out=..., got out=None")
     model, method = MLP(**cfg["model"]), get_method(cfg["method"])
@@ -403,36 +282,19 @@ def _requested_keys(requested, saved):
 
 
 def _run(model, method, cfg, state, out, progress, callback):
-    family, val = TASKS[cfg["task"]](), validation_batch(cfg)
-    T, K, Q, backend = cfg["meta_batch"], cfg["shots"], cfg["query"], cfg["backend"]
-    bar = _progress_bar(progress, cfg, state)
-    start, val_mse, stop = time.perf_counter(), float("nan"), False
+    val, bar = validation_batch(cfg), _progress_bar(progress, cfg, state)
+    start, stop = time.perf_counter(), False
     try:
-        with _SigintFlag() as sigint:
+        with SigintFlag() as sigint:
             while state.iteration < cfg["iterations"] and not stop:
-                batch = family.sample(state.rng, T, K, Q)
-                loss, grads = method.step(model, state.params, batch, cfg, backend)
-                loss = float(loss)
-                _check_step(state, cfg, loss, grads, out)
-                for g, opt in state.optimizers.items():
-                    state.params[g] = opt.step(state.params[g], grads[g])
-                state.iteration += 1
-                _record(state, loss)
-                evaluated = state.iteration % cfg["eval_every"] == 0
-                if evaluated:
-                    val_mse = _history_row(model, method, cfg, state, val)
+                loss, val_mse = _iteration(model, method, cfg, state, val, out)
                 if callback is not None:
-                    stop = bool(callback(Step(state.iteration, loss, state.params,
-                                              val_mse if evaluated else None)))
+                    stop = bool(callback(Step(state.iteration, loss, state.params, val_mse)))
                 stop = stop or sigint.hit
                 if out and (state.iteration % cfg["checkpoint_every"] == 0 or stop):
-                    state.wall += time.perf_counter() - start
-                    start = time.perf_counter()
+                    state.wall, start = state.wall + time.perf_counter() - start, time.perf_counter()
                     _save(out, state, cfg)
-                bar.update(1)
-                if evaluated or state.iteration % 50 == 0:
-                    bar.set_postfix(meta_loss=f"{loss:.4f}", val_mse=f"{val_mse:.4f}",
-                                    refresh=False)
+                _show(bar, state, loss, val_mse)
             finished = state.iteration >= cfg["iterations"]
             if finished and state.window[1] > 0:                # the final history row
                 _history_row(model, method, cfg, state, val)
@@ -441,11 +303,45 @@ def _run(model, method, cfg, state, out, progress, callback):
                 _save(out, state, cfg)
     finally:
         bar.close()
-    interrupted = sigint.hit and not finished
-    result = _result(model, cfg, state, out, interrupted)
-    if interrupted:
+    result = _result(model, cfg, state, out, interrupted=sigint.hit and not finished)
+    if result.interrupted:
         raise TrainingInterrupted(_interrupt_message(state, out), result)
     return result
+
+
+def _iteration(model, method, cfg, state, val, out):
+    """One meta-iteration: sample T tasks, meta-gradient(s), check, outer step(s).
+    Returns (meta_loss, validation MSE or None)."""
+    batch = _FAMILY[cfg["task"]].sample(state.rng, cfg["meta_batch"], cfg["shots"],
+                                        cfg["query"])                   # T tasks, K + Q points
+    loss, grads = method.step(model, state.params, batch, cfg, cfg["backend"])
+    loss = float(loss)
+    state.guard.check(state.iteration + 1, loss, grads, _divergence_hint(cfg, state, out))
+    for g, opt in state.optimizers.items():
+        state.params[g] = opt.step(state.params[g], grads[g])              # θ ← Adam_β(θ, g)
+    state.iteration += 1
+    state.guard.record(loss)
+    state.window = [state.window[0] + loss, state.window[1] + 1]
+    if state.iteration % cfg["eval_every"] == 0:
+        return loss, _history_row(model, method, cfg, state, val)
+    return loss, None
+
+
+def _divergence_hint(cfg, state, out):
+    hint = (f"The step sizes are probably too large: try a smaller alpha (--alpha, now "
+            f"{cfg['alpha']}) or beta (--beta, now {cfg['beta']})")
+    if not out:
+        return hint + "."
+    if state.last_checkpoint is None:
+        return hint + f"; no checkpoint had been written to {out!r} yet."
+    return hint + f"; the last good checkpoint (iteration {state.last_checkpoint}) in {out!r} is kept."
+
+
+def _show(bar, state, loss, val_mse):
+    bar.update(1)
+    if val_mse is not None or state.iteration % 50 == 0:
+        last_val = state.history[-1][2] if state.history else float("nan")
+        bar.set_postfix(meta_loss=f"{loss:.4f}", val_mse=f"{last_val:.4f}", refresh=False)
 
 
 def _history_row(model, method, cfg, state, val):

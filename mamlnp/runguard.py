@@ -1,0 +1,118 @@
+"""Reliable runs: divergence detection, Ctrl-C handling, reproducibility metadata.
+
+Used by mamlnp.train; kept apart so the training loop reads as the algorithm.
+
+Divergence rule (checked BEFORE the outer step is taken, so a diverged state is
+never written): iteration n diverges when its meta-loss is NaN or infinite, above
+``LOSS_LIMIT`` = 1e6, or above ``MEDIAN_FACTOR`` = 1e3 times the median of the
+previous ``MEDIAN_WINDOW`` = 100 meta-losses (the median is refreshed every 100
+iterations, so it costs nothing per iteration; before the first 100 only the
+absolute rules apply), or when a meta-gradient holds NaN or inf. For the sinusoid
+the meta-loss starts near E[A²]/2 ≈ 4 and normal training noise stays well within
+a factor 10 of the median, so 1e3 only fires on a real explosion.
+"""
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from .errors import DivergenceError
+
+LOSS_LIMIT, MEDIAN_FACTOR, MEDIAN_WINDOW = 1e6, 1e3, 100
+
+
+class DivergenceGuard:
+    """Keeps the last MEDIAN_WINDOW meta-losses and raises DivergenceError on a bad step."""
+
+    def __init__(self):
+        self.recent = np.zeros(MEDIAN_WINDOW)           # ring buffer of meta-losses
+        self.count = 0
+        self.median = np.inf
+
+    def check(self, iteration, loss, grads, hint):
+        """Raise DivergenceError naming ``iteration`` if ``loss``/``grads`` are unusable.
+        ``hint`` ends the message (what to change, which checkpoint is kept)."""
+        if not np.isfinite(loss):
+            why = f"the meta-loss is {loss!r}"
+        elif loss > LOSS_LIMIT:
+            why = f"the meta-loss {loss:.4g} exceeds {LOSS_LIMIT:.0e}"
+        elif loss > MEDIAN_FACTOR * self.median:
+            why = (f"the meta-loss {loss:.4g} is over {MEDIAN_FACTOR:.0e} x the median "
+                   f"{self.median:.4g} of the last {MEDIAN_WINDOW} iterations")
+        else:
+            bad = [name for name, g in grads.items() if not np.all(np.isfinite(g))]
+            if not bad:
+                return
+            why = f"the meta-gradient w.r.t. {bad[0]} holds NaN or infinite values"
+        raise DivergenceError(f"training diverged at iteration {iteration}: {why}. {hint}",
+                              iteration=iteration, loss=float(loss))
+
+    def record(self, loss):
+        self.recent[self.count % MEDIAN_WINDOW] = loss
+        self.count += 1
+        if self.count % MEDIAN_WINDOW == 0:
+            self.median = float(np.median(self.recent))
+
+    def state_dict(self):
+        return {"recent": self.recent.copy(), "n_recent": np.int64(self.count),
+                "median": np.float64(self.median)}
+
+    def load_state_dict(self, state):
+        self.recent = np.array(state["recent"], dtype=np.float64)
+        self.count, self.median = int(state["n_recent"]), float(state["median"])
+
+
+class SigintFlag:
+    """While active, the first Ctrl-C only sets ``.hit`` (the loop then checkpoints and
+    stops at the end of the iteration); a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.hit, self._previous = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.hit = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def metadata(backend, seed, wall_time, iteration):
+    """Reproducibility metadata recorded in a run's config.json."""
+    from importlib import metadata as im
+    from . import __version__
+    meta = {"python": platform.python_version(), "numpy": np.__version__,
+            "platform": platform.platform(), "backend": backend, "cpu_count": os.cpu_count(),
+            "seed": seed, "wall_time_s": round(wall_time, 3), "iteration": iteration,
+            "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "git_commit": git_commit(), "mamlnp": __version__}
+    try:
+        meta["numba"] = im.version("numba")
+    except im.PackageNotFoundError:
+        meta["numba"] = None
+    numba = sys.modules.get("numba")                    # only if a numba run imported it
+    meta["threads"] = {"numba": numba.get_num_threads() if numba else None,
+                       **{k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
+                                                        "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+    return meta
+
+
+def git_commit():
+    """HEAD of the git checkout mamlnp is imported from, or None."""
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=os.path.dirname(os.path.abspath(__file__)))
+        return res.stdout.strip() if res.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
