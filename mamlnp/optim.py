@@ -23,6 +23,10 @@ class SGD:
 
     def step(self, theta, grad):
         theta, grad = _check_step(theta, grad)
+        return self._step(theta, grad)
+
+    def _step(self, theta, grad):
+        """The update without argument checks (for a training loop's own θ and g)."""
         return theta - self.lr * grad
 
     def state_dict(self):
@@ -54,6 +58,10 @@ class Adam:
         if self.m is not None and self.m.shape != grad.shape:
             raise InputError(f"grad: this Adam holds state for shape {self.m.shape}, "
                              f"got {grad.shape} (use one optimizer per parameter vector)")
+        return self._step(theta, grad)
+
+    def _step(self, theta, grad):
+        """The update without argument checks (for a training loop's own θ and g)."""
         if self.m is None:
             self.m, self.v = np.zeros_like(grad), np.zeros_like(grad)
         self.t += 1
