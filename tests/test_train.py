@@ -226,3 +226,12 @@ def test_divergence_before_any_checkpoint_says_so(tmp_path):
     with pytest.raises(DivergenceError, match="no checkpoint had been written"):
         mamlnp.meta_train(out=tmp_path, alpha=10.0, inner_steps=5, **TINY)
     assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_unchecked_sampler_draws_the_same_bits_as_the_checked_one():
+    family = mamlnp.SinusoidTasks()
+    fast, ref = TR.sample_batch(family, np.random.default_rng(9), 4, 3, 5), \
+        family.sample(np.random.default_rng(9), 4, 3, 5)
+    for name in ("x_support", "y_support", "x_query", "y_query"):
+        a, b = getattr(fast, name), getattr(ref, name)
+        assert a.shape == b.shape and a.flags.c_contiguous and a.tobytes() == b.tobytes()
