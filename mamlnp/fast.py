@@ -1,0 +1,182 @@
+"""The ``backend="numba"`` entry points: the same maths as mamlnp/maml.py, compiled.
+
+Dimension legend: T tasks, K support points, Q query points, D inputs, O outputs,
+P parameters, s = inner_steps, PA = 1 (scalar α) or P (per-parameter α).
+
+Three layers of entry point:
+
+* ``meta_gradient``, ``adapt``, ``meta_gradient_alpha``, ``adapt_batch``, ``adapt_curve``:
+  called by mamlnp.maml (which has validated the arguments) or directly; they take a
+  model and a TaskBatch like the NumPy reference.
+* ``meta_gradient_unchecked``: for the training loop's hot path. It takes the
+  geometry from ``geometry(model)`` and raw float64 C-contiguous arrays, and checks
+  nothing (a wrong shape gives wrong numbers or an IndexError, not an InputError);
+  Python-side validation costs tens of µs, a meta-iteration's whole budget is ~200 µs.
+* the kernels themselves, in mamlnp/kernels/.
+
+A model that is not a :class:`mamlnp.MLP` (e.g. a toy model of the model protocol)
+has no kernels: every entry point here then runs the NumPy reference instead.
+
+Functions named ``*_numpy`` are the NumPy references (twins) of the new batched
+functions, written with the model protocol only; tests/test_kernels.py compares.
+"""
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+from .kernels import ACT_IDS, LOSS_IDS
+from .kernels.maml_kernels import alloc_workspace, batch_adapt, batch_meta_grad
+from .mlp import MLP
+
+
+@lru_cache(maxsize=64)
+def _geometry(sizes, activation, loss):
+    sizes = np.array(sizes, dtype=np.int64)                     # (L+1,)
+    fan_in, fan_out = sizes[:-1], sizes[1:]
+    block = fan_in * fan_out + fan_out                          # P_l = I·O + O
+    woff = np.concatenate(([0], np.cumsum(block)[:-1])).astype(np.int64)
+    boff = woff + fan_in * fan_out
+    coff = np.concatenate(([0], np.cumsum(fan_out)[:-1])).astype(np.int64)
+    for a in (sizes, woff, boff, coff):
+        a.setflags(write=False)
+    return sizes, woff, boff, coff, ACT_IDS[activation], LOSS_IDS[loss]
+
+
+def geometry(model):
+    """(sizes, woff, boff, coff, act_id, loss_id): the kernels' description of an MLP."""
+    return _geometry(tuple(model.sizes), model.activation, model.loss_name)
+
+
+_local = threading.local()          # one workspace per Python thread: calls never share one
+
+
+def workspace(geom, T, P, s, K, Q, PA):
+    """The kernels' scratch buffers for these dimensions, kept between calls (the most
+    recent shape per thread), so a training loop allocates them once."""
+    key = (T, P, s, K, Q, PA, int(geom[0][1:].sum()))
+    cached = getattr(_local, "ws", None)
+    if cached is None or cached[0] != key:
+        _local.ws = cached = (key, alloc_workspace(T, P, s, K, Q, key[-1], PA))
+    return cached[1]
+
+
+def _meta_grad(geom, theta, xs, ys, xq, yq, alpha_vec, s, first_order, ga_mode):
+    O = geom[0][-1]
+    T, K, Q, P = xs.shape[0], ys.shape[1] // O, yq.shape[1] // O, theta.shape[0]
+    ws = workspace(geom, T, P, s, K, Q, P if ga_mode == 2 else 1)
+    return batch_meta_grad(theta, xs, ys, xq, yq, alpha_vec, s, first_order, ga_mode,
+                           *geom, ws)
+
+
+def _flat(a):
+    """(T, N, C) -> (T, N·C) float64 C-contiguous (a view when already so)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return a.reshape(a.shape[0], -1)
+
+
+def _alpha_vector(alpha, P):
+    if np.ndim(alpha) == 0:
+        return np.full(P, float(alpha))
+    return np.ascontiguousarray(alpha, dtype=np.float64)
+
+
+def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha_vec, inner_steps, first_order):
+    """(meta_loss, ∇θ (P,)) with NO checks: the training loop's hot path.
+
+    geom = geometry(model); theta (P,), alpha_vec (P,) (fill it with α for a scalar step),
+    xs (T, K·D), ys (T, K·O), xq (T, Q·D), yq (T, Q·O): float64, C-contiguous (a
+    TaskBatch's (T, K, D) arrays reshaped, which is free). inner_steps int ≥ 0.
+    """
+    loss, g, _ = _meta_grad(geom, theta, xs, ys, xq, yq, alpha_vec, inner_steps,
+                            first_order, 0)
+    return loss, g
+
+
+def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False):
+    """(meta_loss, ∇θ (P,)), as mamlnp.maml.meta_gradient (arguments already validated)."""
+    if not isinstance(model, MLP):
+        from . import maml
+        return maml.meta_gradient(model, theta, batch, alpha, inner_steps, first_order,
+                                  backend="numpy")
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    loss, g, _ = _meta_grad(geometry(model), theta, _flat(batch.x_support),
+                            _flat(batch.y_support), _flat(batch.x_query), _flat(batch.y_query),
+                            _alpha_vector(alpha, theta.shape[0]), int(inner_steps),
+                            bool(first_order), 0)
+    return float(loss), g
+
+
+def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=False):
+    """(meta_loss, ∇θ (P,), ∇α (() or (P,))), as mamlnp.maml.meta_gradient_alpha (Meta-SGD)."""
+    if not isinstance(model, MLP):
+        from . import maml
+        return maml.meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order)
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    scalar = np.ndim(alpha) == 0
+    loss, g, ga = _meta_grad(geometry(model), theta, _flat(batch.x_support),
+                             _flat(batch.y_support), _flat(batch.x_query), _flat(batch.y_query),
+                             _alpha_vector(alpha, theta.shape[0]), int(inner_steps),
+                             bool(first_order), 1 if scalar else 2)
+    return float(loss), g, (ga[0] if scalar else ga)
+
+
+def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve):
+    """(θ_s (T, P), curve (T, steps+1)) from the batch_adapt kernel."""
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    geom, (T, P), steps = geometry(model), (len(xs), theta.shape[0]), int(steps)
+    xs, ys, xq, yq = _flat(xs), _flat(ys), _flat(xq), _flat(yq)
+    O = geom[0][-1]
+    ws = workspace(geom, T, P, 1, ys.shape[1] // O, yq.shape[1] // O, 1)
+    out, curve = np.empty((T, P)), np.zeros((T, steps + 1))
+    batch_adapt(theta, xs, ys, xq, yq, _alpha_vector(alpha, P), steps, want_curve, *geom,
+                ws, out, curve)
+    return out, curve
+
+
+def adapt(model, theta, x_support, y_support, alpha, inner_steps):
+    """θ' (P,) after ``inner_steps`` SGD steps on one task, as mamlnp.maml.adapt."""
+    if not isinstance(model, MLP):
+        from . import maml
+        return maml.adapt(model, theta, x_support, y_support, alpha, inner_steps, "numpy")
+    xs, ys = np.asarray(x_support)[None], np.asarray(y_support)[None]
+    return _adapt(model, theta, xs, ys, xs, ys, alpha, inner_steps, False)[0][0]
+
+
+def adapt_batch(model, theta, batch, alpha, inner_steps):
+    """θ'_t (T, P): every task of ``batch`` adapted on its support set (query unused)."""
+    if not isinstance(model, MLP):
+        return adapt_batch_numpy(model, theta, batch, alpha, inner_steps)
+    return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
+                  batch.y_query, alpha, inner_steps, False)[0]
+
+
+def adapt_curve(model, theta, batch, alpha, steps):
+    """Query losses during adaptation, (T, steps+1): [t, k] = L_Q,t(θ_k^{(t)}), θ_k after k
+    inner SGD steps on task t's support set (k = 0 is the un-adapted θ). Evaluation's curve
+    (Finn et al. 2017, Fig. 3: loss against number of gradient steps)."""
+    if not isinstance(model, MLP):
+        return adapt_curve_numpy(model, theta, batch, alpha, steps)
+    return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
+                  batch.y_query, alpha, steps, True)[1]
+
+
+# ---- NumPy references (twins) of the batched functions ---------------------------------
+
+
+def adapt_batch_numpy(model, theta, batch, alpha, inner_steps):
+    """Reference of ``adapt_batch``: maml.inner_loop task by task."""
+    from .maml import inner_loop
+    return np.stack([inner_loop(model, theta, *batch.task(t)[:2], alpha, inner_steps)[-1]
+                     for t in range(batch.num_tasks)])
+
+
+def adapt_curve_numpy(model, theta, batch, alpha, steps):
+    """Reference of ``adapt_curve``: (T, steps+1) query losses along maml.inner_loop."""
+    from .maml import inner_loop
+    curve = np.empty((batch.num_tasks, steps + 1))
+    for t in range(batch.num_tasks):
+        xs, ys, xq, yq = batch.task(t)
+        for k, th in enumerate(inner_loop(model, theta, xs, ys, alpha, steps)):
+            curve[t, k] = model._loss_value(th, xq, yq)          # L_Q(θ_k)
+    return curve

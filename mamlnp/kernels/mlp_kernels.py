@@ -1,0 +1,277 @@
+"""Forward, loss, backward and R-pass (exact HVP) of the MLP on one task's points.
+
+Dimension legend: N points, L layers, I = fan_in = sizes[l], O = fan_out = sizes[l+1],
+P parameters, Hsum = Σ_{l≥1} sizes[l].  Layout conventions: mamlnp/kernels/__init__.py.
+
+Compiled twins of mamlnp/mlp.py (``_forward``, ``_backward``, ``_rpass``), layers.py,
+activations.py and losses.py; same equations, same order of layers:
+
+    forward     z_l = h_{l-1} W_l + b_l ,  h_l = σ(z_l) (hidden),  ŷ = z_L
+    backward    dz_l = dh_l ⊙ σ'(z_l),  dW_l = h_{l-1}ᵀ dz_l,  db_l = Σ_n dz_l,  dh_{l-1} = dz_l W_lᵀ
+    R-forward   Rz_l = h_{l-1} V_W + V_b + Rh_{l-1} W_l ,  Rh_l = σ'(z_l) ⊙ Rz_l     (Rh_0 = 0)
+    R-backward  Rdz_l = Rdh_l ⊙ σ'(z_l) + dh_l ⊙ σ''(z_l) ⊙ Rz_l
+                RdW_l = h_{l-1}ᵀ Rdz_l + Rh_{l-1}ᵀ dz_l ,  Rdb_l = Σ_n Rdz_l
+                Rdh_{l-1} = Rdz_l W_lᵀ + dz_l V_Wᵀ                 (H v = [RdW_l | Rdb_l]_l)
+
+The matrix products are ``np.dot`` on 2-d views (``block``) of the flat buffers:
+inside a Numba kernel that is a direct BLAS dgemm call (~0.1 µs of overhead), and for
+these small shapes (10×40 by 40×40) it ran about 4× faster than the best hand-written
+loop nest we measured (Numba does not SLP-vectorise, and a vectorised axpy loop is
+store-bound); docs/performance.md has the figures.  A transposed operand (hᵀ, Wᵀ) is
+a transposed view: BLAS reads it in place, nothing is copied.
+
+A *cache* of one pass is five flat buffers of N·Hsum floats: Z (z_l; ŷ for the last
+layer), A (h_l; for softmax_xent the last block holds p = softmax(ŷ)), S (σ'(z_l)),
+DZ (dz_l; dŷ for the last layer), DH (dh_l).  σ'' is rebuilt from A and S without a
+transcendental: tanh'' = −2 h σ', softplus'' = σ'(1 − σ'), relu'' = 0 (term skipped).
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def block(buf, off, rows, cols):
+    """buf[off : off + rows·cols] as a (rows, cols) row-major view (no copy)."""
+    return buf[off:off + rows * cols].reshape(rows, cols)
+
+
+@njit(cache=True)
+def add_into(dst, src):
+    """dst += src, both (rows, cols)."""
+    for i in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
+            dst[i, j] += src[i, j]
+
+
+@njit(cache=True)
+def add_row(dst, b):
+    """dst[n, :] += b for every row n: (N, O) += (O,)."""
+    for n in range(dst.shape[0]):
+        for o in range(dst.shape[1]):
+            dst[n, o] += b[o]
+
+
+@njit(cache=True)
+def sum_rows(src, out):
+    """out (O,) = Σ_n src[n, :]   (db = Σ_n dz)."""
+    out[:] = 0.0
+    for n in range(src.shape[0]):
+        for o in range(src.shape[1]):
+            out[o] += src[n, o]
+
+
+# ---- activations (aid 0 relu, 1 tanh, 2 softplus) ------------------------------------
+
+
+@njit(cache=True)
+def act_forward(Z, A, S, off, n, aid):
+    """A = σ(Z), S = σ'(Z) on Z[off:off+n] (elementwise; activations.py)."""
+    if aid == 0:
+        for i in range(off, off + n):
+            z = Z[i]
+            A[i] = z if z > 0.0 else 0.0
+            S[i] = 1.0 if z > 0.0 else 0.0
+    elif aid == 1:
+        for i in range(off, off + n):
+            t = math.tanh(Z[i])
+            A[i] = t
+            S[i] = 1.0 - t * t
+    else:
+        for i in range(off, off + n):
+            z = Z[i]
+            e = math.exp(-abs(z))                        # ≤ 1: no overflow
+            A[i] = max(z, 0.0) + math.log1p(e)           # log(1 + e^z), as np.logaddexp(0, z)
+            S[i] = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)   # sigmoid(z)
+
+
+@njit(cache=True)
+def act_second(A, S, i, aid):
+    """σ''(z_i) from h_i = A[i] and σ'(z_i) = S[i] (tanh or softplus; relu'' = 0)."""
+    if aid == 1:
+        return -2.0 * A[i] * S[i]                        # −2 t (1 − t²)
+    return S[i] * (1.0 - S[i])                           # s (1 − s)
+
+
+# ---- forward --------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def layer_input(x, A, N, sizes, coff, l):
+    """h_{l-1} (N, sizes[l]): the data x for l = 0, else the activations of layer l−1."""
+    if l == 0:
+        return block(x, 0, N, sizes[0])
+    return block(A, N * coff[l - 1], N, sizes[l])
+
+
+@njit(cache=True)
+def forward(th, x, N, sizes, woff, boff, coff, aid, Z, A, S):
+    """Fill Z, A, S for the N points x (N·D,) at parameters th (P,)."""
+    L = sizes.shape[0] - 1
+    for l in range(L):
+        I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
+        z = block(Z, zo, N, O)
+        np.dot(layer_input(x, A, N, sizes, coff, l), block(th, woff[l], I, O), z)  # h W
+        add_row(z, th[boff[l]:boff[l] + O])                                          # + b
+        if l < L - 1:
+            act_forward(Z, A, S, zo, N * O, aid)
+
+
+# ---- losses (lid 0 mse, 1 softmax_xent) -------------------------------------------------
+
+
+@njit(cache=True)
+def loss_and_dyhat(Z, A, DZ, off, y, N, O, lid):
+    """L(ŷ, y) with ŷ = Z[off:off+N·O]; writes dŷ into DZ (and p into A for softmax_xent)."""
+    if lid == 0:                                          # L = mean (ŷ − y)²
+        c = 2.0 / (N * O)
+        total = 0.0
+        for i in range(N * O):
+            d = Z[off + i] - y[i]
+            total += d * d
+            DZ[off + i] = c * d                           # 2 (ŷ − y) / (N O)
+        return total / (N * O)
+    total = 0.0                                           # L = −(1/N) Σ y log softmax(ŷ)
+    for n in range(N):
+        r = off + n * O
+        lse = log_sum_exp(Z, r, O)
+        for o in range(O):
+            logp = Z[r + o] - lse
+            total += y[n * O + o] * logp
+            A[r + o] = math.exp(logp)                     # p
+            DZ[r + o] = (A[r + o] - y[n * O + o]) / N     # (p − y) / N
+    return -total / N
+
+
+@njit(cache=True)
+def log_sum_exp(Z, r, O):
+    """log Σ_o exp(Z[r + o]), shifted by the max for stability."""
+    m = Z[r]
+    for o in range(1, O):
+        m = max(m, Z[r + o])
+    se = 0.0
+    for o in range(O):
+        se += math.exp(Z[r + o] - m)
+    return m + math.log(se)
+
+
+@njit(cache=True)
+def loss_value(Z, off, y, N, O, lid):
+    """L(ŷ, y) alone, ŷ = Z[off:off+N·O]."""
+    total = 0.0
+    if lid == 0:
+        for i in range(N * O):
+            d = Z[off + i] - y[i]
+            total += d * d
+        return total / (N * O)
+    for n in range(N):
+        r = off + n * O
+        lse = log_sum_exp(Z, r, O)
+        for o in range(O):
+            total += y[n * O + o] * (Z[r + o] - lse)
+    return -total / N
+
+
+# ---- backward ----------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def backward(th, x, N, sizes, woff, boff, coff, A, S, DZ, DH, grad):
+    """∇L (P,) into grad, given the forward caches and dŷ in DZ; fills DZ and DH."""
+    L = sizes.shape[0] - 1
+    for l in range(L - 1, -1, -1):
+        I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
+        if l < L - 1:                                     # dz = dh ⊙ σ'(z)
+            for i in range(zo, zo + N * O):
+                DZ[i] = DH[i] * S[i]
+        dz = block(DZ, zo, N, O)
+        np.dot(layer_input(x, A, N, sizes, coff, l).T, dz, block(grad, woff[l], I, O))  # hᵀ dz
+        sum_rows(dz, grad[boff[l]:boff[l] + O])                                         # Σ_n dz
+        if l > 0:
+            np.dot(dz, block(th, woff[l], I, O).T, block(DH, N * coff[l - 1], N, I))   # dz Wᵀ
+
+
+# ---- R-pass: H v -----------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH, tmp):
+    """R-forward along v: Rz_l = h_{l-1} V_W + V_b + Rh_{l-1} W_l, Rh_l = σ'(z_l) ⊙ Rz_l."""
+    L = sizes.shape[0] - 1
+    for l in range(L):
+        I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
+        rz = block(RZ, zo, N, O)
+        np.dot(layer_input(x, A, N, sizes, coff, l), block(v, woff[l], I, O), rz)   # h V_W
+        add_row(rz, v[boff[l]:boff[l] + O])                                          # + V_b
+        if l > 0:
+            t = block(tmp, 0, N, O)
+            np.dot(block(RH, N * coff[l - 1], N, I), block(th, woff[l], I, O), t)
+            add_into(rz, t)                                                          # + Rh W
+        if l < L - 1:
+            for i in range(zo, zo + N * O):
+                RH[i] = S[i] * RZ[i]                      # Rh = σ'(z) ⊙ Rz
+
+
+@njit(cache=True)
+def r_dz(A, S, DH, RZ, RDH, RDZ, off, n, aid):
+    """Rdz = Rdh ⊙ σ'(z) + dh ⊙ σ''(z) ⊙ Rz on [off, off+n) (the σ'' term is 0 for relu)."""
+    if aid == 0:
+        for i in range(off, off + n):
+            RDZ[i] = RDH[i] * S[i]
+    else:
+        for i in range(off, off + n):
+            RDZ[i] = RDH[i] * S[i] + DH[i] * act_second(A, S, i, aid) * RZ[i]
+
+
+@njit(cache=True)
+def r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
+               tmp, hv):
+    """R-backward from R{dŷ} (already in RDZ's last block) down to layer 1; hv = H v (P,)."""
+    L = sizes.shape[0] - 1
+    for l in range(L - 1, -1, -1):
+        I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
+        if l < L - 1:
+            r_dz(A, S, DH, RZ, RDH, RDZ, zo, N * O, aid)
+        rdz, dz, hvW = block(RDZ, zo, N, O), block(DZ, zo, N, O), block(hv, woff[l], I, O)
+        np.dot(layer_input(x, A, N, sizes, coff, l).T, rdz, hvW)                   # hᵀ Rdz
+        sum_rows(rdz, hv[boff[l]:boff[l] + O])                                      # Σ_n Rdz
+        if l > 0:
+            ho = N * coff[l - 1]
+            t = block(tmp, 0, I, O)
+            np.dot(block(RH, ho, N, I).T, dz, t)
+            add_into(hvW, t)                                                        # + Rhᵀ dz
+            rdh, t = block(RDH, ho, N, I), block(tmp, 0, N, I)
+            np.dot(rdz, block(th, woff[l], I, O).T, rdh)                            # Rdz Wᵀ
+            np.dot(dz, block(v, woff[l], I, O).T, t)
+            add_into(rdh, t)                                                        # + dz V_Wᵀ
+
+
+@njit(cache=True)
+def rpass(th, v, x, N, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
+          tmp, hv):
+    """hv = H_θ v (P,), exact (Pearlmutter), reusing the caches A, S, DZ, DH that
+    ``forward`` and ``backward`` left for these N points at the same θ.
+    RZ, RH, RDZ, RDH: N·Hsum scratch; tmp: max(N, I)·O scratch for every layer."""
+    L = sizes.shape[0] - 1
+    r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH, tmp)
+    r_loss(A, RZ, RDZ, N * coff[L - 1], N, sizes[L], lid)             # R{dŷ}
+    r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
+               tmp, hv)
+
+
+@njit(cache=True)
+def r_loss(A, RZ, RDZ, off, N, O, lid):
+    """R{dŷ} into RDZ[off:off+N·O] from Rŷ = RZ[off:…] (losses.py ``*_rbackward``)."""
+    if lid == 0:
+        c = 2.0 / (N * O)
+        for i in range(off, off + N * O):
+            RDZ[i] = c * RZ[i]                            # 2 Rŷ / (N O)
+        return
+    for n in range(N):                                    # p ⊙ (Rŷ − Σ_o p_o Rŷ_o) / N
+        r = off + n * O
+        s = 0.0
+        for o in range(O):
+            s += A[r + o] * RZ[r + o]
+        for o in range(O):
+            RDZ[r + o] = A[r + o] * (RZ[r + o] - s) / N
