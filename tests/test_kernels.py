@@ -1,0 +1,246 @@
+"""The Numba kernels (mamlnp/kernels, entry points mamlnp/fast.py) against their NumPy twins.
+
+Dimension legend: T tasks, K support points, Q query points, N points, D inputs,
+O outputs, P parameters, s = inner_steps, Hsum = Σ_{l≥1} sizes[l].
+
+Every comparison prints its relative error ‖numba − numpy‖ / ‖numpy‖ (run with -s) and
+asserts it is ≤ 1e-12: the kernels compute the same equations in a different order of
+floating-point operations, so they agree to a few ulps, not bit for bit.
+
+Compile time dominates this file, so every kernel is compiled for ONE type signature:
+data always float64 C-contiguous, geometry from fast.geometry, α always a (P,) vector.
+"""
+import numpy as np
+import numba
+import pytest
+
+import mamlnp
+from mamlnp import fast
+from mamlnp import maml as M
+from mamlnp.kernels import maml_kernels as MK
+from mamlnp.kernels import mlp_kernels as K
+from mamlnp.tasks import TaskBatch
+
+TOL = 1e-12
+# (sizes, activation, loss): every activation with both losses, architectures of 1 to 3
+# hidden layers, D and O of 1 and more (softmax_xent needs O ≥ 2).
+CASES = [((1, 7, 1), "relu", "mse"), ((3, 6, 5, 2), "relu", "softmax_xent"),
+         ((2, 5, 4, 3), "tanh", "mse"), ((1, 8, 3), "tanh", "softmax_xent"),
+         ((2, 4, 6, 3, 2), "softplus", "mse"), ((3, 5, 4), "softplus", "softmax_xent")]
+IDS = [f"{a}-{l}-{'x'.join(map(str, s))}" for s, a, l in CASES]
+
+
+def rel(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def check(name, got, want):
+    err = rel(got, want)
+    print(f"{name}: relative error {err:.2e}")
+    assert err <= TOL, f"{name}: relative error {err:.3e} > {TOL}"
+
+
+def make_case(sizes, activation, loss, T=3, K=4, Q=5, seed=0):
+    """(model, θ (P,), TaskBatch, α vector (P,)) with targets the loss accepts."""
+    model = mamlnp.MLP(sizes, activation, loss)
+    rng = np.random.default_rng(seed)
+    theta = model.init(seed, scheme="uniform")
+    D, O = sizes[0], sizes[-1]
+
+    def targets(n):
+        if loss == "mse":
+            return rng.standard_normal((T, n, O))
+        return np.eye(O)[rng.integers(0, O, (T, n))]                  # one-hot (T, n, O)
+    batch = TaskBatch.make(rng.standard_normal((T, K, D)), targets(K),
+                           rng.standard_normal((T, Q, D)), targets(Q))
+    alpha_vec = rng.uniform(0.02, 0.2, model.num_params)               # Meta-SGD-like (P,)
+    return model, theta, batch, alpha_vec
+
+
+def one_pass(model, theta, x, y, v):
+    """Kernel forward + loss + backward + R-pass on one point set: (ŷ, loss, ∇L, H v)."""
+    sizes, woff, boff, coff, aid, lid = fast.geometry(model)
+    N, Hsum, P, L = x.shape[0], int(sizes[1:].sum()), model.num_params, len(sizes) - 1
+    Z, A, S, DZ, DH, RZ, RH, RDZ, RDH = (np.zeros(N * Hsum) for _ in range(9))
+    g, hv, tmp = np.zeros(P), np.zeros(P), np.zeros(max(P, N * Hsum))
+    x, y = x.ravel().copy(), y.ravel().copy()
+    K.forward(theta, x, N, sizes, woff, boff, coff, aid, Z, A, S)
+    off = N * int(coff[L - 1])
+    loss = K.loss_and_dyhat(Z, A, DZ, off, y, N, int(sizes[L]), lid)
+    K.backward(theta, x, N, sizes, woff, boff, coff, A, S, DZ, DH, g)
+    K.rpass(theta, v, x, N, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, RZ, RH, RDZ,
+            RDH, tmp, hv)
+    y_hat = Z[off:off + N * int(sizes[L])].reshape(N, -1).copy()
+    return y_hat, loss, g, hv
+
+
+# ---- the MLP kernels: forward, loss, backward, R-pass ---------------------------------------
+
+
+@pytest.mark.parametrize("sizes,activation,loss", CASES, ids=IDS)
+def test_mlp_kernels_match_mlp_methods(sizes, activation, loss):
+    model, theta, batch, _ = make_case(sizes, activation, loss)
+    x, y = batch.x_query[0], batch.y_query[0]
+    v = np.random.default_rng(1).standard_normal(model.num_params)
+    y_hat, L, g, hv = one_pass(model, theta, x, y, v)
+    check("forward ŷ", y_hat, model.forward(theta, x))
+    check("loss", L, model.loss(theta, x, y))
+    check("backward ∇L", g, model.loss_and_grad(theta, x, y)[1])
+    check("R-pass H v", hv, model.hvp(theta, x, y, v))
+
+
+# ---- the meta-gradient: all activations, losses, s = 1…5, both orders, both α kinds -----------
+
+
+@pytest.mark.parametrize("sizes,activation,loss", CASES, ids=IDS)
+def test_meta_gradient_matches_numpy(sizes, activation, loss):
+    model, theta, batch, alpha_vec = make_case(sizes, activation, loss)
+    for alpha in (0.1, alpha_vec):
+        for s in range(1, 6):
+            for first_order in (False, True):
+                want = M.meta_gradient(model, theta, batch, alpha, s, first_order, "numpy")
+                got = fast.meta_gradient(model, theta, batch, alpha, s, first_order)
+                name = f"s={s} fo={first_order} α={'vec' if np.ndim(alpha) else 'scalar'}"
+                check(f"{name} meta-loss", got[0], want[0])
+                check(f"{name} meta-gradient", got[1], want[1])
+
+
+def test_zero_inner_steps_is_the_query_gradient():
+    model, theta, batch, _ = make_case(*CASES[2])
+    want = M.meta_gradient(model, theta, batch, 0.1, 0, False, "numpy")
+    got = fast.meta_gradient(model, theta, batch, 0.1, 0, False)
+    check("s=0 meta-gradient", got[1], want[1])
+
+
+@pytest.mark.parametrize("sizes,activation,loss", CASES[::2], ids=IDS[::2])
+def test_meta_gradient_alpha_matches_numpy(sizes, activation, loss):
+    model, theta, batch, alpha_vec = make_case(sizes, activation, loss)
+    for alpha in (0.1, alpha_vec):
+        for s in (1, 3):
+            for first_order in (False, True):
+                want = M.meta_gradient_alpha(model, theta, alpha, batch, s, first_order)
+                got = fast.meta_gradient_alpha(model, theta, alpha, batch, s, first_order)
+                name = f"Meta-SGD s={s} fo={first_order} α={'vec' if np.ndim(alpha) else 'scalar'}"
+                assert np.shape(got[2]) == np.shape(want[2])
+                for part, g, w in zip(("loss", "∇θ", "∇α"), got, want):
+                    check(f"{name} {part}", g, w)
+
+
+def test_unchecked_entry_matches_checked():
+    model, theta, batch, alpha_vec = make_case(*CASES[0])
+    flat = [a.reshape(a.shape[0], -1) for a in (batch.x_support, batch.y_support,
+                                                batch.x_query, batch.y_query)]
+    for s, fo in ((1, False), (2, True)):
+        want = fast.meta_gradient(model, theta, batch, alpha_vec, s, fo)
+        got = fast.meta_gradient_unchecked(fast.geometry(model), theta, *flat, alpha_vec, s, fo)
+        assert got[0] == want[0] and np.array_equal(got[1], want[1])
+
+
+def test_maml_backend_numba_calls_the_kernels():
+    model, theta, batch, _ = make_case(*CASES[1])
+    want = M.meta_gradient(model, theta, batch, 0.1, 2, False, backend="numpy")
+    got = M.meta_gradient(model, theta, batch, 0.1, 2, False, backend="numba")
+    check("maml.meta_gradient(backend='numba')", got[1], want[1])
+    direct = fast.meta_gradient(model, theta, batch, 0.1, 2, False)
+    assert np.array_equal(got[1], direct[1])
+
+
+# ---- adaptation: one task, a batch, and the loss curve ------------------------------------------
+
+
+@pytest.mark.parametrize("sizes,activation,loss", CASES[1::2], ids=IDS[1::2])
+def test_adapt_matches_numpy(sizes, activation, loss):
+    model, theta, batch, alpha_vec = make_case(sizes, activation, loss)
+    xs, ys = batch.x_support[1], batch.y_support[1]
+    for alpha in (0.1, alpha_vec):
+        for s in (0, 1, 4):
+            check(f"adapt s={s}", M.adapt(model, theta, xs, ys, alpha, s, backend="numba"),
+                  M.adapt(model, theta, xs, ys, alpha, s, backend="numpy"))
+        check("adapt_batch", fast.adapt_batch(model, theta, batch, alpha, 3),
+              fast.adapt_batch_numpy(model, theta, batch, alpha, 3))
+        check("adapt_curve", fast.adapt_curve(model, theta, batch, alpha, 4),
+              fast.adapt_curve_numpy(model, theta, batch, alpha, 4))
+
+
+def test_adapt_curve_shape_and_first_column():
+    model, theta, batch, _ = make_case(*CASES[0], T=2, Q=7)
+    curve = fast.adapt_curve(model, theta, batch, 0.05, 3)                # (T, s+1)
+    assert curve.shape == (2, 4)
+    for t in range(2):                                                    # k = 0: L_Q(θ)
+        assert abs(curve[t, 0] - model.loss(theta, batch.x_query[t], batch.y_query[t])) \
+            <= TOL * curve[t, 0]
+
+
+# ---- same bits: repeated calls, and 1 versus 2 threads ---------------------------------------
+
+
+def test_same_bits_repeated_and_any_thread_count():
+    model, theta, batch, alpha_vec = make_case(*CASES[4], T=7)
+    ref = fast.meta_gradient(model, theta, batch, alpha_vec, 3, False)
+    again = fast.meta_gradient(model, theta, batch, alpha_vec, 3, False)
+    assert again[0] == ref[0] and np.array_equal(again[1], ref[1])
+    n = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            got = fast.meta_gradient(model, theta, batch, alpha_vec, 3, False)
+            assert got[0] == ref[0] and np.array_equal(got[1], ref[1]), f"{threads} threads"
+    finally:
+        numba.set_num_threads(n)
+
+
+# ---- models without kernels fall back to the NumPy reference ----------------------------------
+
+
+class WrappedMLP:
+    """The model protocol, delegated to an MLP, but not an MLP: fast.* must fall back."""
+
+    def __init__(self, model):
+        self.m = model
+        self.num_params, self.sizes = model.num_params, model.sizes
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
+
+
+def test_non_mlp_model_falls_back_to_numpy():
+    model, theta, batch, _ = make_case(*CASES[2])
+    wrapped = WrappedMLP(model)
+    want = M.meta_gradient(model, theta, batch, 0.1, 2, False, "numpy")
+    got = fast.meta_gradient(wrapped, theta, batch, 0.1, 2, False)
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    assert np.array_equal(fast.adapt_curve(wrapped, theta, batch, 0.1, 2),
+                          fast.adapt_curve_numpy(model, theta, batch, 0.1, 2))
+    assert np.array_equal(fast.adapt(wrapped, theta, batch.x_support[0], batch.y_support[0],
+                                     0.1, 2),
+                          M.adapt(model, theta, batch.x_support[0], batch.y_support[0], 0.1, 2,
+                                  backend="numpy"))
+
+
+# ---- the kernels' Python source, run as Python (so coverage sees it) ---------------------------
+
+
+def test_kernels_as_python_match_compiled(monkeypatch):
+    """Every kernel's ``py_func`` in place of its dispatcher: the whole batch driver then
+    runs as plain Python/NumPy (prange = range) and must agree with the compiled code."""
+    for mod in (K, MK):
+        for name, obj in list(vars(mod).items()):
+            if isinstance(obj, numba.core.registry.CPUDispatcher):
+                monkeypatch.setattr(mod, name, obj.py_func)
+    assert not isinstance(MK.batch_meta_grad, numba.core.registry.CPUDispatcher)
+    for sizes, activation, loss in (CASES[0], CASES[3], CASES[4]):
+        model, theta, batch, alpha_vec = make_case(sizes, activation, loss, T=2, K=3, Q=3)
+        want = M.meta_gradient_alpha(model, theta, alpha_vec, batch, 2, False)
+        geom = fast.geometry(model)
+        flat = [a.reshape(2, -1) for a in (batch.x_support, batch.y_support, batch.x_query,
+                                           batch.y_query)]
+        T, P, Hsum = 2, model.num_params, int(geom[0][1:].sum())
+        ws = MK.alloc_workspace(T, P, 2, 3, 3, Hsum, P)
+        got = MK.batch_meta_grad(theta, *flat, alpha_vec, 2, False, 2, *geom, ws)
+        for part, g, w in zip(("loss", "∇θ", "∇α"), got, want):
+            check(f"py_func {activation}/{loss} {part}", g, w)
+        out, curve = np.empty((T, P)), np.zeros((T, 3))
+        MK.batch_adapt(theta, *flat, alpha_vec, 2, True, *geom, ws, out, curve)
+        check("py_func adapt_curve", curve, fast.adapt_curve_numpy(model, theta, batch,
+                                                                    alpha_vec, 2))
