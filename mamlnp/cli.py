@@ -41,7 +41,7 @@ def main(argv=None):
     Errors meant for the user become one line on stderr, never a traceback:
     ``mamlnp COMMAND: error: <message>`` with exit code 2 for bad input or a bad
     checkpoint (MamlnpError; argparse's own usage errors also exit 2), 1 for a
-    diverged run or a file-system error, 130 for Ctrl-C. See docs/errors.md.
+    diverged run, a file-system error or running out of memory, 130 for Ctrl-C. See docs/errors.md.
     """
     args = build_parser().parse_args(argv)
     if getattr(args, "_missing", False):
@@ -56,6 +56,8 @@ def main(argv=None):
     except OSError as exc:              # unwritable --out, disk full, a directory as a file...
         where = f": {exc.filename!r}" if exc.filename else ""
         return _fail(args.command, f"{exc.strerror or exc}{where}", 1)
+    except MemoryError as exc:          # e.g. an absurd --max-steps or --meta-batch
+        return _fail(args.command, f"out of memory ({exc}); use smaller sizes", 1)
     except KeyboardInterrupt:
         print(f"mamlnp {args.command}: interrupted", file=sys.stderr)
         return 130
