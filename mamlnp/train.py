@@ -37,9 +37,9 @@ from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from .mlp import MLP
 from .optim import OPTIMIZERS
 from .runguard import DivergenceGuard, SigintFlag, metadata
-from .tasks import SinusoidTasks, TaskBatch
+from .tasks import SinusoidTasks
 from .validation import choice, nonneg_int, positive_float, positive_int
-from .variants import METHODS, get_method
+from .variants import METHODS, get_method, unchecked_batch
 
 TASKS = {"sinusoid": SinusoidTasks}
 _FAMILY = {name: cls() for name, cls in TASKS.items()}
@@ -334,11 +334,7 @@ def sample_batch(family, rng, T, K, Q):
     params = family.sample_params(rng, T)
     x = family.sample_inputs(rng, T, K + Q)                                # (T, K+Q, D)
     y = family.targets(params, x)                                          # (T, K+Q, O)
-    batch = object.__new__(TaskBatch)                      # bypasses __post_init__
-    for name, a in zip(("x_support", "y_support", "x_query", "y_query"),
-                       (x[:, :K], y[:, :K], x[:, K:], y[:, K:])):
-        object.__setattr__(batch, name, np.ascontiguousarray(a))
-    return batch
+    return unchecked_batch(x[:, :K], y[:, :K], x[:, K:], y[:, K:])
 
 
 def _divergence_hint(cfg, state, out):

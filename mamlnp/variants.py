@@ -23,6 +23,7 @@ import numpy as np
 
 from . import maml as M
 from .mlp import MLP
+from .tasks import TaskBatch
 
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "pretrain")
 
@@ -99,14 +100,16 @@ class Reptile(Method):
         x = np.concatenate([batch.x_support, batch.x_query], axis=1)      # (T, K+Q, D)
         y = np.concatenate([batch.y_support, batch.y_query], axis=1)      # (T, K+Q, O)
         alpha, s = config["alpha"], config["inner_steps"]
+        if backend == "numba" and isinstance(model, MLP):
+            from . import fast
+            adapted = fast.adapt_batch(model, theta, unchecked_batch(x, y, x, y), alpha, s)
+        else:
+            adapted = [M.inner_loop(model, theta, x[t], y[t], alpha, s)[-1]      # θ̃_t (P,)
+                       for t in range(batch.num_tasks)]
         mean_adapted, loss = np.zeros_like(theta), 0.0
         for t in range(batch.num_tasks):
-            if backend == "numpy":
-                adapted = M.inner_loop(model, theta, x[t], y[t], alpha, s)[-1]   # θ̃_t (P,)
-            else:
-                adapted = M.adapt(model, theta, x[t], y[t], alpha, s, backend)
-            mean_adapted += adapted
-            loss += model._loss_value(adapted, x[t], y[t])
+            mean_adapted += adapted[t]
+            loss += model._loss_value(adapted[t], x[t], y[t])
         T = batch.num_tasks
         return loss / T, {"theta": theta - mean_adapted / T}              # θ − mean θ̃
 
@@ -166,6 +169,16 @@ class Pretrain(Method):
         y = np.concatenate([batch.y_support, batch.y_query], axis=1)
         loss, g = model._loss_and_grad(params["theta"], x, y.reshape(x.shape[0], -1))
         return loss, {"theta": g}
+
+
+def unchecked_batch(x_support, y_support, x_query, y_query):
+    """A TaskBatch of arrays the caller guarantees (float64, finite, matching shapes),
+    made C-contiguous but not re-validated: for the training loop's own data."""
+    batch = object.__new__(TaskBatch)                      # bypasses TaskBatch.__post_init__
+    for name, a in (("x_support", x_support), ("y_support", y_support),
+                    ("x_query", x_query), ("y_query", y_query)):
+        object.__setattr__(batch, name, np.ascontiguousarray(a, dtype=np.float64))
+    return batch
 
 
 _REGISTRY = {cls.name: cls for cls in (MAML, FOMAML, Reptile, MetaSGD, Pretrain)}
