@@ -33,7 +33,7 @@ from .validation import (as_float64, boolean, choice, nonneg_int, positive_float
                          probability_rows)
 
 BACKENDS = ("numpy", "numba")
-DEFAULT_BACKEND = "numpy"
+DEFAULT_BACKEND = "numba"
 
 
 # ---- argument checks shared by adapt, meta_gradient and the variants --------------
