@@ -33,6 +33,7 @@ FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.npz"
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.csv"
+LOCK_NAME = ".lock"
 HISTORY_COLUMNS = ("iteration", "meta_loss", "val_mse")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -124,14 +125,33 @@ def prepare_run_dir(out, resume=False, overwrite=False):
         raise InputError(f"out: cannot write the run directory {out!r} ({exc.strerror or exc}); "
                          f"expected a writable directory path") from None
     ckpt = os.path.join(out, CHECKPOINT_NAME)
-    remove_stale_temp_files(out)
     if resume and not os.path.exists(ckpt):
         raise CheckpointError(f"resume: {out!r} holds no {CHECKPOINT_NAME} to resume from; "
                               f"drop --resume to start a new run there")
     if not resume and not overwrite and os.path.exists(ckpt):
         raise InputError(f"out: {out!r} already holds a run ({CHECKPOINT_NAME}); pass --resume "
                          f"to continue it, --overwrite to replace it, or choose another --out")
-    return out
+    lock = lock_run_dir(out)
+    remove_stale_temp_files(out)                # safe: no other writer holds the lock
+    return out, lock
+
+
+def lock_run_dir(out):
+    """An exclusive advisory lock on ``out/.lock`` (POSIX flock), held while the returned
+    file stays open and released by the OS when the process dies, even by SIGKILL.
+    Two runs writing one directory would interleave their checkpoints."""
+    try:
+        import fcntl
+    except ImportError:                         # not POSIX: no lock
+        return None
+    f = open(os.path.join(out, LOCK_NAME), "a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise InputError(f"out: another process is training in {out!r} right now (it holds "
+                         f"{LOCK_NAME}); wait for it to finish or choose another --out") from None
+    return f
 
 
 # ---- the checksum -------------------------------------------------------------------

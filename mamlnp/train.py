@@ -176,7 +176,8 @@ class _State:
                 "wall": np.float64(self.wall), **self.guard.state_dict()}
 
 
-def _new_state(model, method, cfg):
+def _new_state(method, cfg):
+    model = MLP(**cfg["model"])
     rng = np.random.default_rng(cfg["seed"])
     theta = model.init(rng, scheme=cfg["init"])                 # θ (P,), from the run's rng
     params = method.init_params(model, theta, cfg)
@@ -184,7 +185,15 @@ def _new_state(model, method, cfg):
     return _State(params, opts, rng)
 
 
-def _restore_state(model, method, cfg, saved):
+def _restore_state(method, cfg, saved):
+    missing = [f"{what} {g!r}" for g in method.groups for what, d in
+               (("parameters", saved["params"]), ("optimizer state", saved["optimizer_state"]))
+               if g not in d] + [f"trainer state {k!r}" for k in ("window_sum", "window_count",
+                                 "wall", "recent", "n_recent", "median")
+                                 if k not in saved["train_state"]]
+    if missing:
+        raise CheckpointError(f"resume: {saved['path']!r} lacks {', '.join(missing)}; it was "
+                              f"not written by 'mamlnp train' for method {cfg['method']!r}")
     params = {g: np.array(saved["params"][g], dtype=np.float64) for g in method.groups}
     opts = {g: OPTIMIZERS[cfg["optimizer"]](cfg["beta"]) for g in params}
     for g, opt in opts.items():
@@ -252,19 +261,27 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
     """
     requested = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
     cfg = make_config(config, **kwargs)
-    if out is not None:
-        out = C.prepare_run_dir(out, resume, overwrite)
-    elif resume:
+    if resume and out is None:
         raise InputError("resume: expected a run directory in out=..., got out=None")
-    model, method = MLP(**cfg["model"]), get_method(cfg["method"])
-    if resume:
-        saved = C.read_checkpoint(out)
-        cfg = _resume_config(saved["config"], _requested_keys(requested, saved["config"]))
-        model = MLP(**cfg["model"])
-        state = _restore_state(model, method, cfg, saved)
-    else:
-        state = _new_state(model, method, cfg)
-    return _run(model, method, cfg, state, out, progress, callback)
+    lock = None
+    if out is not None:
+        out, lock = C.prepare_run_dir(out, resume, overwrite)
+    try:
+        method = get_method(cfg["method"])
+        if resume:
+            saved = C.read_checkpoint(out)
+            cfg = _resume_config(saved["config"], _requested_keys(requested, saved["config"]))
+            if cfg["iterations"] < saved["iteration"]:
+                raise InputError(f"iterations: the run in {out!r} has done {saved['iteration']} "
+                                 f"iterations, got iterations={cfg['iterations']}; ask for at "
+                                 f"least as many")
+            state = _restore_state(method, cfg, saved)
+        else:
+            state = _new_state(method, cfg)
+        return _run(MLP(**cfg["model"]), method, cfg, state, out, progress, callback)
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 def _requested_keys(requested, saved):
@@ -296,10 +313,11 @@ def _run(model, method, cfg, state, out, progress, callback):
                     _save(out, state, cfg)
                 _show(bar, state, loss, val_mse)
             finished = state.iteration >= cfg["iterations"]
-            if finished and state.window[1] > 0:                # the final history row
+            final_row = finished and state.window[1] > 0
+            if final_row:                                       # the last iterations' row
                 _history_row(model, method, cfg, state, val)
             state.wall += time.perf_counter() - start
-            if out and (finished or state.last_checkpoint != state.iteration):
+            if out and (final_row or state.last_checkpoint != state.iteration):
                 _save(out, state, cfg)
     finally:
         bar.close()
@@ -338,8 +356,8 @@ def sample_batch(family, rng, T, K, Q):
 
 
 def _divergence_hint(cfg, state, out):
-    hint = (f"The step sizes are probably too large: try a smaller alpha (--alpha, now "
-            f"{cfg['alpha']}) or beta (--beta, now {cfg['beta']})")
+    hint = (f"The step sizes are probably too large: start again with a smaller alpha "
+            f"(--alpha, now {cfg['alpha']}) or beta (--beta, now {cfg['beta']})")
     if not out:
         return hint + "."
     if state.last_checkpoint is None:
@@ -348,10 +366,12 @@ def _divergence_hint(cfg, state, out):
 
 
 def _show(bar, state, loss, val_mse):
+    """Progress: meta-loss averaged since the last history row, last validation MSE, ETA."""
     bar.update(1)
     if val_mse is not None or state.iteration % 50 == 0:
-        last_val = state.history[-1][2] if state.history else float("nan")
-        bar.set_postfix(meta_loss=f"{loss:.4f}", val_mse=f"{last_val:.4f}", refresh=False)
+        last = state.history[-1] if state.history else (0, loss, float("nan"))
+        mean = state.window[0] / state.window[1] if state.window[1] else last[1]
+        bar.set_postfix(meta_loss=f"{mean:.4f}", val_mse=f"{last[2]:.4f}", refresh=False)
 
 
 def _history_row(model, method, cfg, state, val):
@@ -440,6 +460,11 @@ def run(args):
     except MamlnpError as exc:
         print(f"mamlnp train: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:                       # e.g. disk full while saving
+        print(f"mamlnp train: error: could not write the run in {out!r} ({exc}); the last "
+              f"checkpoint written there is intact (files are replaced atomically)",
+              file=sys.stderr)
+        return 1
     _print_summary(result)
     return 0
 

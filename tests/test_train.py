@@ -60,7 +60,7 @@ def test_meta_training_lowers_the_validation_mse():
 def test_run_directory(tmp_path):
     out = tmp_path / "run"
     r = mamlnp.meta_train(out=out, checkpoint_every=5, **TINY)
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "history.csv"]
+    assert sorted(os.listdir(out)) == [".lock", "checkpoint.npz", "config.json", "history.csv"]
     model, theta, config = mamlnp.load_checkpoint(out)
     assert theta.tobytes() == r.theta.tobytes() and config["iteration"] == 12
     meta = json.load(open(out / "config.json"))["metadata"]
@@ -235,3 +235,34 @@ def test_unchecked_sampler_draws_the_same_bits_as_the_checked_one():
     for name in ("x_support", "y_support", "x_query", "y_query"):
         a, b = getattr(fast, name), getattr(ref, name)
         assert a.shape == b.shape and a.flags.c_contiguous and a.tobytes() == b.tobytes()
+
+
+def test_two_runs_cannot_write_one_directory(tmp_path):
+    errors = []
+
+    def second_run(step):
+        if step.iteration == 2:
+            with pytest.raises(InputError, match="another process is training") as e:
+                mamlnp.meta_train(out=tmp_path, resume=True, progress=False)
+            errors.append(str(e.value))
+    mamlnp.meta_train(out=tmp_path, checkpoint_every=1, callback=second_run, **TINY)
+    assert len(errors) == 1
+    mamlnp.meta_train(out=tmp_path, resume=True, iterations=13, progress=False)   # lock freed
+
+
+def test_resume_to_fewer_iterations_is_refused_and_a_finished_run_is_left_alone(tmp_path):
+    mamlnp.meta_train(out=tmp_path, **TINY)
+    before = open(tmp_path / "checkpoint.npz", "rb").read()
+    with pytest.raises(InputError, match="has done 12 iterations, got iterations=5"):
+        mamlnp.meta_train(out=tmp_path, resume=True, iterations=5, progress=False)
+    r = mamlnp.meta_train(out=tmp_path, resume=True, progress=False)        # nothing to do
+    assert r.config["iteration"] == 12 and list(r.history["iteration"]) == [6, 12]
+    assert open(tmp_path / "checkpoint.npz", "rb").read() == before
+
+
+def test_resume_of_a_checkpoint_without_trainer_state_is_refused(tmp_path):
+    model = mamlnp.MLP((1, 40, 40, 1))
+    cfg = TR.make_config(iterations=12, backend="numpy")
+    C.save_checkpoint(tmp_path, cfg, {"theta": model.init(0)})
+    with pytest.raises(CheckpointError, match="lacks optimizer state 'theta'"):
+        mamlnp.meta_train(out=tmp_path, resume=True, progress=False)
