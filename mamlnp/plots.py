@@ -109,10 +109,24 @@ def figure3(results, shots=(5, 10), path=None):
     return _finish(fig, path)
 
 
-def save_all(runs, out_dir, pool=None, task=0):
-    """Figures 2 and 3 for runs = [(EvalResult, model, θ), …]; returns the PNG paths."""
+def illustrative_task(pool):
+    """The first pool task with amplitude in [2, 4] (a readable Figure 2), else task 0."""
+    from .tasks import SinusoidTasks
+    if isinstance(pool.family, SinusoidTasks):
+        ok = np.flatnonzero((pool.params[:, 0] >= 2.0) & (pool.params[:, 0] <= 4.0))
+        if ok.size:
+            return int(ok[0])
+    return 0
+
+
+def save_all(runs, out_dir, pool=None, task=None):
+    """Figures 2 and 3 for runs = [(EvalResult, model, θ), …]; returns the PNG paths.
+
+    ``task`` (Figure 2's held-out task) defaults to ``illustrative_task(pool)``.
+    """
     from .tasks import EvaluationPool, SinusoidTasks
     pool = EvaluationPool(SinusoidTasks()) if pool is None else pool
+    task = illustrative_task(pool) if task is None else task
     shots = [k for k in (5, 10) if all(k in res.alpha for res, _, _ in runs)]
     if not shots:
         shots = sorted(runs[0][0].alpha)[:2]
