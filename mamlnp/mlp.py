@@ -122,7 +122,9 @@ class MLP:
         except TypeError:
             pairs = None
         if pairs is None or len(pairs) != L or any(len(pair) != 2 for pair in pairs):
-            raise InputError(f"layers: expected a list of {L} (W, b) pairs, got {layers!r:.80}")
+            got = (f"{type(layers).__name__} of {len(pairs)} item(s)" if pairs is not None
+                   else repr(layers))
+            raise InputError(f"layers: expected a list of {L} (W, b) pairs, got {got}")
         parts = []
         for l, ((W, b), (_, _, (fi, fo))) in enumerate(zip(pairs, self.layout), start=1):
             parts.append(as_float64(f"layers[{l - 1}][0] (W_{l})", W, 2, (fi, fo)).ravel())
