@@ -48,7 +48,8 @@ def as_float64(name, value, ndim=None, shape=None, allow_empty=False):
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
-        raise InputError(f"{name}: could not convert to an array ({exc})") from None
+        raise InputError(f"{name}: expected an array (rows of equal length), got a "
+                         f"{type(value).__name__} NumPy cannot convert ({exc})") from None
     if arr.dtype.kind not in _ACCEPTED_KINDS:
         raise InputError(
             f"{name}: expected a real numeric array (float64, float32 or integer), "
