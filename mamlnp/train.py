@@ -37,21 +37,10 @@ from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from .mlp import MLP
 from .optim import OPTIMIZERS
 from .runguard import DivergenceGuard, SigintFlag, metadata
-from .tasks import SinusoidTasks
-from .validation import choice, nonneg_int, positive_float, positive_int
+from .runconfig import DEFAULTS, TASKS, make_config, requested_keys, resume_config
 from .variants import METHODS, get_method, unchecked_batch
 
-TASKS = {"sinusoid": SinusoidTasks}
 _FAMILY = {name: cls() for name, cls in TASKS.items()}
-DEFAULTS = {
-    "task": "sinusoid", "method": "maml", "hidden": [40, 40], "activation": "relu",
-    "alpha": 0.01, "beta": 1e-3, "inner_steps": 1, "shots": 10, "query": 10,
-    "meta_batch": 25, "iterations": 70000, "seed": 0, "backend": None,
-    "optimizer": "adam", "init": "normal", "checkpoint_every": 1000, "eval_every": 500,
-    "val_tasks": 100, "val_query": 100, "val_seed": 1234,
-}
-# config keys a resumed run may change without breaking bit-exact continuation
-RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -85,74 +74,6 @@ class Step:
     @property
     def theta(self):
         return self.params["theta"]
-
-
-# ---- the config ---------------------------------------------------------------------
-
-
-def make_config(config=None, **kwargs):
-    """A validated, complete config from DEFAULTS, a config dict and keyword overrides."""
-    given = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
-    given.pop("iteration", None), given.pop("learned_alpha", None), given.pop("metadata", None)
-    model = given.pop("model", None)
-    if model is not None:
-        given.setdefault("hidden", list(model["sizes"][1:-1]))
-        given.setdefault("activation", model["activation"])
-    unknown = sorted(set(given) - set(DEFAULTS) - {"first_order"})
-    if unknown:
-        raise InputError(f"config: unknown key(s) {unknown}; expected keys among "
-                         f"{sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **given}
-    _check_config(cfg)
-    family = TASKS[cfg["task"]]()
-    sizes = [family.input_dim, *cfg.pop("hidden"), family.output_dim]
-    cfg["model"] = MLP(sizes, cfg.pop("activation"), "mse").config()
-    cfg["first_order"] = cfg["method"] in ("fomaml", "reptile") or (
-        cfg["method"] == "metasgd" and bool(given.get("first_order", False)))
-    cfg["iteration"] = 0
-    return cfg
-
-
-def _check_config(cfg):
-    choice("task", cfg["task"], tuple(TASKS))
-    choice("method", cfg["method"], METHODS)
-    for name in ("alpha", "beta"):
-        cfg[name] = positive_float(name, cfg[name])
-    cfg["inner_steps"] = nonneg_int("inner_steps", cfg["inner_steps"])
-    cfg["seed"] = nonneg_int("seed", cfg["seed"])
-    for name in ("shots", "query", "meta_batch", "iterations", "checkpoint_every",
-                 "eval_every", "val_tasks", "val_query"):
-        cfg[name] = positive_int(name, cfg[name])
-    cfg["val_seed"] = nonneg_int("val_seed", cfg["val_seed"])
-    cfg["backend"] = M.check_backend(cfg["backend"])
-    choice("optimizer", cfg["optimizer"], tuple(OPTIMIZERS))
-    choice("init", cfg["init"], ("normal", "uniform"))
-    hidden = cfg["hidden"]
-    if isinstance(hidden, (int, np.integer)):
-        hidden = [hidden]
-    if not isinstance(hidden, (list, tuple)):
-        raise InputError(f"hidden: expected a list of layer widths, got {hidden!r}")
-    cfg["hidden"] = [positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)]
-
-
-def _resume_config(saved, requested):
-    """The saved config, with the keys in RESUME_MAY_CHANGE taken from ``requested``;
-    any other explicitly requested key must match the checkpoint."""
-    cfg = dict(saved)
-    for key, value in requested.items():
-        if key in RESUME_MAY_CHANGE:
-            cfg[key] = value
-        elif key == "model" and value != saved["model"]:
-            raise CheckpointError(
-                f"resume: the checkpoint was written for model {saved['model']}, but model "
-                f"{value} was requested (--hidden/--activation); resume with the same "
-                f"architecture or start a new run in another --out")
-        elif saved.get(key) != value:
-            raise CheckpointError(
-                f"resume: the checkpoint has {key}={saved.get(key)!r} but {key}={value!r} was "
-                f"requested; drop the option to keep the run's value, or start a new --out")
-    _check_config({**cfg, "hidden": cfg["model"]["sizes"][1:-1]})
-    return cfg
 
 
 # ---- training state -----------------------------------------------------------------
@@ -270,7 +191,7 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
         method = get_method(cfg["method"])
         if resume:
             saved = C.read_checkpoint(out)
-            cfg = _resume_config(saved["config"], _requested_keys(requested, saved["config"]))
+            cfg = resume_config(saved["config"], requested_keys(requested, saved["config"]))
             if cfg["iterations"] < saved["iteration"]:
                 raise InputError(f"iterations: the run in {out!r} has done {saved['iteration']} "
                                  f"iterations, got iterations={cfg['iterations']}; ask for at "
@@ -282,20 +203,6 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
     finally:
         if lock is not None:
             lock.close()
-
-
-def _requested_keys(requested, saved):
-    """Normalise the explicitly requested keys to compare them with a saved config."""
-    req = {k: v for k, v in requested.items()
-           if k not in ("hidden", "activation", "model", "iteration", "learned_alpha",
-                        "metadata", "first_order")}
-    if any(k in requested for k in ("hidden", "activation", "model")):
-        merged = make_config({**{k: v for k, v in saved.items() if k in DEFAULTS},
-                              **requested, "iterations": 1})
-        req["model"] = merged["model"]
-    if "backend" in req:
-        req["backend"] = M.check_backend(req["backend"])
-    return req
 
 
 def _run(model, method, cfg, state, out, progress, callback):
