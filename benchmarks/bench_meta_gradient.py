@@ -1,0 +1,256 @@
+"""Milliseconds per MAML meta-iteration: NumPy reference, Numba kernels, and (optional) JAX.
+
+    python benchmarks/bench_meta_gradient.py [--rounds 5] [--block 40] [--cold]
+        [--jax-python /tmp/peers/bin/python] [--json results.json]
+
+Dimension legend: T tasks, K support points, Q query points, P parameters,
+s = inner_steps, I/O fan-in/fan-out of a layer.
+
+Workload (Finn et al. 2017, sec. 5.1): sinusoid tasks, MLP 1-40-40-1 ReLU, MSE, float64,
+α = 0.01, meta-batch T = 25, K = 10 support + Q = 10 query points, Adam(1e-3).
+One *meta-iteration* is what mamlnp.train does per step: sample T tasks
+(mamlnp.train.sample_batch), the meta-gradient, one Adam step. The *meta-gradient* rows
+time the meta-gradient alone on a fixed batch: through the unchecked entry
+(fast.meta_gradient_unchecked, the training loop's) and through the public, validating
+``mamlnp.meta_gradient``.
+
+Configurations (s = 1, 5) × (second order SO, first order FO) are timed in blocks,
+INTERLEAVED: numba block, numpy block, JAX block, next configuration, … for several
+rounds, so that a change of machine load hits every backend alike. Medians and min–max
+over all iterations after one warm-up block. Nothing is asserted.
+
+When --jax-python names a Python with jax installed (default: /tmp/peers/bin/python if
+it exists), benchmarks/jax_worker.py runs there as a subprocess and times a jit+vmap
+meta-gradient on the same workload, in the same run.
+
+First call: a fresh subprocess imports mamlnp and calls fast.meta_gradient once, with the
+on-disk Numba cache warm (cache-load time); with --cold also with an empty cache
+directory (NUMBA_CACHE_DIR, the full compile CI pays once).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import mamlnp
+from mamlnp import fast, maml
+from mamlnp.optim import Adam
+from mamlnp.train import sample_batch
+
+SIZES, T, K, Q, ALPHA = (1, 40, 40, 1), 25, 10, 10, 0.01
+CONFIGS = [(1, False), (1, True), (5, False), (5, True)]          # (s, first_order)
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# ---- work per meta-iteration ---------------------------------------------------------------
+
+FLOP_FORMULA = """FLOPs counted (multiply-add = 2) in the matrix products only, per point:
+  m = Σ_l I_l·O_l (all layers), m' = Σ_(l>1) I_l·O_l (layers after the first)
+  forward 2m, backward 2(m + m'), HVP (R-forward 2(m + m'), R-backward 2(m + 3m'))
+  SO: T·[ s·K·(4m + 2m' + 4m + 8m') + Q·(4m + 2m') ]     FO: T·(s·K + Q)·(4m + 2m')
+  (elementwise work — biases, activations, the α-updates — adds a few % and is not counted)"""
+
+
+def flops(sizes, s, first_order, T=T, K=K, Q=Q):
+    prods = [i * o for i, o in zip(sizes[:-1], sizes[1:])]
+    m, m2 = sum(prods), sum(prods[1:])
+    grad = 4 * m + 2 * m2                                    # forward + backward, per point
+    hvp = 4 * m + 8 * m2                                     # R-forward + R-backward
+    if first_order:
+        return T * (s * K + Q) * grad
+    return T * (s * K * (grad + hvp) + Q * grad)
+
+
+# ---- the mamlnp meta-iteration, as the training loop does it ------------------------------
+
+
+class Runner:
+    """Times blocks of meta-iterations for one backend on the standard workload."""
+
+    def __init__(self, backend, seed=0):
+        self.backend = backend
+        self.model = mamlnp.MLP(SIZES, "relu", "mse")
+        self.family = mamlnp.SinusoidTasks()
+        self.rng = np.random.default_rng(seed)
+        self.theta0 = self.model.init(0)
+        self.geom = fast.geometry(self.model)
+        self.alpha_vec = np.full(self.model.num_params, ALPHA)
+        self.fixed = self.family.sample(1, T, K, Q)
+
+    def grad(self, batch, s, fo):
+        if self.backend == "numba":
+            flat = [a.reshape(T, -1) for a in (batch.x_support, batch.y_support,
+                                               batch.x_query, batch.y_query)]
+            return fast.meta_gradient_unchecked(self.geom, self.theta, *flat, self.alpha_vec,
+                                                s, fo)
+        return maml.meta_gradient(self.model, self.theta, batch, ALPHA, s, fo, backend="numpy")
+
+    def block(self, s, fo, n):
+        """n meta-iterations, then n meta-gradients alone: dict of lists of seconds."""
+        self.theta, adam = self.theta0.copy(), Adam(1e-3)
+        step = getattr(adam, "_step", adam.step)
+        out = {"meta_iteration": [], "meta_gradient": [], "meta_gradient_checked": []}
+        for _ in range(n):
+            t0 = time.perf_counter()
+            batch = sample_batch(self.family, self.rng, T, K, Q)
+            _, g = self.grad(batch, s, fo)
+            self.theta = step(self.theta, g)
+            out["meta_iteration"].append(time.perf_counter() - t0)
+        self.theta = self.theta0
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.grad(self.fixed, s, fo)
+            t1 = time.perf_counter()
+            if self.backend == "numba":
+                mamlnp.meta_gradient(self.model, self.theta, self.fixed, ALPHA, s, fo,
+                                     backend="numba")
+                out["meta_gradient_checked"].append(time.perf_counter() - t1)
+            out["meta_gradient"].append(t1 - t0)
+        return out
+
+
+class JaxRunner:
+    """benchmarks/jax_worker.py in another Python, one JSON line per block."""
+
+    def __init__(self, python):
+        self.proc = subprocess.Popen([python, os.path.join(HERE, "jax_worker.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def block(self, s, fo, n):
+        self.proc.stdin.write(json.dumps({"s": s, "first_order": fo, "n": n}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the JAX worker exited")
+        return json.loads(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+# ---- first call in a fresh process -----------------------------------------------------------
+
+FIRST_CALL = """
+import time
+t0 = time.perf_counter()
+import numpy as np, mamlnp
+from mamlnp import fast
+t1 = time.perf_counter()
+m = mamlnp.MLP((1, 40, 40, 1), "relu", "mse")
+b = mamlnp.SinusoidTasks().sample(0, 25, 10, 10)
+fast.meta_gradient(m, m.init(0), b, 0.01, 1, False)
+t2 = time.perf_counter()
+fast.meta_gradient(m, m.init(0), b, 0.01, 1, False)
+t3 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2)
+"""
+
+
+def first_call(cache_dir=None):
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    out = subprocess.run([sys.executable, "-c", FIRST_CALL], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return dict(zip(("import_s", "first_call_s", "second_call_s"), map(float, out)))
+
+
+# ---- driver ---------------------------------------------------------------------------------
+
+
+def summary(times):
+    ms = np.asarray(times) * 1e3
+    return {"median_ms": float(np.median(ms)), "min_ms": float(ms.min()),
+            "max_ms": float(ms.max()), "n": int(ms.size)}
+
+
+def run(args):
+    runners = {"numba": Runner("numba"), "numpy": Runner("numpy")}
+    if args.jax_python:
+        runners["jax"] = JaxRunner(args.jax_python)
+    blocks = {"numba": args.block, "numpy": args.numpy_block, "jax": args.block}
+    results = {}
+    try:
+        for r in range(args.rounds + 1):                     # round 0 = warm-up, discarded
+            for s, fo in CONFIGS:
+                for name, runner in runners.items():
+                    out = runner.block(s, fo, blocks[name] if r else 2)
+                    if r == 0:
+                        continue
+                    for what, ts in out.items():
+                        results.setdefault((name, s, fo, what), []).extend(ts)
+    finally:
+        if "jax" in runners:
+            runners["jax"].close()
+    return {k: summary(v) for k, v in results.items() if v}
+
+
+def print_table(stats):
+    print(f"\n{'backend':7s} {'s':>2s} {'order':5s} {'what':22s} {'median ms':>10s} "
+          f"{'min–max ms':>17s} {'MFLOP':>7s} {'GFLOP/s':>8s}")
+    for (name, s, fo, what), st in sorted(stats.items(), key=lambda kv: (kv[0][1], kv[0][2],
+                                                                         kv[0][3], kv[0][0])):
+        mf = flops(SIZES, s, fo) / 1e6
+        print(f"{name:7s} {s:2d} {'FO' if fo else 'SO':5s} {what:22s} {st['median_ms']:10.3f} "
+              f"{st['min_ms']:8.3f}–{st['max_ms']:<8.3f} {mf:7.2f} "
+              f"{mf / st['median_ms']:8.1f}")
+
+
+def machine():
+    import numba
+    model = ""
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "numpy": np.__version__,
+            "numba": numba.__version__, "numba_threads": numba.config.NUMBA_NUM_THREADS,
+            "python": sys.version.split()[0]}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (after a warm-up)")
+    p.add_argument("--block", type=int, default=40, help="iterations per numba/JAX block")
+    p.add_argument("--numpy-block", type=int, default=2, help="iterations per NumPy block")
+    default_jax = "/tmp/peers/bin/python" if os.path.exists("/tmp/peers/bin/python") else None
+    p.add_argument("--jax-python", default=default_jax,
+                   help="a Python with jax, for the JAX peer ('' to skip)")
+    p.add_argument("--cold", action="store_true", help="also time a compile from an empty cache")
+    p.add_argument("--json", help="write all figures to this file")
+    args = p.parse_args(argv)
+
+    info = machine()
+    print("machine:", ", ".join(f"{k} {v}" for k, v in info.items()))
+    print(f"workload: MLP {SIZES} relu mse float64, T={T} K={K} Q={Q} α={ALPHA}, Adam(1e-3)")
+    print(FLOP_FORMULA)
+    for s, fo in CONFIGS:
+        print(f"  s={s} {'FO' if fo else 'SO'}: {flops(SIZES, s, fo) / 1e6:.2f} MFLOP")
+    fc = {"warm_cache": first_call()}
+    if args.cold:
+        with tempfile.TemporaryDirectory() as d:
+            fc["cold_cache"] = first_call(d)
+    for k, v in fc.items():
+        print(f"first call ({k}): import {v['import_s']:.2f} s, first meta_gradient "
+              f"{v['first_call_s']:.2f} s, second {v['second_call_s'] * 1e3:.2f} ms")
+    stats = run(args)
+    print_table(stats)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "first_call": fc,
+                       "results": [dict(backend=k[0], s=k[1], first_order=k[2], what=k[3],
+                                        mflop=flops(SIZES, k[1], k[2]) / 1e6, **v)
+                                   for k, v in stats.items()]}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
