@@ -457,3 +457,20 @@ def test_sinusoid_sample_refuses_unless_valid(rng, num_tasks, shots, query):
         return
     b = SinusoidTasks().sample(rng, num_tasks, shots, query)
     assert b.x_support.shape == (int(num_tasks), int(shots), 1)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(theta=maybe_bad_array((P,)), grad=maybe_bad_array((P,)), which=st.sampled_from(["sgd", "adam"]))
+def test_optimizer_step_refuses_bad_arrays_and_keeps_its_state(theta, grad, which):
+    opt = SGD(0.1) if which == "sgd" else Adam(0.1)
+    opt.step(THETA, V)                                          # some state to keep
+    before = {k: np.copy(v) for k, v in opt.state_dict().items()}
+    if not (theta[1] and grad[1]):
+        with pytest.raises(MamlnpError):
+            opt.step(theta[0], grad[0])
+        after = opt.state_dict()
+        assert all(np.array_equal(before[k], after[k]) for k in before)   # nothing lost
+        return
+    twin = SGD(0.1) if which == "sgd" else Adam(0.1)
+    twin.step(THETA, V)
+    assert np.array_equal(opt.step(theta[0], grad[0]), twin.step(_as64(theta[0]), _as64(grad[0])))
