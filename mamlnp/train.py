@@ -189,20 +189,26 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
         out, lock = C.prepare_run_dir(out, resume, overwrite)
     try:
         method = get_method(cfg["method"])
-        if resume:
-            saved = C.read_checkpoint(out)
-            cfg = resume_config(saved["config"], requested_keys(requested, saved["config"]))
-            if cfg["iterations"] < saved["iteration"]:
-                raise InputError(f"iterations: the run in {out!r} has done {saved['iteration']} "
-                                 f"iterations, got iterations={cfg['iterations']}; ask for at "
-                                 f"least as many")
-            state = _restore_state(method, cfg, saved)
+        if resume:                                        # the saved config wins
+            cfg, state = _load_run(out, requested)
+            method = get_method(cfg["method"])
         else:
             state = _new_state(method, cfg)
         return _run(MLP(**cfg["model"]), method, cfg, state, out, progress, callback)
     finally:
         if lock is not None:
             lock.close()
+
+
+def _load_run(out, requested):
+    """(config, state) of the run in ``out``, for --resume."""
+    saved = C.read_checkpoint(out)
+    cfg = resume_config(saved["config"], requested_keys(requested, saved["config"]))
+    if cfg["iterations"] < saved["iteration"]:
+        raise InputError(f"iterations: the run in {out!r} has done {saved['iteration']} "
+                         f"iterations, got iterations={cfg['iterations']}; ask for at least "
+                         f"as many")
+    return cfg, _restore_state(get_method(cfg["method"]), cfg, saved)
 
 
 def _run(model, method, cfg, state, out, progress, callback):

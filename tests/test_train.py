@@ -4,6 +4,7 @@ Runs are tiny (a few meta-batches of a few tasks, NumPy backend) to stay fast.
 """
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from mamlnp import train as TR
 from mamlnp import variants as V
 from mamlnp.cli import main
 from mamlnp.runguard import LOSS_LIMIT
+from mamlnp.train import TrainingInterrupted
 
 TINY = dict(iterations=12, meta_batch=3, eval_every=6, val_tasks=5, backend="numpy",
             progress=False)
@@ -124,15 +126,45 @@ def test_resume_refusals(tmp_path):
     assert open(tmp_path / "checkpoint.npz", "rb").read() == before
 
 
-def test_resume_in_process_gives_the_same_bits(tmp_path):
-    full = mamlnp.meta_train(**{**TINY, "iterations": 20}, checkpoint_every=4)
-    mamlnp.meta_train(out=tmp_path, **{**TINY, "iterations": 20}, checkpoint_every=4,
-                      callback=lambda step: step.iteration == 9)          # stop early
+@pytest.mark.parametrize("method", V.METHODS)
+def test_resume_in_process_gives_the_same_bits(tmp_path, method):
+    full = mamlnp.meta_train(method=method, **{**TINY, "iterations": 20}, checkpoint_every=4)
+    mamlnp.meta_train(out=tmp_path, method=method, **{**TINY, "iterations": 20},
+                      checkpoint_every=4, callback=lambda step: step.iteration == 9)  # stop
     assert mamlnp.load_checkpoint(tmp_path)[2]["iteration"] == 9
     resumed = mamlnp.meta_train(out=tmp_path, resume=True, progress=False)
     assert resumed.config["iteration"] == 20
     assert resumed.theta.tobytes() == full.theta.tobytes()
     assert all(np.array_equal(full.history[k], resumed.history[k]) for k in full.history)
+    for g in full.params:                                         # Meta-SGD's α too
+        assert resumed.params[g].tobytes() == full.params[g].tobytes()
+
+
+def test_ctrl_c_checkpoints_and_raises_training_interrupted(tmp_path):
+    full = mamlnp.meta_train(**TINY)
+
+    def ctrl_c(step):
+        if step.iteration == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match="interrupted at iteration 5;.*--resume") as e:
+        mamlnp.meta_train(out=tmp_path, callback=ctrl_c, **TINY)
+    assert isinstance(e.value, KeyboardInterrupt) and e.value.result.interrupted
+    assert e.value.result.config["iteration"] == 5
+    assert mamlnp.load_checkpoint(tmp_path)[2]["iteration"] == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # restored
+    resumed = mamlnp.meta_train(out=tmp_path, resume=True, progress=False)
+    assert resumed.theta.tobytes() == full.theta.tobytes()
+
+
+def test_second_ctrl_c_interrupts_at_once(tmp_path):
+    def ctrl_c_twice(step):
+        if step.iteration == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as e:
+        mamlnp.meta_train(out=tmp_path, checkpoint_every=2, callback=ctrl_c_twice, **TINY)
+    assert not isinstance(e.value, TrainingInterrupted)
+    assert mamlnp.load_checkpoint(tmp_path)[2]["iteration"] == 6   # the last good one
 
 
 def test_alpha_known_to_diverge():
