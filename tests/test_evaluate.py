@@ -130,6 +130,7 @@ def test_write_results_roundtrip(small, tmp_path):
     assert float(rows[1]["mean"]) == pytest.approx(res.row(5, 1)["mean"], rel=1e-12)
     doc = json.load(open(json_path))
     assert doc["diverged_mse"] == E.DIVERGED_MSE and len(doc["rows"]) == 2
+    np.testing.assert_array_equal(np.array(doc["curves"]["m"]["5"]), res.curves[5])
 
 
 # ---- the command ---------------------------------------------------------------------
