@@ -1,4 +1,4 @@
-"""Reliable runs: divergence detection, Ctrl-C handling, reproducibility metadata.
+"""Reliable runs: divergence detection, Ctrl-C/SIGTERM handling, reproducibility metadata.
 
 Used by mamlnp.train; kept apart so the training loop reads as the algorithm.
 
@@ -67,25 +67,39 @@ class DivergenceGuard:
         self.count, self.median = int(state["n_recent"]), float(state["median"])
 
 
-class SigintFlag:
-    """While active, the first Ctrl-C only sets ``.hit`` (the loop then checkpoints and
-    stops at the end of the iteration); a second Ctrl-C interrupts at once."""
+class StopSignals:
+    """While active, the first Ctrl-C (SIGINT) or SIGTERM only records itself in
+    ``.signum`` (the loop then checkpoints and stops at the end of the iteration);
+    a second one acts as usual at once (KeyboardInterrupt / termination)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.hit, self._previous = False, None
+        self.signum, self._previous = None, {}
+
+    @property
+    def hit(self):
+        return self.signum is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        self.hit = True
-        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+        self.signum = self.signum or signum
+        self._restore()
+
+    def _restore(self):
+        for sig, previous in self._previous.items():
+            if previous is None:                        # set outside Python: the defaults
+                previous = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, previous)
+        self._previous = {}
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        self._restore()
 
 
 def metadata(backend, seed, wall_time, iteration):

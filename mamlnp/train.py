@@ -22,9 +22,10 @@ Reliability (module mamlnp.checkpoint writes the files):
     (rules in mamlnp.runguard) stops the run with a DivergenceError BEFORE the bad
     step is taken; the last good checkpoint is never overwritten;
   * Ctrl-C (SIGINT) finishes the current iteration, writes a checkpoint and
-    raises TrainingInterrupted (the CLI exits with code 130).
+    raises TrainingInterrupted (the CLI exits with code 130); SIGTERM likewise (143).
 """
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from . import maml as M
 from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from .mlp import MLP
 from .optim import OPTIMIZERS
-from .runguard import DivergenceGuard, SigintFlag, metadata
+from .runguard import DivergenceGuard, StopSignals, metadata
 from .runconfig import DEFAULTS, TASKS, make_config, requested_keys, resume_config
 from .variants import METHODS, get_method, unchecked_batch
 
@@ -44,11 +45,12 @@ _FAMILY = {name: cls() for name, cls in TASKS.items()}
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped training after a checkpoint was written; ``.result`` holds the run."""
+    """Ctrl-C (or SIGTERM: ``.signum``) stopped training after a checkpoint was written;
+    ``.result`` holds the run so far."""
 
-    def __init__(self, message, result):
+    def __init__(self, message, result, signum=signal.SIGINT):
         super().__init__(message)
-        self.result = result
+        self.result, self.signum = result, signum
 
 
 @dataclass
@@ -215,12 +217,12 @@ def _run(model, method, cfg, state, out, progress, callback):
     val, bar = validation_batch(cfg), _progress_bar(progress, cfg, state)
     start, stop = time.perf_counter(), False
     try:
-        with SigintFlag() as sigint:
+        with StopSignals() as signals:
             while state.iteration < cfg["iterations"] and not stop:
                 loss, val_mse = _iteration(model, method, cfg, state, val, out)
                 if callback is not None:
                     stop = bool(callback(Step(state.iteration, loss, state.params, val_mse)))
-                stop = stop or sigint.hit
+                stop = stop or signals.hit
                 if out and (state.iteration % cfg["checkpoint_every"] == 0 or stop):
                     state.wall, start = state.wall + time.perf_counter() - start, time.perf_counter()
                     _save(out, state, cfg)
@@ -234,9 +236,9 @@ def _run(model, method, cfg, state, out, progress, callback):
                 _save(out, state, cfg)
     finally:
         bar.close()
-    result = _result(model, cfg, state, out, interrupted=sigint.hit and not finished)
+    result = _result(model, cfg, state, out, interrupted=signals.hit and not finished)
     if result.interrupted:
-        raise TrainingInterrupted(_interrupt_message(state, out), result)
+        raise TrainingInterrupted(_interrupt_message(state, out), result, signals.signum)
     return result
 
 
@@ -366,7 +368,7 @@ def run(args):
                             overwrite=args.overwrite, progress=progress, **kwargs)
     except TrainingInterrupted as exc:
         print(f"mamlnp train: {exc}", file=sys.stderr)
-        return 130
+        return 128 + int(exc.signum)                    # 130 for Ctrl-C, 143 for SIGTERM
     except DivergenceError as exc:
         print(f"mamlnp train: error: {exc}", file=sys.stderr)
         return 1

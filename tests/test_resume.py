@@ -1,4 +1,4 @@
-"""Interrupted runs: the CLI in a subprocess is SIGKILLed or SIGINTed midway, then
+"""Interrupted runs: the CLI in a subprocess is SIGKILLed, SIGINTed or SIGTERMed midway, then
 ``--resume``d; its final θ and history must equal an uninterrupted run's, bit for bit.
 """
 import importlib.util
@@ -73,12 +73,13 @@ def test_sigkill_then_resume_gives_the_same_bits(tmp_path, backend):
     assert_same_run(ref, cut)
 
 
-def test_sigint_writes_a_checkpoint_and_exits_130(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_or_sigterm_writes_a_checkpoint_and_exits_128_plus_signum(tmp_path, sig, code):
     ref, cut = tmp_path / "uninterrupted", tmp_path / "interrupted"
     reference = start(ref, "numpy")
-    rc, _, stderr = interrupt_after_first_checkpoint(start(cut, "numpy"), cut, signal.SIGINT)
+    rc, _, stderr = interrupt_after_first_checkpoint(start(cut, "numpy"), cut, sig)
     print(stderr.strip())
-    assert rc == 130, stderr
+    assert rc == code, stderr
     assert "interrupted at iteration" in stderr and "--resume" in stderr
     assert "Traceback" not in stderr
     done = mamlnp.load_checkpoint(cut)[2]["iteration"]
