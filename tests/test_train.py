@@ -298,3 +298,22 @@ def test_resume_of_a_checkpoint_without_trainer_state_is_refused(tmp_path):
     C.save_checkpoint(tmp_path, cfg, {"theta": model.init(0)})
     with pytest.raises(CheckpointError, match="lacks optimizer state 'theta'"):
         mamlnp.meta_train(out=tmp_path, resume=True, progress=False)
+
+
+def test_cli_disk_full_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "full"
+    args = ["train", "sinusoid", "--iterations", "6", "--meta-batch", "2", "--no-progress",
+            "--backend", "numpy", "--checkpoint-every", "2", "--out", str(out)]
+    write, calls = C.atomic_write, [0]
+
+    def fill_disk_after_the_first_checkpoint(path, w):
+        calls[0] += 1
+        if calls[0] > 3:                     # checkpoint.npz, history.csv, config.json once
+            raise OSError(28, "No space left on device")
+        write(path, w)
+    monkeypatch.setattr(C, "atomic_write", fill_disk_after_the_first_checkpoint)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "intact" in err and "Traceback" not in err
+    monkeypatch.undo()
+    assert mamlnp.load_checkpoint(out)[2]["iteration"] == 2
