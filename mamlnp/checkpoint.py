@@ -10,7 +10,8 @@ A run directory ``OUT/`` holds
   iteration count, the history (R, 3), the trainer's bookkeeping, the config
   (as JSON), a format version and a SHA-256 checksum over all of the above;
 * ``config.json`` — the config plus reproducibility metadata, for humans;
-* ``history.csv`` — iteration, meta-loss, validation MSE.
+* ``history.csv`` — iteration, meta-loss, validation MSE;
+* ``.lock`` — an advisory lock (flock) held by the run writing the directory.
 
 Writes are atomic: each file is written to a temporary file in the same
 directory, flushed, fsync'ed and moved into place with ``os.replace``, so a
