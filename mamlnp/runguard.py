@@ -36,7 +36,7 @@ class DivergenceGuard:
 
     def check(self, iteration, loss, grads, hint):
         """Raise DivergenceError naming ``iteration`` if ``loss``/``grads`` are unusable.
-        ``hint`` ends the message (what to change, which checkpoint is kept)."""
+        ``hint()`` (called only then) ends the message: what to change, what is kept."""
         if not np.isfinite(loss):
             why = f"the meta-loss is {loss!r}"
         elif loss > LOSS_LIMIT:
@@ -49,7 +49,7 @@ class DivergenceGuard:
             if not bad:
                 return
             why = f"the meta-gradient w.r.t. {bad[0]} holds NaN or infinite values"
-        raise DivergenceError(f"training diverged at iteration {iteration}: {why}. {hint}",
+        raise DivergenceError(f"training diverged at iteration {iteration}: {why}. {hint()}",
                               iteration=iteration, loss=float(loss))
 
     def record(self, loss):

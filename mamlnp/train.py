@@ -250,7 +250,7 @@ def _iteration(model, method, cfg, state, val, out):
                          cfg["query"])                                  # T tasks, K + Q points
     loss, grads = method.step(model, state.params, batch, cfg, cfg["backend"])
     loss = float(loss)
-    state.guard.check(state.iteration + 1, loss, grads, _divergence_hint(cfg, state, out))
+    state.guard.check(state.iteration + 1, loss, grads, lambda: _divergence_hint(cfg, state, out))
     for g, opt in state.optimizers.items():                # unchecked: finite, (P,), ours
         state.params[g] = opt._step(state.params[g], grads[g])             # θ ← Adam_β(θ, g)
     state.iteration += 1
