@@ -229,6 +229,9 @@ def read_checkpoint(path):
         what = "directory holds no " + CHECKPOINT_NAME if os.path.isdir(path) else "no such file"
         raise CheckpointError(f"checkpoint: {file!r}: {what} (expected a run directory "
                               f"written by 'mamlnp train' or an .npz checkpoint)")
+    if not zipfile.is_zipfile(file):
+        raise CheckpointError(f"checkpoint: {file!r} is truncated or corrupt: it is not a "
+                              f"valid .npz (zip) archive")
     try:
         with np.load(file, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}

@@ -102,9 +102,9 @@ def resume_config(saved, requested):
             cfg[key] = value
         elif key == "model" and value != saved["model"]:
             raise CheckpointError(
-                f"resume: the checkpoint was written for model {saved['model']}, but model "
-                f"{value} was requested (--hidden/--activation); resume with the same "
-                f"architecture or start a new run in another --out")
+                f"resume: the checkpoint was written for model {describe_model(saved['model'])}"
+                f", but model {describe_model(value)} was requested (--hidden/--activation); "
+                f"resume with the same architecture or start a new run in another --out")
         elif saved.get(key) != value:
             raise CheckpointError(
                 f"resume: the checkpoint has {key}={saved.get(key)!r} but {key}={value!r} was "
@@ -125,3 +125,8 @@ def requested_keys(requested, saved):
     if "backend" in req:
         req["backend"] = M.check_backend(req["backend"])
     return req
+
+
+def describe_model(model):
+    """'1-40-40-1 relu' for {"sizes": [1, 40, 40, 1], "activation": "relu", …}."""
+    return "-".join(str(n) for n in model["sizes"]) + " " + model["activation"]
