@@ -1,0 +1,136 @@
+"""Where the time of one Numba meta-gradient goes: each kernel alone, in µs of CPU time.
+
+    python benchmarks/profile_kernels.py [--repeats 5000]
+
+Dimension legend: T = 25 tasks, K = Q = 10 points, P = 1761 parameters (1-40-40-1 ReLU),
+s = inner_steps.
+
+Each kernel of mamlnp/kernels is called in a compiled loop on one task's buffers, and
+timed by the thread's CPU clock (time.thread_time: a loaded machine inflates wall time,
+much less CPU time); the best of 5 runs is printed. Then: the BLAS products of one
+R-pass alone (to split BLAS from the rest), one task's whole meta-gradient, and the
+25-task driver on one thread (numba.set_num_threads(1)) and on all threads (wall time).
+Nothing is asserted.
+"""
+import argparse
+import time
+
+import numba
+import numpy as np
+from numba import njit
+
+import mamlnp
+from mamlnp import fast
+from mamlnp.kernels import maml_kernels as MK
+from mamlnp.kernels.mlp_kernels import backward, block, forward, loss_and_dyhat, rpass
+
+T, K, Q, ALPHA = 25, 10, 10, 0.01
+
+
+@njit
+def loop_forward(n, th, x, sizes, woff, boff, coff, aid, Z, A, S):
+    for _ in range(n):
+        forward(th, x, K, sizes, woff, boff, coff, aid, Z, A, S)
+
+
+@njit
+def loop_backward(n, th, x, sizes, woff, boff, coff, A, S, DZ, DH, g):
+    for _ in range(n):
+        backward(th, x, K, sizes, woff, boff, coff, A, S, DZ, DH, g)
+
+
+@njit
+def loop_rpass(n, th, v, x, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, R, tmp, hv):
+    for _ in range(n):
+        rpass(th, v, x, K, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, R[0], R[1], R[2],
+              R[3], tmp, hv)
+
+
+@njit
+def loop_rpass_products(n, th, v, x, A, DZ, R, tmp, hv):
+    """The 14 np.dot calls of one 1-40-40-1 R-pass, nothing else (offsets hard-coded)."""
+    RZ, RH, RDZ, RDH = R[0], R[1], R[2], R[3]
+    for _ in range(n):
+        np.dot(block(x, 0, 10, 1), block(v, 0, 1, 40), block(RZ, 0, 10, 40))
+        np.dot(block(A, 0, 10, 40), block(v, 80, 40, 40), block(RZ, 400, 10, 40))
+        np.dot(block(RH, 0, 10, 40), block(th, 80, 40, 40), block(tmp, 0, 10, 40))
+        np.dot(block(A, 400, 10, 40), block(v, 1720, 40, 1), block(RZ, 800, 10, 1))
+        np.dot(block(RH, 400, 10, 40), block(th, 1720, 40, 1), block(tmp, 0, 10, 1))
+        np.dot(block(A, 400, 10, 40).T, block(RDZ, 800, 10, 1), block(hv, 1720, 40, 1))
+        np.dot(block(RH, 400, 10, 40).T, block(DZ, 800, 10, 1), block(tmp, 0, 40, 1))
+        np.dot(block(RDZ, 800, 10, 1), block(th, 1720, 40, 1).T, block(RDH, 400, 10, 40))
+        np.dot(block(DZ, 800, 10, 1), block(v, 1720, 40, 1).T, block(tmp, 0, 10, 40))
+        np.dot(block(A, 0, 10, 40).T, block(RDZ, 400, 10, 40), block(hv, 80, 40, 40))
+        np.dot(block(RH, 0, 10, 40).T, block(DZ, 400, 10, 40), block(tmp, 0, 40, 40))
+        np.dot(block(RDZ, 400, 10, 40), block(th, 80, 40, 40).T, block(RDH, 0, 10, 40))
+        np.dot(block(DZ, 400, 10, 40), block(v, 80, 40, 40).T, block(tmp, 0, 10, 40))
+        np.dot(block(x, 0, 10, 1).T, block(RDZ, 0, 10, 40), block(hv, 0, 1, 40))
+
+
+@njit
+def loop_task(n, theta, xs, ys, xq, yq, alpha, s, fo, sizes, woff, boff, coff, aid, lid, ws):
+    TH, GS, CA, RB, SC, G, GA, _ = ws
+    for _ in range(n):
+        MK.task_meta_grad(theta, xs[0], ys[0], xq[0], yq[0], alpha, s, fo, 0, sizes, woff,
+                          boff, coff, aid, lid, TH[0], GS[0], CA[0], RB[0], SC[0], G[0], GA[0])
+
+
+def best_us(f, *args, n=5000, clock=time.thread_time):
+    f(1, *args)                                               # compile
+    best = np.inf
+    for _ in range(5):
+        t = clock()
+        f(n, *args)
+        best = min(best, (clock() - t) / n)
+    return best * 1e6
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=5000)
+    n = p.parse_args(argv).repeats
+    model = mamlnp.MLP((1, 40, 40, 1), "relu", "mse")
+    th = model.init(0, scheme="uniform")
+    batch = mamlnp.SinusoidTasks().sample(0, T, K, Q)
+    geom = fast.geometry(model)
+    sizes, woff, boff, coff, aid, lid = geom
+    P, Hsum = model.num_params, 81
+    xs, ys, xq, yq = (a.reshape(T, -1) for a in (batch.x_support, batch.y_support,
+                                                 batch.x_query, batch.y_query))
+    x, y = xs[0].copy(), ys[0].copy()
+    Z, A, S, DZ, DH = (np.zeros(K * Hsum) for _ in range(5))
+    R = np.zeros((4, K * Hsum))
+    g, hv, tmp = np.zeros(P), np.zeros(P), np.zeros(P)
+    v = np.random.default_rng(0).standard_normal(P)
+    forward(th, x, K, sizes, woff, boff, coff, aid, Z, A, S)
+    loss_and_dyhat(Z, A, DZ, K * coff[2], y, K, 1, lid)
+    rows = [("forward (K=10 points)", best_us(loop_forward, th, x, sizes, woff, boff, coff, aid,
+                                              Z, A, S, n=n)),
+            ("backward", best_us(loop_backward, th, x, sizes, woff, boff, coff, A, S, DZ, DH, g,
+                                 n=n)),
+            ("R-pass (H v)", best_us(loop_rpass, th, v, x, sizes, woff, boff, coff, aid, lid, A,
+                                     S, DZ, DH, R, tmp, hv, n=n)),
+            ("  of which its 14 np.dot", best_us(loop_rpass_products, th, v, x, A, DZ, R, tmp,
+                                                 hv, n=n))]
+    alpha = np.full(P, ALPHA)
+    for s, fo in ((1, False), (1, True), (5, False)):
+        ws = fast.workspace(geom, T, P, s, K, Q, 1)
+        rows.append((f"one task, s={s} {'FO' if fo else 'SO'}",
+                     best_us(loop_task, th, xs, ys, xq, yq, alpha, s, fo, *geom, ws,
+                             n=max(n // 10, 10))))
+    threads = numba.get_num_threads()
+    for nt, clock, label in ((1, time.thread_time, "CPU"), (threads, time.perf_counter, "wall")):
+        numba.set_num_threads(nt)
+        for s, fo in ((1, False), (1, True), (5, False)):
+            def call(k, s=s, fo=fo):
+                for _ in range(k):
+                    fast.meta_gradient_unchecked(geom, th, xs, ys, xq, yq, alpha, s, fo)
+            rows.append((f"driver, {T} tasks, {nt} thread(s), s={s} {'FO' if fo else 'SO'} "
+                         f"({label})", best_us(call, n=max(n // 100, 10), clock=clock)))
+    numba.set_num_threads(threads)
+    for name, us in rows:
+        print(f"{name:48s} {us:9.2f} µs")
+
+
+if __name__ == "__main__":
+    main()
