@@ -18,6 +18,7 @@ Finn, Abbeel & Levine (2017), sec. 5.1 and Figures 2-3:
 
 ``--quick`` trains a few hundred iterations only: a smoke test, not a result.
 """
+import json
 import os
 import sys
 import time
@@ -84,9 +85,9 @@ def evaluate_both(runs, backend, max_steps=10, shots=(5, 10, 20)):
 
 
 def markdown_table(results, steps=TABLE_STEPS):
-    """Markdown: method, K, steps, measured mean ± 95% CI, tasks diverged, paper."""
-    lines = ["| method | K | steps | α | query MSE (mean ± 95% CI) | diverged | paper |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    """Markdown: method, K, steps, measured mean ± 95% CI, tasks diverged, median, paper."""
+    lines = ["| method | K | steps | α | query MSE (mean ± 95% CI) | diverged | median | paper |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         for r in res.rows:
             if r["steps"] not in steps:
@@ -94,8 +95,17 @@ def markdown_table(results, steps=TABLE_STEPS):
             ref = PAPER.get((r["method"], r["shots"], r["steps"]))
             lines.append(f"| {r['method']} | {r['shots']} | {r['steps']} | {r['alpha']} | "
                          f"{r['mean']:.3f} ± {r['ci95']:.3f} | {r['diverged']}/{r['n'] + r['diverged']} | "
-                         f"{'' if ref is None else f'{ref:.2f}'} |")
+                         f"{r['median']:.3f} | {'' if ref is None else f'{ref:.2f}'} |")
     return "\n".join(lines)
+
+
+def training_seconds(run_dir, fallback):
+    """The run's own training wall time (config.json metadata; summed over resumes)."""
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            return float(json.load(f)["metadata"]["wall_time_s"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return fallback
 
 
 def write_report(out, results, runs, eval_seconds, quick):
@@ -107,11 +117,12 @@ def write_report(out, results, runs, eval_seconds, quick):
         c = res.config
         lines.append(f"- {method}: {c['iteration']} iterations, K={c['shots']}, Q={c['query']}, "
                      f"α={c['alpha']}, β={c['beta']}, meta-batch {c['meta_batch']}, "
-                     f"init {c['init']}, seed {c['seed']}, backend {c['backend']}: {secs:.0f} s")
+                     f"init {c['init']}, seed {c['seed']}, backend {c['backend']}: training wall "
+                     f"time {training_seconds(res.out, secs):.0f} s")
     lines += [f"- evaluation on 600 held-out tasks (EvaluationPool seed 2017, 100 query points): "
               f"{eval_seconds:.0f} s",
               f"- mean over tasks whose query MSE is finite and ≤ {E.DIVERGED_MSE:g}; the others "
-              f"are counted in 'diverged' (diverged/total).", "",
+              f"are counted in 'diverged' (diverged/total); the median is over all tasks.", "",
               markdown_table(results), ""]
     path = os.path.join(out, "results.md")
     with open(path, "w") as f:
