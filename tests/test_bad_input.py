@@ -338,15 +338,20 @@ USES = {"forward": "tx", "loss": "txy", "loss_and_grad": "txy", "hvp": "txyv", "
 @given(method=st.sampled_from(sorted(METHODS)), theta=maybe_bad_array((P,)),
        x=maybe_bad_array((4, 2)), y=maybe_bad_array((4, 1)), v=maybe_bad_array((P,)))
 def test_mlp_methods_refuse_bad_arrays_and_convert_good_ones(method, theta, x, y, v):
-    args = {"t": theta, "x": x, "y": y, "v": v}
-    valid = all(args[k][1] for k in USES[method])
+    t_, x_, y_, v_ = theta[0], x[0], y[0], v[0]
+    x_ok = _real_finite(x_) and x_.ndim == 2 and x_.shape[1] == 2             # any N >= 1
+    ok = {"t": _real_finite(t_) and t_.shape == (P,), "x": x_ok,
+          "y": x_ok and _real_finite(y_) and y_.shape == (x_.shape[0], 1),
+          "v": _real_finite(v_) and v_.shape == (P,)}
+    valid = all(ok[k] for k in USES[method])
     call = METHODS[method]
     if not valid:
         with pytest.raises(MamlnpError):
             call(MODEL, theta[0], x[0], y[0], v[0])
         return
     got = call(MODEL, theta[0], x[0], y[0], v[0])
-    t64, x64, y64, v64 = (_as64(a) if ok else a for a, ok in (theta, x, y, v))   # unused may be bad
+    t64, x64, y64, v64 = (_as64(a[0]) if ok[k] else a[0]                       # unused may be bad
+                          for a, k in ((theta, "t"), (x, "x"), (y, "y"), (v, "v")))
     want = call(MODEL, t64, x64, y64, v64)
     got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
     assert all(np.array_equal(g, w) for g, w in zip(got, want))   # same bits as float64 input
@@ -417,9 +422,11 @@ def test_optimizer_hyperparameters_refused_unless_valid(lr, beta1, which):
        xq=maybe_bad_array((2, 4, 2)), yq=maybe_bad_array((2, 4, 1)))
 def test_taskbatch_validates_and_meta_gradient_follows(xs, ys, xq, yq):
     arrays = (xs[0], ys[0], xq[0], yq[0])
-    if not all(a[1] for a in (xs, ys, xq, yq)):
-        # Other consistent shapes than the ones drawn as "good" are valid TaskBatches
-        # too, but then they cannot match the 2-3-1 model: either way a MamlnpError.
+    a, b, c, d = arrays
+    valid = (all(_real_finite(z) and z.ndim == 3 for z in arrays)
+             and a.shape[2] == 2 and b.shape == a.shape[:2] + (1,)             # (T, K, D=2), (T, K, 1)
+             and c.shape[0] == a.shape[0] and c.shape[2] == 2 and d.shape == c.shape[:2] + (1,))
+    if not valid:
         with pytest.raises(MamlnpError):
             M.meta_gradient(MODEL, THETA, TaskBatch(*arrays), 0.1, 1)
         return
