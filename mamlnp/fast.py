@@ -121,16 +121,22 @@ def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=Fal
     return float(loss), g, (ga[0] if scalar else ga)
 
 
+ADAPT_CHUNK = 64     # tasks per batch_adapt call: bounds the workspace (600 evaluation tasks
+                     # with Q = 100 query points would otherwise need ~400 MB of caches)
+
+
 def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve):
-    """(θ_s (T, P), curve (T, steps+1)) from the batch_adapt kernel."""
+    """(θ_s (T, P), curve (T, steps+1)) from the batch_adapt kernel, ADAPT_CHUNK tasks a call."""
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     geom, (T, P), steps = geometry(model), (len(xs), theta.shape[0]), int(steps)
     xs, ys, xq, yq = _flat(xs), _flat(ys), _flat(xq), _flat(yq)
-    O = geom[0][-1]
-    ws = workspace(geom, T, P, 1, ys.shape[1] // O, yq.shape[1] // O, 1)
+    O, alpha_vec = geom[0][-1], _alpha_vector(alpha, P)
     out, curve = np.empty((T, P)), np.zeros((T, steps + 1))
-    batch_adapt(theta, xs, ys, xq, yq, _alpha_vector(alpha, P), steps, want_curve, *geom,
-                ws, out, curve)
+    for t0 in range(0, T, ADAPT_CHUNK):
+        c = slice(t0, min(t0 + ADAPT_CHUNK, T))
+        ws = workspace(geom, c.stop - c.start, P, 1, ys.shape[1] // O, yq.shape[1] // O, 1)
+        batch_adapt(theta, xs[c], ys[c], xq[c], yq[c], alpha_vec, steps, want_curve, *geom,
+                    ws, out[c], curve[c])
     return out, curve
 
 

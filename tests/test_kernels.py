@@ -244,3 +244,13 @@ def test_kernels_as_python_match_compiled(monkeypatch):
         MK.batch_adapt(theta, *flat, alpha_vec, 2, True, *geom, ws, out, curve)
         check("py_func adapt_curve", curve, fast.adapt_curve_numpy(model, theta, batch,
                                                                     alpha_vec, 2))
+
+
+def test_adapt_in_chunks_matches_one_call(monkeypatch):
+    """fast._adapt splits big batches (evaluation's 600 tasks) into ADAPT_CHUNK-task calls."""
+    model, theta, batch, _ = make_case(*CASES[2], T=5)
+    whole = fast.adapt_curve(model, theta, batch, 0.1, 3)
+    monkeypatch.setattr(fast, "ADAPT_CHUNK", 2)                          # chunks 2 + 2 + 1
+    assert np.array_equal(fast.adapt_curve(model, theta, batch, 0.1, 3), whole)
+    check("chunked adapt_batch", fast.adapt_batch(model, theta, batch, 0.1, 3),
+          fast.adapt_batch_numpy(model, theta, batch, 0.1, 3))
