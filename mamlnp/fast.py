@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 from .kernels import ACT_IDS, LOSS_IDS
-from .kernels.maml_kernels import alloc_workspace, batch_adapt, batch_meta_grad
+from .kernels.maml_kernels import alloc_workspace, batch_adapt, batch_meta_grad, mean_rows
 from .mlp import MLP
 
 
@@ -61,12 +61,28 @@ def workspace(geom, T, P, s, K, Q, PA):
     return cached[1]
 
 
+CHUNK = 64           # tasks per kernel call: bounds the workspace, whose caches grow as
+                     # T·(s+1)·max(K, Q); 600 evaluation tasks with Q = 100 would need GBs
+
+
 def _meta_grad(geom, theta, xs, ys, xq, yq, alpha_vec, s, first_order, ga_mode):
+    """batch_meta_grad, CHUNK tasks a call. For T > CHUNK the per-task rows the kernel leaves
+    in its workspace are gathered and averaged by the same fixed-order ``mean_rows``, so the
+    result is the one a single call would give."""
     O = geom[0][-1]
     T, K, Q, P = xs.shape[0], ys.shape[1] // O, yq.shape[1] // O, theta.shape[0]
-    ws = workspace(geom, T, P, s, K, Q, P if ga_mode == 2 else 1)
-    return batch_meta_grad(theta, xs, ys, xq, yq, alpha_vec, s, first_order, ga_mode,
-                           *geom, ws)
+    PA = P if ga_mode == 2 else 1
+    if T <= CHUNK:
+        return batch_meta_grad(theta, xs, ys, xq, yq, alpha_vec, s, first_order, ga_mode,
+                               *geom, workspace(geom, T, P, s, K, Q, PA))
+    G, GA, losses = np.empty((T, P)), np.empty((T, PA)), np.empty(T)
+    for t0 in range(0, T, CHUNK):
+        c = slice(t0, min(t0 + CHUNK, T))
+        ws = workspace(geom, c.stop - c.start, P, s, K, Q, PA)
+        batch_meta_grad(theta, xs[c], ys[c], xq[c], yq[c], alpha_vec, s, first_order, ga_mode,
+                        *geom, ws)
+        G[c], GA[c], losses[c] = ws[5], ws[6], ws[7]                 # per-task rows
+    return mean_rows(losses, G, GA)
 
 
 def _flat(a):
@@ -121,19 +137,15 @@ def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=Fal
     return float(loss), g, (ga[0] if scalar else ga)
 
 
-ADAPT_CHUNK = 64     # tasks per batch_adapt call: bounds the workspace (600 evaluation tasks
-                     # with Q = 100 query points would otherwise need ~400 MB of caches)
-
-
 def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve):
-    """(θ_s (T, P), curve (T, steps+1)) from the batch_adapt kernel, ADAPT_CHUNK tasks a call."""
+    """(θ_s (T, P), curve (T, steps+1)) from the batch_adapt kernel, CHUNK tasks a call."""
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     geom, (T, P), steps = geometry(model), (len(xs), theta.shape[0]), int(steps)
     xs, ys, xq, yq = _flat(xs), _flat(ys), _flat(xq), _flat(yq)
     O, alpha_vec = geom[0][-1], _alpha_vector(alpha, P)
     out, curve = np.empty((T, P)), np.zeros((T, steps + 1))
-    for t0 in range(0, T, ADAPT_CHUNK):
-        c = slice(t0, min(t0 + ADAPT_CHUNK, T))
+    for t0 in range(0, T, CHUNK):
+        c = slice(t0, min(t0 + CHUNK, T))
         ws = workspace(geom, c.stop - c.start, P, 1, ys.shape[1] // O, yq.shape[1] // O, 1)
         batch_adapt(theta, xs[c], ys[c], xq[c], yq[c], alpha_vec, steps, want_curve, *geom,
                     ws, out[c], curve[c])

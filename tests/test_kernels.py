@@ -246,11 +246,15 @@ def test_kernels_as_python_match_compiled(monkeypatch):
                                                                     alpha_vec, 2))
 
 
-def test_adapt_in_chunks_matches_one_call(monkeypatch):
-    """fast._adapt splits big batches (evaluation's 600 tasks) into ADAPT_CHUNK-task calls."""
+def test_chunked_calls_match_one_call(monkeypatch):
+    """fast splits big batches (evaluation's 600 tasks) into CHUNK-task kernel calls."""
     model, theta, batch, _ = make_case(*CASES[2], T=5)
     whole = fast.adapt_curve(model, theta, batch, 0.1, 3)
-    monkeypatch.setattr(fast, "ADAPT_CHUNK", 2)                          # chunks 2 + 2 + 1
+    grad = fast.meta_gradient_alpha(model, theta, 0.1, batch, 2, False)
+    monkeypatch.setattr(fast, "CHUNK", 2)                                # chunks 2 + 2 + 1
     assert np.array_equal(fast.adapt_curve(model, theta, batch, 0.1, 3), whole)
+    chunked = fast.meta_gradient_alpha(model, theta, 0.1, batch, 2, False)
+    assert chunked[0] == grad[0] and np.array_equal(chunked[1], grad[1])  # same fixed order
+    assert chunked[2] == grad[2]
     check("chunked adapt_batch", fast.adapt_batch(model, theta, batch, 0.1, 3),
           fast.adapt_batch_numpy(model, theta, batch, 0.1, 3))
