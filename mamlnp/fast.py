@@ -61,7 +61,7 @@ def workspace(geom, T, P, s, K, Q, PA):
     return cached[1]
 
 
-CHUNK = 64           # tasks per kernel call: bounds the workspace, whose caches grow as
+CHUNK = 32           # tasks per kernel call: bounds the workspace, whose caches grow as
                      # T·(s+1)·max(K, Q); 600 evaluation tasks with Q = 100 would need GBs
 
 
