@@ -61,4 +61,6 @@ def test_conflicting_options_are_refused(tmp_path, capsys):
     assert "error: --iterations and --quick" in capsys.readouterr().err
     assert main(["reproduce", "--resume", "--overwrite", "--out", str(tmp_path)]) == 2
     assert "error: --resume and --overwrite" in capsys.readouterr().err
+    assert main(["reproduce", "--iterations", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "iterations: expected a positive integer, got 0" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
