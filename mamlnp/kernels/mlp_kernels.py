@@ -24,6 +24,9 @@ A *cache* of one pass is five flat buffers of N·Hsum floats: Z (z_l; ŷ for the
 layer), A (h_l; for softmax_xent the last block holds p = softmax(ŷ)), S (σ'(z_l)),
 DZ (dz_l; dŷ for the last layer), DH (dh_l).  σ'' is rebuilt from A and S without a
 transcendental: tanh'' = −2 h σ', softplus'' = σ'(1 − σ'), relu'' = 0 (term skipped).
+Elementwise loops run over slices indexed from 0: with ``range(off, off + n)`` indices
+LLVM cannot prove i ≥ 0, keeps Numba's negative-index wrap-around test and does not
+vectorise (forward took 2.14 µs instead of 1.55 µs on 1-40-40-1, K = 10).
 """
 import math
 
@@ -62,36 +65,38 @@ def sum_rows(src, out):
             out[o] += src[n, o]
 
 
+@njit(cache=True)
+def mul_into(D, X, Y, off, n):
+    """D = X ⊙ Y on [off, off+n) (through slices: vectorised, see act_forward)."""
+    d, x, y = D[off:off + n], X[off:off + n], Y[off:off + n]
+    for i in range(n):
+        d[i] = x[i] * y[i]
+
+
 # ---- activations (aid 0 relu, 1 tanh, 2 softplus) ------------------------------------
 
 
 @njit(cache=True)
 def act_forward(Z, A, S, off, n, aid):
-    """A = σ(Z), S = σ'(Z) on Z[off:off+n] (elementwise; activations.py)."""
+    """A = σ(Z), S = σ'(Z) on [off, off+n) (elementwise; activations.py). The loops run
+    over slices from 0, so LLVM sees non-negative indices and vectorises them."""
+    z_, a_, s_ = Z[off:off + n], A[off:off + n], S[off:off + n]
     if aid == 0:
-        for i in range(off, off + n):
-            z = Z[i]
-            A[i] = z if z > 0.0 else 0.0
-            S[i] = 1.0 if z > 0.0 else 0.0
+        for i in range(n):
+            z = z_[i]
+            a_[i] = z if z > 0.0 else 0.0
+            s_[i] = 1.0 if z > 0.0 else 0.0
     elif aid == 1:
-        for i in range(off, off + n):
-            t = math.tanh(Z[i])
-            A[i] = t
-            S[i] = 1.0 - t * t
+        for i in range(n):
+            t = math.tanh(z_[i])
+            a_[i] = t
+            s_[i] = 1.0 - t * t
     else:
-        for i in range(off, off + n):
-            z = Z[i]
+        for i in range(n):
+            z = z_[i]
             e = math.exp(-abs(z))                        # ≤ 1: no overflow
-            A[i] = max(z, 0.0) + math.log1p(e)           # log(1 + e^z), as np.logaddexp(0, z)
-            S[i] = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)   # sigmoid(z)
-
-
-@njit(cache=True)
-def act_second(A, S, i, aid):
-    """σ''(z_i) from h_i = A[i] and σ'(z_i) = S[i] (tanh or softplus; relu'' = 0)."""
-    if aid == 1:
-        return -2.0 * A[i] * S[i]                        # −2 t (1 − t²)
-    return S[i] * (1.0 - S[i])                           # s (1 − s)
+            a_[i] = max(z, 0.0) + math.log1p(e)          # log(1 + e^z), as np.logaddexp(0, z)
+            s_[i] = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)   # sigmoid(z)
 
 
 # ---- forward --------------------------------------------------------------------------
@@ -125,13 +130,14 @@ def forward(th, x, N, sizes, woff, boff, coff, aid, Z, A, S):
 def loss_and_dyhat(Z, A, DZ, off, y, N, O, lid):
     """L(ŷ, y) with ŷ = Z[off:off+N·O]; writes dŷ into DZ (and p into A for softmax_xent)."""
     if lid == 0:                                          # L = mean (ŷ − y)²
-        c = 2.0 / (N * O)
+        c, n = 2.0 / (N * O), N * O
+        z, dz = Z[off:off + n], DZ[off:off + n]
         total = 0.0
-        for i in range(N * O):
-            d = Z[off + i] - y[i]
+        for i in range(n):
+            d = z[i] - y[i]
             total += d * d
-            DZ[off + i] = c * d                           # 2 (ŷ − y) / (N O)
-        return total / (N * O)
+            dz[i] = c * d                                 # 2 (ŷ − y) / (N O)
+        return total / n
     total = 0.0                                           # L = −(1/N) Σ y log softmax(ŷ)
     for n in range(N):
         r = off + n * O
@@ -161,8 +167,9 @@ def loss_value(Z, off, y, N, O, lid):
     """L(ŷ, y) alone, ŷ = Z[off:off+N·O]."""
     total = 0.0
     if lid == 0:
+        z = Z[off:off + N * O]
         for i in range(N * O):
-            d = Z[off + i] - y[i]
+            d = z[i] - y[i]
             total += d * d
         return total / (N * O)
     for n in range(N):
@@ -183,8 +190,7 @@ def backward(th, x, N, sizes, woff, boff, coff, A, S, DZ, DH, grad):
     for l in range(L - 1, -1, -1):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
         if l < L - 1:                                     # dz = dh ⊙ σ'(z)
-            for i in range(zo, zo + N * O):
-                DZ[i] = DH[i] * S[i]
+            mul_into(DZ, DH, S, zo, N * O)
         dz = block(DZ, zo, N, O)
         np.dot(layer_input(x, A, N, sizes, coff, l).T, dz, block(grad, woff[l], I, O))  # hᵀ dz
         sum_rows(dz, grad[boff[l]:boff[l] + O])                                         # Σ_n dz
@@ -209,19 +215,23 @@ def r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH, tmp):
             np.dot(block(RH, N * coff[l - 1], N, I), block(th, woff[l], I, O), t)
             add_into(rz, t)                                                          # + Rh W
         if l < L - 1:
-            for i in range(zo, zo + N * O):
-                RH[i] = S[i] * RZ[i]                      # Rh = σ'(z) ⊙ Rz
+            mul_into(RH, S, RZ, zo, N * O)                # Rh = σ'(z) ⊙ Rz
 
 
 @njit(cache=True)
 def r_dz(A, S, DH, RZ, RDH, RDZ, off, n, aid):
     """Rdz = Rdh ⊙ σ'(z) + dh ⊙ σ''(z) ⊙ Rz on [off, off+n) (the σ'' term is 0 for relu)."""
+    a_, s_, dh, rz = A[off:off + n], S[off:off + n], DH[off:off + n], RZ[off:off + n]
+    rdh, rdz = RDH[off:off + n], RDZ[off:off + n]
     if aid == 0:
-        for i in range(off, off + n):
-            RDZ[i] = RDH[i] * S[i]
+        for i in range(n):
+            rdz[i] = rdh[i] * s_[i]
+    elif aid == 1:
+        for i in range(n):
+            rdz[i] = rdh[i] * s_[i] + dh[i] * (-2.0 * a_[i] * s_[i]) * rz[i]  # tanh'' = −2 t (1 − t²)
     else:
-        for i in range(off, off + n):
-            RDZ[i] = RDH[i] * S[i] + DH[i] * act_second(A, S, i, aid) * RZ[i]
+        for i in range(n):
+            rdz[i] = rdh[i] * s_[i] + dh[i] * (s_[i] * (1.0 - s_[i])) * rz[i]  # softplus'' = s (1 − s)
 
 
 @njit(cache=True)
@@ -264,9 +274,10 @@ def rpass(th, v, x, N, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, RZ, RH, 
 def r_loss(A, RZ, RDZ, off, N, O, lid):
     """R{dŷ} into RDZ[off:off+N·O] from Rŷ = RZ[off:…] (losses.py ``*_rbackward``)."""
     if lid == 0:
-        c = 2.0 / (N * O)
-        for i in range(off, off + N * O):
-            RDZ[i] = c * RZ[i]                            # 2 Rŷ / (N O)
+        c, n = 2.0 / (N * O), N * O
+        rz, rdz = RZ[off:off + n], RDZ[off:off + n]
+        for i in range(n):
+            rdz[i] = c * rz[i]                            # 2 Rŷ / (N O)
         return
     for n in range(N):                                    # p ⊙ (Rŷ − Σ_o p_o Rŷ_o) / N
         r = off + n * O
