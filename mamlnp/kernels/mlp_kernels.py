@@ -41,6 +41,37 @@ def block(buf, off, rows, cols):
 
 
 @njit(cache=True)
+def matmul(A, B, C):
+    """C = A B for 2-d views A (M, R), B (R, W), C (M, W) row-major; A or B may be a
+    transposed view. BLAS (``np.dot``) except for the thin products of an input layer
+    with D = 1 or an output layer with O = 1, where a loop beats the BLAS call overhead:
+    R = 1 (outer product), M = 1 (vector·matrix), W = 1 with A column-contiguous (hᵀ dz).
+    Each loop sums its R terms in order r = 0, 1, …"""
+    M, R, W = A.shape[0], A.shape[1], B.shape[1]
+    if R == 1:                                            # C = a ⊗ b
+        for m in range(M):
+            a = A[m, 0]
+            for w in range(W):
+                C[m, w] = a * B[0, w]
+    elif M == 1:                                          # c = a B
+        for w in range(W):
+            C[0, w] = A[0, 0] * B[0, w]
+        for r in range(1, R):
+            a = A[0, r]
+            for w in range(W):
+                C[0, w] += a * B[r, w]
+    elif W == 1 and A.strides[0] == A.itemsize:           # c = A b, A's columns contiguous
+        for m in range(M):
+            C[m, 0] = A[m, 0] * B[0, 0]
+        for r in range(1, R):
+            b = B[r, 0]
+            for m in range(M):
+                C[m, 0] += A[m, r] * b
+    else:
+        np.dot(A, B, C)
+
+
+@njit(cache=True)
 def add_into(dst, src):
     """dst += src, both (rows, cols)."""
     for i in range(dst.shape[0]):
@@ -117,7 +148,7 @@ def forward(th, x, N, sizes, woff, boff, coff, aid, Z, A, S):
     for l in range(L):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
         z = block(Z, zo, N, O)
-        np.dot(layer_input(x, A, N, sizes, coff, l), block(th, woff[l], I, O), z)  # h W
+        matmul(layer_input(x, A, N, sizes, coff, l), block(th, woff[l], I, O), z)  # h W
         add_row(z, th[boff[l]:boff[l] + O])                                          # + b
         if l < L - 1:
             act_forward(Z, A, S, zo, N * O, aid)
@@ -192,10 +223,10 @@ def backward(th, x, N, sizes, woff, boff, coff, A, S, DZ, DH, grad):
         if l < L - 1:                                     # dz = dh ⊙ σ'(z)
             mul_into(DZ, DH, S, zo, N * O)
         dz = block(DZ, zo, N, O)
-        np.dot(layer_input(x, A, N, sizes, coff, l).T, dz, block(grad, woff[l], I, O))  # hᵀ dz
+        matmul(layer_input(x, A, N, sizes, coff, l).T, dz, block(grad, woff[l], I, O))  # hᵀ dz
         sum_rows(dz, grad[boff[l]:boff[l] + O])                                         # Σ_n dz
         if l > 0:
-            np.dot(dz, block(th, woff[l], I, O).T, block(DH, N * coff[l - 1], N, I))   # dz Wᵀ
+            matmul(dz, block(th, woff[l], I, O).T, block(DH, N * coff[l - 1], N, I))   # dz Wᵀ
 
 
 # ---- R-pass: H v -----------------------------------------------------------------------------
@@ -208,11 +239,11 @@ def r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH, tmp):
     for l in range(L):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
         rz = block(RZ, zo, N, O)
-        np.dot(layer_input(x, A, N, sizes, coff, l), block(v, woff[l], I, O), rz)   # h V_W
+        matmul(layer_input(x, A, N, sizes, coff, l), block(v, woff[l], I, O), rz)   # h V_W
         add_row(rz, v[boff[l]:boff[l] + O])                                          # + V_b
         if l > 0:
             t = block(tmp, 0, N, O)
-            np.dot(block(RH, N * coff[l - 1], N, I), block(th, woff[l], I, O), t)
+            matmul(block(RH, N * coff[l - 1], N, I), block(th, woff[l], I, O), t)
             add_into(rz, t)                                                          # + Rh W
         if l < L - 1:
             mul_into(RH, S, RZ, zo, N * O)                # Rh = σ'(z) ⊙ Rz
@@ -244,16 +275,16 @@ def r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, 
         if l < L - 1:
             r_dz(A, S, DH, RZ, RDH, RDZ, zo, N * O, aid)
         rdz, dz, hvW = block(RDZ, zo, N, O), block(DZ, zo, N, O), block(hv, woff[l], I, O)
-        np.dot(layer_input(x, A, N, sizes, coff, l).T, rdz, hvW)                   # hᵀ Rdz
+        matmul(layer_input(x, A, N, sizes, coff, l).T, rdz, hvW)                   # hᵀ Rdz
         sum_rows(rdz, hv[boff[l]:boff[l] + O])                                      # Σ_n Rdz
         if l > 0:
             ho = N * coff[l - 1]
             t = block(tmp, 0, I, O)
-            np.dot(block(RH, ho, N, I).T, dz, t)
+            matmul(block(RH, ho, N, I).T, dz, t)
             add_into(hvW, t)                                                        # + Rhᵀ dz
             rdh, t = block(RDH, ho, N, I), block(tmp, 0, N, I)
-            np.dot(rdz, block(th, woff[l], I, O).T, rdh)                            # Rdz Wᵀ
-            np.dot(dz, block(v, woff[l], I, O).T, t)
+            matmul(rdz, block(th, woff[l], I, O).T, rdh)                            # Rdz Wᵀ
+            matmul(dz, block(v, woff[l], I, O).T, t)
             add_into(rdh, t)                                                        # + dz V_Wᵀ
 
 
