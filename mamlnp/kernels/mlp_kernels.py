@@ -13,12 +13,13 @@ activations.py and losses.py; same equations, same order of layers:
                 RdW_l = h_{l-1}ᵀ Rdz_l + Rh_{l-1}ᵀ dz_l ,  Rdb_l = Σ_n Rdz_l
                 Rdh_{l-1} = Rdz_l W_lᵀ + dz_l V_Wᵀ                 (H v = [RdW_l | Rdb_l]_l)
 
-The matrix products are ``np.dot`` on 2-d views (``block``) of the flat buffers:
-inside a Numba kernel that is a direct BLAS dgemm call (~0.1 µs of overhead), and for
-these small shapes (10×40 by 40×40) it ran about 4× faster than the best hand-written
-loop nest we measured (Numba does not SLP-vectorise, and a vectorised axpy loop is
-store-bound); docs/performance.md has the figures.  A transposed operand (hᵀ, Wᵀ) is
-a transposed view: BLAS reads it in place, nothing is copied.
+The matrix products go through ``matmul`` on 2-d views (``block``) of the flat buffers:
+``np.dot``, i.e. a direct BLAS dgemm call, which for these small shapes (10×40 by 40×40)
+ran about 4× faster than the best hand-written loop nest we measured (Numba does not
+SLP-vectorise, and a vectorised axpy loop is store-bound); thin products with a dimension
+of 1 (D = 1 input, O = 1 output layer) are loops, cheaper than the call overhead.
+docs/performance.md has the figures.  A transposed operand (hᵀ, Wᵀ) is a transposed
+view: BLAS reads it in place, nothing is copied.
 
 A *cache* of one pass is five flat buffers of N·Hsum floats: Z (z_l; ŷ for the last
 layer), A (h_l; for softmax_xent the last block holds p = softmax(ŷ)), S (σ'(z_l)),
