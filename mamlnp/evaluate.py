@@ -185,13 +185,15 @@ def write_results(results, out_dir, meta=None):
     json_path = os.path.join(out_dir, "results.json")
     curves = {res.label: {str(k): np.where(np.isfinite(c), c, None).tolist()
                           for k, c in res.curves.items()} for res in results}
+    rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+             for k, v in r.items()} for res in results for r in res.rows]  # strict JSON
     doc = {"meta": meta or {}, "diverged_mse": DIVERGED_MSE,
            "mean_over": "tasks whose query MSE is finite and <= diverged_mse",
-           "rows": [r for res in results for r in res.rows],
+           "rows": rows,
            "curves": curves, "curves_note": "per method and K: (tasks, steps+1) query MSEs; "
                                             "null = NaN or inf"}
     with open(json_path, "w") as f:
-        json.dump(doc, f, indent=1, allow_nan=True)
+        json.dump(doc, f, indent=1, allow_nan=False)
     return csv_path, json_path
 
 

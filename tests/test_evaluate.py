@@ -104,6 +104,18 @@ def test_diverging_task_is_counted_not_dropped():
     assert s10["mean"] == curve[0, 10]                                 # mean over the other task
 
 
+def test_results_json_is_strict_even_with_diverged_tasks(tmp_path):
+    model = mamlnp.MLP((1, 1), "relu", "mse")
+    pool = mamlnp.EvaluationPool(mamlnp.SinusoidTasks(x_range=(1e10, 2e10)), num_tasks=3,
+                                 shots=(5,), query=4)                # every task overflows
+    res = E.evaluate(model, np.zeros(model.num_params), 0.01, pool=pool, shots=(5,),
+                     max_steps=10, label="lin")
+    assert res.row(5, 10)["diverged"] == 3 and np.isnan(res.row(5, 10)["mean"])
+    _, json_path = E.write_results([res], tmp_path)
+    doc = json.loads(open(json_path).read(), parse_constant=lambda c: pytest.fail(c))
+    assert doc["rows"][-1]["mean"] is None and doc["curves"]["lin"]["5"][0][-1] is None
+
+
 # ---- evaluate() and its files ------------------------------------------------------
 
 
