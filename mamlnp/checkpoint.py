@@ -116,7 +116,13 @@ def prepare_run_dir(out, resume=False, overwrite=False):
     """Create the run directory ``out`` and check it is writable (call before training).
 
     Refuses to start over a run already there unless ``resume`` or ``overwrite``."""
+    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+        raise InputError(f"out: expected a non-empty directory path, got {out!r}")
     out = os.fspath(out)
+    ckpt = os.path.join(out, CHECKPOINT_NAME)
+    if resume and not os.path.exists(ckpt):            # check before creating anything
+        raise CheckpointError(f"resume: {out!r} holds no {CHECKPOINT_NAME} to resume from; "
+                              f"drop --resume to start a new run there")
     try:
         os.makedirs(out, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
@@ -125,10 +131,6 @@ def prepare_run_dir(out, resume=False, overwrite=False):
     except OSError as exc:
         raise InputError(f"out: cannot write the run directory {out!r} ({exc.strerror or exc}); "
                          f"expected a writable directory path") from None
-    ckpt = os.path.join(out, CHECKPOINT_NAME)
-    if resume and not os.path.exists(ckpt):
-        raise CheckpointError(f"resume: {out!r} holds no {CHECKPOINT_NAME} to resume from; "
-                              f"drop --resume to start a new run there")
     if not resume and not overwrite and os.path.exists(ckpt):
         raise InputError(f"out: {out!r} already holds a run ({CHECKPOINT_NAME}); pass --resume "
                          f"to continue it, --overwrite to replace it, or choose another --out")
@@ -208,6 +210,8 @@ def save_checkpoint(path, config, params, optimizer_state=None, rng_state=None,
 
 
 def _npz_path(path):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InputError(f"path: expected a run directory or an .npz checkpoint path, got {path!r}")
     path = os.fspath(path)
     if path.endswith(".npz"):
         return path

@@ -42,7 +42,7 @@ from .activations import ACTIVATIONS
 from .errors import InputError
 from .mlp import MLP
 from .tasks import TaskBatch
-from .validation import nonneg_int, positive_float, positive_int
+from .validation import as_rng, nonneg_int, positive_float, positive_int
 
 TINY = 1e-300          # floor of the relative-error denominator
 FULL_FD_LIMIT = 1000   # P up to this: full finite-difference gradient; above: random directions
@@ -128,8 +128,9 @@ def directions(num_params, num_directions=None, seed=0):
     otherwise ``num_directions`` (default 10) random unit vectors."""
     if num_directions is None and num_params <= FULL_FD_LIMIT:
         return np.eye(num_params)
+    num_params = positive_int("num_params", num_params)
     m = 10 if num_directions is None else positive_int("num_directions", num_directions)
-    U = np.random.default_rng(seed).standard_normal((m, num_params))     # (M, P)
+    U = as_rng("seed", seed).standard_normal((m, num_params))     # (M, P)
     return U / np.linalg.norm(U, axis=1, keepdims=True)
 
 
@@ -443,7 +444,7 @@ def add_arguments(parser):
 
 def run(args):
     """Print the table; exit code 0 if every row passes (or is skipped), 1 otherwise."""
-    rows = all_checks(args.seed, args.quick, args.backend)
+    rows = all_checks(nonneg_int("seed", args.seed), args.quick, args.backend)
     print(format_table(rows))
     failed = sum(not r.passed for r in rows)
     n_skip = sum(r.skipped for r in rows)

@@ -11,7 +11,7 @@ from .errors import CheckpointError, InputError
 from .mlp import MLP
 from .optim import OPTIMIZERS
 from .tasks import SinusoidTasks
-from .validation import choice, nonneg_int, positive_float, positive_int
+from .validation import boolean, choice, nonneg_int, positive_float, positive_int
 from .variants import METHODS
 
 TASKS = {"sinusoid": SinusoidTasks}
@@ -50,6 +50,8 @@ def make_config(config=None, **kwargs):
     The result has the keys of DEFAULTS except "hidden"/"activation", which become
     "model" = {"sizes", "activation", "loss"}, plus "first_order" (True for fomaml and
     reptile) and "iteration" (0). A run's saved config is accepted as input."""
+    if config is not None and not isinstance(config, dict):
+        raise InputError(f"config: expected a dict of config keys, got {type(config).__name__}")
     given = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
     given.pop("iteration", None), given.pop("learned_alpha", None), given.pop("metadata", None)
     model = given.pop("model", None)
@@ -66,7 +68,7 @@ def make_config(config=None, **kwargs):
     sizes = [family.input_dim, *cfg.pop("hidden"), family.output_dim]
     cfg["model"] = MLP(sizes, cfg.pop("activation"), "mse").config()
     cfg["first_order"] = cfg["method"] in ("fomaml", "reptile") or (
-        cfg["method"] == "metasgd" and bool(given.get("first_order", False)))
+        cfg["method"] == "metasgd" and boolean("first_order", given.get("first_order", False)))
     cfg["iteration"] = 0
     return cfg
 

@@ -183,8 +183,8 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
     Raises InputError / CheckpointError for bad input (before training starts),
     DivergenceError if the loss diverges, TrainingInterrupted on Ctrl-C.
     """
+    cfg = make_config(config, **kwargs)                   # validates config first
     requested = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
-    cfg = make_config(config, **kwargs)
     if resume and out is None:
         raise InputError("resume: expected a run directory in out=..., got out=None")
     lock = None
