@@ -23,17 +23,22 @@ as an (N, sizes[l+1]) row-major block). Activation ids: 0 relu, 1 tanh, 2 softpl
 loss ids: 0 mse, 1 softmax_xent.
 
 Threads: the drivers run tasks in parallel with ``prange`` (numba's threading layer,
-``NUMBA_NUM_THREADS``). With the OpenMP layer, GNU libgomp's default lets idle threads
-*spin* after each parallel region; on a machine shared with other processes a spinning or
-descheduled worker then stalls every call: we measured a median of 12 ms instead of
-0.6 ms per meta-gradient on a loaded 2-core machine (docs/performance.md). So, unless the
-user has chosen otherwise, ``OMP_WAIT_POLICY`` is set to ``passive`` here, before numba
-starts its OpenMP pool (it is read once, when libgomp starts). Set it to ``active`` in the
-environment to get spinning back on a dedicated machine.
+``NUMBA_NUM_THREADS``). With the OpenMP layer, what an idle worker does between two
+parallel regions decides the cost of a short call:
+  * libgomp's default spins for a long while (GOMP_SPINCOUNT 300,000 by default);
+    several processes spinning against each other on a shared machine stalled every
+    call (median 12 ms instead of 0.6 ms per meta-gradient, load average 7–8);
+  * ``OMP_WAIT_POLICY=passive`` sleeps at once: the next call pays the wake-up,
+    0.51 ms instead of 0.27 ms per meta-gradient (s = 1, 2 threads) on a quiet machine
+    and also with two CPU hogs running (``yes > /dev/null`` ×2);
+  * a short spin, ``GOMP_SPINCOUNT=10000``, measured 0.26–0.27 ms in both cases.
+So, unless the user has chosen otherwise, ``GOMP_SPINCOUNT`` is set to 10000 here,
+before numba starts its OpenMP pool (libgomp reads it once, when it starts).
+(Measured with the loop in docs/performance.md, "Threads".)
 """
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 ACT_IDS = {"relu": 0, "tanh": 1, "softplus": 2}
 LOSS_IDS = {"mse": 0, "softmax_xent": 1}
