@@ -158,16 +158,29 @@ class Pretrain(Method):
 
     Every task has K+Q points, so this is one MSE over all T(K+Q) points, and its
     gradient is one backward pass (``model._loss_and_grad``). At test time the
-    network is fine-tuned with SGD at α, like MAML. ``backend`` is not used.
+    network is fine-tuned with SGD at α, like MAML.
+
+    backend="numba": the same loss is MAML's meta-objective with s = 0 inner steps and
+    support ∪ query as the query set (the mean of T equal-sized per-task means is the
+    mean over all points), so the compiled meta-gradient kernel computes it, in a
+    different summation order (equal to ~1e-15, tests/test_variants.py).
     """
 
     name = "pretrain"
 
     def step(self, model, params, batch, config, backend):
         T, K, D = batch.x_support.shape
-        x = np.concatenate([batch.x_support, batch.x_query], axis=1).reshape(-1, D)  # (T(K+Q), D)
-        y = np.concatenate([batch.y_support, batch.y_query], axis=1)
-        loss, g = model._loss_and_grad(params["theta"], x, y.reshape(x.shape[0], -1))
+        x = np.concatenate([batch.x_support, batch.x_query], axis=1)      # (T, K+Q, D)
+        y = np.concatenate([batch.y_support, batch.y_query], axis=1)      # (T, K+Q, O)
+        if backend == "numba" and isinstance(model, MLP):
+            from . import fast
+            xf, yf = x.reshape(T, -1), y.reshape(T, -1)                    # (T, (K+Q)·D) …
+            alpha = np.full(model.num_params, float(config["alpha"]))      # unused at s = 0
+            loss, g = fast.meta_gradient_unchecked(fast.geometry(model), params["theta"],
+                                                   xf, yf, xf, yf, alpha, 0, True)
+            return float(loss), {"theta": g}
+        loss, g = model._loss_and_grad(params["theta"], x.reshape(-1, D),
+                                       y.reshape(T * x.shape[1], -1))
         return loss, {"theta": g}
 
 

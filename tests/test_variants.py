@@ -151,7 +151,7 @@ def test_unknown_method_is_refused():
 
 
 @pytest.mark.skipif(not HAS_FAST, reason="mamlnp.fast (numba backend) not available")
-@pytest.mark.parametrize("name", ["maml", "fomaml", "reptile", "metasgd"])
+@pytest.mark.parametrize("name", ["maml", "fomaml", "reptile", "metasgd", "pretrain"])
 def test_numba_backend_matches_numpy(name):
     model = MLP((1, 40, 40, 1), "relu")
     theta = model.init(0)
