@@ -45,8 +45,9 @@ def add_arguments(p):
                    help=f"meta-iterations for both runs (default {PAPER_ITERATIONS})")
     p.add_argument("--shots", type=int, default=10, help="K used for meta-training (default 10)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--init", choices=("normal", "uniform"), default="normal",
-                   help="θ initialisation, see MLP.init (default normal: cbfinn's N(0, 0.01²))")
+    p.add_argument("--init", choices=("normal", "uniform"), default="uniform",
+                   help="θ initialisation, see MLP.init (default uniform: PyTorch's "
+                        "U(±1/√fan_in); normal: cbfinn's N(0, 0.01²))")
     p.add_argument("--backend", choices=("numpy", "numba"), default=None,
                    help="meta-gradient backend (default mamlnp.maml.DEFAULT_BACKEND)")
     p.add_argument("--quick", action="store_true",

@@ -30,7 +30,7 @@ DEFAULTS = {
     "seed": 0,                 # seeds the run's only RNG (θ's initialisation, then tasks)
     "backend": None,           # numpy | numba; None: mamlnp.maml.DEFAULT_BACKEND
     "optimizer": "adam",       # outer optimizer: adam | sgd (mamlnp.optim)
-    "init": "normal",          # θ initialisation scheme (MLP.init)
+    "init": "uniform",         # θ initialisation scheme (MLP.init); see docs/results.md
     "checkpoint_every": 1000,  # iterations between checkpoints (and one at the end)
     "eval_every": 500,         # iterations between history rows (mean meta-loss, val MSE)
     "val_tasks": 100,          # the fixed validation tasks: how many,

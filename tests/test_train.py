@@ -170,7 +170,7 @@ def test_second_ctrl_c_interrupts_at_once(tmp_path):
 def test_alpha_known_to_diverge():
     with pytest.raises(DivergenceError, match=r"iteration 1: .*alpha \(--alpha, now 10.0\)") as e:
         mamlnp.meta_train(alpha=10.0, inner_steps=5, **TINY)
-    assert e.value.iteration == 1 and e.value.loss > LOSS_LIMIT
+    assert e.value.iteration == 1 and not e.value.loss <= LOSS_LIMIT     # NaN, inf or huge
     print(e.value)
 
 
