@@ -22,7 +22,8 @@ from numba import njit
 import mamlnp
 from mamlnp import fast
 from mamlnp.kernels import maml_kernels as MK
-from mamlnp.kernels.mlp_kernels import backward, block, forward, loss_and_dyhat, rpass
+from mamlnp.kernels.linalg import gemm_acc
+from mamlnp.kernels.mlp_kernels import backward, forward, loss_and_dyhat, rpass
 
 T, K, Q, ALPHA = 25, 10, 10, 0.01
 
@@ -40,31 +41,32 @@ def loop_backward(n, th, x, sizes, woff, boff, coff, A, S, DZ, DH, g):
 
 
 @njit
-def loop_rpass(n, th, v, x, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, R, tmp, hv):
+def loop_rpass(n, th, v, x, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, R, hv):
     for _ in range(n):
         rpass(th, v, x, K, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, R[0], R[1], R[2],
-              R[3], tmp, hv)
+              R[3], hv)
 
 
 @njit
-def loop_rpass_products(n, th, v, x, A, DZ, R, tmp, hv):
-    """The 14 np.dot calls of one 1-40-40-1 R-pass, nothing else (offsets hard-coded)."""
+def loop_rpass_products(n, th, v, x, A, DZ, R, hv):
+    """The 14 gemm_acc calls of one 1-40-40-1 R-pass, nothing else (offsets hard-coded):
+    6 through BLAS dgemm (10×40·40×40 shapes), 8 thin ones as loops."""
     RZ, RH, RDZ, RDH = R[0], R[1], R[2], R[3]
     for _ in range(n):
-        np.dot(block(x, 0, 10, 1), block(v, 0, 1, 40), block(RZ, 0, 10, 40))
-        np.dot(block(A, 0, 10, 40), block(v, 80, 40, 40), block(RZ, 400, 10, 40))
-        np.dot(block(RH, 0, 10, 40), block(th, 80, 40, 40), block(tmp, 0, 10, 40))
-        np.dot(block(A, 400, 10, 40), block(v, 1720, 40, 1), block(RZ, 800, 10, 1))
-        np.dot(block(RH, 400, 10, 40), block(th, 1720, 40, 1), block(tmp, 0, 10, 1))
-        np.dot(block(A, 400, 10, 40).T, block(RDZ, 800, 10, 1), block(hv, 1720, 40, 1))
-        np.dot(block(RH, 400, 10, 40).T, block(DZ, 800, 10, 1), block(tmp, 0, 40, 1))
-        np.dot(block(RDZ, 800, 10, 1), block(th, 1720, 40, 1).T, block(RDH, 400, 10, 40))
-        np.dot(block(DZ, 800, 10, 1), block(v, 1720, 40, 1).T, block(tmp, 0, 10, 40))
-        np.dot(block(A, 0, 10, 40).T, block(RDZ, 400, 10, 40), block(hv, 80, 40, 40))
-        np.dot(block(RH, 0, 10, 40).T, block(DZ, 400, 10, 40), block(tmp, 0, 40, 40))
-        np.dot(block(RDZ, 400, 10, 40), block(th, 80, 40, 40).T, block(RDH, 0, 10, 40))
-        np.dot(block(DZ, 400, 10, 40), block(v, 80, 40, 40).T, block(tmp, 0, 10, 40))
-        np.dot(block(x, 0, 10, 1).T, block(RDZ, 0, 10, 40), block(hv, 0, 1, 40))
+        gemm_acc(x, 0, False, v, 0, False, RZ, 0, 10, 1, 40, 0)               # h V_W, l = 0
+        gemm_acc(A, 0, False, v, 80, False, RZ, 400, 10, 40, 40, 0)            # l = 1
+        gemm_acc(RH, 0, False, th, 80, False, RZ, 400, 10, 40, 40, 1)          # + Rh W
+        gemm_acc(A, 400, False, v, 1720, False, RZ, 800, 10, 40, 1, 0)         # l = 2
+        gemm_acc(RH, 400, False, th, 1720, False, RZ, 800, 10, 40, 1, 1)
+        gemm_acc(A, 400, True, RDZ, 800, False, hv, 1720, 40, 10, 1, 0)        # hᵀ Rdz
+        gemm_acc(RH, 400, True, DZ, 800, False, hv, 1720, 40, 10, 1, 1)        # + Rhᵀ dz
+        gemm_acc(RDZ, 800, False, th, 1720, True, RDH, 400, 10, 1, 40, 0)      # Rdz Wᵀ
+        gemm_acc(DZ, 800, False, v, 1720, True, RDH, 400, 10, 1, 40, 1)        # + dz V_Wᵀ
+        gemm_acc(A, 0, True, RDZ, 400, False, hv, 80, 40, 10, 40, 0)           # l = 1
+        gemm_acc(RH, 0, True, DZ, 400, False, hv, 80, 40, 10, 40, 1)
+        gemm_acc(RDZ, 400, False, th, 80, True, RDH, 0, 10, 40, 40, 0)
+        gemm_acc(DZ, 400, False, v, 80, True, RDH, 0, 10, 40, 40, 1)
+        gemm_acc(x, 0, True, RDZ, 0, False, hv, 0, 1, 10, 40, 0)               # l = 0
 
 
 @njit
@@ -100,7 +102,7 @@ def main(argv=None):
     x, y = xs[0].copy(), ys[0].copy()
     Z, A, S, DZ, DH = (np.zeros(K * Hsum) for _ in range(5))
     R = np.zeros((4, K * Hsum))
-    g, hv, tmp = np.zeros(P), np.zeros(P), np.zeros(P)
+    g, hv = np.zeros(P), np.zeros(P)
     v = np.random.default_rng(0).standard_normal(P)
     forward(th, x, K, sizes, woff, boff, coff, aid, Z, A, S)
     loss_and_dyhat(Z, A, DZ, K * coff[2], y, K, 1, lid)
@@ -109,9 +111,9 @@ def main(argv=None):
             ("backward", best_us(loop_backward, th, x, sizes, woff, boff, coff, A, S, DZ, DH, g,
                                  n=n)),
             ("R-pass (H v)", best_us(loop_rpass, th, v, x, sizes, woff, boff, coff, aid, lid, A,
-                                     S, DZ, DH, R, tmp, hv, n=n)),
-            ("  of which its 14 np.dot", best_us(loop_rpass_products, th, v, x, A, DZ, R, tmp,
-                                                 hv, n=n))]
+                                     S, DZ, DH, R, hv, n=n)),
+            ("  of which its 14 products (gemm_acc)", best_us(loop_rpass_products, th, v, x, A,
+                                                              DZ, R, hv, n=n))]
     alpha = np.full(P, ALPHA)
     for s, fo in ((1, False), (1, True), (5, False)):
         ws = fast.workspace(geom, T, P, s, K, Q, 1)

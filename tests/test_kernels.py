@@ -19,6 +19,7 @@ from mamlnp import fast
 from mamlnp import maml as M
 from mamlnp.kernels import maml_kernels as MK
 from mamlnp.kernels import mlp_kernels as K
+from mamlnp.kernels.linalg import gemm_acc
 from mamlnp.tasks import TaskBatch
 
 TOL = 1e-12
@@ -63,16 +64,44 @@ def one_pass(model, theta, x, y, v):
     sizes, woff, boff, coff, aid, lid = fast.geometry(model)
     N, Hsum, P, L = x.shape[0], int(sizes[1:].sum()), model.num_params, len(sizes) - 1
     Z, A, S, DZ, DH, RZ, RH, RDZ, RDH = (np.zeros(N * Hsum) for _ in range(9))
-    g, hv, tmp = np.zeros(P), np.zeros(P), np.zeros(max(P, N * Hsum))
+    g, hv = np.zeros(P), np.zeros(P)
     x, y = x.ravel().copy(), y.ravel().copy()
     K.forward(theta, x, N, sizes, woff, boff, coff, aid, Z, A, S)
     off = N * int(coff[L - 1])
     loss = K.loss_and_dyhat(Z, A, DZ, off, y, N, int(sizes[L]), lid)
     K.backward(theta, x, N, sizes, woff, boff, coff, A, S, DZ, DH, g)
     K.rpass(theta, v, x, N, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, RZ, RH, RDZ,
-            RDH, tmp, hv)
+            RDH, hv)
     y_hat = Z[off:off + N * int(sizes[L])].reshape(N, -1).copy()
     return y_hat, loss, g, hv
+
+
+# ---- the matrix product: gemm_acc (BLAS dgemm or thin loops) ------------------------------------
+
+
+@pytest.mark.parametrize("M,R,W", [(10, 40, 40), (4, 3, 5), (10, 40, 1), (1, 10, 40),
+                                   (10, 1, 40), (40, 10, 1), (1, 1, 1)])
+def test_gemm_acc_matches_numpy(M, R, W):
+    """C (+)= op(A) op(B) at offsets in flat buffers, every transpose flag and acc ∈ {0, 1}
+    (acc = 0 over a C of NaN: C is not read), compiled (dgemm or loop) and as Python;
+    nothing outside C's block is written."""
+    rng = np.random.default_rng(M * 100 + R * 10 + W)
+    for ta in (False, True):
+        for tb in (False, True):
+            for acc in (0, 1):
+                A, B = rng.standard_normal(M * R + 7), rng.standard_normal(R * W + 5)
+                C = rng.standard_normal(M * W + 6)
+                if acc == 0:
+                    C[3:3 + M * W] = np.nan                     # β = 0: C must not be read
+                opA = A[7:].reshape(R, M).T if ta else A[7:].reshape(M, R)
+                opB = B[5:].reshape(W, R).T if tb else B[5:].reshape(R, W)
+                want = (C[3:3 + M * W].reshape(M, W) if acc else 0.0) + opA @ opB
+                for f in (gemm_acc, gemm_acc.py_func):
+                    got = C.copy()
+                    f(A, 7, ta, B, 5, tb, got, 3, M, R, W, acc)
+                    check(f"gemm_acc {M}x{R}x{W} ta={ta} tb={tb} acc={acc}",
+                          got[3:3 + M * W], want.ravel())
+                    assert np.array_equal(got[:3], C[:3]) and np.array_equal(got[-3:], C[-3:])
 
 
 # ---- the MLP kernels: forward, loss, backward, R-pass ---------------------------------------

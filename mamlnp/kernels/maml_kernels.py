@@ -42,10 +42,10 @@ def task_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
     """One task: returns L_Q(θ_s); g (P,) = dL_Q/dθ; ga (PA,) = dL_Q/dα if ga_mode > 0
     (1: scalar α, summed; 2: per-parameter α).  Workspace rows: TH (s+1, P) iterates,
     GS (≥s, P) support gradients, CA (s+1, 5, ·) caches (Z, A, S, DZ, DH), RB (4, ·)
-    R-pass buffers, SC (3, ≥P) scratch (α ⊙ g, H v, products) — see alloc_workspace."""
+    R-pass buffers, SC (2, P) scratch (α ⊙ g, H v) — see alloc_workspace."""
     L, P = sizes.shape[0] - 1, theta.shape[0]
     K, Q = ys.shape[0] // sizes[L], yq.shape[0] // sizes[L]
-    v, hv, tmp = SC[0, :P], SC[1, :P], SC[2]
+    v, hv = SC[0], SC[1]
     TH[0, :] = theta
     for k in range(s):                                         # inner loop
         C = CA[k]
@@ -70,7 +70,7 @@ def task_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
                 v[i] = alpha[i] * g[i]                         # v = α ⊙ g
             C = CA[k]
             rpass(TH[k], v, xs, K, sizes, woff, boff, coff, aid, lid, C[1], C[2], C[3],
-                  C[4], RB[0], RB[1], RB[2], RB[3], tmp, hv)
+                  C[4], RB[0], RB[1], RB[2], RB[3], hv)
             for i in range(P):
                 g[i] -= hv[i]                                  # g ← g − H_S(θ_k)(α ⊙ g)
     return loss
@@ -79,12 +79,12 @@ def task_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
 def alloc_workspace(T, P, s, K, Q, Hsum, PA):
     """Every buffer of a ``batch_meta_grad`` call (NumPy, called from Python once per shape):
     TH (T, s+1, P) iterates, GS (T, max(s,1), P) support gradients, CA (T, s+1, 5,
-    max(K,Q)·Hsum) caches, RB (T, 4, K·Hsum) R-pass buffers, SC (T, 3, max(P, K·Hsum))
-    scratch, G (T, P) and GA (T, PA) per-task gradients, losses (T,).
+    max(K,Q)·Hsum) caches, RB (T, 4, K·Hsum) R-pass buffers, SC (T, 2, P) scratch,
+    G (T, P) and GA (T, PA) per-task gradients, losses (T,).
     Reused across calls: a fresh 5 MB allocation per call cost ~2 ms of page faults."""
     return (np.empty((T, s + 1, P)), np.empty((T, max(s, 1), P)),
             np.empty((T, s + 1, 5, max(K, Q) * Hsum)), np.empty((T, 4, K * Hsum)),
-            np.empty((T, 3, max(P, K * Hsum))), np.empty((T, P)), np.empty((T, PA)),
+            np.empty((T, 2, P)), np.empty((T, P)), np.empty((T, PA)),
             np.empty(T))
 
 

@@ -13,13 +13,13 @@ activations.py and losses.py; same equations, same order of layers:
                 RdW_l = h_{l-1}ᵀ Rdz_l + Rh_{l-1}ᵀ dz_l ,  Rdb_l = Σ_n Rdz_l
                 Rdh_{l-1} = Rdz_l W_lᵀ + dz_l V_Wᵀ                 (H v = [RdW_l | Rdb_l]_l)
 
-The matrix products go through ``matmul`` on 2-d views (``block``) of the flat buffers:
-``np.dot``, i.e. a direct BLAS dgemm call, which for these small shapes (10×40 by 40×40)
-ran about 4× faster than the best hand-written loop nest we measured (Numba does not
-SLP-vectorise, and a vectorised axpy loop is store-bound); thin products with a dimension
-of 1 (D = 1 input, O = 1 output layer) are loops, cheaper than the call overhead.
-docs/performance.md has the figures.  A transposed operand (hᵀ, Wᵀ) is a transposed
-view: BLAS reads it in place, nothing is copied.
+The matrix products go through ``linalg.gemm_acc`` on the flat buffers (offsets, no
+views): a direct BLAS dgemm call (transposes as flags; a sum of two products, as in
+Rz_l or RdW_l, accumulates the second into the first with β = 1), or a loop for the thin
+products with a dimension of 1 (D = 1 input, O = 1 output layer), cheaper than the call.
+Through BLAS the 10×40 by 40×40 products run about 4× faster than the best hand-written
+loop nest we measured (Numba does not SLP-vectorise, and a vectorised axpy loop is
+store-bound).  docs/performance.md has the figures.
 
 A *cache* of one pass is five flat buffers of N·Hsum floats: Z (z_l; ŷ for the last
 layer), A (h_l; for softmax_xent the last block holds p = softmax(ŷ)), S (σ'(z_l)),
@@ -31,70 +31,30 @@ vectorise (forward took 2.14 µs instead of 1.55 µs on 1-40-40-1, K = 10).
 """
 import math
 
-import numpy as np
 from numba import njit
 
-
-@njit(cache=True)
-def block(buf, off, rows, cols):
-    """buf[off : off + rows·cols] as a (rows, cols) row-major view (no copy)."""
-    return buf[off:off + rows * cols].reshape(rows, cols)
+from .linalg import gemm_acc
 
 
 @njit(cache=True)
-def matmul(A, B, C):
-    """C = A B for 2-d views A (M, R), B (R, W), C (M, W) row-major; A or B may be a
-    transposed view. BLAS (``np.dot``) except for the thin products of an input layer
-    with D = 1 or an output layer with O = 1, where a loop beats the BLAS call overhead:
-    R = 1 (outer product), M = 1 (vector·matrix), W = 1 with A column-contiguous (hᵀ dz).
-    Each loop sums its R terms in order r = 0, 1, …"""
-    M, R, W = A.shape[0], A.shape[1], B.shape[1]
-    if R == 1:                                            # C = a ⊗ b
-        for m in range(M):
-            a = A[m, 0]
-            for w in range(W):
-                C[m, w] = a * B[0, w]
-    elif M == 1:                                          # c = a B
-        for w in range(W):
-            C[0, w] = A[0, 0] * B[0, w]
-        for r in range(1, R):
-            a = A[0, r]
-            for w in range(W):
-                C[0, w] += a * B[r, w]
-    elif W == 1 and A.strides[0] == A.itemsize:           # c = A b, A's columns contiguous
-        for m in range(M):
-            C[m, 0] = A[m, 0] * B[0, 0]
-        for r in range(1, R):
-            b = B[r, 0]
-            for m in range(M):
-                C[m, 0] += A[m, r] * b
-    else:
-        np.dot(A, B, C)
+def add_row(Z, zo, N, O, b, bo):
+    """Z (N, O) at zo: every row += b[bo : bo + O]   (z += b)."""
+    z, bb = Z[zo:zo + N * O], b[bo:bo + O]
+    for n in range(N):
+        zn = z[n * O:(n + 1) * O]
+        for o in range(O):
+            zn[o] += bb[o]
 
 
 @njit(cache=True)
-def add_into(dst, src):
-    """dst += src, both (rows, cols)."""
-    for i in range(dst.shape[0]):
-        for j in range(dst.shape[1]):
-            dst[i, j] += src[i, j]
-
-
-@njit(cache=True)
-def add_row(dst, b):
-    """dst[n, :] += b for every row n: (N, O) += (O,)."""
-    for n in range(dst.shape[0]):
-        for o in range(dst.shape[1]):
-            dst[n, o] += b[o]
-
-
-@njit(cache=True)
-def sum_rows(src, out):
-    """out (O,) = Σ_n src[n, :]   (db = Σ_n dz)."""
-    out[:] = 0.0
-    for n in range(src.shape[0]):
-        for o in range(src.shape[1]):
-            out[o] += src[n, o]
+def sum_rows(D, do, N, O, out, oo):
+    """out[oo : oo + O] = Σ_n D[n, :] for D (N, O) at do   (db = Σ_n dz)."""
+    d, r = D[do:do + N * O], out[oo:oo + O]
+    r[:] = 0.0
+    for n in range(N):
+        dn = d[n * O:(n + 1) * O]
+        for o in range(O):
+            r[o] += dn[o]
 
 
 @njit(cache=True)
@@ -135,11 +95,12 @@ def act_forward(Z, A, S, off, n, aid):
 
 
 @njit(cache=True)
-def layer_input(x, A, N, sizes, coff, l):
-    """h_{l-1} (N, sizes[l]): the data x for l = 0, else the activations of layer l−1."""
+def layer_input(x, A, N, coff, l):
+    """(buffer, offset) of h_{l-1} (N, sizes[l]): the data x for l = 0, else the
+    activations of layer l−1 in A."""
     if l == 0:
-        return block(x, 0, N, sizes[0])
-    return block(A, N * coff[l - 1], N, sizes[l])
+        return x, 0
+    return A, N * coff[l - 1]
 
 
 @njit(cache=True)
@@ -148,9 +109,9 @@ def forward(th, x, N, sizes, woff, boff, coff, aid, Z, A, S):
     L = sizes.shape[0] - 1
     for l in range(L):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
-        z = block(Z, zo, N, O)
-        matmul(layer_input(x, A, N, sizes, coff, l), block(th, woff[l], I, O), z)  # h W
-        add_row(z, th[boff[l]:boff[l] + O])                                          # + b
+        H, ho = layer_input(x, A, N, coff, l)
+        gemm_acc(H, ho, False, th, woff[l], False, Z, zo, N, I, O, 0)    # z = h W
+        add_row(Z, zo, N, O, th, boff[l])                                  #   + b
         if l < L - 1:
             act_forward(Z, A, S, zo, N * O, aid)
 
@@ -223,29 +184,27 @@ def backward(th, x, N, sizes, woff, boff, coff, A, S, DZ, DH, grad):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
         if l < L - 1:                                     # dz = dh ⊙ σ'(z)
             mul_into(DZ, DH, S, zo, N * O)
-        dz = block(DZ, zo, N, O)
-        matmul(layer_input(x, A, N, sizes, coff, l).T, dz, block(grad, woff[l], I, O))  # hᵀ dz
-        sum_rows(dz, grad[boff[l]:boff[l] + O])                                         # Σ_n dz
+        H, ho = layer_input(x, A, N, coff, l)
+        gemm_acc(H, ho, True, DZ, zo, False, grad, woff[l], I, N, O, 0)   # dW = hᵀ dz
+        sum_rows(DZ, zo, N, O, grad, boff[l])                              # db = Σ_n dz
         if l > 0:
-            matmul(dz, block(th, woff[l], I, O).T, block(DH, N * coff[l - 1], N, I))   # dz Wᵀ
+            gemm_acc(DZ, zo, False, th, woff[l], True, DH, N * coff[l - 1], N, O, I, 0)  # dz Wᵀ
 
 
 # ---- R-pass: H v -----------------------------------------------------------------------------
 
 
 @njit(cache=True)
-def r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH, tmp):
+def r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH):
     """R-forward along v: Rz_l = h_{l-1} V_W + V_b + Rh_{l-1} W_l, Rh_l = σ'(z_l) ⊙ Rz_l."""
     L = sizes.shape[0] - 1
     for l in range(L):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
-        rz = block(RZ, zo, N, O)
-        matmul(layer_input(x, A, N, sizes, coff, l), block(v, woff[l], I, O), rz)   # h V_W
-        add_row(rz, v[boff[l]:boff[l] + O])                                          # + V_b
+        H, ho = layer_input(x, A, N, coff, l)
+        gemm_acc(H, ho, False, v, woff[l], False, RZ, zo, N, I, O, 0)     # Rz = h V_W
+        add_row(RZ, zo, N, O, v, boff[l])                                  #    + V_b
         if l > 0:
-            t = block(tmp, 0, N, O)
-            matmul(block(RH, N * coff[l - 1], N, I), block(th, woff[l], I, O), t)
-            add_into(rz, t)                                                          # + Rh W
+            gemm_acc(RH, N * coff[l - 1], False, th, woff[l], False, RZ, zo, N, I, O, 1)  # + Rh W
         if l < L - 1:
             mul_into(RH, S, RZ, zo, N * O)                # Rh = σ'(z) ⊙ Rz
 
@@ -268,38 +227,34 @@ def r_dz(A, S, DH, RZ, RDH, RDZ, off, n, aid):
 
 @njit(cache=True)
 def r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
-               tmp, hv):
+               hv):
     """R-backward from R{dŷ} (already in RDZ's last block) down to layer 1; hv = H v (P,)."""
     L = sizes.shape[0] - 1
     for l in range(L - 1, -1, -1):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
         if l < L - 1:
             r_dz(A, S, DH, RZ, RDH, RDZ, zo, N * O, aid)
-        rdz, dz, hvW = block(RDZ, zo, N, O), block(DZ, zo, N, O), block(hv, woff[l], I, O)
-        matmul(layer_input(x, A, N, sizes, coff, l).T, rdz, hvW)                   # hᵀ Rdz
-        sum_rows(rdz, hv[boff[l]:boff[l] + O])                                      # Σ_n Rdz
+        H, ho = layer_input(x, A, N, coff, l)
+        gemm_acc(H, ho, True, RDZ, zo, False, hv, woff[l], I, N, O, 0)    # RdW = hᵀ Rdz
+        sum_rows(RDZ, zo, N, O, hv, boff[l])                               # Rdb = Σ_n Rdz
         if l > 0:
             ho = N * coff[l - 1]
-            t = block(tmp, 0, I, O)
-            matmul(block(RH, ho, N, I).T, dz, t)
-            add_into(hvW, t)                                                        # + Rhᵀ dz
-            rdh, t = block(RDH, ho, N, I), block(tmp, 0, N, I)
-            matmul(rdz, block(th, woff[l], I, O).T, rdh)                            # Rdz Wᵀ
-            matmul(dz, block(v, woff[l], I, O).T, t)
-            add_into(rdh, t)                                                        # + dz V_Wᵀ
+            gemm_acc(RH, ho, True, DZ, zo, False, hv, woff[l], I, N, O, 1)      # + Rhᵀ dz
+            gemm_acc(RDZ, zo, False, th, woff[l], True, RDH, ho, N, O, I, 0)   # Rdh = Rdz Wᵀ
+            gemm_acc(DZ, zo, False, v, woff[l], True, RDH, ho, N, O, I, 1)     #     + dz V_Wᵀ
 
 
 @njit(cache=True)
 def rpass(th, v, x, N, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
-          tmp, hv):
+          hv):
     """hv = H_θ v (P,), exact (Pearlmutter), reusing the caches A, S, DZ, DH that
     ``forward`` and ``backward`` left for these N points at the same θ.
-    RZ, RH, RDZ, RDH: N·Hsum scratch; tmp: max(N, I)·O scratch for every layer."""
+    RZ, RH, RDZ, RDH: N·Hsum scratch."""
     L = sizes.shape[0] - 1
-    r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH, tmp)
+    r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH)
     r_loss(A, RZ, RDZ, N * coff[L - 1], N, sizes[L], lid)             # R{dŷ}
     r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
-               tmp, hv)
+               hv)
 
 
 @njit(cache=True)
