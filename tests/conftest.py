@@ -5,10 +5,19 @@ Dimension legend: N points, D in, O out, P parameters.
 The finite differences here are deliberately independent of mamlnp.gradcheck,
 so the tests of the model do not rely on the tool they also test.
 """
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from mamlnp import MLP
+
+# Property tests draw the same examples on every run ("ci", the default), so the suite
+# is reproducible; HYPOTHESIS_PROFILE=explore draws fresh random examples each run.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def rel_error(a, b):
     """‖a − b‖ / max(‖a‖, ‖b‖, 1e-300)."""

