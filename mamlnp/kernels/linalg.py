@@ -105,29 +105,44 @@ def gemm_acc(A, ao, ta, B, bo, tb, C, co, M, R, W, acc):
 @njit(cache=True)
 def thin_product(A, ao, ta, B, bo, tb, C, co, M, R, W, acc):
     """gemm_acc for R = 1, M = 1 or (W = 1 and ta) by loops over slices indexed from 0
-    (vectorised).  op(A)[m, r] = A[ao + m·R + r] (A[ao + r·M + m] if ta), op(B) likewise."""
+    (vectorised).  op(A)[m, r] = A[ao + m·R + r] (A[ao + r·M + m] if ta), op(B) likewise.
+    With acc = 0 the first term is written, not added to a zeroed C (no memset call)."""
     a, b, c = A[ao:ao + M * R], B[bo:bo + R * W], C[co:co + M * W]
-    if acc == 0:
-        c[:] = 0.0
-    if R == 1:                                            # C += a ⊗ b
+    if R == 1:                                            # C (+)= a ⊗ b
         for m in range(M):
             am = a[m]
             cm = c[m * W:(m + 1) * W]
-            for w in range(W):
-                cm[w] += am * b[w]
-    elif M == 1:                                          # c += a op(B)
+            if acc == 0:
+                for w in range(W):
+                    cm[w] = am * b[w]
+            else:
+                for w in range(W):
+                    cm[w] += am * b[w]
+    elif M == 1:                                          # c (+)= a op(B), rows r in order
         for r in range(R):
             ar = a[r]
             if tb:
-                for w in range(W):
-                    c[w] += ar * b[w * R + r]
+                if r == 0 and acc == 0:
+                    for w in range(W):
+                        c[w] = ar * b[w * R]
+                else:
+                    for w in range(W):
+                        c[w] += ar * b[w * R + r]
             else:
                 br = b[r * W:(r + 1) * W]
-                for w in range(W):
-                    c[w] += ar * br[w]
-    else:                                                 # c += Aᵀ b (W = 1, A stored (R, M))
+                if r == 0 and acc == 0:
+                    for w in range(W):
+                        c[w] = ar * br[w]
+                else:
+                    for w in range(W):
+                        c[w] += ar * br[w]
+    else:                                                 # c (+)= Aᵀ b (W = 1, A stored (R, M))
         for r in range(R):
             br = b[r]
             ar = a[r * M:(r + 1) * M]
-            for m in range(M):
-                c[m] += ar[m] * br
+            if r == 0 and acc == 0:
+                for m in range(M):
+                    c[m] = ar[m] * br
+            else:
+                for m in range(M):
+                    c[m] += ar[m] * br

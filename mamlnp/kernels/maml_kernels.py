@@ -37,25 +37,34 @@ def support_step(th, th_next, g, xs, ys, K, alpha, sizes, woff, boff, coff, aid,
 
 
 @njit(cache=True)
+def iterate(theta, TH, k):
+    """θ_k: theta itself for k = 0 (not copied into TH[0]), else TH[k]."""
+    return theta if k == 0 else TH[k]
+
+
+@njit(cache=True)
 def task_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
                    sizes, woff, boff, coff, aid, lid, TH, GS, CA, RB, SC, g, ga):
     """One task: returns L_Q(θ_s); g (P,) = dL_Q/dθ; ga (PA,) = dL_Q/dα if ga_mode > 0
-    (1: scalar α, summed; 2: per-parameter α).  Workspace rows: TH (s+1, P) iterates,
+    (1: scalar α, summed; 2: per-parameter α).  Workspace rows: TH (s+1, P) iterates
+    (row 0 unused: θ_0 = theta),
     GS (≥s, P) support gradients, CA (s+1, 5, ·) caches (Z, A, S, DZ, DH), RB (4, ·)
     R-pass buffers, SC (2, P) scratch (α ⊙ g, H v) — see alloc_workspace."""
     L, P = sizes.shape[0] - 1, theta.shape[0]
     K, Q = ys.shape[0] // sizes[L], yq.shape[0] // sizes[L]
     v, hv = SC[0], SC[1]
-    TH[0, :] = theta
-    for k in range(s):                                         # inner loop
+    for k in range(s):                                         # inner loop (θ_0 = theta)
         C = CA[k]
-        support_step(TH[k], TH[k + 1], GS[k], xs, ys, K, alpha, sizes, woff, boff, coff,
-                     aid, lid, C[0], C[1], C[2], C[3], C[4])
-    C = CA[s]                                                  # g = ∇L_Q(θ_s)
-    forward(TH[s], xq, Q, sizes, woff, boff, coff, aid, C[0], C[1], C[2])
+        support_step(iterate(theta, TH, k), TH[k + 1], GS[k], xs, ys, K, alpha, sizes, woff,
+                     boff, coff, aid, lid, C[0], C[1], C[2], C[3], C[4])
+    C, th_s = CA[s], iterate(theta, TH, s)                     # g = ∇L_Q(θ_s)
+    forward(th_s, xq, Q, sizes, woff, boff, coff, aid, C[0], C[1], C[2])
     loss = loss_and_dyhat(C[0], C[1], C[3], Q * coff[L - 1], yq, Q, sizes[L], lid)
-    backward(TH[s], xq, Q, sizes, woff, boff, coff, C[1], C[2], C[3], C[4], g)
+    backward(th_s, xq, Q, sizes, woff, boff, coff, C[1], C[2], C[3], C[4], g)
     ga[:] = 0.0
+    if not first_order:
+        for i in range(P):
+            v[i] = alpha[i] * g[i]                             # v = α ⊙ g
     for k in range(s - 1, -1, -1):                             # reverse pass
         if ga_mode == 1:
             acc = 0.0
@@ -66,13 +75,17 @@ def task_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
             for i in range(P):
                 ga[i] -= GS[k, i] * g[i]                       # −∇L_S(θ_k) ⊙ g
         if not first_order:
-            for i in range(P):
-                v[i] = alpha[i] * g[i]                         # v = α ⊙ g
             C = CA[k]
-            rpass(TH[k], v, xs, K, sizes, woff, boff, coff, aid, lid, C[1], C[2], C[3],
-                  C[4], RB[0], RB[1], RB[2], RB[3], hv)
-            for i in range(P):
-                g[i] -= hv[i]                                  # g ← g − H_S(θ_k)(α ⊙ g)
+            rpass(iterate(theta, TH, k), v, xs, K, sizes, woff, boff, coff, aid, lid, C[1],
+                  C[2], C[3], C[4], RB[0], RB[1], RB[2], RB[3], hv)
+            if k > 0:                                          # one pass: g ← g − H v and
+                for i in range(P):                             # the next v = α ⊙ g
+                    gi = g[i] - hv[i]
+                    g[i] = gi
+                    v[i] = alpha[i] * gi
+            else:
+                for i in range(P):
+                    g[i] -= hv[i]                              # g ← g − H_S(θ_k)(α ⊙ g)
     return loss
 
 

@@ -48,10 +48,12 @@ def add_row(Z, zo, N, O, b, bo):
 
 @njit(cache=True)
 def sum_rows(D, do, N, O, out, oo):
-    """out[oo : oo + O] = Σ_n D[n, :] for D (N, O) at do   (db = Σ_n dz)."""
+    """out[oo : oo + O] = Σ_n D[n, :] for D (N, O) at do, rows n = 0, 1, … in order
+    (db = Σ_n dz)."""
     d, r = D[do:do + N * O], out[oo:oo + O]
-    r[:] = 0.0
-    for n in range(N):
+    for o in range(O):
+        r[o] = d[o]
+    for n in range(1, N):
         dn = d[n * O:(n + 1) * O]
         for o in range(O):
             r[o] += dn[o]
