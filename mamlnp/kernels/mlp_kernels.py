@@ -40,6 +40,10 @@ from .linalg import gemm_acc
 def add_row(Z, zo, N, O, b, bo):
     """Z (N, O) at zo: every row += b[bo : bo + O]   (z += b)."""
     z, bb = Z[zo:zo + N * O], b[bo:bo + O]
+    if O == 1:                                            # one column: a flat loop
+        for n in range(N):
+            z[n] += bb[0]
+        return
     for n in range(N):
         zn = z[n * O:(n + 1) * O]
         for o in range(O):
@@ -51,12 +55,35 @@ def sum_rows(D, do, N, O, out, oo):
     """out[oo : oo + O] = Σ_n D[n, :] for D (N, O) at do, rows n = 0, 1, … in order
     (db = Σ_n dz)."""
     d, r = D[do:do + N * O], out[oo:oo + O]
+    if O == 1:                                            # one column: a flat loop
+        acc = d[0]
+        for n in range(1, N):
+            acc += d[n]
+        r[0] = acc
+        return
     for o in range(O):
         r[o] = d[o]
     for n in range(1, N):
         dn = d[n * O:(n + 1) * O]
         for o in range(O):
             r[o] += dn[o]
+
+
+@njit(cache=True)
+def mul_sum(D, X, Y, off, N, O, out, oo):
+    """D = X ⊙ Y on the (N, O) block at off and out[oo : oo + O] = Σ_n D[n, :] (rows in
+    order), in one pass: mul_into then sum_rows   (dz = dh ⊙ σ', db = Σ_n dz)."""
+    d, x, y, r = D[off:off + N * O], X[off:off + N * O], Y[off:off + N * O], out[oo:oo + O]
+    for o in range(O):
+        t = x[o] * y[o]
+        d[o] = t
+        r[o] = t
+    for n in range(1, N):
+        dn, xn, yn = d[n * O:(n + 1) * O], x[n * O:(n + 1) * O], y[n * O:(n + 1) * O]
+        for o in range(O):
+            t = xn[o] * yn[o]
+            dn[o] = t
+            r[o] += t
 
 
 @njit(cache=True)
@@ -184,11 +211,12 @@ def backward(th, x, N, sizes, woff, boff, coff, A, S, DZ, DH, grad):
     L = sizes.shape[0] - 1
     for l in range(L - 1, -1, -1):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
-        if l < L - 1:                                     # dz = dh ⊙ σ'(z)
-            mul_into(DZ, DH, S, zo, N * O)
+        if l < L - 1:                                     # dz = dh ⊙ σ'(z), db = Σ_n dz
+            mul_sum(DZ, DH, S, zo, N, O, grad, boff[l])
+        else:
+            sum_rows(DZ, zo, N, O, grad, boff[l])                          # db = Σ_n dz
         H, ho = layer_input(x, A, N, coff, l)
         gemm_acc(H, ho, True, DZ, zo, False, grad, woff[l], I, N, O, 0)   # dW = hᵀ dz
-        sum_rows(DZ, zo, N, O, grad, boff[l])                              # db = Σ_n dz
         if l > 0:
             gemm_acc(DZ, zo, False, th, woff[l], True, DH, N * coff[l - 1], N, O, I, 0)  # dz Wᵀ
 
@@ -234,11 +262,14 @@ def r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, 
     L = sizes.shape[0] - 1
     for l in range(L - 1, -1, -1):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
-        if l < L - 1:
-            r_dz(A, S, DH, RZ, RDH, RDZ, zo, N * O, aid)
+        if l < L - 1 and aid == 0:                        # relu: Rdz = Rdh ⊙ σ', Rdb
+            mul_sum(RDZ, RDH, S, zo, N, O, hv, boff[l])
+        else:
+            if l < L - 1:
+                r_dz(A, S, DH, RZ, RDH, RDZ, zo, N * O, aid)
+            sum_rows(RDZ, zo, N, O, hv, boff[l])                           # Rdb = Σ_n Rdz
         H, ho = layer_input(x, A, N, coff, l)
         gemm_acc(H, ho, True, RDZ, zo, False, hv, woff[l], I, N, O, 0)    # RdW = hᵀ Rdz
-        sum_rows(RDZ, zo, N, O, hv, boff[l])                               # Rdb = Σ_n Rdz
         if l > 0:
             ho = N * coff[l - 1]
             gemm_acc(RH, ho, True, DZ, zo, False, hv, woff[l], I, N, O, 1)      # + Rhᵀ dz
