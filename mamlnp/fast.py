@@ -61,8 +61,8 @@ def workspace(geom, T, P, s, K, Q, PA):
     return cached[1]
 
 
-CHUNK = 32           # tasks per kernel call: bounds the workspace, whose caches grow as
-                     # T·(s+1)·max(K, Q); 600 evaluation tasks with Q = 100 would need GBs
+CHUNK = 32           # tasks per kernel call: bounds the per-task part of the workspace
+                     # (G, GA, losses; the caches are per thread) and the rows gathered
 
 
 def _meta_grad(geom, theta, xs, ys, xq, yq, alpha_vec, s, first_order, ga_mode):
