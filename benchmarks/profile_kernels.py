@@ -9,7 +9,8 @@ Each kernel of mamlnp/kernels is called in a compiled loop on one task's buffers
 timed by the thread's CPU clock (time.thread_time: a loaded machine inflates wall time,
 much less CPU time); the best of 5 runs is printed. Then: the 14 matrix products of one
 R-pass alone (linalg.gemm_acc: 6 BLAS dgemm calls, 8 thin loops; to split them from the
-rest), one task's whole meta-gradient, and the 25-task driver on one thread (numba.set_num_threads(1)) and on all threads (wall time).
+rest), one task's whole meta-gradient, and the 25-task driver on one thread
+(numba.set_num_threads(1)) and on all threads (wall time).
 Nothing is asserted.
 """
 import argparse
