@@ -9,7 +9,8 @@ mamlnp/layers.py, mamlnp/losses.py or mamlnp/maml.py, and tests/test_kernels.py
 checks each against its twin to 1e-12 relative.
 
 Modules, bottom-up:
-  * ``linalg``       the one matrix-product kernel (``gemm_acc``) and a transpose
+  * ``linalg``       the matrix products: ``gemm_acc`` (a direct BLAS dgemm on flat buffers)
+                     and ``thin_product`` (loops for products with a dimension of 1)
   * ``mlp_kernels``  forward, loss, backward and R-pass (HVP) of the MLP on one task
   * ``maml_kernels`` inner loop, reverse pass of the meta-gradient, the drivers
                      parallel over tasks
