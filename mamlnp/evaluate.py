@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import InputError
 from .maml import check_alpha, check_backend, check_batch, inner_loop
-from .tasks import EvaluationPool, SinusoidTasks
+from .tasks import EvaluationPool, SinusoidTasks, _shot_list
 from .validation import nonneg_int
 
 # Sinusoid targets satisfy |y| ≤ A ≤ 5, so predicting 0 everywhere costs at most 25.
@@ -139,6 +139,10 @@ def evaluate(model, theta, alpha, pool=None, shots=(5, 10, 20), max_steps=10,
     EvaluationPool(SinusoidTasks()) (600 tasks, seed 2017, 100 query points).
     """
     pool = EvaluationPool(SinusoidTasks()) if pool is None else pool
+    if not callable(getattr(pool, "batch", None)):
+        raise InputError(f"pool: expected a mamlnp.EvaluationPool (or an object with "
+                         f".batch(shots) -> TaskBatch), got {pool!r}")
+    shots = _shot_list(shots)                                   # 5 -> (5,); each K >= 1
     max_steps = nonneg_int("max_steps", max_steps)
     result = EvalResult(label=label, alpha={}, max_steps=max_steps)
     for k in shots:

@@ -132,6 +132,19 @@ def test_evaluate_rows_and_per_k_alpha(small):
         E.evaluate(model, theta, 0.01, pool=pool, shots=(7,), max_steps=1)
 
 
+def test_evaluate_accepts_one_int_k_and_refuses_bad_shots_and_pool(small):
+    model, theta, pool = small
+    res = E.evaluate(model, theta, 0.01, pool=pool, shots=5, max_steps=1)   # int -> (5,)
+    assert sorted(res.curves) == [5] and res.curves[5].shape == (12, 2)
+    for shots, match in (((0,), r"shots\[0\]: expected a positive integer"),
+                         ((), "shots: expected at least one K"),
+                         ("5", "shots")):
+        with pytest.raises(InputError, match=match):
+            E.evaluate(model, theta, 0.01, pool=pool, shots=shots, max_steps=1)
+    with pytest.raises(InputError, match="pool: expected a mamlnp.EvaluationPool"):
+        E.evaluate(model, theta, 0.01, pool="x", shots=(5,), max_steps=1)
+
+
 def test_write_results_roundtrip(small, tmp_path):
     model, theta, pool = small
     res = E.evaluate(model, theta, 0.01, pool=pool, shots=(5,), max_steps=1, label="m")
