@@ -8,8 +8,10 @@ s = inner_steps, I/O fan-in/fan-out of a layer.
 
 Workload (Finn et al. 2017, sec. 5.1): sinusoid tasks, MLP 1-40-40-1 ReLU, MSE, float64,
 α = 0.01, meta-batch T = 25, K = 10 support + Q = 10 query points, Adam(1e-3).
-One *meta-iteration* is what mamlnp.train does per step: sample T tasks
-(mamlnp.train.sample_batch), the meta-gradient, one Adam step. The *meta-gradient* rows
+One *meta-iteration* is what mamlnp.train does per step, timed by calling the training
+loop's own ``mamlnp.train._iteration``: sample T tasks, the meta-gradient, the divergence
+guard, one Adam step (numba: the fused step of mamlnp.trainstep, one kernel call; numpy:
+sample_batch, MAML.step, Adam._step). The *meta-gradient* rows
 time the meta-gradient alone on a fixed batch: through the unchecked entry
 (fast.meta_gradient_unchecked, the training loop's) and through the public, validating
 ``mamlnp.meta_gradient``.
@@ -23,9 +25,10 @@ When --jax-python names a Python with jax installed (default: /tmp/peers/bin/pyt
 it exists), benchmarks/jax_worker.py runs there as a subprocess and times a jit+vmap
 meta-gradient on the same workload, in the same run.
 
-First call: a fresh subprocess imports mamlnp and calls fast.meta_gradient once, with the
-on-disk Numba cache warm (cache-load time); with --cold also with an empty cache
-directory (NUMBA_CACHE_DIR, the full compile CI pays once).
+First call: a fresh subprocess imports mamlnp and calls fast.meta_gradient once, then runs a
+one-iteration meta_train (which loads the fused step's kernels), with the on-disk Numba
+cache warm (cache-load time); with --cold also with an empty cache directory
+(NUMBA_CACHE_DIR, the full compile CI pays once).
 """
 import argparse
 import json
@@ -39,8 +42,10 @@ import numpy as np
 
 import mamlnp
 from mamlnp import fast, maml
-from mamlnp.optim import Adam
-from mamlnp.train import sample_batch
+from mamlnp import train as TR
+from mamlnp.runconfig import make_config
+from mamlnp.trainstep import fused_step
+from mamlnp.variants import get_method
 
 SIZES, T, K, Q, ALPHA = (1, 40, 40, 1), 25, 10, 10, 0.01
 CONFIGS = [(1, False), (1, True), (5, False), (5, True)]          # (s, first_order)
@@ -70,17 +75,21 @@ def flops(sizes, s, first_order, T=T, K=K, Q=Q):
 
 
 class Runner:
-    """Times blocks of meta-iterations for one backend on the standard workload."""
+    """Times blocks of meta-iterations for one backend on the standard workload.
+
+    The meta-iteration is ``mamlnp.train._iteration`` itself, on a state made by
+    ``mamlnp.train._new_state``: what ``meta_train`` runs per iteration (for numba the fused
+    step of mamlnp.trainstep, built by the same ``fused_step`` call as in ``_run``; for
+    numpy sample_batch + MAML.step + the guard + Adam._step). No validation row falls in a
+    block (eval_every is larger than the run)."""
 
     def __init__(self, backend, seed=0):
         self.backend = backend
         self.model = mamlnp.MLP(SIZES, "relu", "mse")
-        self.family = mamlnp.SinusoidTasks()
-        self.rng = np.random.default_rng(seed)
-        self.theta0 = self.model.init(0)
         self.geom = fast.geometry(self.model)
         self.alpha_vec = np.full(self.model.num_params, ALPHA)
-        self.fixed = self.family.sample(1, T, K, Q)
+        self.fixed = mamlnp.SinusoidTasks().sample(1, T, K, Q)
+        self.seed = seed
 
     def grad(self, batch, s, fo):
         if self.backend == "numba":
@@ -90,18 +99,26 @@ class Runner:
                                                 s, fo)
         return maml.meta_gradient(self.model, self.theta, batch, ALPHA, s, fo, backend="numpy")
 
+    def training_state(self, s, fo):
+        """(method, config, state, fused) of a fresh run, as meta_train builds them."""
+        cfg = make_config(method="fomaml" if fo else "maml", inner_steps=s, alpha=ALPHA,
+                          meta_batch=T, shots=K, query=Q, hidden=list(SIZES[1:-1]),
+                          beta=1e-3, backend=self.backend, seed=self.seed,
+                          iterations=10**9, eval_every=10**9)
+        method = get_method(cfg["method"])
+        state = TR._new_state(method, cfg)
+        fused = fused_step(self.model, method, cfg, TR._FAMILY[cfg["task"]], state.optimizers)
+        return method, cfg, state, fused
+
     def block(self, s, fo, n):
         """n meta-iterations, then n meta-gradients alone: dict of lists of seconds."""
-        self.theta, adam = self.theta0.copy(), Adam(1e-3)
-        step = getattr(adam, "_step", adam.step)
+        method, cfg, state, fused = self.training_state(s, fo)
         out = {"meta_iteration": [], "meta_gradient": [], "meta_gradient_checked": []}
         for _ in range(n):
             t0 = time.perf_counter()
-            batch = sample_batch(self.family, self.rng, T, K, Q)
-            _, g = self.grad(batch, s, fo)
-            self.theta = step(self.theta, g)
+            TR._iteration(self.model, method, cfg, state, None, None, fused)
             out["meta_iteration"].append(time.perf_counter() - t0)
-        self.theta = self.theta0
+        self.theta = state.params["theta"]
         for _ in range(n):
             t0 = time.perf_counter()
             self.grad(self.fixed, s, fo)
@@ -148,7 +165,9 @@ fast.meta_gradient(m, m.init(0), b, 0.01, 1, False)
 t2 = time.perf_counter()
 fast.meta_gradient(m, m.init(0), b, 0.01, 1, False)
 t3 = time.perf_counter()
-print(t1 - t0, t2 - t1, t3 - t2)
+mamlnp.meta_train(iterations=1, val_tasks=1, eval_every=10**9, progress=False)
+t4 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
 """
 
 
@@ -158,7 +177,8 @@ def first_call(cache_dir=None):
         env["NUMBA_CACHE_DIR"] = cache_dir
     out = subprocess.run([sys.executable, "-c", FIRST_CALL], env=env, check=True,
                          capture_output=True, text=True).stdout.split()
-    return dict(zip(("import_s", "first_call_s", "second_call_s"), map(float, out)))
+    return dict(zip(("import_s", "first_call_s", "second_call_s", "first_train_s"),
+                    map(float, out)))
 
 
 # ---- driver ---------------------------------------------------------------------------------
@@ -240,7 +260,8 @@ def main(argv=None):
             fc["cold_cache"] = first_call(d)
     for k, v in fc.items():
         print(f"first call ({k}): import {v['import_s']:.2f} s, first meta_gradient "
-              f"{v['first_call_s']:.2f} s, second {v['second_call_s'] * 1e3:.2f} ms")
+              f"{v['first_call_s']:.2f} s, second {v['second_call_s'] * 1e3:.2f} ms; then a "
+              f"1-iteration meta_train (fused step's kernels) {v['first_train_s']:.2f} s")
     stats = run(args)
     print_table(stats)
     if args.json:

@@ -11,6 +11,7 @@ absolute rules apply), or when a meta-gradient holds NaN or inf. For the sinusoi
 the meta-loss starts near E[A²]/2 ≈ 4 and normal training noise stays well within
 a factor 10 of the median, so 1e3 only fires on a real explosion.
 """
+import math
 import os
 import platform
 import signal
@@ -33,6 +34,12 @@ class DivergenceGuard:
         self.recent = np.zeros(MEDIAN_WINDOW)           # ring buffer of meta-losses
         self.count = 0
         self.median = np.inf
+
+    def accepts(self, loss):
+        """Whether ``check`` lets the meta-loss ``loss`` pass (finite, ≤ LOSS_LIMIT, ≤
+        MEDIAN_FACTOR × median); the gradients are checked apart (by the fused kernel)."""
+        return math.isfinite(loss) and not (loss > LOSS_LIMIT
+                                            or loss > MEDIAN_FACTOR * self.median)
 
     def check(self, iteration, loss, grads, hint):
         """Raise DivergenceError naming ``iteration`` if ``loss``/``grads`` are unusable.

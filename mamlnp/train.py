@@ -40,7 +40,8 @@ from .mlp import MLP
 from .optim import OPTIMIZERS
 from .runguard import DivergenceGuard, StopSignals, metadata
 from .runconfig import DEFAULTS, TASKS, make_config, requested_keys, resume_config
-from .variants import METHODS, get_method, unchecked_batch
+from .trainstep import fused_step, sample_batch
+from .variants import METHODS, get_method
 
 _FAMILY = {name: cls() for name, cls in TASKS.items()}
 
@@ -216,11 +217,12 @@ def _load_run(out, requested):
 
 def _run(model, method, cfg, state, out, progress, callback):
     val, bar = validation_batch(cfg), _progress_bar(progress, cfg, state)
+    fused = fused_step(model, method, cfg, _FAMILY[cfg["task"]], state.optimizers)
     start, stop = time.perf_counter(), False
     try:
         with StopSignals() as signals:
             while state.iteration < cfg["iterations"] and not stop:
-                loss, val_mse = _iteration(model, method, cfg, state, val, out)
+                loss, val_mse = _iteration(model, method, cfg, state, val, out, fused)
                 if callback is not None:
                     stop = bool(callback(Step(state.iteration, loss, state.params, val_mse)))
                 stop = stop or signals.hit
@@ -243,32 +245,28 @@ def _run(model, method, cfg, state, out, progress, callback):
     return result
 
 
-def _iteration(model, method, cfg, state, val, out):
-    """One meta-iteration: sample T tasks, meta-gradient(s), check, outer step(s).
-    Returns (meta_loss, validation MSE or None)."""
-    batch = sample_batch(_FAMILY[cfg["task"]], state.rng, cfg["meta_batch"], cfg["shots"],
-                         cfg["query"])                                  # T tasks, K + Q points
-    loss, grads = method.step(model, state.params, batch, cfg, cfg["backend"])
-    loss = float(loss)
-    state.guard.check(state.iteration + 1, loss, grads, lambda: _divergence_hint(cfg, state, out))
-    for g, opt in state.optimizers.items():                # unchecked: finite, (P,), ours
-        state.params[g] = opt._step(state.params[g], grads[g])             # θ ← Adam_β(θ, g)
+def _iteration(model, method, cfg, state, val, out, fused=None):
+    """One meta-iteration: sample T tasks, meta-gradient(s), check, outer step(s); or all of
+    it in one call, ``fused`` (mamlnp.trainstep: the same bits). Returns (meta_loss,
+    validation MSE or None)."""
+    hint = lambda: _divergence_hint(cfg, state, out)                      # noqa: E731
+    if fused is not None:
+        loss = fused(state.rng, state.params, state.optimizers["theta"], state.guard,
+                     state.iteration + 1, hint)
+    else:
+        batch = sample_batch(_FAMILY[cfg["task"]], state.rng, cfg["meta_batch"], cfg["shots"],
+                             cfg["query"])                              # T tasks, K + Q points
+        loss, grads = method.step(model, state.params, batch, cfg, cfg["backend"])
+        loss = float(loss)
+        state.guard.check(state.iteration + 1, loss, grads, hint)
+        for g, opt in state.optimizers.items():            # unchecked: finite, (P,), ours
+            state.params[g] = opt._step(state.params[g], grads[g])         # θ ← Adam_β(θ, g)
     state.iteration += 1
     state.guard.record(loss)
     state.window = [state.window[0] + loss, state.window[1] + 1]
     if state.iteration % cfg["eval_every"] == 0:
         return loss, _history_row(model, method, cfg, state, val)
     return loss, None
-
-
-def sample_batch(family, rng, T, K, Q):
-    """``family.sample(rng, T, K, Q)`` without its argument checks and TaskBatch
-    validation (~0.1 ms): the same draws in the same order, hence the same bits.
-    For the training loop, whose T, K, Q were checked once and whose data are fresh."""
-    params = family.sample_params(rng, T)
-    x = family.sample_inputs(rng, T, K + Q)                                # (T, K+Q, D)
-    y = family.targets(params, x)                                          # (T, K+Q, O)
-    return unchecked_batch(x[:, :K], y[:, :K], x[:, K:], y[:, K:])
 
 
 def _divergence_hint(cfg, state, out):

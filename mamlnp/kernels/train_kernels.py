@@ -1,0 +1,147 @@
+"""One whole training meta-iteration in compiled code: task inputs, meta-gradient, Adam.
+
+Dimension legend: T tasks, K support points, Q query points, N = K + Q points per task,
+P parameters, s = inner_steps, W workers (threads) of a parallel call, D = O = 1 (the
+sinusoid tasks: one input, one output).
+
+Twins (tests/test_fused_step.py checks each bit for bit, not to a tolerance):
+  * ``sinusoid_inputs`` + ``numpy.sin`` + the ``amp ⊙ sin`` of ``train_step`` =
+    ``SinusoidTasks.sample`` (mamlnp/tasks.py) fed by the draws ``rng.random(T·(2 + N))``:
+    ``Generator.uniform(lo, hi, n)`` is ``lo + (hi − lo)·u`` on the next n doubles u, in
+    draw order (amplitudes, phases, then inputs), so one ``random`` call makes the same
+    numbers and leaves the generator in the same state;
+  * ``adam_update`` = ``mamlnp.optim.Adam._step``, in its order of operations:
+        m' = β1 m + (1 − β1) g,   v' = β2 v + ((1 − β2) g) g,
+        θ' = θ − (lr · (m' / bc1)) / (√(v' / bc2) + ε),   bc_i = 1 − β_i^t (from Python);
+  * ``train_step`` = ``batch_meta_grad`` (maml_kernels.py) then Adam: the per-task
+    meta-gradients are summed in the order t = 0 … T−1 starting from 0.0, as
+    ``mean_rows``, whichever thread computed them.
+
+``train_step`` has ONE parallel region (a second one costs ~1.5 µs on a quiet machine and,
+on a loaded one, a second wait for a descheduled worker), over W workers:
+  * the prefix worker takes tasks [0, T0), T0 = ⌊T/W⌋, the others split [T0, T) evenly;
+    it adds each of its task gradients to the running sum Σ = 0 + g_0 + g_1 + … as soon
+    as it is computed, the others store theirs as rows of G. The prefix worker, one task
+    lighter, makes its sum while the others run their last task (T = 25 on 2 threads:
+    12 tasks + the sum against 13 tasks);
+  * then, on the calling thread, the rows T0 … T−1 are added to Σ in order, Σ / T, a
+    finiteness check, and Adam's θ', m', v' into fresh buffers (θ, m, v are left
+    untouched: the guard can still refuse the step).
+With one thread W = 1 and the same sums are made in the same order: the same bits.
+"""
+import math
+
+import numba
+from numba import njit, prange
+
+from .maml_kernels import task_meta_grad
+
+
+@njit(cache=True)
+def sinusoid_inputs(u, amp_lo, amp_range, ph_lo, ph_range, x_lo, x_range, sign, xs, xq,
+                    arg):
+    """Task parameters and inputs from the uniform draws u (T·(2 + N),), in place:
+    u[t] ← amplitude A_t, u[T + t] ← phase φ_t, and x = x_lo + x_range·u of the inputs
+    into xs (T, K) (the first K points) and xq (T, Q); arg (T, N) ← x + sign·φ_t, the
+    argument of the sine (``SinusoidTasks.targets``)."""
+    T, K, N = xs.shape[0], xs.shape[1], arg.shape[1]
+    for t in range(T):
+        u[t] = amp_lo + amp_range * u[t]
+        u[T + t] = ph_lo + ph_range * u[T + t]
+        shift = sign * u[T + t]
+        row = u[2 * T + t * N:2 * T + (t + 1) * N]
+        for n in range(N):
+            x = x_lo + x_range * row[n]
+            arg[t, n] = x + shift
+            if n < K:
+                xs[t, n] = x
+            else:
+                xq[t, n - K] = x
+
+
+@njit(cache=True, error_model="numpy")
+def adam_update(theta, g, m, v, hp, theta_out, m_out, v_out):
+    """Adam on every entry of these (equal-length) vectors, out of place; hp (8,) =
+    (lr, β1, 1 − β1, β2, 1 − β2, ε, bc1, bc2) with bc_i = 1 − β_i^t.  error_model "numpy":
+    the divisions raise no ZeroDivisionError (NumPy's semantics, and Adam._step's), so
+    the loop vectorises: 3.5 µs instead of 12 µs for P = 1761."""
+    lr, b1, c1, b2, c2, eps, bc1, bc2 = hp[0], hp[1], hp[2], hp[3], hp[4], hp[5], hp[6], hp[7]
+    for i in range(theta.shape[0]):
+        gi = g[i]
+        mi = b1 * m[i] + c1 * gi
+        vi = b2 * v[i] + (c2 * gi) * gi
+        m_out[i] = mi
+        v_out[i] = vi
+        theta_out[i] = theta[i] - (lr * (mi / bc1)) / (math.sqrt(vi / bc2) + eps)
+
+
+@njit(cache=True)
+def worker_tasks(w, W, r, theta, xs, ys, xq, yq, amp, sn, alpha, s, first_order, sizes,
+                 woff, boff, coff, aid, lid, ws, total):
+    """Phase 1 for worker w (of W) on thread scratch r: targets y = A_t sin(·) of its
+    tasks, then their meta-gradients.  The prefix worker w = W − 1 takes tasks [0, T0),
+    T0 = ⌊T/W⌋, and keeps ``total`` = 0 + Σ_{t<T0} g_t; workers 0 … W−2 split [T0, T).
+    (The prefix worker is the last one: prange gives the first iterations to the calling
+    thread, which starts at once; the lighter load of the prefix worker hides a woken
+    thread's start-up.)"""
+    TH, GS, CA, RB, SC, G, GA, losses = ws
+    T, K, P = xs.shape[0], xs.shape[1], theta.shape[0]
+    T0, prefix = T // W, w == W - 1
+    lo = 0 if prefix else T0 + w * (T - T0) // (W - 1)
+    hi = T0 if prefix else T0 + (w + 1) * (T - T0) // (W - 1)
+    if prefix:
+        for i in range(P):
+            total[i] = 0.0
+    for t in range(lo, hi):
+        for n in range(K):
+            ys[t, n] = amp[t] * sn[t, n]
+        for n in range(yq.shape[1]):
+            yq[t, n] = amp[t] * sn[t, K + n]
+        losses[t] = task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], alpha, s, first_order,
+                                   0, sizes, woff, boff, coff, aid, lid, TH[r], GS[r], CA[r],
+                                   RB[r], SC[r], G[t], GA[t])
+        if prefix:
+            gt = G[t]
+            for i in range(P):
+                total[i] += gt[i]
+
+
+@njit(cache=True, error_model="numpy")
+def mean_and_adam(T0, G, total, g, theta, m, v, hp, theta_out, m_out, v_out):
+    """After the tasks: total += G[T0] + … + G[T−1] (rows added in order), g = total / T,
+    then Adam into the out buffers.  Returns whether g is finite.  (error_model "numpy":
+    no zero-division test in the loops, which then vectorise; the same bits.)"""
+    T, P = G.shape[0], G.shape[1]
+    for t in range(T0, T):
+        row = G[t]
+        for i in range(P):
+            total[i] += row[i]
+    bad = 0
+    for i in range(P):
+        x = total[i] / T
+        g[i] = x
+        d = x - x                                              # 0, or NaN if x is not finite
+        bad |= d != d
+    adam_update(theta, g, m, v, hp, theta_out, m_out, v_out)
+    return bad == 0
+
+
+@njit(cache=True, parallel=True)
+def train_step(theta, xs, ys, xq, yq, amp, sn, alpha, s, first_order, sizes, woff, boff,
+               coff, aid, lid, ws, W, total, g, m, v, hp, theta_out, m_out, v_out):
+    """One meta-iteration after sampling: (meta_loss, g finite?).  Inputs xs (T, K),
+    xq (T, Q) and amp (T,), sn (T, N) = sin(x + sign·φ) from ``sinusoid_inputs``; writes
+    ys (T, K), yq (T, Q), the meta-gradient g (P,) and Adam's θ', m', v' (P,) from θ, m, v
+    with hyper-parameters hp (see ``adam_update``).  ws = alloc_workspace(T, P, s, K, Q,
+    Hsum, 1); W = min(numba.get_num_threads(), T) workers (read in Python: inside, the
+    call would keep the function out of the on-disk cache); total (P,) scratch."""
+    T = xs.shape[0]
+    for w in prange(W):                                        # the one parallel region
+        worker_tasks(w, W, numba.get_thread_id(), theta, xs, ys, xq, yq, amp, sn, alpha, s,
+                     first_order, sizes, woff, boff, coff, aid, lid, ws, total)
+    losses = ws[7]
+    loss = 0.0
+    for t in range(T):
+        loss += losses[t]
+    finite = mean_and_adam(T // W, ws[5], total, g, theta, m, v, hp, theta_out, m_out, v_out)
+    return loss / T, finite

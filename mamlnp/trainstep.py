@@ -1,0 +1,108 @@
+"""The training loop's task sampler, and its fused meta-iteration on the Numba backend.
+
+Dimension legend: T tasks (meta-batch), K support points, Q query points, N = K + Q,
+P parameters, s = inner_steps.
+
+One meta-iteration (mamlnp.train._iteration; Finn et al. 2017, Algorithm 2):
+
+    batch ~ p(T);   loss, g = method.step(θ, batch);   guard;   θ ← Adam_β(θ, g)
+
+On ``backend="numpy"`` (and for every method, model, optimizer or task family without
+kernels) the trainer runs exactly these lines: ``sample_batch``, the method's step, the
+divergence guard, the optimizer's ``_step``, one Python call each.
+
+``FusedMAML`` is the same iteration for MAML / first-order MAML on the sinusoid tasks with
+Adam (the paper's protocol) as ONE compiled call (mamlnp/kernels/train_kernels.py): the
+same draws from the run's generator, the same meta-gradient kernel, the same Adam, so the
+same bits, without the ~90 µs of Python between them (the whole meta-iteration at s = 1
+is ~200 µs). Per iteration:
+
+    u = rng.random(T·(2 + N))               the uniform draws of SinusoidTasks.sample
+    sinusoid_inputs(u) -> x, x + sign·φ      (kernel)
+    sin(x + sign·φ)                         NumPy's sin, as SinusoidTasks.targets
+    train_step                              y = A sin(·), meta-gradient, Adam (kernel)
+    guard                                   a bad step raises before θ, m, v change
+"""
+import numpy as np
+
+from .mlp import MLP
+from .optim import Adam
+from .tasks import SinusoidTasks
+from .variants import MAML, unchecked_batch
+
+CHUNK = 32                  # at most fast.CHUNK tasks: one kernel call (fast is not imported
+                            # here: numba loads only when a numba run starts)
+
+
+def sample_batch(family, rng, T, K, Q):
+    """``family.sample(rng, T, K, Q)`` without its argument checks and TaskBatch
+    validation (~0.1 ms): the same draws in the same order, hence the same bits.
+    For the training loop, whose T, K, Q were checked once and whose data are fresh."""
+    params = family.sample_params(rng, T)
+    x = family.sample_inputs(rng, T, K + Q)                                # (T, K+Q, D)
+    y = family.targets(params, x)                                          # (T, K+Q, O)
+    return unchecked_batch(x[:, :K], y[:, :K], x[:, K:], y[:, K:])
+
+
+def fused_step(model, method, cfg, family, optimizers):
+    """A FusedMAML for this run, or None when the run has no fused path (then the
+    trainer calls sample_batch, method.step and the optimizer one by one)."""
+    if (cfg["backend"] == "numba" and isinstance(method, MAML) and type(model) is MLP
+            and model.sizes[0] == 1 and model.sizes[-1] == 1
+            and type(family) is SinusoidTasks and list(optimizers) == ["theta"]
+            and type(optimizers["theta"]) is Adam and cfg["meta_batch"] <= CHUNK):
+        return FusedMAML(model, cfg, family, method.first_order)
+    return None
+
+
+class FusedMAML:
+    """One meta-iteration of (first-order) MAML + Adam on sinusoid tasks in one kernel call.
+    Holds every buffer of the run (allocated here, once)."""
+
+    def __init__(self, model, cfg, family, first_order):
+        import numba                                         # numba loads with a numba run
+        from . import fast
+        from .kernels.maml_kernels import alloc_workspace
+        from .kernels.train_kernels import sinusoid_inputs, train_step
+        self.inputs_kernel, self.step_kernel = sinusoid_inputs, train_step
+        self.threads = numba.get_num_threads
+        T, K, Q, P = cfg["meta_batch"], cfg["shots"], cfg["query"], model.num_params
+        self.geom, self.s, self.first_order = fast.geometry(model), cfg["inner_steps"], first_order
+        self.u = np.empty(T * (2 + K + Q))                   # draws: A (T), φ (T), x (T, N)
+        self.amp = self.u[:T]                                # A_t after sinusoid_inputs
+        self.xs, self.ys, self.xq, self.yq = (np.empty((T, n)) for n in (K, K, Q, Q))
+        self.arg, self.sn = np.empty((T, K + Q)), np.empty((T, K + Q))
+        (alo, ahi), (plo, phi), (xlo, xhi) = (tuple(map(float, r)) for r in (
+            family.amp_range, family.phase_range, family.x_range))
+        self.ranges = (alo, ahi - alo, plo, phi - plo, xlo, xhi - xlo, float(family.phase_sign))
+        self.alpha = np.full(P, float(cfg["alpha"]))                          # (P,)
+        self.ws = alloc_workspace(T, P, self.s, K, Q, int(self.geom[0][1:].sum()), 1)
+        self.total, self.g = np.empty(P), np.empty(P)
+        self.zeros = np.zeros(P)                             # Adam's m, v before step 1
+        self.pairs = [(np.empty(P), np.empty(P)), (np.empty(P), np.empty(P))]   # m', v'
+        self.hp = np.zeros(8)
+
+    def __call__(self, rng, params, opt, guard, iteration, hint):
+        """Sample, meta-gradient, guard, Adam: params["theta"] and opt (m, v, t) are
+        replaced only if the guard accepts the step. Returns the meta-loss."""
+        rng.random(out=self.u)
+        self.inputs_kernel(self.u, *self.ranges, self.xs, self.xq, self.arg)
+        np.sin(self.arg, out=self.sn)
+        t, (m, v) = opt.t + 1, (self.zeros, self.zeros) if opt.m is None else (opt.m, opt.v)
+        self.hp[:] = (opt.lr, opt.beta1, 1.0 - opt.beta1, opt.beta2, 1.0 - opt.beta2, opt.eps,
+                      1.0 - opt.beta1 ** t, 1.0 - opt.beta2 ** t)
+        m_out, v_out = self.pairs[m is self.pairs[0][0]]     # never the arrays read
+        theta_out = np.empty_like(params["theta"])           # a new θ, as Adam._step's
+        loss, finite = self.step_kernel(params["theta"], self.xs, self.ys, self.xq, self.yq,
+                                  self.amp, self.sn, self.alpha, self.s, self.first_order,
+                                  *self.geom, self.ws, min(self.threads(), len(self.xs)),
+                                  self.total, self.g, m, v,
+                                  self.hp, theta_out, m_out, v_out)
+        if not (finite and guard.accepts(loss)):
+            guard.check(iteration, loss, {"theta": self.g}, hint)            # raises
+        params["theta"], opt.m, opt.v, opt.t = theta_out, m_out, v_out, t
+        return loss
+
+    def batch(self):
+        """The last iteration's tasks as a TaskBatch (T, K, 1) … (for tests)."""
+        return unchecked_batch(*(a[:, :, None] for a in (self.xs, self.ys, self.xq, self.yq)))

@@ -1,0 +1,233 @@
+"""The fused training meta-iteration (mamlnp/trainstep.py, mamlnp/kernels/train_kernels.py)
+against the step-by-step one: the SAME BITS, not a tolerance.
+
+Dimension legend: T tasks, K support points, Q query points, N = K + Q, P parameters,
+s = inner_steps.
+
+The fused path replaces, on the Numba backend, sample_batch + MAML.step + the guard +
+Adam._step by one kernel call; a run must not change by one bit. Each twin is checked
+here: the compiled Adam against Adam._step, the compiled task inputs against
+SinusoidTasks.sample (with the generator's state after the draws), one fused step against
+meta_gradient_unchecked + Adam._step (1 and 2 threads, and run as Python), whole runs
+(also interrupted and resumed) with and without the fused path, and divergence.
+"""
+import numba
+import numpy as np
+import pytest
+
+import mamlnp
+from mamlnp import fast
+from mamlnp import trainstep as TS
+from mamlnp.errors import DivergenceError
+from mamlnp.kernels import maml_kernels as MK
+from mamlnp.kernels import mlp_kernels as MLK
+from mamlnp.kernels import train_kernels as TK
+from mamlnp.optim import Adam
+from mamlnp.runguard import DivergenceGuard
+from mamlnp.runconfig import make_config
+from mamlnp.variants import get_method
+
+
+def same(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+# ---- Adam: the kernel against Adam._step ----------------------------------------------------
+
+
+def adam_hp(opt, t):
+    return np.array([opt.lr, opt.beta1, 1.0 - opt.beta1, opt.beta2, 1.0 - opt.beta2, opt.eps,
+                     1.0 - opt.beta1 ** t, 1.0 - opt.beta2 ** t])
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "py_func"])
+@pytest.mark.parametrize("lr, beta1, beta2, eps", [(1e-3, 0.9, 0.999, 1e-8),
+                                                   (0.37, 0.5, 0.7, 1e-3)])
+def test_adam_update_gives_the_bits_of_adam_step(kernel, lr, beta1, beta2, eps):
+    update = TK.adam_update if kernel == "compiled" else TK.adam_update.py_func
+    rng = np.random.default_rng(5)
+    P = 257
+    ref, opt = Adam(lr, beta1, beta2, eps), Adam(lr, beta1, beta2, eps)
+    theta_ref = theta = rng.standard_normal(P)
+    m, v = np.zeros(P), np.zeros(P)
+    for t in range(1, 8):                          # gradients of very different magnitudes
+        g = rng.standard_normal(P) * 10.0 ** rng.integers(-150, 150, P)
+        g[:3] = (0.0, -0.0, 1e-320)
+        theta_ref = ref._step(theta_ref, g)
+        out, m_out, v_out = np.empty(P), np.empty(P), np.empty(P)
+        update(theta, g, m, v, adam_hp(opt, t), out, m_out, v_out)
+        theta, m, v = out, m_out, v_out
+        assert same(theta, theta_ref) and same(m, ref.m) and same(v, ref.v), f"step {t}"
+
+
+# ---- task inputs: the kernel + NumPy's sin against SinusoidTasks.sample --------------------
+
+
+def fused_sample(family, rng, T, K, Q):
+    """(xs, ys, xq, yq) as FusedMAML makes them, targets computed as train_step does."""
+    u = rng.random(T * (2 + K + Q))
+    xs, xq, arg = np.empty((T, K)), np.empty((T, Q)), np.empty((T, K + Q))
+    (alo, ahi), (plo, phi), (xlo, xhi) = (tuple(map(float, r)) for r in (
+        family.amp_range, family.phase_range, family.x_range))
+    TK.sinusoid_inputs(u, alo, ahi - alo, plo, phi - plo, xlo, xhi - xlo,
+                       float(family.phase_sign), xs, xq, arg)
+    sn, amp = np.sin(arg), u[:T, None]
+    return xs, amp * sn[:, :K], xq, amp * sn[:, K:]
+
+
+@pytest.mark.parametrize("family", [mamlnp.SinusoidTasks(),
+                                    mamlnp.SinusoidTasks((1.0, 2.0), (-1.0, 3.0), (0.0, 7.5),
+                                                         phase_sign=1)])
+@pytest.mark.parametrize("T, K, Q", [(25, 10, 10), (3, 1, 7), (1, 5, 1)])
+def test_sinusoid_inputs_draw_the_bits_of_family_sample(family, T, K, Q):
+    rng_ref, rng = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(3):
+        want = family.sample(rng_ref, T, K, Q)
+        got = fused_sample(family, rng, T, K, Q)
+        for name, a in zip(("x_support", "y_support", "x_query", "y_query"), got):
+            assert same(a, getattr(want, name)[:, :, 0]), name
+        assert rng.bit_generator.state == rng_ref.bit_generator.state
+
+
+# ---- one fused step against meta_gradient_unchecked + Adam._step --------------------------------
+
+
+def one_step_pair(activation, s, first_order, threads):
+    """(fused: θ', m', v', loss; reference: the same), after two steps from one state."""
+    cfg = make_config(backend="numba", inner_steps=s, method="fomaml" if first_order else "maml",
+                      activation=activation, meta_batch=5, shots=4, query=3)
+    model = mamlnp.MLP(**cfg["model"])
+    family = mamlnp.SinusoidTasks()
+    opt_ref, opt = Adam(1e-3), Adam(1e-3)
+    theta0 = model.init(3)
+    params = {"theta": theta0.copy()}
+    fused = TS.fused_step(model, get_method(cfg["method"]), cfg, family, {"theta": opt})
+    assert isinstance(fused, TS.FusedMAML)
+    rng_ref, rng = np.random.default_rng(4), np.random.default_rng(4)
+    theta_ref, geom, P = theta0, fast.geometry(model), model.num_params
+    n = numba.get_num_threads()
+    try:
+        numba.set_num_threads(threads)
+        for it in range(2):
+            loss = fused(rng, params, opt, DivergenceGuard(), it + 1, None)
+            batch = TS.sample_batch(family, rng_ref, 5, 4, 3)
+            flat = [a.reshape(5, -1) for a in (batch.x_support, batch.y_support,
+                                               batch.x_query, batch.y_query)]
+            loss_ref, g = fast.meta_gradient_unchecked(geom, theta_ref, *flat,
+                                                       np.full(P, 0.01), s, first_order)
+            theta_ref = opt_ref._step(theta_ref, g)
+            assert loss == loss_ref and same(fused.g, g), f"iteration {it + 1}"
+            assert same(params["theta"], theta_ref) and same(opt.m, opt_ref.m)
+            assert same(opt.v, opt_ref.v) and opt.t == opt_ref.t
+            assert rng.bit_generator.state == rng_ref.bit_generator.state
+    finally:
+        numba.set_num_threads(n)
+
+
+@pytest.mark.parametrize("activation, s, first_order", [("relu", 1, False), ("relu", 3, False),
+                                                        ("tanh", 2, False), ("relu", 2, True),
+                                                        ("softplus", 0, False)])
+def test_fused_step_gives_the_bits_of_the_step_by_step_iteration(activation, s, first_order):
+    for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+        one_step_pair(activation, s, first_order, threads)
+
+
+def test_fused_kernels_as_python_give_the_same_bits(monkeypatch):
+    """Every kernel's ``py_func`` (prange = range), so coverage sees the kernels' source;
+    the reference (fast.meta_gradient_unchecked) then runs as Python too."""
+    for mod in (MLK, MK, TK, fast):
+        for name, obj in list(vars(mod).items()):
+            if isinstance(obj, numba.core.registry.CPUDispatcher):
+                monkeypatch.setattr(mod, name, obj.py_func)
+    monkeypatch.setattr(TS.FusedMAML, "__init__", _init_with_python_kernels)
+    one_step_pair("relu", 1, False, 1)
+    one_step_pair("tanh", 2, True, 1)
+
+
+_init = TS.FusedMAML.__init__
+
+
+def _init_with_python_kernels(self, *args):
+    _init(self, *args)
+    self.inputs_kernel, self.step_kernel = TK.sinusoid_inputs, TK.train_step
+
+
+# ---- whole runs: fused versus step by step -----------------------------------------------
+
+
+def run_pair(monkeypatch, **cfg):
+    """(fused run, step-by-step run) of meta_train with the same config."""
+    fused = mamlnp.meta_train(progress=False, **cfg)
+    with monkeypatch.context() as mp:
+        mp.setattr("mamlnp.train.fused_step", lambda *a: None)
+        plain = mamlnp.meta_train(progress=False, **cfg)
+    return fused, plain
+
+
+def assert_same_run(a, b):
+    assert same(a.theta, b.theta)
+    assert all(same(a.history[k], b.history[k]) for k in a.history)
+
+
+@pytest.mark.parametrize("method, s", [("maml", 1), ("maml", 3), ("fomaml", 2)])
+def test_meta_train_fused_and_step_by_step_give_the_same_bits(monkeypatch, method, s):
+    calls = []
+    monkeypatch.setattr(TS.FusedMAML, "__call__",
+                        lambda self, *a, _c=TS.FusedMAML.__call__: calls.append(1) or _c(self, *a))
+    cfg = dict(method=method, inner_steps=s, iterations=60, meta_batch=7, eval_every=20,
+               val_tasks=5, backend="numba")
+    fused, plain = run_pair(monkeypatch, **cfg)
+    assert len(calls) == 60                                  # the fused path did run
+    assert_same_run(fused, plain)
+
+
+@pytest.mark.parametrize("method, backend, optimizer", [("maml", "numpy", "adam"),
+                                                        ("metasgd", "numba", "adam"),
+                                                        ("maml", "numba", "sgd")])
+def test_no_fused_path_where_there_is_no_kernel_for_it(method, backend, optimizer):
+    cfg = make_config(method=method, backend=backend, optimizer=optimizer)
+    model = mamlnp.MLP(**cfg["model"])
+    from mamlnp.optim import OPTIMIZERS
+    opts = {g: OPTIMIZERS[optimizer](1e-3) for g in get_method(method).groups}
+    assert TS.fused_step(model, get_method(method), cfg, mamlnp.SinusoidTasks(), opts) is None
+
+
+def test_resumed_fused_run_gives_the_bits_of_an_uninterrupted_one(tmp_path):
+    cfg = dict(iterations=40, meta_batch=5, eval_every=10, val_tasks=5, checkpoint_every=100,
+               backend="numba", progress=False)
+    whole = mamlnp.meta_train(out=tmp_path / "a", **cfg)
+    cut = mamlnp.meta_train(out=tmp_path / "b", callback=lambda st: st.iteration == 15, **cfg)
+    assert cut.config["iteration"] == 15
+    rest = mamlnp.meta_train(out=tmp_path / "b", resume=True, progress=False)
+    assert_same_run(rest, whole)
+
+
+def test_fused_divergence_is_reported_like_the_step_by_step_one(monkeypatch):
+    cfg = dict(alpha=10.0, inner_steps=5, iterations=50, meta_batch=3, val_tasks=5,
+               backend="numba")
+    errors = []
+    for fused in (True, False):
+        with monkeypatch.context() as mp:
+            if not fused:
+                mp.setattr("mamlnp.train.fused_step", lambda *a: None)
+            with pytest.raises(DivergenceError) as e:
+                mamlnp.meta_train(progress=False, **cfg)
+        errors.append((str(e.value), e.value.iteration))
+    assert errors[0] == errors[1]
+
+
+def test_a_refused_step_leaves_theta_and_adam_untouched():
+    cfg = make_config(backend="numba", meta_batch=3)
+    model = mamlnp.MLP(**cfg["model"])
+    opt = Adam(1e-3)
+    fused = TS.fused_step(model, get_method("maml"), cfg, mamlnp.SinusoidTasks(), {"theta": opt})
+    params, rng = {"theta": model.init(0)}, np.random.default_rng(0)
+    fused(rng, params, opt, DivergenceGuard(), 1, None)
+    before = (params["theta"], opt.m.copy(), opt.v.copy(), opt.t)
+    guard = DivergenceGuard()
+    guard.median = 1e-9                                      # any loss is 1e3 × the median
+    with pytest.raises(DivergenceError, match="over 1e"):
+        fused(rng, params, opt, guard, 2, lambda: "hint")
+    assert params["theta"] is before[0] and opt.t == before[3]
+    assert same(opt.m, before[1]) and same(opt.v, before[2])
