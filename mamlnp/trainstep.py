@@ -17,11 +17,14 @@ same draws from the run's generator, the same meta-gradient kernel, the same Ada
 same bits, without the ~90 µs of Python between them (the whole meta-iteration at s = 1
 is ~200 µs). Per iteration:
 
-    u = rng.random(T·(2 + N))               the uniform draws of SinusoidTasks.sample
-    sinusoid_inputs(u) -> x, x + sign·φ      (kernel)
-    sin(x + sign·φ)                         NumPy's sin, as SinusoidTasks.targets
-    train_step                              y = A sin(·), meta-gradient, Adam (kernel)
-    guard                                   a bad step raises before θ, m, v change
+    u = rng.random(T·(2 + N))      the uniform draws of SinusoidTasks.sample (NumPy)
+    train_step(θ, u, …)            per task (in parallel): x, y = A sin(x + sign·φ), the
+                                   task's meta-gradient; then their mean in order, Adam
+    guard                          a bad step raises before θ, m, v change
+
+The kernel's sine is math.sin; ``fused_step`` first checks on probe tasks that it gives
+numpy.sin's bits (both call the C library's sin here) and otherwise returns None: the
+run then goes step by step, with the same bits as ever.
 """
 import numpy as np
 
@@ -51,50 +54,50 @@ def fused_step(model, method, cfg, family, optimizers):
             and model.sizes[0] == 1 and model.sizes[-1] == 1
             and type(family) is SinusoidTasks and list(optimizers) == ["theta"]
             and type(optimizers["theta"]) is Adam and cfg["meta_batch"] <= CHUNK):
-        return FusedMAML(model, cfg, family, method.first_order)
+        fused = FusedMAML(model, cfg, family, method.first_order, optimizers["theta"])
+        if fused.sine_agrees_with_numpy():
+            return fused
     return None
 
 
 class FusedMAML:
     """One meta-iteration of (first-order) MAML + Adam on sinusoid tasks in one kernel call.
-    Holds every buffer of the run (allocated here, once)."""
+    Holds every buffer of the run (allocated here, once), and the Adam hyper-parameters
+    of ``opt`` (the run's optimizer, read here: they do not change during a run)."""
 
-    def __init__(self, model, cfg, family, first_order):
+    def __init__(self, model, cfg, family, first_order, opt):
         import numba                                         # numba loads with a numba run
         from . import fast
         from .kernels.maml_kernels import alloc_workspace
-        from .kernels.train_kernels import sinusoid_inputs, train_step
-        self.inputs_kernel, self.step_kernel = sinusoid_inputs, train_step
+        from .kernels.train_kernels import sinusoid_task, train_step
+        self.task_kernel, self.step_kernel = sinusoid_task, train_step
         self.threads = numba.get_num_threads
         T, K, Q, P = cfg["meta_batch"], cfg["shots"], cfg["query"], model.num_params
         self.geom, self.s, self.first_order = fast.geometry(model), cfg["inner_steps"], first_order
-        self.u = np.empty(T * (2 + K + Q))                   # draws: A (T), φ (T), x (T, N)
-        self.amp = self.u[:T]                                # A_t after sinusoid_inputs
+        self.family, self.u = family, np.empty(T * (2 + K + Q))   # draws: A, φ (T), x (T, N)
         self.xs, self.ys, self.xq, self.yq = (np.empty((T, n)) for n in (K, K, Q, Q))
-        self.arg, self.sn = np.empty((T, K + Q)), np.empty((T, K + Q))
         (alo, ahi), (plo, phi), (xlo, xhi) = (tuple(map(float, r)) for r in (
             family.amp_range, family.phase_range, family.x_range))
-        self.ranges = (alo, ahi - alo, plo, phi - plo, xlo, xhi - xlo, float(family.phase_sign))
+        self.rg = np.array([alo, ahi - alo, plo, phi - plo, xlo, xhi - xlo,   # as uniform's
+                            float(family.phase_sign)])                     # lo + (hi − lo)·u
         self.alpha = np.full(P, float(cfg["alpha"]))                          # (P,)
         self.ws = alloc_workspace(T, P, self.s, K, Q, int(self.geom[0][1:].sum()), 1)
         self.total, self.g = np.empty(P), np.empty(P)
         self.zeros = np.zeros(P)                             # Adam's m, v before step 1
         self.pairs = [(np.empty(P), np.empty(P)), (np.empty(P), np.empty(P))]   # m', v'
-        self.hp = np.zeros(8)
+        self.hp = np.array([opt.lr, opt.beta1, 1.0 - opt.beta1, opt.beta2, 1.0 - opt.beta2,
+                            opt.eps, 0.0, 0.0])              # bias corrections: per step
 
     def __call__(self, rng, params, opt, guard, iteration, hint):
         """Sample, meta-gradient, guard, Adam: params["theta"] and opt (m, v, t) are
         replaced only if the guard accepts the step. Returns the meta-loss."""
         rng.random(out=self.u)
-        self.inputs_kernel(self.u, *self.ranges, self.xs, self.xq, self.arg)
-        np.sin(self.arg, out=self.sn)
         t, (m, v) = opt.t + 1, (self.zeros, self.zeros) if opt.m is None else (opt.m, opt.v)
-        self.hp[:] = (opt.lr, opt.beta1, 1.0 - opt.beta1, opt.beta2, 1.0 - opt.beta2, opt.eps,
-                      1.0 - opt.beta1 ** t, 1.0 - opt.beta2 ** t)
+        self.hp[6], self.hp[7] = 1.0 - opt.beta1 ** t, 1.0 - opt.beta2 ** t   # as Adam._step
         m_out, v_out = self.pairs[m is self.pairs[0][0]]     # never the arrays read
         theta_out = np.empty_like(params["theta"])           # a new θ, as Adam._step's
-        loss, finite = self.step_kernel(params["theta"], self.xs, self.ys, self.xq, self.yq,
-                                  self.amp, self.sn, self.alpha, self.s, self.first_order,
+        loss, finite = self.step_kernel(params["theta"], self.u, self.rg, self.xs, self.ys,
+                                  self.xq, self.yq, self.alpha, self.s, self.first_order,
                                   *self.geom, self.ws, min(self.threads(), len(self.xs)),
                                   self.total, self.g, m, v,
                                   self.hp, theta_out, m_out, v_out)
@@ -102,6 +105,22 @@ class FusedMAML:
             guard.check(iteration, loss, {"theta": self.g}, hint)            # raises
         params["theta"], opt.m, opt.v, opt.t = theta_out, m_out, v_out, t
         return loss
+
+    def sine_agrees_with_numpy(self, batches=40):
+        """Whether ``batches`` meta-batches made by the kernel (math.sin) have the bits of
+        the same draws through sample_batch (numpy.sin); ~5 ms, once per run."""
+        T, K, Q = len(self.xs), self.xs.shape[1], self.xq.shape[1]
+        ref, rng, u = np.random.default_rng(2017), np.random.default_rng(2017), self.u.copy()
+        for _ in range(batches):
+            want = sample_batch(self.family, ref, T, K, Q)
+            rng.random(out=u)
+            for t in range(T):
+                self.task_kernel(t, u, self.rg, self.xs, self.ys, self.xq, self.yq)
+            if not all(a.tobytes() == getattr(want, name).tobytes() for a, name in zip(
+                    (self.xs, self.ys, self.xq, self.yq),
+                    ("x_support", "y_support", "x_query", "y_query"))):
+                return False
+        return True
 
     def batch(self):
         """The last iteration's tasks as a TaskBatch (T, K, 1) … (for tests)."""

@@ -61,30 +61,32 @@ def test_adam_update_gives_the_bits_of_adam_step(kernel, lr, beta1, beta2, eps):
         assert same(theta, theta_ref) and same(m, ref.m) and same(v, ref.v), f"step {t}"
 
 
-# ---- task inputs: the kernel + NumPy's sin against SinusoidTasks.sample --------------------
+# ---- task data: the kernel (math.sin) against SinusoidTasks.sample (numpy.sin) -------------
 
 
-def fused_sample(family, rng, T, K, Q):
-    """(xs, ys, xq, yq) as FusedMAML makes them, targets computed as train_step does."""
+def fused_sample(family, rng, T, K, Q, task_kernel=TK.sinusoid_task):
+    """(xs, ys, xq, yq) as train_step makes them from rng.random(T·(2 + N))."""
     u = rng.random(T * (2 + K + Q))
-    xs, xq, arg = np.empty((T, K)), np.empty((T, Q)), np.empty((T, K + Q))
+    xs, ys, xq, yq = (np.empty((T, n)) for n in (K, K, Q, Q))
     (alo, ahi), (plo, phi), (xlo, xhi) = (tuple(map(float, r)) for r in (
         family.amp_range, family.phase_range, family.x_range))
-    TK.sinusoid_inputs(u, alo, ahi - alo, plo, phi - plo, xlo, xhi - xlo,
-                       float(family.phase_sign), xs, xq, arg)
-    sn, amp = np.sin(arg), u[:T, None]
-    return xs, amp * sn[:, :K], xq, amp * sn[:, K:]
+    rg = np.array([alo, ahi - alo, plo, phi - plo, xlo, xhi - xlo, float(family.phase_sign)])
+    for t in range(T):
+        task_kernel(t, u, rg, xs, ys, xq, yq)
+    return xs, ys, xq, yq
 
 
+@pytest.mark.parametrize("kernel", ["compiled", "py_func"])
 @pytest.mark.parametrize("family", [mamlnp.SinusoidTasks(),
                                     mamlnp.SinusoidTasks((1.0, 2.0), (-1.0, 3.0), (0.0, 7.5),
                                                          phase_sign=1)])
 @pytest.mark.parametrize("T, K, Q", [(25, 10, 10), (3, 1, 7), (1, 5, 1)])
-def test_sinusoid_inputs_draw_the_bits_of_family_sample(family, T, K, Q):
+def test_sinusoid_task_draws_the_bits_of_family_sample(kernel, family, T, K, Q):
+    task_kernel = TK.sinusoid_task if kernel == "compiled" else TK.sinusoid_task.py_func
     rng_ref, rng = np.random.default_rng(11), np.random.default_rng(11)
     for _ in range(3):
         want = family.sample(rng_ref, T, K, Q)
-        got = fused_sample(family, rng, T, K, Q)
+        got = fused_sample(family, rng, T, K, Q, task_kernel)
         for name, a in zip(("x_support", "y_support", "x_query", "y_query"), got):
             assert same(a, getattr(want, name)[:, :, 0]), name
         assert rng.bit_generator.state == rng_ref.bit_generator.state
@@ -99,7 +101,7 @@ def one_step_pair(activation, s, first_order, threads):
                       activation=activation, meta_batch=5, shots=4, query=3)
     model = mamlnp.MLP(**cfg["model"])
     family = mamlnp.SinusoidTasks()
-    opt_ref, opt = Adam(1e-3), Adam(1e-3)
+    opt_ref, opt = Adam(0.05, 0.8, 0.95, 1e-6), Adam(0.05, 0.8, 0.95, 1e-6)
     theta0 = model.init(3)
     params = {"theta": theta0.copy()}
     fused = TS.fused_step(model, get_method(cfg["method"]), cfg, family, {"theta": opt})
@@ -150,7 +152,7 @@ _init = TS.FusedMAML.__init__
 
 def _init_with_python_kernels(self, *args):
     _init(self, *args)
-    self.inputs_kernel, self.step_kernel = TK.sinusoid_inputs, TK.train_step
+    self.task_kernel, self.step_kernel = TK.sinusoid_task, TK.train_step
 
 
 # ---- whole runs: fused versus step by step -----------------------------------------------
@@ -215,6 +217,16 @@ def test_fused_divergence_is_reported_like_the_step_by_step_one(monkeypatch):
                 mamlnp.meta_train(progress=False, **cfg)
         errors.append((str(e.value), e.value.iteration))
     assert errors[0] == errors[1]
+
+
+def test_no_fused_path_when_the_kernel_sine_differs_from_numpy(monkeypatch):
+    cfg = make_config(backend="numba", meta_batch=3)
+    model, opts = mamlnp.MLP(**cfg["model"]), {"theta": Adam(1e-3)}
+    fused = TS.fused_step(model, get_method("maml"), cfg, mamlnp.SinusoidTasks(), opts)
+    assert isinstance(fused, TS.FusedMAML) and fused.sine_agrees_with_numpy()
+    monkeypatch.setattr(np, "sin", lambda x: np.cos(x))              # a different sine
+    assert not fused.sine_agrees_with_numpy(batches=1)
+    assert TS.fused_step(model, get_method("maml"), cfg, mamlnp.SinusoidTasks(), opts) is None
 
 
 def test_a_refused_step_leaves_theta_and_adam_untouched():

@@ -5,11 +5,15 @@ P parameters, s = inner_steps, W workers (threads) of a parallel call, D = O = 1
 sinusoid tasks: one input, one output).
 
 Twins (tests/test_fused_step.py checks each bit for bit, not to a tolerance):
-  * ``sinusoid_inputs`` + ``numpy.sin`` + the ``amp ⊙ sin`` of ``train_step`` =
-    ``SinusoidTasks.sample`` (mamlnp/tasks.py) fed by the draws ``rng.random(T·(2 + N))``:
-    ``Generator.uniform(lo, hi, n)`` is ``lo + (hi − lo)·u`` on the next n doubles u, in
-    draw order (amplitudes, phases, then inputs), so one ``random`` call makes the same
-    numbers and leaves the generator in the same state;
+  * ``sinusoid_task`` = ``SinusoidTasks.sample`` (mamlnp/tasks.py) fed by the draws
+    ``rng.random(T·(2 + N))``: ``Generator.uniform(lo, hi, n)`` is ``lo + (hi − lo)·u``
+    on the next n doubles u, in draw order (amplitudes, phases, then inputs), so one
+    ``random`` call makes the same numbers and leaves the generator in the same state.
+    The sine is ``math.sin`` (the C library's ``sin``, which ``numpy.sin`` also calls for
+    float64 on our machines); mamlnp.trainstep probes that the two agree before it uses
+    this kernel, and runs the step-by-step iteration when they do not. Each task makes
+    its own data inside the parallel region: 500 sines cost ~8 µs on fresh arguments,
+    serial in NumPy, ~4 µs on the critical path here;
   * ``adam_update`` = ``mamlnp.optim.Adam._step``, in its order of operations:
         m' = β1 m + (1 − β1) g,   v' = β2 v + ((1 − β2) g) g,
         θ' = θ − (lr · (m' / bc1)) / (√(v' / bc2) + ε),   bc_i = 1 − β_i^t (from Python);
@@ -38,25 +42,22 @@ from .maml_kernels import task_meta_grad
 
 
 @njit(cache=True)
-def sinusoid_inputs(u, amp_lo, amp_range, ph_lo, ph_range, x_lo, x_range, sign, xs, xq,
-                    arg):
-    """Task parameters and inputs from the uniform draws u (T·(2 + N),), in place:
-    u[t] ← amplitude A_t, u[T + t] ← phase φ_t, and x = x_lo + x_range·u of the inputs
-    into xs (T, K) (the first K points) and xq (T, Q); arg (T, N) ← x + sign·φ_t, the
-    argument of the sine (``SinusoidTasks.targets``)."""
-    T, K, N = xs.shape[0], xs.shape[1], arg.shape[1]
-    for t in range(T):
-        u[t] = amp_lo + amp_range * u[t]
-        u[T + t] = ph_lo + ph_range * u[T + t]
-        shift = sign * u[T + t]
-        row = u[2 * T + t * N:2 * T + (t + 1) * N]
-        for n in range(N):
-            x = x_lo + x_range * row[n]
-            arg[t, n] = x + shift
-            if n < K:
-                xs[t, n] = x
-            else:
-                xq[t, n - K] = x
+def sinusoid_task(t, u, rg, xs, ys, xq, yq):
+    """Task t's data from the uniform draws u (T·(2 + N),) = (amplitudes | phases | inputs):
+    A = rg[0] + rg[1]·u[t], φ = rg[2] + rg[3]·u[T + t], x_n = rg[4] + rg[5]·u[2T + tN + n],
+    y_n = A sin(x_n + rg[6]·φ) (rg[6] = phase_sign), the first K points into xs[t], ys[t],
+    the other Q into xq[t], yq[t]   (SinusoidTasks.sample_params, sample_inputs, targets)."""
+    T, K, N = xs.shape[0], xs.shape[1], xs.shape[1] + xq.shape[1]
+    amp = rg[0] + rg[1] * u[t]
+    shift = rg[6] * (rg[2] + rg[3] * u[T + t])
+    row = u[2 * T + t * N:2 * T + (t + 1) * N]
+    for n in range(N):
+        x = rg[4] + rg[5] * row[n]
+        y = amp * math.sin(x + shift)
+        if n < K:
+            xs[t, n], ys[t, n] = x, y
+        else:
+            xq[t, n - K], yq[t, n - K] = x, y
 
 
 @njit(cache=True, error_model="numpy")
@@ -76,16 +77,16 @@ def adam_update(theta, g, m, v, hp, theta_out, m_out, v_out):
 
 
 @njit(cache=True)
-def worker_tasks(w, W, r, theta, xs, ys, xq, yq, amp, sn, alpha, s, first_order, sizes,
+def worker_tasks(w, W, r, theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, sizes,
                  woff, boff, coff, aid, lid, ws, total):
-    """Phase 1 for worker w (of W) on thread scratch r: targets y = A_t sin(·) of its
-    tasks, then their meta-gradients.  The prefix worker w = W − 1 takes tasks [0, T0),
+    """Worker w (of W) on thread scratch r: the data of its tasks (``sinusoid_task``),
+    then their meta-gradients.  The prefix worker w = W − 1 takes tasks [0, T0),
     T0 = ⌊T/W⌋, and keeps ``total`` = 0 + Σ_{t<T0} g_t; workers 0 … W−2 split [T0, T).
     (The prefix worker is the last one: prange gives the first iterations to the calling
     thread, which starts at once; the lighter load of the prefix worker hides a woken
     thread's start-up.)"""
     TH, GS, CA, RB, SC, G, GA, losses = ws
-    T, K, P = xs.shape[0], xs.shape[1], theta.shape[0]
+    T, P = xs.shape[0], theta.shape[0]
     T0, prefix = T // W, w == W - 1
     lo = 0 if prefix else T0 + w * (T - T0) // (W - 1)
     hi = T0 if prefix else T0 + (w + 1) * (T - T0) // (W - 1)
@@ -93,10 +94,7 @@ def worker_tasks(w, W, r, theta, xs, ys, xq, yq, amp, sn, alpha, s, first_order,
         for i in range(P):
             total[i] = 0.0
     for t in range(lo, hi):
-        for n in range(K):
-            ys[t, n] = amp[t] * sn[t, n]
-        for n in range(yq.shape[1]):
-            yq[t, n] = amp[t] * sn[t, K + n]
+        sinusoid_task(t, u, rg, xs, ys, xq, yq)
         losses[t] = task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], alpha, s, first_order,
                                    0, sizes, woff, boff, coff, aid, lid, TH[r], GS[r], CA[r],
                                    RB[r], SC[r], G[t], GA[t])
@@ -127,17 +125,17 @@ def mean_and_adam(T0, G, total, g, theta, m, v, hp, theta_out, m_out, v_out):
 
 
 @njit(cache=True, parallel=True)
-def train_step(theta, xs, ys, xq, yq, amp, sn, alpha, s, first_order, sizes, woff, boff,
+def train_step(theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, sizes, woff, boff,
                coff, aid, lid, ws, W, total, g, m, v, hp, theta_out, m_out, v_out):
-    """One meta-iteration after sampling: (meta_loss, g finite?).  Inputs xs (T, K),
-    xq (T, Q) and amp (T,), sn (T, N) = sin(x + sign·φ) from ``sinusoid_inputs``; writes
-    ys (T, K), yq (T, Q), the meta-gradient g (P,) and Adam's θ', m', v' (P,) from θ, m, v
-    with hyper-parameters hp (see ``adam_update``).  ws = alloc_workspace(T, P, s, K, Q,
+    """One meta-iteration from the draws u: (meta_loss, g finite?).  Writes the tasks
+    (``sinusoid_task``: rg (7,) ranges) into xs, ys (T, K), xq, yq (T, Q), the
+    meta-gradient g (P,) and Adam's θ', m', v' (P,) from θ, m, v with hyper-parameters hp
+    (see ``adam_update``).  ws = alloc_workspace(T, P, s, K, Q,
     Hsum, 1); W = min(numba.get_num_threads(), T) workers (read in Python: inside, the
     call would keep the function out of the on-disk cache); total (P,) scratch."""
     T = xs.shape[0]
     for w in prange(W):                                        # the one parallel region
-        worker_tasks(w, W, numba.get_thread_id(), theta, xs, ys, xq, yq, amp, sn, alpha, s,
+        worker_tasks(w, W, numba.get_thread_id(), theta, u, rg, xs, ys, xq, yq, alpha, s,
                      first_order, sizes, woff, boff, coff, aid, lid, ws, total)
     losses = ws[7]
     loss = 0.0
