@@ -137,6 +137,23 @@ def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=Fal
     return float(loss), g, (ga[0] if scalar else ga)
 
 
+def adam_step(opt, theta, grad):
+    """``opt._step(theta, grad)`` for a mamlnp.optim.Adam, through its compiled twin
+    ``kernels.train_kernels.adam_update``: the same bits, the same new θ (P,) returned and
+    state (m, v, t) kept, ~3 µs instead of ~14 µs for P = 1761 (the training loop's outer
+    step on the numba backend, when the iteration is not fused)."""
+    from .kernels.train_kernels import adam_update
+    if opt.m is None:
+        opt.m, opt.v = np.zeros_like(grad), np.zeros_like(grad)
+    opt.t += 1
+    hp = np.array([opt.lr, opt.beta1, 1.0 - opt.beta1, opt.beta2, 1.0 - opt.beta2, opt.eps,
+                   1.0 - opt.beta1 ** opt.t, 1.0 - opt.beta2 ** opt.t])
+    out, m, v = np.empty_like(theta), np.empty_like(grad), np.empty_like(grad)
+    adam_update(theta, grad, opt.m, opt.v, hp, out, m, v)
+    opt.m, opt.v = m, v
+    return out
+
+
 def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve):
     """(θ_s (T, P), curve (T, steps+1)) from the batch_adapt kernel, CHUNK tasks a call."""
     theta = np.ascontiguousarray(theta, dtype=np.float64)

@@ -40,7 +40,7 @@ from .mlp import MLP
 from .optim import OPTIMIZERS
 from .runguard import DivergenceGuard, StopSignals, metadata
 from .runconfig import DEFAULTS, TASKS, make_config, requested_keys, resume_config
-from .trainstep import fused_step, sample_batch
+from .trainstep import fused_step, outer_step, sample_batch
 from .variants import METHODS, get_method
 
 _FAMILY = {name: cls() for name, cls in TASKS.items()}
@@ -260,7 +260,7 @@ def _iteration(model, method, cfg, state, val, out, fused=None):
         loss = float(loss)
         state.guard.check(state.iteration + 1, loss, grads, hint)
         for g, opt in state.optimizers.items():            # unchecked: finite, (P,), ours
-            state.params[g] = opt._step(state.params[g], grads[g])         # θ ← Adam_β(θ, g)
+            state.params[g] = outer_step(opt, state.params[g], grads[g], cfg["backend"])  # Adam
     state.iteration += 1
     state.guard.record(loss)
     state.window = [state.window[0] + loss, state.window[1] + 1]

@@ -47,6 +47,15 @@ def sample_batch(family, rng, T, K, Q):
     return unchecked_batch(x[:, :K], y[:, :K], x[:, K:], y[:, K:])
 
 
+def outer_step(opt, theta, grad, backend):
+    """θ ← opt(θ, g): ``opt._step`` (NumPy), or on the numba backend for Adam its compiled
+    twin ``fast.adam_step`` (the same bits)."""
+    if backend == "numba" and type(opt) is Adam:
+        from .fast import adam_step
+        return adam_step(opt, theta, grad)
+    return opt._step(theta, grad)
+
+
 def fused_step(model, method, cfg, family, optimizers):
     """A FusedMAML for this run, or None when the run has no fused path (then the
     trainer calls sample_batch, method.step and the optimizer one by one)."""

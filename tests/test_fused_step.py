@@ -61,6 +61,19 @@ def test_adam_update_gives_the_bits_of_adam_step(kernel, lr, beta1, beta2, eps):
         assert same(theta, theta_ref) and same(m, ref.m) and same(v, ref.v), f"step {t}"
 
 
+def test_fast_adam_step_gives_the_bits_of_adam_step():
+    """fast.adam_step: the compiled outer step of the numba backend's step-by-step path."""
+    rng = np.random.default_rng(8)
+    ref, opt = Adam(0.01), Adam(0.01)
+    theta_ref = theta = rng.standard_normal(300)
+    for t in range(5):
+        g = rng.standard_normal(300)
+        theta_ref, theta = ref._step(theta_ref, g), TS.outer_step(opt, theta, g, "numba")
+        assert same(theta, theta_ref) and same(opt.m, ref.m) and same(opt.v, ref.v)
+        assert opt.t == ref.t == t + 1
+    assert same(TS.outer_step(opt, theta, g, "numpy"), ref._step(theta_ref, g))
+
+
 # ---- task data: the kernel (math.sin) against SinusoidTasks.sample (numpy.sin) -------------
 
 
