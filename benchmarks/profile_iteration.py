@@ -6,8 +6,9 @@ Dimension legend: T = 25 tasks, K = Q = 10 points, N = K + Q, P = 1761 parameter
 (1-40-40-1 ReLU), s = inner_steps.
 
 Two ways through one iteration (both give the same bits, tests/test_fused_step.py):
-  * step by step (backend numpy, and the numba backend before the fused step): sample_batch,
-    MAML.step (meta_gradient_unchecked for numba), guard.check, Adam._step;
+  * step by step (backend numpy, every method without a fused step, and MAML on numba
+    before it): sample_batch, MAML.step (meta_gradient_unchecked for numba), guard.check,
+    the Adam step (Adam._step; on numba now fast.adam_step, both rows printed);
   * fused (numba, maml/fomaml + Adam + sinusoid): rng.random, then ONE kernel call
     (mamlnp.trainstep.FusedMAML, mamlnp/kernels/train_kernels.py).
 Each piece is timed alone, n times in a row on fresh data, wall clock (time.perf_counter):
@@ -69,6 +70,8 @@ def step_by_step_rows(s, n):
         ("    of which mean_rows (serial)", median_us(lambda: mean_rows(ws[7], ws[5], ws[6]), n)),
         ("  guard.check", median_us(lambda: state.guard.check(1, float(loss), grads, None), n)),
         ("  Adam._step (NumPy)", median_us(lambda: opt._step(theta, grads["theta"]), n)),
+        ("  fast.adam_step (its compiled twin)", median_us(
+            lambda: fast.adam_step(opt, theta, grads["theta"]), n)),
     ]
 
 
