@@ -23,6 +23,7 @@ functions, written with the model protocol only; tests/test_kernels.py compares.
 import threading
 from functools import lru_cache
 
+import numba
 import numpy as np
 
 from .kernels import ACT_IDS, LOSS_IDS
@@ -74,13 +75,14 @@ def _meta_grad(geom, theta, xs, ys, xq, yq, alpha_vec, s, first_order, ga_mode):
     PA = P if ga_mode == 2 else 1
     if T <= CHUNK:
         return batch_meta_grad(theta, xs, ys, xq, yq, alpha_vec, s, first_order, ga_mode,
-                               *geom, workspace(geom, T, P, s, K, Q, PA))
+                               *geom, workspace(geom, T, P, s, K, Q, PA),
+                               min(numba.get_num_threads(), T))
     G, GA, losses = np.empty((T, P)), np.empty((T, PA)), np.empty(T)
     for t0 in range(0, T, CHUNK):
         c = slice(t0, min(t0 + CHUNK, T))
         ws = workspace(geom, c.stop - c.start, P, s, K, Q, PA)
         batch_meta_grad(theta, xs[c], ys[c], xq[c], yq[c], alpha_vec, s, first_order, ga_mode,
-                        *geom, ws)
+                        *geom, ws, min(numba.get_num_threads(), c.stop - c.start))
         G[c], GA[c], losses[c] = ws[5], ws[6], ws[7]                 # per-task rows
     return mean_rows(losses, G, GA)
 

@@ -168,6 +168,25 @@ def _init_with_python_kernels(self, *args):
     self.task_kernel, self.step_kernel = TK.sinusoid_task, TK.train_step
 
 
+def test_any_number_of_workers_gives_the_same_bits():
+    """batch_meta_grad's W workers (task_range: the prefix worker's running sum, then the
+    rest in order): W = 1 … T and more workers than threads, all mean_rows' bits."""
+    model = mamlnp.MLP((1, 9, 6, 1), "tanh", "mse")
+    theta, T, P = model.init(2), 7, model.num_params
+    batch = mamlnp.SinusoidTasks().sample(5, T, 4, 3)
+    flat = [a.reshape(T, -1) for a in (batch.x_support, batch.y_support, batch.x_query,
+                                       batch.y_query)]
+    geom, alpha = fast.geometry(model), np.random.default_rng(1).uniform(0.01, 0.1, P)
+    ws = MK.alloc_workspace(T, P, 2, 4, 3, int(geom[0][1:].sum()), P)
+    results = []
+    for W in range(1, T + 1):
+        loss, g, ga = MK.batch_meta_grad(theta, *flat, alpha, 2, False, 2, *geom, ws, W)
+        want = MK.mean_rows(ws[7], ws[5], ws[6])               # the rows, summed in order
+        assert loss == want[0] and same(g, want[1]) and same(ga, want[2]), f"W = {W}"
+        results.append((loss, g, ga))
+    assert all(r[0] == results[0][0] and same(r[1], results[0][1]) for r in results)
+
+
 # ---- whole runs: fused versus step by step -----------------------------------------------
 
 

@@ -38,7 +38,7 @@ import math
 import numba
 from numba import njit, prange
 
-from .maml_kernels import task_meta_grad
+from .maml_kernels import add_row, task_meta_grad, task_range
 
 
 @njit(cache=True)
@@ -80,28 +80,17 @@ def adam_update(theta, g, m, v, hp, theta_out, m_out, v_out):
 def worker_tasks(w, W, r, theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, sizes,
                  woff, boff, coff, aid, lid, ws, total):
     """Worker w (of W) on thread scratch r: the data of its tasks (``sinusoid_task``),
-    then their meta-gradients.  The prefix worker w = W − 1 takes tasks [0, T0),
-    T0 = ⌊T/W⌋, and keeps ``total`` = 0 + Σ_{t<T0} g_t; workers 0 … W−2 split [T0, T).
-    (The prefix worker is the last one: prange gives the first iterations to the calling
-    thread, which starts at once; the lighter load of the prefix worker hides a woken
-    thread's start-up.)"""
-    TH, GS, CA, RB, SC, G, GA, losses = ws
-    T, P = xs.shape[0], theta.shape[0]
-    T0, prefix = T // W, w == W - 1
-    lo = 0 if prefix else T0 + w * (T - T0) // (W - 1)
-    hi = T0 if prefix else T0 + (w + 1) * (T - T0) // (W - 1)
-    if prefix:
-        for i in range(P):
-            total[i] = 0.0
+    then their meta-gradients, as maml_kernels.worker_meta_grad: tasks from ``task_range``,
+    the prefix worker keeps ``total`` = 0 + Σ_{t<T0} g_t, T0 = ⌊T/W⌋."""
+    TH, GS, CA, RB, SC, G, GA, losses, _ = ws
+    lo, hi, prefix = task_range(w, W, xs.shape[0])
     for t in range(lo, hi):
         sinusoid_task(t, u, rg, xs, ys, xq, yq)
         losses[t] = task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], alpha, s, first_order,
                                    0, sizes, woff, boff, coff, aid, lid, TH[r], GS[r], CA[r],
                                    RB[r], SC[r], G[t], GA[t])
         if prefix:
-            gt = G[t]
-            for i in range(P):
-                total[i] += gt[i]
+            add_row(total, G[t], t == 0)
 
 
 @njit(cache=True, error_model="numpy")
