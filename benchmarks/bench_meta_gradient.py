@@ -19,7 +19,10 @@ time the meta-gradient alone on a fixed batch: through the unchecked entry
 Configurations (s = 1, 5) × (second order SO, first order FO) are timed in blocks,
 INTERLEAVED: numba block, numpy block, JAX block, next configuration, … for several
 rounds, so that a change of machine load hits every backend alike. Medians and min–max
-over all iterations after one warm-up block. Nothing is asserted.
+over all iterations after one warm-up block, and the mean (the peers' scripts in
+/work/shared/peers report the median of ~0.5 s block MEANS, closer to our mean than to our
+median when a few iterations are slow). GFLOP/s = counted FLOPs / median. Nothing is
+asserted.
 
 When --jax-python names a Python with jax installed (default: /tmp/peers/bin/python if
 it exists), benchmarks/jax_worker.py runs there as a subprocess and times a jit+vmap
@@ -193,7 +196,7 @@ def first_call(cache_dir=None):
 def summary(times):
     ms = np.asarray(times) * 1e3
     return {"median_ms": float(np.median(ms)), "min_ms": float(ms.min()),
-            "max_ms": float(ms.max()), "n": int(ms.size)}
+            "max_ms": float(ms.max()), "mean_ms": float(ms.mean()), "n": int(ms.size)}
 
 
 def run(args):
@@ -219,12 +222,12 @@ def run(args):
 
 def print_table(stats):
     print(f"\n{'backend':7s} {'s':>2s} {'order':5s} {'what':22s} {'median ms':>10s} "
-          f"{'min–max ms':>17s} {'MFLOP':>7s} {'GFLOP/s':>8s}")
+          f"{'min–max ms':>17s} {'mean ms':>8s} {'MFLOP':>7s} {'GFLOP/s':>8s}")
     for (name, s, fo, what), st in sorted(stats.items(), key=lambda kv: (kv[0][1], kv[0][2],
                                                                          kv[0][3], kv[0][0])):
         mf = flops(SIZES, s, fo) / 1e6
         print(f"{name:7s} {s:2d} {'FO' if fo else 'SO':5s} {what:22s} {st['median_ms']:10.3f} "
-              f"{st['min_ms']:8.3f}–{st['max_ms']:<8.3f} {mf:7.2f} "
+              f"{st['min_ms']:8.3f}–{st['max_ms']:<8.3f} {st['mean_ms']:8.3f} {mf:7.2f} "
               f"{mf / st['median_ms']:8.1f}")
 
 
