@@ -94,6 +94,8 @@ class FusedMAML:
         self.total, self.g = np.empty(P), np.empty(P)
         self.zeros = np.zeros(P)                             # Adam's m, v before step 1
         self.pairs = [(np.empty(P), np.empty(P)), (np.empty(P), np.empty(P))]   # m', v'
+        self.T, self.args = T, (self.u, self.rg, self.xs, self.ys, self.xq, self.yq,   # fixed
+                                self.alpha, self.s, self.first_order, *self.geom, self.ws)
         self.hp = np.array([opt.lr, opt.beta1, 1.0 - opt.beta1, opt.beta2, 1.0 - opt.beta2,
                             opt.eps, 0.0, 0.0])              # bias corrections: per step
 
@@ -105,11 +107,9 @@ class FusedMAML:
         self.hp[6], self.hp[7] = 1.0 - opt.beta1 ** t, 1.0 - opt.beta2 ** t   # as Adam._step
         m_out, v_out = self.pairs[m is self.pairs[0][0]]     # never the arrays read
         theta_out = np.empty_like(params["theta"])           # a new θ, as Adam._step's
-        loss, finite = self.step_kernel(params["theta"], self.u, self.rg, self.xs, self.ys,
-                                  self.xq, self.yq, self.alpha, self.s, self.first_order,
-                                  *self.geom, self.ws, min(self.threads(), len(self.xs)),
-                                  self.total, self.g, m, v,
-                                  self.hp, theta_out, m_out, v_out)
+        loss, finite = self.step_kernel(params["theta"], *self.args, min(self.threads(), self.T),
+                                        self.total, self.g, m, v, self.hp, theta_out, m_out,
+                                        v_out)
         if not (finite and guard.accepts(loss)):
             guard.check(iteration, loss, {"theta": self.g}, hint)            # raises
         params["theta"], opt.m, opt.v, opt.t = theta_out, m_out, v_out, t
@@ -118,7 +118,7 @@ class FusedMAML:
     def sine_agrees_with_numpy(self, batches=40):
         """Whether ``batches`` meta-batches made by the kernel (math.sin) have the bits of
         the same draws through sample_batch (numpy.sin); ~5 ms, once per run."""
-        T, K, Q = len(self.xs), self.xs.shape[1], self.xq.shape[1]
+        T, K, Q = self.T, self.xs.shape[1], self.xq.shape[1]
         ref, rng, u = np.random.default_rng(2017), np.random.default_rng(2017), self.u.copy()
         for _ in range(batches):
             want = sample_batch(self.family, ref, T, K, Q)
