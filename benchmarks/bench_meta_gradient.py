@@ -52,6 +52,8 @@ from mamlnp.variants import get_method
 
 SIZES, T, K, Q, ALPHA = (1, 40, 40, 1), 25, 10, 10, 0.01
 CONFIGS = [(1, False), (1, True), (5, False), (5, True)]          # (s, first_order)
+PAUSE = 0.05         # s between blocks: XLA's and OpenMP's worker threads spin for a while
+                     # after work; a block must not start while another backend's still spin
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -209,6 +211,7 @@ def run(args):
         for r in range(args.rounds + 1):                     # round 0 = warm-up, discarded
             for s, fo in CONFIGS:
                 for name, runner in runners.items():
+                    time.sleep(PAUSE)                        # the previous block's threads idle
                     out = runner.block(s, fo, blocks[name] if r else 2)
                     if r == 0:
                         continue
