@@ -256,7 +256,8 @@ def _iteration(model, method, cfg, state, val, out, fused=None):
     else:
         batch = sample_batch(_FAMILY[cfg["task"]], state.rng, cfg["meta_batch"], cfg["shots"],
                              cfg["query"])                              # T tasks, K + Q points
-        loss, grads = method.step(model, state.params, batch, cfg, cfg["backend"])
+        with np.errstate(over="ignore", invalid="ignore"):      # a blow-up is the guard's
+            loss, grads = method.step(model, state.params, batch, cfg, cfg["backend"])
         loss = float(loss)
         state.guard.check(state.iteration + 1, loss, grads, hint)
         for g, opt in state.optimizers.items():            # unchecked: finite, (P,), ours
