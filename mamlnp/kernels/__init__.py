@@ -36,10 +36,60 @@ parallel regions decides the cost of a short call:
 So, unless the user has chosen otherwise, ``GOMP_SPINCOUNT`` is set to 10000 here,
 before numba starts its OpenMP pool (libgomp reads it once, when it starts).
 (Measured with the loop in docs/performance.md, "Threads".)
+
+Stale compiled code: Numba's on-disk cache (``cache=True``, in ``__pycache__`` next to the
+sources) checks only the cached function's OWN file for changes, so after an edit of
+``mlp_kernels.py`` a cached ``batch_meta_grad`` (in ``maml_kernels.py``) would keep running the
+old code. ``drop_stale_cache`` (below, run at import) keeps a SHA-256 of all the kernel
+sources beside the cache and deletes this package's cache files whenever it changes.
+(With ``NUMBA_CACHE_DIR`` set, the cache lives elsewhere: clear it yourself after an edit.)
 """
+import hashlib
 import os
 
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+STAMP = "mamlnp-kernels.sha256"
+
+
+def sources_digest(src_dir):
+    """SHA-256 over the names and bytes of the ``.py`` files in ``src_dir`` (sorted)."""
+    h = hashlib.sha256()
+    for name in sorted(n for n in os.listdir(src_dir) if n.endswith(".py")):
+        with open(os.path.join(src_dir, name), "rb") as f:
+            h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()
+
+
+def drop_stale_cache(src_dir, cache_dir):
+    """Delete the Numba cache files (.nbi/.nbc) in ``cache_dir`` unless the stamp there
+    matches ``sources_digest(src_dir)``; then write the stamp. Returns the number of files
+    deleted. Never raises on I/O errors (a read-only install: Numba caches elsewhere)."""
+    digest, stamp = sources_digest(src_dir), os.path.join(cache_dir, STAMP)
+    try:
+        with open(stamp) as f:
+            if f.read().strip() == digest:
+                return 0
+    except OSError:
+        pass
+    removed = 0
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        for name in os.listdir(cache_dir):
+            if name.endswith((".nbi", ".nbc")):
+                os.remove(os.path.join(cache_dir, name))
+                removed += 1
+        tmp = f"{stamp}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(digest + "\n")
+        os.replace(tmp, stamp)                               # atomic: never half a stamp
+    except OSError:
+        pass
+    return removed
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+drop_stale_cache(_HERE, os.path.join(_HERE, "__pycache__"))
 
 ACT_IDS = {"relu": 0, "tanh": 1, "softplus": 2}
 LOSS_IDS = {"mse": 0, "softmax_xent": 1}
