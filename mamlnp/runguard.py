@@ -35,23 +35,28 @@ class DivergenceGuard:
         self.count = 0
         self.median = np.inf
 
+    def loss_problem(self, loss):
+        """Why the meta-loss ``loss`` is refused (a phrase for the message), or None: not
+        finite, above LOSS_LIMIT, or above MEDIAN_FACTOR × the recent median."""
+        if not math.isfinite(loss):
+            return f"the meta-loss is {loss!r}"
+        if loss > LOSS_LIMIT:
+            return f"the meta-loss {loss:.4g} exceeds {LOSS_LIMIT:.0e}"
+        if loss > MEDIAN_FACTOR * self.median:
+            return (f"the meta-loss {loss:.4g} is over {MEDIAN_FACTOR:.0e} x the median "
+                    f"{self.median:.4g} of the last {MEDIAN_WINDOW} iterations")
+        return None
+
     def accepts(self, loss):
-        """Whether ``check`` lets the meta-loss ``loss`` pass (finite, ≤ LOSS_LIMIT, ≤
-        MEDIAN_FACTOR × median); the gradients are checked apart (by the fused kernel)."""
-        return math.isfinite(loss) and not (loss > LOSS_LIMIT
-                                            or loss > MEDIAN_FACTOR * self.median)
+        """Whether ``check`` lets the meta-loss pass; the gradients are checked apart (the
+        fused kernel's finiteness flag)."""
+        return self.loss_problem(loss) is None
 
     def check(self, iteration, loss, grads, hint):
         """Raise DivergenceError naming ``iteration`` if ``loss``/``grads`` are unusable.
         ``hint()`` (called only then) ends the message: what to change, what is kept."""
-        if not np.isfinite(loss):
-            why = f"the meta-loss is {loss!r}"
-        elif loss > LOSS_LIMIT:
-            why = f"the meta-loss {loss:.4g} exceeds {LOSS_LIMIT:.0e}"
-        elif loss > MEDIAN_FACTOR * self.median:
-            why = (f"the meta-loss {loss:.4g} is over {MEDIAN_FACTOR:.0e} x the median "
-                   f"{self.median:.4g} of the last {MEDIAN_WINDOW} iterations")
-        else:
+        why = self.loss_problem(loss)
+        if why is None:
             bad = [name for name, g in grads.items() if not np.all(np.isfinite(g))]
             if not bad:
                 return
