@@ -24,10 +24,12 @@ from mamlnp.tasks import TaskBatch
 
 TOL = 1e-12
 # (sizes, activation, loss): every activation with both losses, architectures of 1 to 3
-# hidden layers, D and O of 1 and more (softmax_xent needs O ≥ 2).
+# hidden layers, D and O of 1 and more (softmax_xent needs O ≥ 2); D = O = 1 with two hidden
+# layers takes every fused thin-layer pass (kernels/thin_layers.py) with σ'' ≠ 0.
 CASES = [((1, 7, 1), "relu", "mse"), ((3, 6, 5, 2), "relu", "softmax_xent"),
          ((2, 5, 4, 3), "tanh", "mse"), ((1, 8, 3), "tanh", "softmax_xent"),
-         ((2, 4, 6, 3, 2), "softplus", "mse"), ((3, 5, 4), "softplus", "softmax_xent")]
+         ((2, 4, 6, 3, 2), "softplus", "mse"), ((3, 5, 4), "softplus", "softmax_xent"),
+         ((1, 6, 5, 1), "tanh", "mse"), ((1, 5, 4, 1), "softplus", "mse")]
 IDS = [f"{a}-{l}-{'x'.join(map(str, s))}" for s, a, l in CASES]
 
 

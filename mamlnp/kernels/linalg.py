@@ -88,7 +88,7 @@ def _dgemm_compiled(ta, tb, m, n, k, a, ao, lda, b, bo, ldb, beta, c, co, ldc):
     return impl
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def gemm_acc(A, ao, ta, B, bo, tb, C, co, M, R, W, acc):
     """C[M, W] = acc·C + op(A) op(B) (see the module docstring; acc is 0 or 1).
     Loops for R = 1 (outer product), M = 1 (vector·matrix) and W = 1 with ta
@@ -102,7 +102,7 @@ def gemm_acc(A, ao, ta, B, bo, tb, C, co, M, R, W, acc):
            float(acc), C, co, W)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def thin_product(A, ao, ta, B, bo, tb, C, co, M, R, W, acc):
     """gemm_acc for R = 1, M = 1 or (W = 1 and ta) by loops over slices indexed from 0
     (vectorised).  op(A)[m, r] = A[ao + m·R + r] (A[ao + r·M + m] if ta), op(B) likewise.

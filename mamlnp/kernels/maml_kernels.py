@@ -32,7 +32,7 @@ from numba import njit, prange
 from .mlp_kernels import backward, forward, loss_and_dyhat, loss_value, rpass
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def support_step(th, th_next, g, xs, ys, K, alpha, sizes, woff, boff, coff, aid, lid,
                  Z, A, S, DZ, DH):
     """One inner SGD step: caches of the support pass at θ_k, g = ∇L_S(θ_k),
@@ -46,13 +46,13 @@ def support_step(th, th_next, g, xs, ys, K, alpha, sizes, woff, boff, coff, aid,
     return loss
 
 
-@njit(cache=True)
+@njit(inline="always", _nrt=False)
 def iterate(theta, TH, k):
     """θ_k: theta itself for k = 0 (not copied into TH[0]), else TH[k]."""
     return theta if k == 0 else TH[k]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def task_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
                    sizes, woff, boff, coff, aid, lid, TH, GS, CA, RB, SC, g, ga):
     """One task: returns L_Q(θ_s); g (P,) = dL_Q/dθ; ga (PA,) = dL_Q/dα if ga_mode > 0
@@ -114,7 +114,7 @@ def alloc_workspace(T, P, s, K, Q, Hsum, PA):
             np.empty((2, P)))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def task_range(w, W, T):
     """(lo, hi, prefix): the tasks [lo, hi) of worker w of W.  The prefix worker w = W − 1
     takes [0, ⌊T/W⌋) and keeps the running sum of their rows in order; workers 0 … W−2
@@ -126,7 +126,7 @@ def task_range(w, W, T):
     return T0 + w * (T - T0) // (W - 1), T0 + (w + 1) * (T - T0) // (W - 1), False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def add_row(total, row, first):
     """total = row (first) else total += row: the running sum 0 + row_0 + row_1 + … (the
     first term written as 0.0 + row, the bits of mean_rows' sum from zeros)."""
@@ -138,7 +138,7 @@ def add_row(total, row, first):
             total[i] += row[i]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def worker_meta_grad(w, W, r, theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
                      sizes, woff, boff, coff, aid, lid, ws, total, total_a):
     """Worker w of ``batch_meta_grad`` on thread scratch r: its tasks' rows of G, GA,

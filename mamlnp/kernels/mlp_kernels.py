@@ -34,9 +34,11 @@ import math
 from numba import njit
 
 from .linalg import gemm_acc
+from .thin_layers import (input_backward, input_forward, input_r_forward, output_backward,
+                          output_r_backward, output_r_backward_rest)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def add_row(Z, zo, N, O, b, bo):
     """Z (N, O) at zo: every row += b[bo : bo + O]   (z += b)."""
     z, bb = Z[zo:zo + N * O], b[bo:bo + O]
@@ -50,7 +52,7 @@ def add_row(Z, zo, N, O, b, bo):
             zn[o] += bb[o]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def sum_rows(D, do, N, O, out, oo):
     """out[oo : oo + O] = Σ_n D[n, :] for D (N, O) at do, rows n = 0, 1, … in order
     (db = Σ_n dz)."""
@@ -69,7 +71,7 @@ def sum_rows(D, do, N, O, out, oo):
             r[o] += dn[o]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def mul_sum(D, X, Y, off, N, O, out, oo):
     """D = X ⊙ Y on the (N, O) block at off and out[oo : oo + O] = Σ_n D[n, :] (rows in
     order), in one pass: mul_into then sum_rows   (dz = dh ⊙ σ', db = Σ_n dz)."""
@@ -86,7 +88,7 @@ def mul_sum(D, X, Y, off, N, O, out, oo):
             r[o] += t
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def mul_into(D, X, Y, off, n):
     """D = X ⊙ Y on [off, off+n) (through slices: vectorised, see act_forward)."""
     d, x, y = D[off:off + n], X[off:off + n], Y[off:off + n]
@@ -97,7 +99,7 @@ def mul_into(D, X, Y, off, n):
 # ---- activations (aid 0 relu, 1 tanh, 2 softplus) ------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def act_forward(Z, A, S, off, n, aid):
     """A = σ(Z), S = σ'(Z) on [off, off+n) (elementwise; activations.py). The loops run
     over slices from 0, so LLVM sees non-negative indices and vectorises them."""
@@ -123,7 +125,7 @@ def act_forward(Z, A, S, off, n, aid):
 # ---- forward --------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def layer_input(x, A, N, coff, l):
     """(buffer, offset) of h_{l-1} (N, sizes[l]): the data x for l = 0, else the
     activations of layer l−1 in A."""
@@ -132,12 +134,15 @@ def layer_input(x, A, N, coff, l):
     return A, N * coff[l - 1]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def forward(th, x, N, sizes, woff, boff, coff, aid, Z, A, S):
     """Fill Z, A, S for the N points x (N·D,) at parameters th (P,)."""
     L = sizes.shape[0] - 1
     for l in range(L):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
+        if l == 0 and I == 1 and L > 1:                   # z = x ⊗ w + b, σ: one pass
+            input_forward(x, N, th, woff[0], boff[0], O, aid, Z, A, S)
+            continue
         H, ho = layer_input(x, A, N, coff, l)
         gemm_acc(H, ho, False, th, woff[l], False, Z, zo, N, I, O, 0)    # z = h W
         add_row(Z, zo, N, O, th, boff[l])                                  #   + b
@@ -148,7 +153,7 @@ def forward(th, x, N, sizes, woff, boff, coff, aid, Z, A, S):
 # ---- losses (lid 0 mse, 1 softmax_xent) -------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def loss_and_dyhat(Z, A, DZ, off, y, N, O, lid):
     """L(ŷ, y) with ŷ = Z[off:off+N·O]; writes dŷ into DZ (and p into A for softmax_xent)."""
     if lid == 0:                                          # L = mean (ŷ − y)²
@@ -172,7 +177,7 @@ def loss_and_dyhat(Z, A, DZ, off, y, N, O, lid):
     return -total / N
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def log_sum_exp(Z, r, O):
     """log Σ_o exp(Z[r + o]), shifted by the max for stability."""
     m = Z[r]
@@ -184,7 +189,7 @@ def log_sum_exp(Z, r, O):
     return m + math.log(se)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def loss_value(Z, off, y, N, O, lid):
     """L(ŷ, y) alone, ŷ = Z[off:off+N·O]."""
     total = 0.0
@@ -205,16 +210,27 @@ def loss_value(Z, off, y, N, O, lid):
 # ---- backward ----------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def backward(th, x, N, sizes, woff, boff, coff, A, S, DZ, DH, grad):
-    """∇L (P,) into grad, given the forward caches and dŷ in DZ; fills DZ and DH."""
+    """∇L (P,) into grad, given the forward caches and dŷ in DZ; fills DZ and DH.
+    Thin layers (O = 1 output, D = 1 input) go through the fused passes of thin_layers.py;
+    ``done``: dz and db of layer l were already made by the fused pass of layer l + 1."""
     L = sizes.shape[0] - 1
+    done = False
     for l in range(L - 1, -1, -1):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
-        if l < L - 1:                                     # dz = dh ⊙ σ'(z), db = Σ_n dz
-            mul_sum(DZ, DH, S, zo, N, O, grad, boff[l])
-        else:
+        if l == L - 1:
             sum_rows(DZ, zo, N, O, grad, boff[l])                          # db = Σ_n dz
+        elif l == 0 and I == 1 and not done:              # dz, db, dW = xᵀ dz: one pass
+            input_backward(x, N, O, DH, S, DZ, grad, woff[0], boff[0])
+            return
+        elif not done:                                    # dz = dh ⊙ σ'(z), db = Σ_n dz
+            mul_sum(DZ, DH, S, zo, N, O, grad, boff[l])
+        done = l > 0 and O == 1
+        if done:                                          # dW, dh, dz and db below: one pass
+            output_backward(N, I, N * coff[l - 1], A, S, th, woff[l], zo, DZ, DH, grad,
+                            woff[l], boff[l - 1])
+            continue
         H, ho = layer_input(x, A, N, coff, l)
         gemm_acc(H, ho, True, DZ, zo, False, grad, woff[l], I, N, O, 0)   # dW = hᵀ dz
         if l > 0:
@@ -224,12 +240,15 @@ def backward(th, x, N, sizes, woff, boff, coff, A, S, DZ, DH, grad):
 # ---- R-pass: H v -----------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH):
     """R-forward along v: Rz_l = h_{l-1} V_W + V_b + Rh_{l-1} W_l, Rh_l = σ'(z_l) ⊙ Rz_l."""
     L = sizes.shape[0] - 1
     for l in range(L):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
+        if l == 0 and I == 1 and L > 1:                   # Rz = x ⊗ v_w + v_b, Rh: one pass
+            input_r_forward(x, N, v, woff[0], boff[0], O, S, RZ, RH)
+            continue
         H, ho = layer_input(x, A, N, coff, l)
         gemm_acc(H, ho, False, v, woff[l], False, RZ, zo, N, I, O, 0)     # Rz = h V_W
         add_row(RZ, zo, N, O, v, boff[l])                                  #    + V_b
@@ -239,7 +258,7 @@ def r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH):
             mul_into(RH, S, RZ, zo, N * O)                # Rh = σ'(z) ⊙ Rz
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def r_dz(A, S, DH, RZ, RDH, RDZ, off, n, aid):
     """Rdz = Rdh ⊙ σ'(z) + dh ⊙ σ''(z) ⊙ Rz on [off, off+n) (the σ'' term is 0 for relu)."""
     a_, s_, dh, rz = A[off:off + n], S[off:off + n], DH[off:off + n], RZ[off:off + n]
@@ -255,19 +274,33 @@ def r_dz(A, S, DH, RZ, RDH, RDZ, off, n, aid):
             rdz[i] = rdh[i] * s_[i] + dh[i] * (s_[i] * (1.0 - s_[i])) * rz[i]  # softplus'' = s (1 − s)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
                hv):
-    """R-backward from R{dŷ} (already in RDZ's last block) down to layer 1; hv = H v (P,)."""
+    """R-backward from R{dŷ} (already in RDZ's last block) down to layer 1; hv = H v (P,).
+    Thin layers through thin_layers.py, as in ``backward`` (``done`` likewise)."""
     L = sizes.shape[0] - 1
+    done = False
     for l in range(L - 1, -1, -1):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
-        if l < L - 1 and aid == 0:                        # relu: Rdz = Rdh ⊙ σ', Rdb
+        if l == 0 and I == 1 and aid == 0 and not done and L > 1:   # relu, D = 1: one pass
+            input_backward(x, N, O, RDH, S, RDZ, hv, woff[0], boff[0])
+            return
+        if done:
+            pass                                          # Rdz, Rdb made by the pass above
+        elif l < L - 1 and aid == 0:                      # relu: Rdz = Rdh ⊙ σ', Rdb
             mul_sum(RDZ, RDH, S, zo, N, O, hv, boff[l])
         else:
             if l < L - 1:
                 r_dz(A, S, DH, RZ, RDH, RDZ, zo, N * O, aid)
             sum_rows(RDZ, zo, N, O, hv, boff[l])                           # Rdb = Σ_n Rdz
+        done = l > 0 and O == 1
+        if done:                                          # RdW, Rdh, Rdz, Rdb below: fused
+            ho = N * coff[l - 1]
+            output_r_backward(N, I, ho, A, S, DH, RZ, th, v, woff[l], zo, DZ, RDZ, RDH, hv,
+                              woff[l], boff[l - 1], aid)
+            output_r_backward_rest(N, I, ho, RH, DZ, zo, hv, woff[l])         # + Rhᵀ dz
+            continue
         H, ho = layer_input(x, A, N, coff, l)
         gemm_acc(H, ho, True, RDZ, zo, False, hv, woff[l], I, N, O, 0)    # RdW = hᵀ Rdz
         if l > 0:
@@ -277,7 +310,7 @@ def r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, 
             gemm_acc(DZ, zo, False, v, woff[l], True, RDH, ho, N, O, I, 1)     #     + dz V_Wᵀ
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def rpass(th, v, x, N, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
           hv):
     """hv = H_θ v (P,), exact (Pearlmutter), reusing the caches A, S, DZ, DH that
@@ -290,7 +323,7 @@ def rpass(th, v, x, N, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, RZ, RH, 
                hv)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def r_loss(A, RZ, RDZ, off, N, O, lid):
     """R{dŷ} into RDZ[off:off+N·O] from Rŷ = RZ[off:…] (losses.py ``*_rbackward``)."""
     if lid == 0:

@@ -41,7 +41,7 @@ from numba import njit, prange
 from .maml_kernels import add_row, task_meta_grad, task_range
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def sinusoid_task(t, u, rg, xs, ys, xq, yq):
     """Task t's data from the uniform draws u (T·(2 + N),) = (amplitudes | phases | inputs):
     A = rg[0] + rg[1]·u[t], φ = rg[2] + rg[3]·u[T + t], x_n = rg[4] + rg[5]·u[2T + tN + n],
@@ -60,7 +60,7 @@ def sinusoid_task(t, u, rg, xs, ys, xq, yq):
             xq[t, n - K], yq[t, n - K] = x, y
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def adam_update(theta, g, m, v, hp, theta_out, m_out, v_out):
     """Adam on every entry of these (equal-length) vectors, out of place; hp (8,) =
     (lr, β1, 1 − β1, β2, 1 − β2, ε, bc1, bc2) with bc_i = 1 − β_i^t.  error_model "numpy":
@@ -76,7 +76,7 @@ def adam_update(theta, g, m, v, hp, theta_out, m_out, v_out):
         theta_out[i] = theta[i] - (lr * (mi / bc1)) / (math.sqrt(vi / bc2) + eps)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def worker_tasks(w, W, r, theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, sizes,
                  woff, boff, coff, aid, lid, ws, total):
     """Worker w (of W) on thread scratch r: the data of its tasks (``sinusoid_task``),
@@ -93,7 +93,7 @@ def worker_tasks(w, W, r, theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, s
             add_row(total, G[t], t == 0)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def mean_and_adam(T0, G, total, g, theta, m, v, hp, theta_out, m_out, v_out):
     """After the tasks: total += G[T0] + … + G[T−1] (rows added in order), g = total / T,
     then Adam into the out buffers.  Returns whether g is finite.  (error_model "numpy":

@@ -1,0 +1,122 @@
+"""The fused thin-layer passes (mamlnp/kernels/thin_layers.py) against the unfused kernels.
+
+Dimension legend: N points, H width of the hidden layer next to the thin layer.
+
+Each fused pass replaces a sequence of kernels (``linalg.gemm_acc`` thin products, then
+``add_row``/``act_forward``/``mul_sum``/``mul_into``/``r_dz``/``sum_rows``) and promises the
+same floating-point operations in the same order: the outputs are compared BIT FOR BIT
+(compiled and as Python), not to a tolerance. Against the NumPy reference they are checked,
+through the whole MLP, in tests/test_kernels.py.
+"""
+import numpy as np
+import pytest
+
+from mamlnp.kernels import mlp_kernels as MK
+from mamlnp.kernels import thin_layers as TL
+from mamlnp.kernels.linalg import gemm_acc
+
+SHAPES = [(10, 40), (3, 7), (1, 5), (6, 1)]                   # (N, H)
+
+
+def same(a, b):
+    return a.tobytes() == b.tobytes()
+
+
+def rand(rng, n):
+    return rng.standard_normal(n)
+
+
+@pytest.mark.parametrize("N,H", SHAPES)
+@pytest.mark.parametrize("aid", [0, 1, 2])
+@pytest.mark.parametrize("py", [False, True])
+def test_input_forward_is_product_bias_activation(N, H, aid, py):
+    rng = np.random.default_rng(N * H + aid)
+    x, th = rand(rng, N), rand(rng, 2 * H + 3)
+    wo, bo = 1, H + 2                                         # w, b somewhere inside θ
+    Z, A, S = (np.zeros(N * H) for _ in range(3))
+    f = TL.input_forward.py_func if py else TL.input_forward
+    f(x, N, th, wo, bo, H, aid, Z, A, S)
+    Z2, A2, S2 = (np.zeros(N * H) for _ in range(3))
+    gemm_acc(x, 0, False, th, wo, False, Z2, 0, N, 1, H, 0)          # z = x ⊗ w
+    MK.add_row(Z2, 0, N, H, th, bo)                                  #   + b
+    MK.act_forward(Z2, A2, S2, 0, N * H, aid)
+    assert same(Z, Z2) and same(A, A2) and same(S, S2)
+
+
+@pytest.mark.parametrize("N,H", SHAPES)
+@pytest.mark.parametrize("py", [False, True])
+def test_input_r_forward_is_product_bias_times_sigma_prime(N, H, py):
+    rng = np.random.default_rng(N + H)
+    x, v, S = rand(rng, N), rand(rng, 2 * H + 3), rand(rng, N * H)
+    RZ, RH, RZ2, RH2 = (np.zeros(N * H) for _ in range(4))
+    (TL.input_r_forward.py_func if py else TL.input_r_forward)(x, N, v, 1, H + 2, H, S, RZ, RH)
+    gemm_acc(x, 0, False, v, 1, False, RZ2, 0, N, 1, H, 0)
+    MK.add_row(RZ2, 0, N, H, v, H + 2)
+    MK.mul_into(RH2, S, RZ2, 0, N * H)
+    assert same(RZ, RZ2) and same(RH, RH2)
+
+
+@pytest.mark.parametrize("N,H", SHAPES)
+@pytest.mark.parametrize("py", [False, True])
+def test_input_backward_is_mul_sum_then_x_transpose_dz(N, H, py):
+    rng = np.random.default_rng(7 * N + H)
+    x, DH, S = rand(rng, N), rand(rng, N * H), rand(rng, N * H)
+    DZ, DZ2 = np.zeros(N * H), np.zeros(N * H)
+    out = rand(rng, 2 * H + 4)
+    out2 = out.copy()
+    (TL.input_backward.py_func if py else TL.input_backward)(x, N, H, DH, S, DZ, out, 2, H + 3)
+    MK.mul_sum(DZ2, DH, S, 0, N, H, out2, H + 3)
+    gemm_acc(x, 0, True, DZ2, 0, False, out2, 2, 1, N, H, 0)
+    assert same(DZ, DZ2) and same(out, out2)
+
+
+def hidden_block(N, H):
+    """(ho, zo, n): a hidden layer's (N, H) block at ho, the output layer's (N,) block at
+    zo, in buffers of n floats (not starting at 0, with a tail: offsets are exercised)."""
+    return 3, 3 + N * H, 3 + N * H + N + 2
+
+
+@pytest.mark.parametrize("N,H", SHAPES)
+@pytest.mark.parametrize("py", [False, True])
+def test_output_backward_is_thin_products_then_mul_sum(N, H, py):
+    rng = np.random.default_rng(11 * N + H)
+    ho, zo, n = hidden_block(N, H)
+    A, S, th = rand(rng, n), rand(rng, n), rand(rng, 3 * H)
+    DZ, DH = rand(rng, n), np.zeros(n)
+    DZ2, DH2 = DZ.copy(), DH.copy()
+    g, g2 = np.zeros(3 * H), np.zeros(3 * H)
+    wo, gwo, gbo = H, 2 * H, 0
+    (TL.output_backward.py_func if py else TL.output_backward)(
+        N, H, ho, A, S, th, wo, zo, DZ, DH, g, gwo, gbo)
+    gemm_acc(A, ho, True, DZ2, zo, False, g2, gwo, H, N, 1, 0)       # dW = hᵀ dŷ
+    gemm_acc(DZ2, zo, False, th, wo, True, DH2, ho, N, 1, H, 0)      # dh = dŷ wᵀ
+    MK.mul_sum(DZ2, DH2, S, ho, N, H, g2, gbo)                       # dz, db
+    assert same(g, g2) and same(DZ, DZ2) and same(DH, DH2)
+
+
+@pytest.mark.parametrize("N,H", SHAPES)
+@pytest.mark.parametrize("aid", [0, 1, 2])
+@pytest.mark.parametrize("py", [False, True])
+def test_output_r_backward_is_thin_products_then_r_dz(N, H, aid, py):
+    rng = np.random.default_rng(13 * N + H + aid)
+    ho, zo, n = hidden_block(N, H)
+    A, S, DH, RZ, RH, DZ = (rand(rng, n) for _ in range(6))
+    th, v = rand(rng, 3 * H), rand(rng, 3 * H)
+    RDZ, RDH = rand(rng, n), np.zeros(n)
+    RDZ2, RDH2 = RDZ.copy(), RDH.copy()
+    hv, hv2 = np.zeros(3 * H), np.zeros(3 * H)
+    wo, gwo, gbo = H, 2 * H, 0
+    fused = TL.output_r_backward.py_func if py else TL.output_r_backward
+    rest = TL.output_r_backward_rest.py_func if py else TL.output_r_backward_rest
+    fused(N, H, ho, A, S, DH, RZ, th, v, wo, zo, DZ, RDZ, RDH, hv, gwo, gbo, aid)
+    rest(N, H, ho, RH, DZ, zo, hv, gwo)
+    gemm_acc(A, ho, True, RDZ2, zo, False, hv2, gwo, H, N, 1, 0)     # RdW = hᵀ Rdŷ
+    gemm_acc(RH, ho, True, DZ, zo, False, hv2, gwo, H, N, 1, 1)      #     + Rhᵀ dŷ
+    gemm_acc(RDZ2, zo, False, th, wo, True, RDH2, ho, N, 1, H, 0)    # Rdh = Rdŷ wᵀ
+    gemm_acc(DZ, zo, False, v, wo, True, RDH2, ho, N, 1, H, 1)       #     + dŷ v_wᵀ
+    if aid == 0:
+        MK.mul_sum(RDZ2, RDH2, S, ho, N, H, hv2, gbo)
+    else:
+        MK.r_dz(A, S, DH, RZ, RDH2, RDZ2, ho, N * H, aid)
+        MK.sum_rows(RDZ2, ho, N, H, hv2, gbo)
+    assert same(hv, hv2) and same(RDZ, RDZ2) and same(RDH, RDH2)
