@@ -92,7 +92,7 @@ class Runner:
         self.backend = backend
         self.model = mamlnp.MLP(SIZES, "relu", "mse")
         self.geom = fast.geometry(self.model)
-        self.alpha_vec = np.full(self.model.num_params, ALPHA)
+        self.alpha_vec = np.full(1, ALPHA)                   # one scalar α, as the trainer
         self.fixed = mamlnp.SinusoidTasks().sample(1, T, K, Q)
         self.seed = seed
 

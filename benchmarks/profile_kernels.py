@@ -115,7 +115,7 @@ def main(argv=None):
                                      S, DZ, DH, R, hv, n=n)),
             ("  of which its 14 products (gemm_acc)", best_us(loop_rpass_products, th, v, x, A,
                                                               DZ, R, hv, n=n))]
-    alpha = np.full(P, ALPHA)
+    alpha = np.full(1, ALPHA)                                  # one scalar α: (1,)
     for s, fo in ((1, False), (1, True), (5, False)):
         ws = fast.workspace(geom, T, P, s, K, Q, 1)
         rows.append((f"one task, s={s} {'FO' if fo else 'SO'}",

@@ -94,15 +94,16 @@ def _flat(a):
 
 
 def _alpha_vector(alpha, P):
+    """α as the kernels take it: (1,) for one scalar step, (P,) for one per parameter."""
     if np.ndim(alpha) == 0:
-        return np.full(P, float(alpha))
+        return np.full(1, float(alpha))
     return np.ascontiguousarray(alpha, dtype=np.float64)
 
 
 def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha_vec, inner_steps, first_order):
     """(meta_loss, ∇θ (P,)) with NO checks: the training loop's hot path.
 
-    geom = geometry(model); theta (P,), alpha_vec (P,) (fill it with α for a scalar step),
+    geom = geometry(model); theta (P,), alpha_vec (1,) for a scalar α or (P,) per parameter,
     xs (T, K·D), ys (T, K·O), xq (T, Q·D), yq (T, Q·O): float64, C-contiguous (a
     TaskBatch's (T, K, D) arrays reshaped, which is free). inner_steps int ≥ 0.
     """

@@ -221,6 +221,26 @@ def test_same_bits_repeated_and_any_thread_count():
         numba.set_num_threads(n)
 
 
+def test_scalar_alpha_has_the_bits_of_a_filled_vector():
+    """A scalar α reaches the kernels as a (1,) array (one load per loop, not a (P,) stream):
+    the same products α·g_i, so the same bits as the (P,) vector filled with α, for the
+    meta-gradient (SO and FO), Meta-SGD's scalar-α gradient and adaptation."""
+    for case in (CASES[0], CASES[6]):
+        model, theta, batch, _ = make_case(*case, T=4)
+        P, alpha = model.num_params, 0.05
+        for s, fo in ((1, False), (3, False), (2, True)):
+            a = fast.meta_gradient(model, theta, batch, alpha, s, fo)
+            b = fast.meta_gradient(model, theta, batch, np.full(P, alpha), s, fo)
+            assert a[0] == b[0] and a[1].tobytes() == b[1].tobytes(), (case, s, fo)
+        a = fast.meta_gradient_alpha(model, theta, alpha, batch, 2)
+        b = fast.meta_gradient_alpha(model, theta, np.full(P, alpha), batch, 2)
+        assert a[1].tobytes() == b[1].tobytes()
+        assert abs(a[2] - b[2].sum()) <= 1e-12 * abs(a[2])  # ∇α: one sum vs Σ of the entries
+        a = fast.adapt_batch(model, theta, batch, alpha, 3)
+        b = fast.adapt_batch(model, theta, batch, np.full(P, alpha), 3)
+        assert a.tobytes() == b.tobytes()
+
+
 # ---- models without kernels fall back to the NumPy reference ----------------------------------
 
 

@@ -41,9 +41,53 @@ def support_step(th, th_next, g, xs, ys, K, alpha, sizes, woff, boff, coff, aid,
     forward(th, xs, K, sizes, woff, boff, coff, aid, Z, A, S)
     loss = loss_and_dyhat(Z, A, DZ, K * coff[L - 1], ys, K, sizes[L], lid)
     backward(th, xs, K, sizes, woff, boff, coff, A, S, DZ, DH, g)
-    for i in range(th.shape[0]):
-        th_next[i] = th[i] - alpha[i] * g[i]
+    sgd_into(th_next, th, alpha, g)
     return loss
+
+
+# ---- the step size α: alpha (1,) is one scalar α, alpha (P,) one α per parameter ----------
+# A scalar α read once per loop, not α_i from a filled (P,) vector: one stream of P floats
+# less through the cache in every loop over the parameters (the same products, the same bits).
+
+
+@njit(cache=True, _nrt=False)
+def sgd_into(out, th, alpha, g):
+    """out = θ − α ⊙ g   (P,)."""
+    if alpha.shape[0] == 1:
+        a = alpha[0]
+        for i in range(th.shape[0]):
+            out[i] = th[i] - a * g[i]
+    else:
+        for i in range(th.shape[0]):
+            out[i] = th[i] - alpha[i] * g[i]
+
+
+@njit(cache=True, _nrt=False)
+def scale_into(out, alpha, g):
+    """out = α ⊙ g   (P,)."""
+    if alpha.shape[0] == 1:
+        a = alpha[0]
+        for i in range(g.shape[0]):
+            out[i] = a * g[i]
+    else:
+        for i in range(g.shape[0]):
+            out[i] = alpha[i] * g[i]
+
+
+@njit(cache=True, _nrt=False)
+def sub_then_scale(g, hv, alpha, v):
+    """g ← g − H v, then the next v = α ⊙ g, in one pass   (P,)."""
+    if alpha.shape[0] == 1:
+        a = alpha[0]
+        for i in range(g.shape[0]):
+            gi = g[i] - hv[i]
+            g[i] = gi
+            v[i] = a * gi
+    else:
+        for i in range(g.shape[0]):
+            gi = g[i] - hv[i]
+            g[i] = gi
+            v[i] = alpha[i] * gi
 
 
 @njit(inline="always", _nrt=False)
@@ -73,8 +117,7 @@ def task_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
     backward(th_s, xq, Q, sizes, woff, boff, coff, C[1], C[2], C[3], C[4], g)
     ga[:] = 0.0
     if not first_order:
-        for i in range(P):
-            v[i] = alpha[i] * g[i]                             # v = α ⊙ g
+        scale_into(v, alpha, g)                                # v = α ⊙ g
     for k in range(s - 1, -1, -1):                             # reverse pass
         if ga_mode == 1:
             acc = 0.0
@@ -88,11 +131,8 @@ def task_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
             C = CA[k]
             rpass(iterate(theta, TH, k), v, xs, K, sizes, woff, boff, coff, aid, lid, C[1],
                   C[2], C[3], C[4], RB[0], RB[1], RB[2], RB[3], hv)
-            if k > 0:                                          # one pass: g ← g − H v and
-                for i in range(P):                             # the next v = α ⊙ g
-                    gi = g[i] - hv[i]
-                    g[i] = gi
-                    v[i] = alpha[i] * gi
+            if k > 0:
+                sub_then_scale(g, hv, alpha, v)                # g ← g − H v, v = α ⊙ g
             else:
                 for i in range(P):
                     g[i] -= hv[i]                              # g ← g − H_S(θ_k)(α ⊙ g)
@@ -177,7 +217,7 @@ def finish_mean(T0, losses, G, GA, total, total_a):
 def batch_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
                     sizes, woff, boff, coff, aid, lid, ws, W):
     """(meta_loss, ∇_θ (P,), ∇_α (PA,)) averaged over T tasks; xs (T, K·D), ys (T, K·O),
-    xq (T, Q·D), yq (T, Q·O), alpha (P,) (a scalar α arrives as a filled vector);
+    xq (T, Q·D), yq (T, Q·O), alpha (1,) one scalar α or (P,) one per parameter;
     ws = alloc_workspace(T, P, s, K, Q, Hsum, PA); W = min(numba.get_num_threads(), T)
     workers (``task_range``; any W ≥ 1 gives the same bits).  One parallel region; the
     rows are summed in the order t = 0 … T−1 (the prefix worker's part as it goes)."""

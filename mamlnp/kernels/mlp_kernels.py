@@ -122,6 +122,26 @@ def act_forward(Z, A, S, off, n, aid):
             s_[i] = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)   # sigmoid(z)
 
 
+@njit(cache=True, _nrt=False)
+def bias_act(Z, A, S, off, N, O, b, bo, aid):
+    """z += b (every row), A = σ(z), S = σ'(z) on the (N, O) block at off: add_row then
+    act_forward in one pass (the same operations: the same bits)."""
+    bb = b[bo:bo + O]
+    for n in range(N):
+        r = off + n * O
+        z_, a_, s_ = Z[r:r + O], A[r:r + O], S[r:r + O]
+        if aid == 0:
+            for o in range(O):
+                z = z_[o] + bb[o]
+                z_[o] = z
+                a_[o] = z if z > 0.0 else 0.0
+                s_[o] = 1.0 if z > 0.0 else 0.0
+        else:
+            for o in range(O):
+                z_[o] += bb[o]
+            act_forward(Z, A, S, r, O, aid)
+
+
 # ---- forward --------------------------------------------------------------------------
 
 
@@ -145,9 +165,10 @@ def forward(th, x, N, sizes, woff, boff, coff, aid, Z, A, S):
             continue
         H, ho = layer_input(x, A, N, coff, l)
         gemm_acc(H, ho, False, th, woff[l], False, Z, zo, N, I, O, 0)    # z = h W
-        add_row(Z, zo, N, O, th, boff[l])                                  #   + b
         if l < L - 1:
-            act_forward(Z, A, S, zo, N * O, aid)
+            bias_act(Z, A, S, zo, N, O, th, boff[l], aid)                  #   + b, σ
+        else:
+            add_row(Z, zo, N, O, th, boff[l])                              #   + b
 
 
 # ---- losses (lid 0 mse, 1 softmax_xent) -------------------------------------------------
