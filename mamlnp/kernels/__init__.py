@@ -24,18 +24,23 @@ as an (N, sizes[l+1]) row-major block). Activation ids: 0 relu, 1 tanh, 2 softpl
 loss ids: 0 mse, 1 softmax_xent.
 
 Threads: the drivers run tasks in parallel with ``prange`` (numba's threading layer,
-``NUMBA_NUM_THREADS``). With the OpenMP layer, what an idle worker does between two
-parallel regions decides the cost of a short call:
-  * libgomp's default spins for a long while (GOMP_SPINCOUNT 300,000 by default);
-    several processes spinning against each other on a shared machine stalled every
-    call (median 12 ms instead of 0.6 ms per meta-gradient, load average 7–8);
-  * ``OMP_WAIT_POLICY=passive`` sleeps at once: the next call pays the wake-up,
-    0.51 ms instead of 0.27 ms per meta-gradient (s = 1, 2 threads) on a quiet machine
-    and also with two CPU hogs running (``yes > /dev/null`` ×2);
-  * a short spin, ``GOMP_SPINCOUNT=10000``, measured 0.26–0.27 ms in both cases.
-So, unless the user has chosen otherwise, ``GOMP_SPINCOUNT`` is set to 10000 here,
-before numba starts its OpenMP pool (libgomp reads it once, when it starts).
-(Measured with the loop in docs/performance.md, "Threads".)
+``NUMBA_NUM_THREADS``). With the OpenMP layer (GNU libgomp), a thread with nothing to do —
+a worker between two parallel regions, the first thread done at the barrier that ends one —
+spins ``GOMP_SPINCOUNT`` times, then sleeps in the kernel, and a sleeping thread costs a
+wake-up (tens of µs in a VM, a scheduler tick when another process holds the core).
+``benchmarks/bench_threads.py`` times the fused training step (s = 1, SO; median ms per
+meta-iteration, fresh processes) for several settings; ranges over 2–3 runs, 2026-11-26:
+
+    GOMP_SPINCOUNT        quiet              1 CPU hog          2 trainings at once
+    10,000                0.24–0.25          0.33–0.86          0.86–0.92
+    300,000 (default)     0.20–0.29          0.62–0.86          0.88–0.99
+    1,000,000             0.20–0.25          0.20–0.29          0.24–0.31
+    3,000,000             0.203–0.205        0.20–0.23          0.20–0.22
+
+So, unless the user has chosen otherwise, ``GOMP_SPINCOUNT`` is set to 3,000,000 here,
+before numba starts its OpenMP pool (libgomp reads it once, when it starts): an idle
+worker spins about 80 ms of one core after the last call before it sleeps. (An earlier
+version set 10,000, from measurements on older kernels; the figures above overturned it.)
 
 Stale compiled code: Numba's on-disk cache (``cache=True``, in ``__pycache__`` next to the
 sources) checks only the cached function's OWN file for changes, so after an edit of
@@ -47,7 +52,7 @@ sources beside the cache and deletes this package's cache files whenever it chan
 import hashlib
 import os
 
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+os.environ.setdefault("GOMP_SPINCOUNT", "3000000")
 
 STAMP = "mamlnp-kernels.sha256"
 
