@@ -7,9 +7,11 @@ s = inner_steps.
 
 Each kernel of mamlnp/kernels is called in a compiled loop on one task's buffers, and
 timed by the thread's CPU clock (time.thread_time: a loaded machine inflates wall time,
-much less CPU time); the best of 5 runs is printed. Then: the 14 matrix products of one
-R-pass alone (linalg.gemm_acc: 6 BLAS dgemm calls, 8 thin loops; to split them from the
-rest), one task's whole meta-gradient, and the 25-task driver on one thread
+much less CPU time); the best of 5 runs is printed. Then: the 8 BLAS calls of one R-pass
+alone (linalg.gemm_acc; to split them from the rest), one BLAS product of each of the three
+kinds a task makes (forward h W, backward dz Wᵀ and hᵀ dz: OpenBLAS's nn, nt and tn small
+kernels), the fused training step's serial tail (``mean_and_adam``: the calling thread's 13
+gradient rows added in order, / T, Adam), one task's whole meta-gradient, and the 25-task driver on one thread
 (numba.set_num_threads(1)) and on all threads (wall time).
 Nothing is asserted.
 """
@@ -25,6 +27,7 @@ from mamlnp import fast
 from mamlnp.kernels import maml_kernels as MK
 from mamlnp.kernels.linalg import gemm_acc
 from mamlnp.kernels.mlp_kernels import backward, forward, loss_and_dyhat, rpass
+from mamlnp.kernels.train_kernels import mean_and_adam
 
 T, K, Q, ALPHA = 25, 10, 10, 0.01
 
@@ -50,24 +53,34 @@ def loop_rpass(n, th, v, x, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, R, 
 
 @njit
 def loop_rpass_products(n, th, v, x, A, DZ, R, hv):
-    """The 14 gemm_acc calls of one 1-40-40-1 R-pass, nothing else (offsets hard-coded):
-    6 through BLAS dgemm (10×40·40×40 shapes), 8 thin ones as loops."""
+    """The 8 BLAS dgemm calls of one 1-40-40-1 R-pass, nothing else (offsets hard-coded):
+    6 of shape 10×40·40×40 (the hidden layer), 2 of 10×40·40×1 (Rz of the O = 1 output
+    layer). The thin products of the D = 1 and O = 1 layers are in the fused loops of
+    kernels/thin_layers.py, with the elementwise work, and not counted here."""
     RZ, RH, RDZ, RDH = R[0], R[1], R[2], R[3]
     for _ in range(n):
-        gemm_acc(x, 0, False, v, 0, False, RZ, 0, 10, 1, 40, 0)               # h V_W, l = 0
-        gemm_acc(A, 0, False, v, 80, False, RZ, 400, 10, 40, 40, 0)            # l = 1
+        gemm_acc(A, 0, False, v, 80, False, RZ, 400, 10, 40, 40, 0)            # h V_W, l = 1
         gemm_acc(RH, 0, False, th, 80, False, RZ, 400, 10, 40, 40, 1)          # + Rh W
         gemm_acc(A, 400, False, v, 1720, False, RZ, 800, 10, 40, 1, 0)         # l = 2
         gemm_acc(RH, 400, False, th, 1720, False, RZ, 800, 10, 40, 1, 1)
-        gemm_acc(A, 400, True, RDZ, 800, False, hv, 1720, 40, 10, 1, 0)        # hᵀ Rdz
-        gemm_acc(RH, 400, True, DZ, 800, False, hv, 1720, 40, 10, 1, 1)        # + Rhᵀ dz
-        gemm_acc(RDZ, 800, False, th, 1720, True, RDH, 400, 10, 1, 40, 0)      # Rdz Wᵀ
-        gemm_acc(DZ, 800, False, v, 1720, True, RDH, 400, 10, 1, 40, 1)        # + dz V_Wᵀ
-        gemm_acc(A, 0, True, RDZ, 400, False, hv, 80, 40, 10, 40, 0)           # l = 1
-        gemm_acc(RH, 0, True, DZ, 400, False, hv, 80, 40, 10, 40, 1)
-        gemm_acc(RDZ, 400, False, th, 80, True, RDH, 0, 10, 40, 40, 0)
-        gemm_acc(DZ, 400, False, v, 80, True, RDH, 0, 10, 40, 40, 1)
-        gemm_acc(x, 0, True, RDZ, 0, False, hv, 0, 1, 10, 40, 0)               # l = 0
+        gemm_acc(A, 0, True, RDZ, 400, False, hv, 80, 40, 10, 40, 0)           # hᵀ Rdz, l = 1
+        gemm_acc(RH, 0, True, DZ, 400, False, hv, 80, 40, 10, 40, 1)           # + Rhᵀ dz
+        gemm_acc(RDZ, 400, False, th, 80, True, RDH, 0, 10, 40, 40, 0)         # Rdz Wᵀ
+        gemm_acc(DZ, 400, False, v, 80, True, RDH, 0, 10, 40, 40, 1)           # + dz V_Wᵀ
+
+
+@njit
+def loop_gemm(n, A, B, C, M, R, W, ta, tb):
+    """One linalg.gemm_acc product of a task's shapes, n times (β = 0)."""
+    for _ in range(n):
+        gemm_acc(A, 0, ta, B, 0, tb, C, 0, M, R, W, 0)
+
+
+@njit
+def loop_tail(n, G, total, g, th, m, v, hp, to, mo, vo):
+    """The fused step's tail: 13 rows added in order, / T, finiteness, Adam (P = 1761)."""
+    for _ in range(n):
+        mean_and_adam(12, G, total, g, th, m, v, hp, to, mo, vo)
 
 
 @njit
@@ -113,8 +126,19 @@ def main(argv=None):
                                  n=n)),
             ("R-pass (H v)", best_us(loop_rpass, th, v, x, sizes, woff, boff, coff, aid, lid, A,
                                      S, DZ, DH, R, hv, n=n)),
-            ("  of which its 14 products (gemm_acc)", best_us(loop_rpass_products, th, v, x, A,
+            ("  of which its 8 BLAS calls (gemm_acc)", best_us(loop_rpass_products, th, v, x, A,
                                                               DZ, R, hv, n=n))]
+    for label, (M, R, W, ta, tb) in (("z = h W      10×40·40×40", (10, 40, 40, False, False)),
+                                     ("dh = dz Wᵀ   10×40·(40×40)ᵀ", (10, 40, 40, False, True)),
+                                     ("dW = hᵀ dz   (10×40)ᵀ·10×40", (40, 10, 40, True, False))):
+        bufs = [np.random.default_rng(1).standard_normal(k) for k in (M * R, R * W, M * W)]
+        rows.append((f"  dgemm {label}", best_us(loop_gemm, *bufs, M, R, W, ta, tb, n=n)))
+    r = np.random.default_rng(2)
+    tail = (r.standard_normal((T, P)), r.standard_normal(P), np.empty(P), r.standard_normal(P),
+            0.01 * r.standard_normal(P), 0.01 * r.random(P),
+            np.array([1e-3, 0.9, 0.1, 0.999, 0.001, 1e-8, 0.5, 0.5]), np.empty(P), np.empty(P),
+            np.empty(P))
+    rows.append(("fused step's tail (13 rows summed, Adam)", best_us(loop_tail, *tail, n=n)))
     alpha = np.full(1, ALPHA)                                  # one scalar α: (1,)
     for s, fo in ((1, False), (1, True), (5, False)):
         ws = fast.workspace(geom, T, P, s, K, Q, 1)
