@@ -34,8 +34,8 @@ import math
 from numba import njit
 
 from .linalg import gemm_acc
-from .thin_layers import (input_backward, input_forward, input_r_forward, output_backward,
-                          output_r_backward, output_r_backward_rest)
+from .thin_layers import (input_backward, outer_bias, output_backward, output_r_backward,
+                          output_r_backward_rest)
 
 
 @njit(cache=True, _nrt=False)
@@ -160,8 +160,9 @@ def forward(th, x, N, sizes, woff, boff, coff, aid, Z, A, S):
     L = sizes.shape[0] - 1
     for l in range(L):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
-        if l == 0 and I == 1 and L > 1:                   # z = x ⊗ w + b, σ: one pass
-            input_forward(x, N, th, woff[0], boff[0], O, aid, Z, A, S)
+        if l == 0 and I == 1 and L > 1:                   # z = x ⊗ w + b (one pass), σ
+            outer_bias(x, N, th, woff[0], boff[0], O, Z)
+            act_forward(Z, A, S, 0, N * O, aid)
             continue
         H, ho = layer_input(x, A, N, coff, l)
         gemm_acc(H, ho, False, th, woff[l], False, Z, zo, N, I, O, 0)    # z = h W
@@ -267,8 +268,9 @@ def r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH):
     L = sizes.shape[0] - 1
     for l in range(L):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
-        if l == 0 and I == 1 and L > 1:                   # Rz = x ⊗ v_w + v_b, Rh: one pass
-            input_r_forward(x, N, v, woff[0], boff[0], O, S, RZ, RH)
+        if l == 0 and I == 1 and L > 1:                   # Rz = x ⊗ v_w + v_b (one pass)
+            outer_bias(x, N, v, woff[0], boff[0], O, RZ)
+            mul_into(RH, S, RZ, 0, N * O)                 # Rh = σ'(z) ⊙ Rz
             continue
         H, ho = layer_input(x, A, N, coff, l)
         gemm_acc(H, ho, False, v, woff[l], False, RZ, zo, N, I, O, 0)     # Rz = h V_W

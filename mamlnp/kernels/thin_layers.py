@@ -16,10 +16,8 @@ adds its terms in the order n = 0, 1, … starting with the n = 0 term written, 
 kernels.  tests/test_kernels.py checks them against the NumPy twins like the rest, and
 tests/test_thin_layers.py bit for bit against the unfused sequence.
 
-Forward, layer 0 with D = 1 (hidden):
-    z = x ⊗ w + b,   h = σ(z),   σ'(z)                              (N, H)
-R-forward, layer 0 with D = 1 (hidden):
-    Rz = x ⊗ v_w + v_b,   Rh = σ'(z) ⊙ Rz                            (N, H)
+Forward and R-forward, layer 0 with D = 1 (then σ, or σ' for Rh, in mlp_kernels):
+    z = x ⊗ w + b,   Rz = x ⊗ v_w + v_b                                (N, H)
 Backward, layer 0 with D = 1 (hidden), given dh:
     dz = dh ⊙ σ'(z),   db = Σ_n dz,   dW = xᵀ dz                      (the same for R{·})
 Backward, output layer l with O = 1 (l > 0), given dŷ = dz_l (N,):
@@ -35,41 +33,27 @@ import math
 from numba import njit
 
 
-@njit(cache=True, _nrt=False)
-def input_forward(x, N, th, wo, bo, H, aid, Z, A, S):
-    """Layer 0, D = 1, hidden: Z = x ⊗ w + b, A = σ(Z), S = σ'(Z) on the (N, H) block at 0.
-    (activations.py; aid 0 relu, 1 tanh, 2 softplus)."""
-    w, b = th[wo:wo + H], th[bo:bo + H]
-    for n in range(N):
-        xn = x[n]
-        z_, a_, s_ = Z[n * H:(n + 1) * H], A[n * H:(n + 1) * H], S[n * H:(n + 1) * H]
-        for h in range(H):
-            z = xn * w[h] + b[h]
-            z_[h] = z
-            if aid == 0:
-                a_[h] = z if z > 0.0 else 0.0
-                s_[h] = 1.0 if z > 0.0 else 0.0
-            elif aid == 1:
-                t = math.tanh(z)
-                a_[h] = t
-                s_[h] = 1.0 - t * t
-            else:
-                e = math.exp(-abs(z))                    # ≤ 1: no overflow
-                a_[h] = max(z, 0.0) + math.log1p(e)      # log(1 + e^z)
-                s_[h] = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
+@njit(inline="always", _nrt=False)
+def first_or_add(out, h, value, first):
+    """out[h] = value for the first point (written, not added to 0: the bits of the unfused
+    kernels' sums), else out[h] += value."""
+    if first:
+        out[h] = value
+    else:
+        out[h] += value
 
 
 @njit(cache=True, _nrt=False)
-def input_r_forward(x, N, v, wo, bo, H, S, RZ, RH):
-    """Layer 0, D = 1, hidden: RZ = x ⊗ v_w + v_b, RH = σ'(z) ⊙ RZ on the block at 0."""
-    w, b = v[wo:wo + H], v[bo:bo + H]
+def outer_bias(x, N, p, wo, bo, H, Z):
+    """Layer 0 with D = 1: Z (N, H) at 0 = x ⊗ w + b with w = p[wo:wo+H], b = p[bo:bo+H]
+    (p = θ: z of the forward; p = v: Rz of the R-forward), the product and the bias in one
+    pass. ``mlp_kernels`` then applies σ (A, S) or σ' (Rh) to the block."""
+    w, b = p[wo:wo + H], p[bo:bo + H]
     for n in range(N):
         xn = x[n]
-        s_, rz_, rh_ = S[n * H:(n + 1) * H], RZ[n * H:(n + 1) * H], RH[n * H:(n + 1) * H]
+        z_ = Z[n * H:(n + 1) * H]
         for h in range(H):
-            rz = xn * w[h] + b[h]
-            rz_[h] = rz
-            rh_[h] = s_[h] * rz
+            z_[h] = xn * w[h] + b[h]
 
 
 @njit(cache=True, _nrt=False)
@@ -84,12 +68,8 @@ def input_backward(x, N, H, DH, S, DZ, out, wo, bo):
         for h in range(H):
             t = dh_[h] * s_[h]
             dz_[h] = t
-            if n == 0:
-                db[h] = t
-                dw[h] = xn * t
-            else:
-                db[h] += t
-                dw[h] += xn * t
+            first_or_add(db, h, t, n == 0)
+            first_or_add(dw, h, xn * t, n == 0)
 
 
 @njit(cache=True, _nrt=False)
@@ -107,12 +87,8 @@ def output_backward(N, H, ho, A, S, th, wo, zo, DZ, DH, out, gwo, gbo):
             dh_[h] = dh
             t = dh * s_[h]
             dz_[h] = t
-            if n == 0:
-                dw[h] = h_[h] * d
-                db[h] = t
-            else:
-                dw[h] += h_[h] * d
-                db[h] += t
+            first_or_add(dw, h, h_[h] * d, n == 0)
+            first_or_add(db, h, t, n == 0)
 
 
 @njit(cache=True, _nrt=False)
@@ -141,12 +117,8 @@ def output_r_backward(N, H, ho, A, S, DH, RZ, th, v, wo, zo, DZ, RDZ, RDH, hv, g
             else:
                 t = rdh * s + dh_[h] * (s * (1.0 - s)) * rz_[h]
             rdz_[h] = t
-            if n == 0:
-                dw[h] = h_[h] * rd
-                db[h] = t
-            else:
-                dw[h] += h_[h] * rd
-                db[h] += t
+            first_or_add(dw, h, h_[h] * rd, n == 0)
+            first_or_add(db, h, t, n == 0)
 
 
 @njit(cache=True, _nrt=False)
