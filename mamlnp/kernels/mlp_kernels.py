@@ -28,6 +28,13 @@ transcendental: tanh'' = −2 h σ', softplus'' = σ'(1 − σ'), relu'' = 0 (te
 Elementwise loops run over slices indexed from 0: with ``range(off, off + n)`` indices
 LLVM cannot prove i ≥ 0, keeps Numba's negative-index wrap-around test and does not
 vectorise (forward took 2.14 µs instead of 1.55 µs on 1-40-40-1, K = 10).
+
+Thin layers: with D = 1 (input) or O = 1 (output) the passes below hand the layer to the
+fused loops of thin_layers.py (product, bias, σ' and the sums over points of the layer and
+its hidden neighbour in one loop over the (N, H) block: the same operations in the same
+order); every other layer takes the general path.  No kernel here allocates or returns an
+array, so they are compiled with ``_nrt=False``: a slice is then a plain pointer, not a
+reference-counted view (two atomic instructions per slice; docs/performance.md).
 """
 import math
 
