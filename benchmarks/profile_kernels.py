@@ -101,19 +101,12 @@ def best_us(f, *args, n=5000, clock=time.thread_time):
     return best * 1e6
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=5000)
-    n = p.parse_args(argv).repeats
-    model = mamlnp.MLP((1, 40, 40, 1), "relu", "mse")
-    th = model.init(0, scheme="uniform")
-    batch = mamlnp.SinusoidTasks().sample(0, T, K, Q)
-    geom = fast.geometry(model)
-    sizes, woff, boff, coff, aid, lid = geom
+def one_task_rows(model, th, n):
+    """The kernels of one pass on one task's buffers, the BLAS products alone, the tail."""
+    sizes, woff, boff, coff, aid, lid = fast.geometry(model)
     P, Hsum = model.num_params, 81
-    xs, ys, xq, yq = (a.reshape(T, -1) for a in (batch.x_support, batch.y_support,
-                                                 batch.x_query, batch.y_query))
-    x, y = xs[0].copy(), ys[0].copy()
+    batch = mamlnp.SinusoidTasks().sample(0, 1, K, Q)
+    x, y = batch.x_support.ravel().copy(), batch.y_support.ravel().copy()
     Z, A, S, DZ, DH = (np.zeros(K * Hsum) for _ in range(5))
     R = np.zeros((4, K * Hsum))
     g, hv = np.zeros(P), np.zeros(P)
@@ -128,18 +121,27 @@ def main(argv=None):
                                      S, DZ, DH, R, hv, n=n)),
             ("  of which its 8 BLAS calls (gemm_acc)", best_us(loop_rpass_products, th, v, x, A,
                                                               DZ, R, hv, n=n))]
-    for label, (M, R, W, ta, tb) in (("z = h W      10×40·40×40", (10, 40, 40, False, False)),
+    for label, (M, I, W, ta, tb) in (("z = h W      10×40·40×40", (10, 40, 40, False, False)),
                                      ("dh = dz Wᵀ   10×40·(40×40)ᵀ", (10, 40, 40, False, True)),
                                      ("dW = hᵀ dz   (10×40)ᵀ·10×40", (40, 10, 40, True, False))):
-        bufs = [np.random.default_rng(1).standard_normal(k) for k in (M * R, R * W, M * W)]
-        rows.append((f"  dgemm {label}", best_us(loop_gemm, *bufs, M, R, W, ta, tb, n=n)))
+        bufs = [np.random.default_rng(1).standard_normal(k) for k in (M * I, I * W, M * W)]
+        rows.append((f"  dgemm {label}", best_us(loop_gemm, *bufs, M, I, W, ta, tb, n=n)))
     r = np.random.default_rng(2)
     tail = (r.standard_normal((T, P)), r.standard_normal(P), np.empty(P), r.standard_normal(P),
             0.01 * r.standard_normal(P), 0.01 * r.random(P),
             np.array([1e-3, 0.9, 0.1, 0.999, 0.001, 1e-8, 0.5, 0.5]), np.empty(P), np.empty(P),
             np.empty(P))
     rows.append(("fused step's tail (13 rows summed, Adam)", best_us(loop_tail, *tail, n=n)))
-    alpha = np.full(1, ALPHA)                                  # one scalar α: (1,)
+    return rows
+
+
+def meta_gradient_rows(model, th, n):
+    """One task's whole meta-gradient, then the 25-task driver on 1 thread and on all."""
+    geom, P = fast.geometry(model), model.num_params
+    batch = mamlnp.SinusoidTasks().sample(0, T, K, Q)
+    xs, ys, xq, yq = (a.reshape(T, -1) for a in (batch.x_support, batch.y_support,
+                                                 batch.x_query, batch.y_query))
+    alpha, rows = np.full(1, ALPHA), []                        # one scalar α: (1,)
     for s, fo in ((1, False), (1, True), (5, False)):
         ws = fast.workspace(geom, T, P, s, K, Q, 1)
         rows.append((f"one task, s={s} {'FO' if fo else 'SO'}",
@@ -155,7 +157,16 @@ def main(argv=None):
             rows.append((f"driver, {T} tasks, {nt} thread(s), s={s} {'FO' if fo else 'SO'} "
                          f"({label})", best_us(call, n=max(n // 100, 10), clock=clock)))
     numba.set_num_threads(threads)
-    for name, us in rows:
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=5000)
+    n = p.parse_args(argv).repeats
+    model = mamlnp.MLP((1, 40, 40, 1), "relu", "mse")
+    th = model.init(0, scheme="uniform")
+    for name, us in one_task_rows(model, th, n) + meta_gradient_rows(model, th, n):
         print(f"{name:48s} {us:9.2f} µs")
 
 
