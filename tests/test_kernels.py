@@ -293,7 +293,7 @@ def test_kernels_as_python_match_compiled(monkeypatch):
             check(f"py_func {activation}/{loss} {part}", g, w)
         want = M.meta_gradient_alpha(model, theta, 0.1, batch, 1, True)          # scalar α, FO
         ws1 = MK.alloc_workspace(T, P, 1, 3, 3, Hsum, 1)
-        got = MK.batch_meta_grad(theta, *flat, np.full(P, 0.1), 1, True, 1, *geom, ws1, 2)
+        got = MK.batch_meta_grad(theta, *flat, np.full(1, 0.1), 1, True, 1, *geom, ws1, 2)
         for part, g, w in zip(("loss", "∇θ", "∇α"), got, (want[0], want[1], [want[2]])):
             check(f"py_func {activation}/{loss} scalar α FO {part}", g, w)
         out, curve = np.empty((T, P)), np.zeros((T, 3))

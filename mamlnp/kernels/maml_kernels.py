@@ -167,7 +167,7 @@ def task_range(w, W, T):
 
 
 @njit(cache=True, _nrt=False)
-def add_row(total, row, first):
+def add_to_sum(total, row, first):
     """total = row (first) else total += row: the running sum 0 + row_0 + row_1 + … (the
     first term written as 0.0 + row, the bits of mean_rows' sum from zeros)."""
     if first:
@@ -190,8 +190,8 @@ def worker_meta_grad(w, W, r, theta, xs, ys, xq, yq, alpha, s, first_order, ga_m
                                    ga_mode, sizes, woff, boff, coff, aid, lid,
                                    TH[r], GS[r], CA[r], RB[r], SC[r], G[t], GA[t])
         if prefix:
-            add_row(total, G[t], t == 0)
-            add_row(total_a, GA[t], t == 0)
+            add_to_sum(total, G[t], t == 0)
+            add_to_sum(total_a, GA[t], t == 0)
 
 
 @njit(cache=True)
@@ -204,8 +204,8 @@ def finish_mean(T0, losses, G, GA, total, total_a):
         loss += losses[t]
     g, ga = total.copy(), total_a.copy()
     for t in range(T0, T):
-        add_row(g, G[t], False)
-        add_row(ga, GA[t], False)
+        add_to_sum(g, G[t], False)
+        add_to_sum(ga, GA[t], False)
     for i in range(g.shape[0]):
         g[i] /= T
     for i in range(ga.shape[0]):

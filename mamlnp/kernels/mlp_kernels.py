@@ -316,11 +316,9 @@ def r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, 
         if l == 0 and I == 1 and aid == 0 and not done and L > 1:   # relu, D = 1: one pass
             input_backward(x, N, O, RDH, S, RDZ, hv, woff[0], boff[0])
             return
-        if done:
-            pass                                          # Rdz, Rdb made by the pass above
-        elif l < L - 1 and aid == 0:                      # relu: Rdz = Rdh ⊙ σ', Rdb
+        if l < L - 1 and aid == 0 and not done:           # relu: Rdz = Rdh ⊙ σ', Rdb
             mul_sum(RDZ, RDH, S, zo, N, O, hv, boff[l])
-        else:
+        elif not done:                                    # (done: made by the pass above)
             if l < L - 1:
                 r_dz(A, S, DH, RZ, RDH, RDZ, zo, N * O, aid)
             sum_rows(RDZ, zo, N, O, hv, boff[l])                           # Rdb = Σ_n Rdz

@@ -38,7 +38,7 @@ import math
 import numba
 from numba import njit, prange
 
-from .maml_kernels import add_row, task_meta_grad, task_range
+from .maml_kernels import add_to_sum, task_meta_grad, task_range
 
 
 @njit(cache=True, _nrt=False)
@@ -90,7 +90,7 @@ def worker_tasks(w, W, r, theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, s
                                    0, sizes, woff, boff, coff, aid, lid, TH[r], GS[r], CA[r],
                                    RB[r], SC[r], G[t], GA[t])
         if prefix:
-            add_row(total, G[t], t == 0)
+            add_to_sum(total, G[t], t == 0)
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
@@ -100,9 +100,7 @@ def mean_and_adam(T0, G, total, g, theta, m, v, hp, theta_out, m_out, v_out):
     no zero-division test in the loops, which then vectorise; the same bits.)"""
     T, P = G.shape[0], G.shape[1]
     for t in range(T0, T):
-        row = G[t]
-        for i in range(P):
-            total[i] += row[i]
+        add_to_sum(total, G[t], False)
     bad = 0
     for i in range(P):
         x = total[i] / T
