@@ -28,6 +28,13 @@ When --jax-python names a Python with jax installed (default: /tmp/peers/bin/pyt
 it exists), benchmarks/jax_worker.py runs there as a subprocess and times a jit+vmap
 meta-gradient on the same workload, in the same run.
 
+Statistics. ``meta_iteration`` / ``meta_gradient``: one call timed alone, its result in
+hand (mamlnp's calls are synchronous; JAX's ``meta_iteration`` waits for each iteration's
+loss). ``*_chunk``: the mean per call over chunks of 10 consecutive calls, which is how a
+JAX loop runs at full speed (asynchronous dispatch: the host samples the next batch while
+the last step runs; synchronised once per chunk) and how the peers' scripts time it
+(means of ~0.5 s blocks). Compare backends on the same row.
+
 First call: a fresh subprocess imports mamlnp and calls fast.meta_gradient once, and another
 one imports mamlnp and runs a one-iteration meta_train (the fused step's kernels, the
 validation), with the on-disk Numba cache warm (cache-load time); with --cold also with an
@@ -52,8 +59,11 @@ from mamlnp.variants import get_method
 
 SIZES, T, K, Q, ALPHA = (1, 40, 40, 1), 25, 10, 10, 0.01
 CONFIGS = [(1, False), (1, True), (5, False), (5, True)]          # (s, first_order)
-PAUSE = 0.05         # s between blocks: XLA's and OpenMP's worker threads spin for a while
-                     # after work; a block must not start while another backend's still spin
+PAUSE = 0.12         # s between blocks: XLA's and OpenMP's worker threads spin for a while
+                     # after work (our numba worker ~70 ms with GOMP_SPINCOUNT = 3,000,000,
+                     # measured from /proc/self/task); a block must not start while another
+                     # backend's threads still spin on a core
+JAX_CHUNK = 10       # JAX iterations dispatched back to back per timed sample (jax_worker.py)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -133,7 +143,14 @@ class Runner:
                                      backend="numba")
                 out["meta_gradient_checked"].append(time.perf_counter() - t1)
             out["meta_gradient"].append(t1 - t0)
+        for what in ("meta_iteration", "meta_gradient"):           # JAX's statistic (below)
+            out[what + "_chunk"] = chunk_means(out[what], min(n, JAX_CHUNK))
         return out
+
+
+def chunk_means(times, chunk):
+    """Means of consecutive chunks of ``chunk`` per-iteration times (a partial chunk dropped)."""
+    return [float(np.mean(times[i:i + chunk])) for i in range(0, len(times) - chunk + 1, chunk)]
 
 
 class JaxRunner:
@@ -144,7 +161,8 @@ class JaxRunner:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def block(self, s, fo, n):
-        self.proc.stdin.write(json.dumps({"s": s, "first_order": fo, "n": n}) + "\n")
+        cmd = {"s": s, "first_order": fo, "n": n, "chunk": min(n, JAX_CHUNK)}
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:

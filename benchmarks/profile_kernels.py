@@ -85,7 +85,7 @@ def loop_tail(n, G, total, g, th, m, v, hp, to, mo, vo):
 
 @njit
 def loop_task(n, theta, xs, ys, xq, yq, alpha, s, fo, sizes, woff, boff, coff, aid, lid, ws):
-    TH, GS, CA, RB, SC, G, GA, _, _ = ws
+    TH, GS, CA, RB, SC, G, GA = ws[:7]
     for _ in range(n):
         MK.task_meta_grad(theta, xs[0], ys[0], xq[0], yq[0], alpha, s, fo, 0, sizes, woff,
                           boff, coff, aid, lid, TH[0], GS[0], CA[0], RB[0], SC[0], G[0], GA[0])

@@ -169,7 +169,7 @@ def _init_with_python_kernels(self, *args):
 
 
 def test_any_number_of_workers_gives_the_same_bits():
-    """batch_meta_grad's W workers (task_range: the prefix worker's running sum, then the
+    """batch_meta_grad's W workers (next_task: the prefix worker's running sum, then the
     rest in order): W = 1 … T and more workers than threads, all mean_rows' bits."""
     model = mamlnp.MLP((1, 9, 6, 1), "tanh", "mse")
     theta, T, P = model.init(2), 7, model.num_params

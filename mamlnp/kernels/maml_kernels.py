@@ -12,11 +12,11 @@ Compiled twin of mamlnp/maml.py (``inner_loop``, ``task_meta_gradient``,
 
 The HVP at θ_k reuses the forward/backward caches the inner loop left at θ_k (no
 recomputation). Each task writes its own row of a (T, P) buffer inside ``prange`` (over W
-workers, ``task_range``); the rows are summed in the fixed order t = 0 … T−1, the order
-of the NumPy reference, so the result has the same bits for any number of threads: the
-prefix worker (tasks [0, ⌊T/W⌋)) adds its rows as it goes, in the slack its one task
-fewer leaves it, and the calling thread adds the others after the parallel region
-(T = 25, 2 threads: 13 rows after the region instead of 25 in ``mean_rows``).
+workers, which take tasks as they ask for them: ``next_task``); the rows are summed in the
+fixed order t = 0 … T−1, the order of the NumPy reference, so the result has the same bits
+for any number of threads: the prefix worker takes the tasks 0, 1, 2, … and adds its rows
+as it goes, and the calling thread adds the others after the parallel region
+(T = 25, 2 threads: about 12 rows after the region instead of 25 in ``mean_rows``).
 Workspace is allocated once per shape (``alloc_workspace``), never inside loops; the
 scratch of a task (iterates, caches, R-pass buffers) belongs to the thread running it
 (``numba.get_thread_id()``), not to the task: a thread's tasks reuse the same memory,
@@ -29,6 +29,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .atomics import fetch_add
 from .mlp_kernels import backward, forward, loss_and_dyhat, loss_value, rpass
 
 
@@ -145,25 +146,45 @@ def alloc_workspace(T, P, s, K, Q, Hsum, PA):
     TH (R, s+1, P) iterates, GS (R, max(s,1), P) support gradients, CA (R, s+1, 5,
     max(K,Q)·Hsum) caches, RB (R, 4, K·Hsum) R-pass buffers, SC (R, 2, P) scratch.
     Per task: G (T, P) and GA (T, PA) gradients, losses (T,).  SU (2, P): the prefix
-    worker's running sums of G and GA rows (``worker_meta_grad``).
+    worker's running sums of G and GA rows (``worker_meta_grad``).  CL (3,) int64: the
+    task counters of ``next_task``.
     Reused across calls: a fresh 5 MB allocation per call cost ~2 ms of page faults."""
     R = numba.config.NUMBA_NUM_THREADS
     return (np.empty((R, s + 1, P)), np.empty((R, max(s, 1), P)),
             np.empty((R, s + 1, 5, max(K, Q) * Hsum)), np.empty((R, 4, K * Hsum)),
             np.empty((R, 2, P)), np.empty((T, P)), np.empty((T, PA)), np.empty(T),
-            np.empty((2, P)))
+            np.empty((2, P)), np.zeros(3, np.int64))
+
+
+# ---- handing out the tasks -------------------------------------------------------------
+# Workers take tasks as they ask for them, not from fixed ranges: when the host slows one
+# core down (another guest, an interrupt), the other core takes more of the batch. The
+# prefix worker (w = W − 1) takes tasks from the front, 0, 1, 2, … in order, and adds each
+# row to the running sum Σ = 0 + g_0 + g_1 + … as soon as it has it; the others take them
+# from the back, T−1, T−2, …; after the parallel region the calling thread adds the rows
+# the prefix worker did not have, F … T−1, in order. So Σ is always 0 + g_0 + … + g_{T−1},
+# summed in this order whoever computed which row: the same bits for any W and any timing.
+# The counters CL (3,): CL[0] tasks handed out, CL[1] of them from the back, CL[2] = F.
 
 
 @njit(cache=True, _nrt=False)
-def task_range(w, W, T):
-    """(lo, hi, prefix): the tasks [lo, hi) of worker w of W.  The prefix worker w = W − 1
-    takes [0, ⌊T/W⌋) and keeps the running sum of their rows in order; workers 0 … W−2
-    split the rest.  prange gives the first iterations to the calling thread, which
-    starts at once; the prefix worker's lighter load hides a woken thread's start-up."""
-    T0 = T // W
-    if w == W - 1:
-        return 0, T0, True
-    return T0 + w * (T - T0) // (W - 1), T0 + (w + 1) * (T - T0) // (W - 1), False
+def start_claims(CL):
+    """Reset the task counters before a parallel region."""
+    CL[0] = 0
+    CL[1] = 0
+    CL[2] = 0
+
+
+@njit(cache=True, _nrt=False)
+def next_task(CL, T, prefix, taken):
+    """The next task for a worker, or −1 when all T are handed out. ``taken``: how many
+    tasks this (prefix) worker has had. Every call that gets a ticket CL[0] < T gets a
+    task; F front tickets and T − F back ones give the tasks [0, F) and [F, T) once each."""
+    if fetch_add(CL, 0, 1) >= T:
+        return -1
+    if prefix:
+        return taken
+    return T - 1 - fetch_add(CL, 1, 1)
 
 
 @njit(cache=True, _nrt=False)
@@ -181,31 +202,38 @@ def add_to_sum(total, row, first):
 @njit(cache=True, _nrt=False)
 def worker_meta_grad(w, W, r, theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
                      sizes, woff, boff, coff, aid, lid, ws, total, total_a):
-    """Worker w of ``batch_meta_grad`` on thread scratch r: its tasks' rows of G, GA,
-    losses; the prefix worker also keeps total = Σ_{t<T0} G[t], total_a = Σ_{t<T0} GA[t]."""
-    TH, GS, CA, RB, SC, G, GA, losses, _ = ws
-    lo, hi, prefix = task_range(w, W, xs.shape[0])
-    for t in range(lo, hi):
+    """Worker w of ``batch_meta_grad`` on thread scratch r: the rows of G, GA, losses of
+    the tasks ``next_task`` gives it; the prefix worker (w = W − 1) also keeps
+    total = Σ_{t<F} G[t], total_a = Σ_{t<F} GA[t] and stores F in CL[2]."""
+    TH, GS, CA, RB, SC, G, GA, losses, _, CL = ws
+    prefix, F = w == W - 1, 0
+    t = next_task(CL, xs.shape[0], prefix, F)
+    while t >= 0:
         losses[t] = task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], alpha, s, first_order,
                                    ga_mode, sizes, woff, boff, coff, aid, lid,
                                    TH[r], GS[r], CA[r], RB[r], SC[r], G[t], GA[t])
         if prefix:
             add_to_sum(total, G[t], t == 0)
             add_to_sum(total_a, GA[t], t == 0)
+            F += 1
+        t = next_task(CL, xs.shape[0], prefix, F)
+    if prefix:
+        CL[2] = F
 
 
 @njit(cache=True)
-def finish_mean(T0, losses, G, GA, total, total_a):
-    """(Σ_t losses[t] / T, (total + G[T0] + … + G[T−1]) / T, the same for GA): the rows
-    after the prefix added in order, so the bits of ``mean_rows``.  Returns fresh arrays."""
+def finish_mean(F, losses, G, GA, total, total_a):
+    """(Σ_t losses[t] / T, (total + G[F] + … + G[T−1]) / T, the same for GA): the rows
+    after the prefix added in order, so the bits of ``mean_rows`` (F = 0: total unused).
+    Returns fresh arrays."""
     T = G.shape[0]
     loss = 0.0
     for t in range(T):
         loss += losses[t]
     g, ga = total.copy(), total_a.copy()
-    for t in range(T0, T):
-        add_to_sum(g, G[t], False)
-        add_to_sum(ga, GA[t], False)
+    for t in range(F, T):
+        add_to_sum(g, G[t], t == 0)
+        add_to_sum(ga, GA[t], t == 0)
     for i in range(g.shape[0]):
         g[i] /= T
     for i in range(ga.shape[0]):
@@ -219,14 +247,15 @@ def batch_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
     """(meta_loss, ∇_θ (P,), ∇_α (PA,)) averaged over T tasks; xs (T, K·D), ys (T, K·O),
     xq (T, Q·D), yq (T, Q·O), alpha (1,) one scalar α or (P,) one per parameter;
     ws = alloc_workspace(T, P, s, K, Q, Hsum, PA); W = min(numba.get_num_threads(), T)
-    workers (``task_range``; any W ≥ 1 gives the same bits).  One parallel region; the
+    workers (``next_task``; any W ≥ 1 gives the same bits).  One parallel region; the
     rows are summed in the order t = 0 … T−1 (the prefix worker's part as it goes)."""
     total, total_a = ws[8][0], ws[8][1, :ws[6].shape[1]]           # the running sums
+    start_claims(ws[9])
     for w in prange(W):
         worker_meta_grad(w, W, numba.get_thread_id(), theta, xs, ys, xq, yq, alpha, s,
                          first_order, ga_mode, sizes, woff, boff, coff, aid, lid, ws, total,
                          total_a)
-    return finish_mean(xs.shape[0] // W, ws[7], ws[5], ws[6], total, total_a)
+    return finish_mean(ws[9][2], ws[7], ws[5], ws[6], total, total_a)
 
 
 @njit(cache=True)

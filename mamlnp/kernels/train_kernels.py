@@ -23,22 +23,22 @@ Twins (tests/test_fused_step.py checks each bit for bit, not to a tolerance):
 
 ``train_step`` has ONE parallel region (a second one costs ~1.5 µs on a quiet machine and,
 on a loaded one, a second wait for a descheduled worker), over W workers:
-  * the prefix worker takes tasks [0, T0), T0 = ⌊T/W⌋, the others split [T0, T) evenly;
-    it adds each of its task gradients to the running sum Σ = 0 + g_0 + g_1 + … as soon
-    as it is computed, the others store theirs as rows of G. The prefix worker, one task
-    lighter, makes its sum while the others run their last task (T = 25 on 2 threads:
-    12 tasks + the sum against 13 tasks);
-  * then, on the calling thread, the rows T0 … T−1 are added to Σ in order, Σ / T, a
-    finiteness check, and Adam's θ', m', v' into fresh buffers (θ, m, v are left
-    untouched: the guard can still refuse the step).
-With one thread W = 1 and the same sums are made in the same order: the same bits.
+  * the workers take tasks as they ask for them (``maml_kernels.next_task``): the prefix
+    worker from the front, 0, 1, …, adding each task gradient to the running sum
+    Σ = 0 + g_0 + g_1 + … as soon as it is computed; the others from the back, T−1,
+    T−2, …, storing theirs as rows of G. A core the host slows down takes fewer tasks;
+  * then, on the calling thread, the rows F … T−1 the prefix worker did not take are
+    added to Σ in order, Σ / T, a finiteness check, and Adam's θ', m', v' into fresh
+    buffers (θ, m, v are left untouched: the guard can still refuse the step).
+Σ is summed in the order t = 0 … T−1 whoever computed which row: the same bits for any
+number of threads and any timing.
 """
 import math
 
 import numba
 from numba import njit, prange
 
-from .maml_kernels import add_to_sum, task_meta_grad, task_range
+from .maml_kernels import add_to_sum, next_task, start_claims, task_meta_grad
 
 
 @njit(cache=True, _nrt=False)
@@ -80,27 +80,33 @@ def adam_update(theta, g, m, v, hp, theta_out, m_out, v_out):
 def worker_tasks(w, W, r, theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, sizes,
                  woff, boff, coff, aid, lid, ws, total):
     """Worker w (of W) on thread scratch r: the data of its tasks (``sinusoid_task``),
-    then their meta-gradients, as maml_kernels.worker_meta_grad: tasks from ``task_range``,
-    the prefix worker keeps ``total`` = 0 + Σ_{t<T0} g_t, T0 = ⌊T/W⌋."""
-    TH, GS, CA, RB, SC, G, GA, losses, _ = ws
-    lo, hi, prefix = task_range(w, W, xs.shape[0])
-    for t in range(lo, hi):
+    then their meta-gradients, as maml_kernels.worker_meta_grad: tasks from ``next_task``,
+    the prefix worker keeps ``total`` = 0 + Σ_{t<F} g_t and stores F in CL[2]."""
+    TH, GS, CA, RB, SC, G, GA, losses, _, CL = ws
+    prefix, F = w == W - 1, 0
+    t = next_task(CL, xs.shape[0], prefix, F)
+    while t >= 0:
         sinusoid_task(t, u, rg, xs, ys, xq, yq)
         losses[t] = task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], alpha, s, first_order,
                                    0, sizes, woff, boff, coff, aid, lid, TH[r], GS[r], CA[r],
                                    RB[r], SC[r], G[t], GA[t])
         if prefix:
             add_to_sum(total, G[t], t == 0)
+            F += 1
+        t = next_task(CL, xs.shape[0], prefix, F)
+    if prefix:
+        CL[2] = F
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def mean_and_adam(T0, G, total, g, theta, m, v, hp, theta_out, m_out, v_out):
-    """After the tasks: total += G[T0] + … + G[T−1] (rows added in order), g = total / T,
-    then Adam into the out buffers.  Returns whether g is finite.  (error_model "numpy":
-    no zero-division test in the loops, which then vectorise; the same bits.)"""
+def mean_and_adam(F, G, total, g, theta, m, v, hp, theta_out, m_out, v_out):
+    """After the tasks: total += G[F] + … + G[T−1] (rows added in order; F = 0: total
+    = 0 + G[0] + …), g = total / T, then Adam into the out buffers.  Returns whether g is
+    finite.  (error_model "numpy": no zero-division test in the loops, which then
+    vectorise; the same bits.)"""
     T, P = G.shape[0], G.shape[1]
-    for t in range(T0, T):
-        add_to_sum(total, G[t], False)
+    for t in range(F, T):
+        add_to_sum(total, G[t], t == 0)
     bad = 0
     for i in range(P):
         x = total[i] / T
@@ -121,6 +127,7 @@ def train_step(theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, sizes, woff,
     Hsum, 1); W = min(numba.get_num_threads(), T) workers (read in Python: inside, the
     call would keep the function out of the on-disk cache); total (P,) scratch."""
     T = xs.shape[0]
+    start_claims(ws[9])
     for w in prange(W):                                        # the one parallel region
         worker_tasks(w, W, numba.get_thread_id(), theta, u, rg, xs, ys, xq, yq, alpha, s,
                      first_order, sizes, woff, boff, coff, aid, lid, ws, total)
@@ -128,5 +135,6 @@ def train_step(theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, sizes, woff,
     loss = 0.0
     for t in range(T):
         loss += losses[t]
-    finite = mean_and_adam(T // W, ws[5], total, g, theta, m, v, hp, theta_out, m_out, v_out)
+    finite = mean_and_adam(ws[9][2], ws[5], total, g, theta, m, v, hp, theta_out, m_out,
+                           v_out)
     return loss / T, finite
