@@ -93,7 +93,7 @@ def _flat(a):
     return a.reshape(a.shape[0], -1)
 
 
-def _alpha_vector(alpha, P):
+def alpha_vector(alpha):
     """α as the kernels take it: (1,) for one scalar step, (P,) for one per parameter."""
     if np.ndim(alpha) == 0:
         return np.full(1, float(alpha))
@@ -121,7 +121,7 @@ def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False):
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     loss, g, _ = _meta_grad(geometry(model), theta, _flat(batch.x_support),
                             _flat(batch.y_support), _flat(batch.x_query), _flat(batch.y_query),
-                            _alpha_vector(alpha, theta.shape[0]), int(inner_steps),
+                            alpha_vector(alpha), int(inner_steps),
                             bool(first_order), 0)
     return float(loss), g
 
@@ -135,7 +135,7 @@ def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=Fal
     scalar = np.ndim(alpha) == 0
     loss, g, ga = _meta_grad(geometry(model), theta, _flat(batch.x_support),
                              _flat(batch.y_support), _flat(batch.x_query), _flat(batch.y_query),
-                             _alpha_vector(alpha, theta.shape[0]), int(inner_steps),
+                             alpha_vector(alpha), int(inner_steps),
                              bool(first_order), 1 if scalar else 2)
     return float(loss), g, (ga[0] if scalar else ga)
 
@@ -162,7 +162,7 @@ def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve):
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     geom, (T, P), steps = geometry(model), (len(xs), theta.shape[0]), int(steps)
     xs, ys, xq, yq = _flat(xs), _flat(ys), _flat(xq), _flat(yq)
-    O, alpha_vec = geom[0][-1], _alpha_vector(alpha, P)
+    O, alpha_vec = geom[0][-1], alpha_vector(alpha)
     out, curve = np.empty((T, P)), np.zeros((T, steps + 1))
     for t0 in range(0, T, CHUNK):
         c = slice(t0, min(t0 + CHUNK, T))

@@ -89,7 +89,7 @@ class FusedMAML:
             family.amp_range, family.phase_range, family.x_range))
         self.rg = np.array([alo, ahi - alo, plo, phi - plo, xlo, xhi - xlo,   # as uniform's
                             float(family.phase_sign)])                     # lo + (hi − lo)·u
-        self.alpha = np.full(1, float(cfg["alpha"]))                   # scalar α: (1,)
+        self.alpha = fast.alpha_vector(float(cfg["alpha"]))            # scalar α: (1,)
         self.ws = alloc_workspace(T, P, self.s, K, Q, int(self.geom[0][1:].sum()), 1)
         self.total, self.g = np.empty(P), np.empty(P)
         self.zeros = np.zeros(P)                             # Adam's m, v before step 1

@@ -65,7 +65,7 @@ class MAML(Method):
         T = batch.num_tasks
         flat = [a.reshape(T, -1) for a in (batch.x_support, batch.y_support,      # (T, K·D) …
                                            batch.x_query, batch.y_query)]
-        alpha = np.full(1, float(config["alpha"]))                         # scalar α: (1,)
+        alpha = fast.alpha_vector(float(config["alpha"]))                  # scalar α: (1,)
         loss, g = fast.meta_gradient_unchecked(fast.geometry(model), theta, *flat, alpha,
                                                config["inner_steps"], self.first_order)
         return float(loss), {"theta": g}
@@ -175,7 +175,7 @@ class Pretrain(Method):
         if backend == "numba" and isinstance(model, MLP):
             from . import fast
             xf, yf = x.reshape(T, -1), y.reshape(T, -1)                    # (T, (K+Q)·D) …
-            alpha = np.full(1, float(config["alpha"]))                     # unused at s = 0
+            alpha = fast.alpha_vector(float(config["alpha"]))              # unused at s = 0
             loss, g = fast.meta_gradient_unchecked(fast.geometry(model), params["theta"],
                                                    xf, yf, xf, yf, alpha, 0, True)
             return float(loss), {"theta": g}

@@ -42,7 +42,7 @@ from numba import njit
 
 from .linalg import gemm_acc
 from .thin_layers import (input_backward, outer_bias, output_backward, output_r_backward,
-                          output_r_backward_rest)
+                          output_r_backward_rest, rdz_value)
 
 
 @njit(cache=True, _nrt=False)
@@ -293,15 +293,8 @@ def r_dz(A, S, DH, RZ, RDH, RDZ, off, n, aid):
     """Rdz = Rdh ⊙ σ'(z) + dh ⊙ σ''(z) ⊙ Rz on [off, off+n) (the σ'' term is 0 for relu)."""
     a_, s_, dh, rz = A[off:off + n], S[off:off + n], DH[off:off + n], RZ[off:off + n]
     rdh, rdz = RDH[off:off + n], RDZ[off:off + n]
-    if aid == 0:
-        for i in range(n):
-            rdz[i] = rdh[i] * s_[i]
-    elif aid == 1:
-        for i in range(n):
-            rdz[i] = rdh[i] * s_[i] + dh[i] * (-2.0 * a_[i] * s_[i]) * rz[i]  # tanh'' = −2 t (1 − t²)
-    else:
-        for i in range(n):
-            rdz[i] = rdh[i] * s_[i] + dh[i] * (s_[i] * (1.0 - s_[i])) * rz[i]  # softplus'' = s (1 − s)
+    for i in range(n):
+        rdz[i] = rdz_value(rdh[i], s_[i], a_[i], dh[i], rz[i], aid)   # σ'' per activation
 
 
 @njit(cache=True, _nrt=False)

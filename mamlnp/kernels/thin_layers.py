@@ -28,8 +28,6 @@ R-backward, output layer l with O = 1, given R{dŷ} = Rdz_l (N,):
     complete before the second is added to it),   Rdh_{l−1} = Rdz_l ⊗ w_l + dz_l ⊗ v_l,
     Rdz_{l−1} = Rdh_{l−1} ⊙ σ' + dh_{l−1} ⊙ σ'' ⊙ Rz_{l−1},   Rdb_{l−1} = Σ_n Rdz_{l−1}
 """
-import math
-
 from numba import njit
 
 
@@ -41,6 +39,18 @@ def first_or_add(out, h, value, first):
         out[h] = value
     else:
         out[h] += value
+
+
+@njit(inline="always", _nrt=False)
+def rdz_value(rdh, s, a, dh, rz, aid):
+    """One entry of Rdz = Rdh ⊙ σ' + dh ⊙ σ'' ⊙ Rz, σ'' from a = σ(z), s = σ'(z):
+    relu'' = 0, tanh'' = −2 a s, softplus'' = s (1 − s) (activations.py). Used here and by
+    mlp_kernels.r_dz, so the two write the same expression."""
+    if aid == 0:
+        return rdh * s
+    if aid == 1:
+        return rdh * s + dh * (-2.0 * a * s) * rz
+    return rdh * s + dh * (s * (1.0 - s)) * rz
 
 
 @njit(cache=True, _nrt=False)
@@ -109,13 +119,7 @@ def output_r_backward(N, H, ho, A, S, DH, RZ, th, v, wo, zo, DZ, RDZ, RDH, hv, g
         for h in range(H):
             rdh = rd * w[h] + d * vw[h]
             rdh_[h] = rdh
-            s = s_[h]
-            if aid == 0:
-                t = rdh * s
-            elif aid == 1:
-                t = rdh * s + dh_[h] * (-2.0 * h_[h] * s) * rz_[h]
-            else:
-                t = rdh * s + dh_[h] * (s * (1.0 - s)) * rz_[h]
+            t = rdz_value(rdh, s_[h], h_[h], dh_[h], rz_[h], aid)
             rdz_[h] = t
             first_or_add(dw, h, h_[h] * rd, n == 0)
             first_or_add(db, h, t, n == 0)
