@@ -6,7 +6,7 @@
 Dimension legend: T = 25 tasks, K = Q = 10 points, s = inner_steps (second order).
 
 Each round runs, for every s and in turn for every tree, a fresh process that imports
-mamlnp FROM THAT TREE, warms up 50 iterations, then times ``mamlnp.train._iteration``
+mamlnp FROM THAT TREE, warms up 50 iterations, then times ``mamlnp.run.train._iteration``
 (the fused step on numba, the standard workload of bench_meta_gradient.py) for --seconds.
 Alternating the trees round after round spreads the host's slow minutes over both.
 Printed per tree and s: median, mean, 75th and 90th percentile ms over all its rounds'
@@ -28,7 +28,7 @@ sys.path[:0] = [root, root + "/benchmarks"]
 import mamlnp
 assert mamlnp.__file__.startswith(root), mamlnp.__file__
 import bench_meta_gradient as B
-from mamlnp import train as TR
+from mamlnp.run import train as TR
 r = B.Runner("numba")
 method, cfg, state, fused = r.training_state({s}, False)
 for _ in range(50):

@@ -8,9 +8,9 @@ s = inner_steps, I/O fan-in/fan-out of a layer.
 
 Workload (Finn et al. 2017, sec. 5.1): sinusoid tasks, MLP 1-40-40-1 ReLU, MSE, float64,
 α = 0.01, meta-batch T = 25, K = 10 support + Q = 10 query points, Adam(1e-3).
-One *meta-iteration* is what mamlnp.train does per step, timed by calling the training
-loop's own ``mamlnp.train._iteration``: sample T tasks, the meta-gradient, the divergence
-guard, one Adam step (numba: the fused step of mamlnp.trainstep, one kernel call; numpy:
+One *meta-iteration* is what mamlnp.run.train does per step, timed by calling the training
+loop's own ``mamlnp.run.train._iteration``: sample T tasks, the meta-gradient, the divergence
+guard, one Adam step (numba: the fused step of mamlnp.run.trainstep, one kernel call; numpy:
 sample_batch, MAML.step, Adam._step). The *meta-gradient* rows
 time the meta-gradient alone on a fixed batch: through the unchecked entry
 (fast.meta_gradient_unchecked, the training loop's) and through the public, validating
@@ -51,11 +51,12 @@ import time
 import numpy as np
 
 import mamlnp
-from mamlnp import fast, maml
-from mamlnp import train as TR
-from mamlnp.runconfig import make_config
-from mamlnp.trainstep import fused_step
-from mamlnp.variants import get_method
+from mamlnp.fast import api as fast
+from mamlnp.meta import maml
+from mamlnp.run import train as TR
+from mamlnp.run.runconfig import make_config
+from mamlnp.run.trainstep import fused_step
+from mamlnp.meta.variants import get_method
 
 SIZES, T, K, Q, ALPHA = (1, 40, 40, 1), 25, 10, 10, 0.01
 CONFIGS = [(1, False), (1, True), (5, False), (5, True)]          # (s, first_order)
@@ -92,9 +93,9 @@ def flops(sizes, s, first_order, T=T, K=K, Q=Q):
 class Runner:
     """Times blocks of meta-iterations for one backend on the standard workload.
 
-    The meta-iteration is ``mamlnp.train._iteration`` itself, on a state made by
-    ``mamlnp.train._new_state``: what ``meta_train`` runs per iteration (for numba the fused
-    step of mamlnp.trainstep, built by the same ``fused_step`` call as in ``_run``; for
+    The meta-iteration is ``mamlnp.run.train._iteration`` itself, on a state made by
+    ``mamlnp.run.train._new_state``: what ``meta_train`` runs per iteration (for numba the fused
+    step of mamlnp.run.trainstep, built by the same ``fused_step`` call as in ``_run``; for
     numpy sample_batch + MAML.step + the guard + Adam._step). No validation row falls in a
     block (eval_every is larger than the run)."""
 
@@ -180,7 +181,7 @@ FIRST_CALL = """
 import time
 t0 = time.perf_counter()
 import numpy as np, mamlnp
-from mamlnp import fast
+from mamlnp.fast import api as fast
 t1 = time.perf_counter()
 m = mamlnp.MLP((1, 40, 40, 1), "relu", "mse")
 b = mamlnp.SinusoidTasks().sample(0, 25, 10, 10)

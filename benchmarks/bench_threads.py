@@ -4,7 +4,7 @@
 
 Dimension legend: T = 25 tasks, K = Q = 10 points, s = inner_steps (1, second order).
 
-Numba's ``omp`` threading layer runs the fused training step (mamlnp.trainstep) on GNU
+Numba's ``omp`` threading layer runs the fused training step (mamlnp.run.trainstep) on GNU
 libgomp's thread pool. Between two parallel regions, and at the barrier that ends one, a
 thread with nothing to do spins GOMP_SPINCOUNT times (libgomp's default: 300,000, about
 8 ms here) and then sleeps in the kernel; a sleeping thread costs a wake-up the next time
@@ -13,9 +13,9 @@ once, at start) in three situations:
   * quiet: nothing else running;
   * 1 hog: one CPU-bound process (a Python busy loop) shares the two cores;
   * 2 runs: two training processes at once, each with its 2 threads.
-Printed: the median ms per meta-iteration (mamlnp.train._iteration, s = 1 SO) of each
+Printed: the median ms per meta-iteration (mamlnp.run.train._iteration, s = 1 SO) of each
 process, after a warm-up of a fifth of the iterations. Nothing is asserted; the default
-set in mamlnp/kernels/__init__.py is argued from these figures in docs/performance.md.
+set in mamlnp/fast/kernels/__init__.py is argued from these figures in docs/performance.md.
 """
 import argparse
 import os
@@ -27,7 +27,7 @@ CHILD = """
 import sys, time, numpy as np
 sys.path.insert(0, {here!r})
 import bench_meta_gradient as B
-from mamlnp import train as TR
+from mamlnp.run import train as TR
 r = B.Runner("numba")
 method, cfg, state, fused = r.training_state(1, False)
 n = {n}

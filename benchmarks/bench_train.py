@@ -1,4 +1,4 @@
-"""Time per meta-iteration of mamlnp.train.meta_train, and the training loop's own cost.
+"""Time per meta-iteration of mamlnp.run.train.meta_train, and the training loop's own cost.
 
     python benchmarks/bench_train.py [--iterations 2000] [--methods maml fomaml ...]
 
@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 from mamlnp import SinusoidTasks
-from mamlnp.maml import BACKENDS
-from mamlnp.train import make_config, meta_train
-from mamlnp.variants import METHODS, get_method
+from mamlnp.meta.maml import BACKENDS
+from mamlnp.run.train import make_config, meta_train
+from mamlnp.meta.variants import METHODS, get_method
 
 
 def per_iteration_times(method, backend, iterations):

@@ -25,7 +25,7 @@ from numba import njit
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from mamlnp.kernels.linalg import gemm_acc
+from mamlnp.fast.kernels.linalg import gemm_acc
 
 
 @intrinsic

@@ -1,4 +1,4 @@
-"""Where the time of one training meta-iteration goes: each piece of mamlnp.train._iteration.
+"""Where the time of one training meta-iteration goes: each piece of mamlnp.run.train._iteration.
 
     python benchmarks/profile_iteration.py [--s 1] [--n 3000]
 
@@ -10,7 +10,7 @@ Two ways through one iteration (both give the same bits, tests/test_fused_step.p
     before it): sample_batch, MAML.step (meta_gradient_unchecked for numba), guard.check,
     the Adam step (Adam._step; on numba now fast.adam_step, both rows printed);
   * fused (numba, maml/fomaml + Adam + sinusoid): rng.random, then ONE kernel call
-    (mamlnp.trainstep.FusedMAML, mamlnp/kernels/train_kernels.py).
+    (mamlnp.run.trainstep.FusedMAML, mamlnp/fast/kernels/train_kernels.py).
 Each piece is timed alone, n times in a row on fresh data, wall clock (time.perf_counter):
 median µs. The whole _iteration is timed the same way; the pieces do not add up exactly
 (caches, branch predictors, thread wake-ups). Nothing is asserted.
@@ -21,12 +21,12 @@ import time
 import numba
 import numpy as np
 
-from mamlnp import fast
-from mamlnp import train as TR
-from mamlnp.mlp import MLP
-from mamlnp.runconfig import make_config
-from mamlnp.trainstep import fused_step, sample_batch
-from mamlnp.variants import get_method
+from mamlnp.fast import api as fast
+from mamlnp.run import train as TR
+from mamlnp.nn.mlp import MLP
+from mamlnp.run.runconfig import make_config
+from mamlnp.run.trainstep import fused_step, sample_batch
+from mamlnp.meta.variants import get_method
 
 
 def median_us(f, n):
@@ -58,7 +58,7 @@ def step_by_step_rows(s, n):
                                         batch.y_query)]
     geom, alpha = fast.geometry(model), np.full(model.num_params, 0.01)
     ws = fast.workspace(geom, 25, model.num_params, s, 10, 10, 1)
-    from mamlnp.kernels.maml_kernels import batch_meta_grad, mean_rows
+    from mamlnp.fast.kernels.maml_kernels import batch_meta_grad, mean_rows
     return [
         ("whole _iteration, step by step", median_us(
             lambda: TR._iteration(model, method, cfg, state, None, None, None), n)),

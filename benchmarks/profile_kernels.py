@@ -23,11 +23,11 @@ import numpy as np
 from numba import njit
 
 import mamlnp
-from mamlnp import fast
-from mamlnp.kernels import maml_kernels as MK
-from mamlnp.kernels.linalg import gemm_acc
-from mamlnp.kernels.mlp_kernels import backward, forward, loss_and_dyhat, rpass
-from mamlnp.kernels.train_kernels import mean_and_adam
+from mamlnp.fast import api as fast
+from mamlnp.fast.kernels import maml_kernels as MK
+from mamlnp.fast.kernels.linalg import gemm_acc
+from mamlnp.fast.kernels.mlp_kernels import backward, forward, loss_and_dyhat, rpass
+from mamlnp.fast.kernels.train_kernels import mean_and_adam
 
 T, K, Q, ALPHA = 25, 10, 10, 0.01
 

@@ -25,9 +25,9 @@ from numba import njit, prange
 from numba.core import types
 from numba.extending import intrinsic
 
-from mamlnp import train as TR
-from mamlnp.kernels.maml_kernels import start_claims
-from mamlnp.kernels.train_kernels import mean_and_adam, worker_tasks
+from mamlnp.run import train as TR
+from mamlnp.fast.kernels.maml_kernels import start_claims
+from mamlnp.fast.kernels.train_kernels import mean_and_adam, worker_tasks
 
 
 @intrinsic

@@ -1,18 +1,20 @@
 """mamlnp: Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, 2017) by hand, in NumPy.
 
-Start with mamlnp.MLP (mlp.py), then maml.py (adapt, meta_gradient), then
-docs/derivations/. Every derivative is hand-written and checked against finite
-differences by mamlnp.gradcheck (``python -m mamlnp gradcheck``).
+The parts, one folder each (docs/architecture.md): nn/ the model, tasks/ the data,
+fast/ the compiled path, meta/ MAML and its variants, check/ finite differences, run/
+training, checkpoints, evaluation and the command line. Start with mamlnp.MLP
+(nn/mlp.py), then meta/maml.py (adapt, meta_gradient), then docs/derivations/. Every
+derivative is hand-written and checked against finite differences by
+mamlnp.check.gradcheck (``python -m mamlnp gradcheck``).
 """
 from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
-from .maml import adapt, meta_gradient, meta_loss
-from .mlp import MLP
+from .meta.maml import adapt, meta_gradient, meta_loss
+from .nn.mlp import MLP
 from .tasks import EvaluationPool, SinusoidTasks, TaskBatch, TaskFamily
-from .checkpoint import load_checkpoint, save_checkpoint
-from .train import meta_train
-from .evaluate import EvalResult, adaptation_curve  # the module: mamlnp.evaluate.evaluate(...)
-
-__version__ = "0.1.0"
+from .run.checkpoint import load_checkpoint, save_checkpoint
+from .run.train import meta_train
+from .run.evaluate import EvalResult, adaptation_curve  # the module: mamlnp.run.evaluate
+from ._version import __version__  # noqa: F401
 
 __all__ = [
     "MLP", "TaskBatch", "TaskFamily", "SinusoidTasks", "EvaluationPool",

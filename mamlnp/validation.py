@@ -198,7 +198,7 @@ def real_range(name, value):
 def probability_rows(name, y, atol=1e-6):
     """Targets of softmax cross-entropy: entries >= 0 and every row (last axis) sums to 1.
 
-    The gradient (p − y)/N of mamlnp.losses assumes Σ_o y_o = 1; other rows would
+    The gradient (p − y)/N of mamlnp.nn.losses assumes Σ_o y_o = 1; other rows would
     give a silently wrong gradient, so they are refused.  y (..., O), float64.
     """
     if np.any(y < 0.0):

@@ -24,7 +24,7 @@
 #   M(\theta)=\frac1T\sum_{i=1}^{T} L_{Q,i}(\theta_s^{(i)}).$$
 #
 # With only two parameters θ = (a, b) we can **draw** M. Everything below is computed
-# by the library: the models and tasks live in `mamlnp/toy.py`, the meta-gradient is
+# by the library: the models and tasks live in `mamlnp/nn/toy.py`, the meta-gradient is
 # `mamlnp.meta_gradient` — the very function that trains the 1761-parameter sinusoid
 # network. This notebook only calls it and draws.
 #
@@ -42,7 +42,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import mamlnp
-from mamlnp import toy
+from mamlnp.meta import toy as meta_toy
+from mamlnp.nn import toy as nn_toy
+from mamlnp.tasks import toy as tasks_toy
 
 FAST = os.environ.get("MAMLNP_FAST") == "1"     # set by the test suite: coarser grids
 GRID = 25 if FAST else 81                        # contour grid resolution per axis
@@ -77,30 +79,30 @@ print(f"mamlnp {mamlnp.__version__}, fast mode: {FAST}")
 # Each task's optimum is weighted by its curvature *after* adaptation. With equal
 # curvatures all weights are equal and θ⋆ is the centre of the square; with s = 0 it is
 # the joint-training (average-loss) minimiser $(\sum_i B_i)^{-1}\sum_i B_i\theta_i$.
-# `toy.maml_optimum_quadratic` implements the box; `toy.task_hessians` assembles
+# `meta_toy.maml_optimum_quadratic` implements the box; `meta_toy.task_hessians` assembles
 # $A_i$, $B_i$ from the model's own Hessian-vector products.
 
 # %%
 linear = mamlnp.MLP(sizes=(1, 1))
-optima = toy.square_corners(centre=(1.0, 0.5), half_width=1.0)
-tasks = toy.ToyTasks(linear, optima, x_ranges=[(-1, 1), (-1, 1), (0, 2), (-2, 0.5)])
+optima = tasks_toy.square_corners(centre=(1.0, 0.5), half_width=1.0)
+tasks = tasks_toy.ToyTasks(linear, optima, x_ranges=[(-1, 1), (-1, 1), (0, 2), (-2, 0.5)])
 batch = tasks.batch(shots=8, query=10)           # every task once, fixed input grids
 ALPHA, STEPS = 0.3, 1
 
-A, B = toy.task_hessians(linear, batch)
-theta_star = toy.maml_optimum_quadratic(optima, A, B, ALPHA, STEPS)
-theta_joint = toy.maml_optimum_quadratic(optima, A, B, ALPHA, inner_steps=0)
+A, B = meta_toy.task_hessians(linear, batch)
+theta_star = meta_toy.maml_optimum_quadratic(optima, A, B, ALPHA, STEPS)
+theta_joint = meta_toy.maml_optimum_quadratic(optima, A, B, ALPHA, inner_steps=0)
 theta0 = np.array([-0.5, 2.0])
-path, losses = toy.meta_train_path(linear, theta0, batch, ALPHA, STEPS, beta=0.5,
+path, losses = meta_toy.meta_train_path(linear, theta0, batch, ALPHA, STEPS, beta=0.5,
                                    iterations=ITERS)
-equal = toy.ToyTasks(linear, optima, x_ranges=(-1, 1))      # equal curvatures
-A_eq, B_eq = toy.task_hessians(linear, equal.batch(8, 10))
+equal = tasks_toy.ToyTasks(linear, optima, x_ranges=(-1, 1))      # equal curvatures
+A_eq, B_eq = meta_toy.task_hessians(linear, equal.batch(8, 10))
 
 print(f"closed-form MAML optimum θ*        = {theta_star}")
 print(f"meta-trained θ ({ITERS} GD steps, β=0.5) = {path[-1]}")
 print(f"max |trained − closed form|        = {np.abs(path[-1] - theta_star).max():.2e}")
 print(f"joint-training minimiser (s = 0)   = {theta_joint}")
-print(f"equal curvatures: θ* = {toy.maml_optimum_quadratic(optima, A_eq, B_eq, ALPHA, STEPS)}"
+print(f"equal curvatures: θ* = {meta_toy.maml_optimum_quadratic(optima, A_eq, B_eq, ALPHA, STEPS)}"
       f" (centre {optima.mean(axis=0)})")
 
 # %% [markdown]
@@ -119,7 +121,7 @@ b_grid = np.linspace(-1.0, 2.5, GRID)
 def draw_tasks(ax, model, batch, optima, names, a_grid, b_grid):
     """Each task's un-adapted query loss as coloured contours, optima lettered."""
     for t in range(batch.num_tasks):
-        Z = toy.loss_surface(model, batch, 0.1, 0, a_grid, b_grid, task=t)
+        Z = meta_toy.loss_surface(model, batch, 0.1, 0, a_grid, b_grid, task=t)
         ax.contour(a_grid, b_grid, Z, levels=np.geomspace(0.02, 4, 5),
                    colors=TASK_COLOURS[t], linewidths=0.8)
         ax.plot(*optima[t], "o", color=TASK_COLOURS[t])
@@ -129,9 +131,9 @@ def draw_tasks(ax, model, batch, optima, names, a_grid, b_grid):
 
 def draw_meta(ax, model, batch, alpha, steps, a_grid, b_grid, theta, levels=12):
     """Meta-objective contours and adaptation arrows θ -> θ'_i."""
-    Z = toy.loss_surface(model, batch, alpha, steps, a_grid, b_grid)
+    Z = meta_toy.loss_surface(model, batch, alpha, steps, a_grid, b_grid)
     cs = ax.contourf(a_grid, b_grid, np.log10(Z), levels=levels, cmap="Greys_r", alpha=0.8)
-    for t, tip in enumerate(toy.adapted_points(model, theta, batch, alpha, steps)):
+    for t, tip in enumerate(meta_toy.adapted_points(model, theta, batch, alpha, steps)):
         ax.annotate("", tip, theta, arrowprops=dict(arrowstyle="->", color=TASK_COLOURS[t],
                                                     lw=1.5))
     return cs
@@ -182,7 +184,7 @@ for alpha in (0.1, 0.3, 0.4):
 
 
 def alpha_steps_panel(ax, alpha, steps):
-    star = toy.maml_optimum_quadratic(optima, A, B, alpha, steps)
+    star = meta_toy.maml_optimum_quadratic(optima, A, B, alpha, steps)
     draw_meta(ax, linear, batch, alpha, steps, a_grid, b_grid, star)
     ax.plot(*star, "*", color="gold", mec="k", ms=14)
     ax.plot(*theta_joint, "X", color="white", mec="k", ms=9)
@@ -219,7 +221,7 @@ plt.show()
 # %% [markdown]
 # ## Part 3 · A nonlinear model: MAML's initialisation ≠ the joint-training minimiser
 #
-# Now $f_\theta(x)=a\tanh(bx)$ (`toy.TanhToy`, gradient and Hessian written by hand and
+# Now $f_\theta(x)=a\tanh(bx)$ (`nn_toy.TanhToy`, gradient and Hessian written by hand and
 # checked against finite differences in `tests/test_toy.py`). The four task optima are
 # again the corners of a square, centre (1.2, 1), half-width 0.5, inputs in [−2, 2].
 # We train three ways from the same start, full-batch gradient descent:
@@ -230,15 +232,15 @@ plt.show()
 #   $\nabla M=\frac1T\sum_i (I-\alpha H_{S,i}(\theta))\,\nabla L_{Q,i}(\theta'_i)$.
 
 # %%
-tanh_model = toy.TanhToy()
-tanh_optima = toy.square_corners(centre=(1.2, 1.0), half_width=0.5)
-tanh_tasks = toy.ToyTasks(tanh_model, tanh_optima, x_ranges=(-2, 2))
+tanh_model = nn_toy.TanhToy()
+tanh_optima = tasks_toy.square_corners(centre=(1.2, 1.0), half_width=0.5)
+tanh_tasks = tasks_toy.ToyTasks(tanh_model, tanh_optima, x_ranges=(-2, 2))
 tanh_batch = tanh_tasks.batch(shots=10, query=10)
 T_ALPHA, T_ITERS = 0.2, (300 if FAST else 1500)
 start = np.array([1.2, 1.0])            # the centre of the square
 runs = {}
 for name, steps, fo in (("joint", 0, False), ("FOMAML", 1, True), ("MAML", 1, False)):
-    runs[name] = toy.meta_train_path(tanh_model, start, tanh_batch, T_ALPHA, steps, beta=0.5,
+    runs[name] = meta_toy.meta_train_path(tanh_model, start, tanh_batch, T_ALPHA, steps, beta=0.5,
                                      iterations=T_ITERS, first_order=fo)[0]
     print(f"{name:7s} θ = {runs[name][-1]}")
 
@@ -308,5 +310,5 @@ plt.show()
 # has the closed form above and training reaches it; for a nonlinear model the difference
 # from joint training (and from FOMAML) is carried by the Hessian term
 # $-\alpha H_{S,i}\nabla L_{Q,i}$, which is what the exact meta-gradient in
-# `mamlnp/maml.py` computes with one Hessian-vector product per inner step
+# `mamlnp/meta/maml.py` computes with one Hessian-vector product per inner step
 # (notebook 03 derives it).

@@ -26,8 +26,8 @@
 #
 # This notebook compares MAML (exact second order), FOMAML (first order) and the
 # pretrained baseline on 600 held-out tasks. It uses only library calls:
-# `mamlnp.meta_train` (training), `mamlnp.evaluate.evaluate` (adaptation curves with 95%
-# confidence intervals), `mamlnp.plots.figure2/figure3`.
+# `mamlnp.meta_train` (training), `mamlnp.run.evaluate.evaluate` (adaptation curves with 95%
+# confidence intervals), `mamlnp.run.plots.figure2/figure3`.
 #
 # **Where the trained networks come from.** If full 70,000-iteration runs made by the
 # command line exist under `runs/`, they are loaded:
@@ -54,8 +54,9 @@ import numpy as np
 from IPython.display import Markdown, display
 
 import mamlnp
-from mamlnp import evaluate as E
-from mamlnp import plots, reproduce
+from mamlnp.run import evaluate as E
+from mamlnp.run import plots
+from mamlnp.run import reproduce
 
 FAST = os.environ.get("MAMLNP_FAST") == "1"     # set by the test suite
 NOTEBOOK_ITERS = 100 if FAST else 70000         # in-notebook training when no CLI run exists
@@ -145,7 +146,7 @@ plt.show()
 # fine-tuned with plain SGD on the K points: MAML and FOMAML with their α = 0.01, the
 # baseline with the paper's tuned steps (`reproduce.BASELINE_ALPHA`). Every (K, steps)
 # entry is the mean query MSE ± 95% confidence interval (1.96·std/√n); tasks whose SGD
-# diverges are counted, not silently dropped (see `mamlnp/evaluate.py`).
+# diverges are counted, not silently dropped (see `mamlnp/run/evaluate.py`).
 
 # %%
 if FAST:
@@ -166,7 +167,7 @@ print(E.format_table(results, steps=(0, 1, 10)))
 # %% [markdown]
 # ### Figure 2: fits to one held-out task
 # The red curve is the task, the triangles its K support points, dashed lines the
-# network before adaptation and after 1 and 10 SGD steps (`mamlnp.plots.figure2`). The
+# network before adaptation and after 1 and 10 SGD steps (`mamlnp.run.plots.figure2`). The
 # task shown is `plots.illustrative_task(pool)`, the first pool task with a mid-range
 # amplitude (pool task 0 is nearly flat).
 
@@ -178,7 +179,7 @@ plt.show()
 
 # %% [markdown]
 # ### Figure 3: query MSE against the number of gradient steps
-# (`mamlnp.plots.figure3`; shaded bands are the 95% confidence intervals.)
+# (`mamlnp.run.plots.figure3`; shaded bands are the 95% confidence intervals.)
 
 # %%
 fig3 = plots.figure3(results, shots=shots)
@@ -188,7 +189,7 @@ plt.show()
 # ### The measured table beside the paper's numbers
 #
 # The paper gives no table; `reproduce.PAPER` holds reference values for K = 5 read
-# consistently with its Figure 3 (see `mamlnp/reproduce.py`). The measured column comes
+# consistently with its Figure 3 (see `mamlnp/run/reproduce.py`). The measured column comes
 # from the evaluation above; "diverged" counts tasks excluded from the mean.
 
 # %%

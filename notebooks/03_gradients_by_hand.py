@@ -20,7 +20,7 @@
 # Hessian-vector products. `mamlnp` writes both by hand. This notebook walks the chain
 # one link at a time: for each, the equation, the code it maps to (printed from the
 # installed package with `inspect.getsource`, so it cannot drift from the source), and a
-# finite-difference check run live with `mamlnp.gradcheck`. Then it measures what the
+# finite-difference check run live with `mamlnp.check.gradcheck`. Then it measures what the
 # second-order term adds — how large it is, how it turns the gradient, and what it costs.
 #
 # The full derivations are in `docs/derivations/` ([backprop.md](../docs/derivations/backprop.md),
@@ -38,7 +38,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import mamlnp
-from mamlnp import gradcheck, layers, maml
+from mamlnp.check import gradcheck
+from mamlnp.nn import layers
+from mamlnp.meta import maml
 
 FAST = os.environ.get("MAMLNP_FAST") == "1"     # set by the test suite: shorter runs
 TRAIN_ITERS = 40 if FAST else 70000             # the training run of section 4
@@ -237,7 +239,7 @@ print(f"from iteration {TRAIN_ITERS // 10} on ({late.sum()} probes): median ‖S
 # pass keeps the s iterates $\theta_0\ldots\theta_{s-1}$, $O(sP)$ floats; first order needs
 # only the current iterate, $O(P)$. Timings below are the best of several `time.perf_counter` runs on this
 # machine, for the NumPy reference and for the compiled `backend="numba"` (the default;
-# `mamlnp/fast.py`) — noisy: `benchmarks/` has the careful measurements and
+# `mamlnp/fast/api.py`) — noisy: `benchmarks/` has the careful measurements and
 # `docs/performance.md` the figures.
 
 # %%
@@ -261,7 +263,7 @@ def time_meta_gradient(backend, s, first_order):
 b = tasks.sample(rng=3, num_tasks=25, shots=10, query=10)
 steps = [1, 2, 3, 5] if FAST else [1, 2, 3, 4, 5, 7, 10]
 try:
-    import mamlnp.fast  # noqa: F401  (the numba backend; absent without numba)
+    import mamlnp.fast.api  # noqa: F401  (the numba backend; absent without numba)
     backends = ["numpy", "numba"]
 except ImportError:
     backends = ["numpy"]

@@ -2,7 +2,7 @@
 
 Dimension legend: N points, D in, O out, P parameters.
 
-The finite differences here are deliberately independent of mamlnp.gradcheck,
+The finite differences here are deliberately independent of mamlnp.check.gradcheck,
 so the tests of the model do not rely on the tool they also test.
 """
 import os

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mamlnp
-from mamlnp import maml as M
+from mamlnp.meta import maml as M
 from mamlnp.errors import CheckpointError, InputError, MamlnpError
-from mamlnp.optim import SGD, Adam
+from mamlnp.meta.optim import SGD, Adam
 from mamlnp.tasks import EvaluationPool, SinusoidTasks, TaskBatch, TaskFamily
 
 MODEL = mamlnp.MLP((2, 3, 1), "tanh")

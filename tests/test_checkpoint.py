@@ -1,4 +1,4 @@
-"""mamlnp.checkpoint: round trip, atomic writes, and refusal of corrupt, truncated,
+"""mamlnp.run.checkpoint: round trip, atomic writes, and refusal of corrupt, truncated,
 foreign or other-version files with a CheckpointError.
 
 Dimension legend: P parameters, R history rows.
@@ -12,8 +12,8 @@ import pytest
 
 import mamlnp
 from mamlnp import CheckpointError, MLP
-from mamlnp import checkpoint as C
-from mamlnp.optim import Adam
+from mamlnp.run import checkpoint as C
+from mamlnp.meta.optim import Adam
 
 
 def make_run(tmp_path, alpha=False):

@@ -1,4 +1,4 @@
-"""How the parallel drivers hand out tasks: the atomic counter (mamlnp/kernels/atomics.py)
+"""How the parallel drivers hand out tasks: the atomic counter (mamlnp/fast/kernels/atomics.py)
 and ``maml_kernels.next_task``.
 
 Dimension legend: T tasks, W workers, n tickets.
@@ -14,9 +14,9 @@ import pytest
 from numba import njit, prange
 
 import mamlnp
-from mamlnp import fast
-from mamlnp.kernels import maml_kernels as MK
-from mamlnp.kernels.atomics import fetch_add
+from mamlnp.fast import api as fast
+from mamlnp.fast.kernels import maml_kernels as MK
+from mamlnp.fast.kernels.atomics import fetch_add
 
 
 @njit(parallel=True)

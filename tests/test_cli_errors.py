@@ -1,6 +1,6 @@
 """The command line refuses bad input with one clear line on stderr, never a traceback.
 
-Every case runs ``mamlnp.cli.main(argv)`` in-process (fast) and checks: a non-zero
+Every case runs ``mamlnp.run.cli.main(argv)`` in-process (fast) and checks: a non-zero
 exit code, no traceback, and a last stderr line ``mamlnp COMMAND: error: ...``
 naming the culprit. Errors raised by mamlnp (MamlnpError) give exactly ONE stderr
 line; argparse's own errors (an unknown --method) print the usage first, as
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from mamlnp.cli import main
+from mamlnp.run.cli import main
 
 FAST = ["--backend", "numpy", "--no-progress"]          # no numba compilation in these tests
 

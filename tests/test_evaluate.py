@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import mamlnp
-from mamlnp import evaluate as E
-from mamlnp.cli import main
+from mamlnp.run import evaluate as E
+from mamlnp.run.cli import main
 from mamlnp.errors import InputError
 
 
@@ -69,9 +69,6 @@ def test_vector_alpha_equal_to_scalar_gives_same_curve(small):
 
 
 def test_numba_curve_matches_numpy(small):
-    fast = pytest.importorskip("mamlnp.fast")
-    if not hasattr(fast, "adapt_curve"):
-        pytest.skip("mamlnp.fast.adapt_curve not available")
     model, theta, pool = small
     batch = pool.batch(10)
     a = E.adaptation_curve(model, theta, batch, 0.01, max_steps=5, backend="numpy")
@@ -163,7 +160,7 @@ def test_write_results_roundtrip(small, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from mamlnp.train import meta_train
+    from mamlnp.run.train import meta_train
     out = tmp_path_factory.mktemp("run") / "maml"
     meta_train(method="maml", iterations=20, meta_batch=4, hidden=[10, 10], eval_every=10,
                out=str(out), progress=False)
@@ -191,7 +188,7 @@ def test_cli_evaluate_default_out_is_run_eval(trained_run):
 
 
 def test_cli_evaluate_bad_paths_name_the_argument(trained_run, tmp_path, capsys):
-    # mamlnp.cli.main turns the InputError into one stderr line and exit code 2
+    # mamlnp.run.cli.main turns the InputError into one stderr line and exit code 2
     assert main(["evaluate", str(tmp_path / "nope")]) == 2
     assert "mamlnp evaluate: error: DIR: no such run" in capsys.readouterr().err
     assert main(["evaluate", trained_run, "--baseline", str(tmp_path / "nope")]) == 2

@@ -1,4 +1,4 @@
-"""The fused training meta-iteration (mamlnp/trainstep.py, mamlnp/kernels/train_kernels.py)
+"""The fused training meta-iteration (mamlnp/run/trainstep.py, mamlnp/fast/kernels/train_kernels.py)
 against the step-by-step one: the SAME BITS, not a tolerance.
 
 Dimension legend: T tasks, K support points, Q query points, N = K + Q, P parameters,
@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 
 import mamlnp
-from mamlnp import fast
-from mamlnp import trainstep as TS
+from mamlnp.fast import api as fast
+from mamlnp.run import trainstep as TS
 from mamlnp.errors import DivergenceError
-from mamlnp.kernels import maml_kernels as MK
-from mamlnp.kernels import mlp_kernels as MLK
-from mamlnp.kernels import train_kernels as TK
-from mamlnp.optim import Adam
-from mamlnp.runguard import DivergenceGuard
-from mamlnp.runconfig import make_config
-from mamlnp.variants import get_method
+from mamlnp.fast.kernels import maml_kernels as MK
+from mamlnp.fast.kernels import mlp_kernels as MLK
+from mamlnp.fast.kernels import train_kernels as TK
+from mamlnp.meta.optim import Adam
+from mamlnp.run.runguard import DivergenceGuard
+from mamlnp.run.runconfig import make_config
+from mamlnp.meta.variants import get_method
 
 
 def same(a, b):
@@ -194,7 +194,7 @@ def run_pair(monkeypatch, **cfg):
     """(fused run, step-by-step run) of meta_train with the same config."""
     fused = mamlnp.meta_train(progress=False, **cfg)
     with monkeypatch.context() as mp:
-        mp.setattr("mamlnp.train.fused_step", lambda *a: None)
+        mp.setattr("mamlnp.run.train.fused_step", lambda *a: None)
         plain = mamlnp.meta_train(progress=False, **cfg)
     return fused, plain
 
@@ -222,7 +222,7 @@ def test_meta_train_fused_and_step_by_step_give_the_same_bits(monkeypatch, metho
 def test_no_fused_path_where_there_is_no_kernel_for_it(method, backend, optimizer):
     cfg = make_config(method=method, backend=backend, optimizer=optimizer)
     model = mamlnp.MLP(**cfg["model"])
-    from mamlnp.optim import OPTIMIZERS
+    from mamlnp.meta.optim import OPTIMIZERS
     opts = {g: OPTIMIZERS[optimizer](1e-3) for g in get_method(method).groups}
     assert TS.fused_step(model, get_method(method), cfg, mamlnp.SinusoidTasks(), opts) is None
 
@@ -244,7 +244,7 @@ def test_fused_divergence_is_reported_like_the_step_by_step_one(monkeypatch):
     for fused in (True, False):
         with monkeypatch.context() as mp:
             if not fused:
-                mp.setattr("mamlnp.train.fused_step", lambda *a: None)
+                mp.setattr("mamlnp.run.train.fused_step", lambda *a: None)
             with pytest.raises(DivergenceError) as e:
                 mamlnp.meta_train(progress=False, **cfg)
         errors.append((str(e.value), e.value.iteration))

@@ -1,4 +1,4 @@
-"""mamlnp.gradcheck: the command passes on the real model, and every checker
+"""mamlnp.check.gradcheck: the command passes on the real model, and every checker
 FAILS when handed a deliberately wrong derivative (a tool that cannot fail
 proves nothing).
 
@@ -9,8 +9,10 @@ import argparse
 import numpy as np
 import pytest
 
-from mamlnp import MLP, InputError, gradcheck as GC, maml
-from mamlnp.cli import main
+from mamlnp import MLP, InputError
+from mamlnp.check import gradcheck as GC
+from mamlnp.meta import maml
+from mamlnp.run.cli import main
 
 
 def _case(activation="softplus", loss="mse", sizes=(3, 4, 3, 2), seed=0):
@@ -90,7 +92,7 @@ def test_missing_backend_is_skipped_not_failed(monkeypatch):
 
     def no_numba(*args, **kwargs):
         if args[-1] == "numba" or kwargs.get("backend") == "numba":
-            raise ImportError("No module named 'mamlnp.fast'")
+            raise ImportError("No module named 'mamlnp.fast.api'")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(maml, "meta_gradient", no_numba)

@@ -6,7 +6,7 @@ P parameters, s = inner_steps.
 Skipped unless JAX is installed (it is not a dependency: CI does not install it). To run:
 ``pip install jax`` in an environment with mamlnp, then ``python -m pytest tests/test_jax_oracle.py``.
 JAX differentiates a plain re-implementation of the same network written here from the
-layout documented in mamlnp/mlp.py (W_l (fan_in, fan_out) then b_l, layer by layer);
+layout documented in mamlnp/nn/mlp.py (W_l (fan_in, fan_out) then b_l, layer by layer);
 nothing of mamlnp's derivative code is used on the JAX side. Compared: the gradient, the
 HVP (JAX: forward-over-reverse, jvp of grad), the SO and FO meta-gradients for s = 0 … 3
 on both backends, and Meta-SGD's α-gradient, for every activation and both losses.
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import mamlnp
-from mamlnp import maml
+from mamlnp.meta import maml
 
 jax = pytest.importorskip("jax")
 jax.config.update("jax_enable_x64", True)

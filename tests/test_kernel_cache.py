@@ -1,10 +1,10 @@
-"""The guard against stale Numba cache files (mamlnp/kernels/__init__.py).
+"""The guard against stale Numba cache files (mamlnp/fast/kernels/__init__.py).
 
 Dimension legend: none (file-system checks on a temporary directory).
 """
 import os
 
-from mamlnp.kernels import STAMP, drop_stale_cache, sources_digest
+from mamlnp.fast.kernels import STAMP, drop_stale_cache, sources_digest
 
 
 def make(tmp_path):
@@ -46,7 +46,7 @@ def test_editing_any_kernel_file_drops_every_cached_kernel(tmp_path):
 
 
 def test_installed_package_has_a_current_stamp():
-    import mamlnp.kernels as K
+    import mamlnp.fast.kernels as K
     stamp = os.path.join(K._HERE, "__pycache__", STAMP)
     if os.path.exists(stamp):                            # absent on a read-only install
         with open(stamp) as f:

@@ -1,4 +1,4 @@
-"""The Numba kernels (mamlnp/kernels, entry points mamlnp/fast.py) against their NumPy twins.
+"""The Numba kernels (mamlnp/kernels, entry points mamlnp/fast/api.py) against their NumPy twins.
 
 Dimension legend: T tasks, K support points, Q query points, N points, D inputs,
 O outputs, P parameters, s = inner_steps, Hsum = Σ_{l≥1} sizes[l].
@@ -15,11 +15,11 @@ import numba
 import pytest
 
 import mamlnp
-from mamlnp import fast
-from mamlnp import maml as M
-from mamlnp.kernels import maml_kernels as MK
-from mamlnp.kernels import mlp_kernels as K
-from mamlnp.kernels.linalg import gemm_acc
+from mamlnp.fast import api as fast
+from mamlnp.meta import maml as M
+from mamlnp.fast.kernels import maml_kernels as MK
+from mamlnp.fast.kernels import mlp_kernels as K
+from mamlnp.fast.kernels.linalg import gemm_acc
 from mamlnp.tasks import TaskBatch
 
 TOL = 1e-12
@@ -189,9 +189,9 @@ def test_adapt_matches_numpy(sizes, activation, loss):
             check(f"adapt s={s}", M.adapt(model, theta, xs, ys, alpha, s, backend="numba"),
                   M.adapt(model, theta, xs, ys, alpha, s, backend="numpy"))
         check("adapt_batch", fast.adapt_batch(model, theta, batch, alpha, 3),
-              fast.adapt_batch_numpy(model, theta, batch, alpha, 3))
+              M.adapt_batch_numpy(model, theta, batch, alpha, 3))
         check("adapt_curve", fast.adapt_curve(model, theta, batch, alpha, 4),
-              fast.adapt_curve_numpy(model, theta, batch, alpha, 4))
+              M.adapt_curve_numpy(model, theta, batch, alpha, 4))
 
 
 def test_adapt_curve_shape_and_first_column():
@@ -256,15 +256,19 @@ class WrappedMLP:
 
 
 def test_non_mlp_model_falls_back_to_numpy():
+    """meta.maml.kernels_for is the one dispatch: a model without kernels runs the reference
+    on backend="numba", with the reference's bits."""
     model, theta, batch, _ = make_case(*CASES[2])
     wrapped = WrappedMLP(model)
+    assert M.kernels_for(wrapped, "numba") is None and M.kernels_for(model, "numba") is fast
+    assert M.kernels_for(model, "numpy") is None
     want = M.meta_gradient(model, theta, batch, 0.1, 2, False, "numpy")
-    got = fast.meta_gradient(wrapped, theta, batch, 0.1, 2, False)
+    got = M.meta_gradient(wrapped, theta, batch, 0.1, 2, False, "numba")
     assert got[0] == want[0] and np.array_equal(got[1], want[1])
-    assert np.array_equal(fast.adapt_curve(wrapped, theta, batch, 0.1, 2),
-                          fast.adapt_curve_numpy(model, theta, batch, 0.1, 2))
-    assert np.array_equal(fast.adapt(wrapped, theta, batch.x_support[0], batch.y_support[0],
-                                     0.1, 2),
+    assert np.array_equal(M.adapt_curve(wrapped, theta, batch, 0.1, 2, "numba"),
+                          M.adapt_curve_numpy(model, theta, batch, 0.1, 2))
+    assert np.array_equal(M.adapt(wrapped, theta, batch.x_support[0], batch.y_support[0],
+                                  0.1, 2, backend="numba"),
                           M.adapt(model, theta, batch.x_support[0], batch.y_support[0], 0.1, 2,
                                   backend="numpy"))
 
@@ -298,7 +302,7 @@ def test_kernels_as_python_match_compiled(monkeypatch):
             check(f"py_func {activation}/{loss} scalar α FO {part}", g, w)
         out, curve = np.empty((T, P)), np.zeros((T, 3))
         MK.batch_adapt(theta, *flat, alpha_vec, 2, True, *geom, ws, out, curve)
-        check("py_func adapt_curve", curve, fast.adapt_curve_numpy(model, theta, batch,
+        check("py_func adapt_curve", curve, M.adapt_curve_numpy(model, theta, batch,
                                                                     alpha_vec, 2))
 
 
@@ -313,4 +317,4 @@ def test_chunked_calls_match_one_call(monkeypatch):
     assert chunked[0] == grad[0] and np.array_equal(chunked[1], grad[1])  # same fixed order
     assert chunked[2] == grad[2]
     check("chunked adapt_batch", fast.adapt_batch(model, theta, batch, 0.1, 3),
-          fast.adapt_batch_numpy(model, theta, batch, 0.1, 3))
+          M.adapt_batch_numpy(model, theta, batch, 0.1, 3))

@@ -1,4 +1,4 @@
-"""cs231n-style unit tests of mamlnp/layers.py and mamlnp/activations.py.
+"""cs231n-style unit tests of mamlnp/nn/layers.py and mamlnp/nn/activations.py.
 
 Dimension legend: N points, I fan_in, O fan_out.
 
@@ -9,8 +9,8 @@ differentiates, along a random direction. Relative errors are printed (-s).
 import numpy as np
 import pytest
 
-from mamlnp import layers as LY
-from mamlnp.activations import ACTIVATIONS, sigmoid, softplus
+from mamlnp.nn import layers as LY
+from mamlnp.nn.activations import ACTIVATIONS, sigmoid, softplus
 
 N, I, O = 5, 4, 3
 

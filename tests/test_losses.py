@@ -1,4 +1,4 @@
-"""cs231n-style unit tests of mamlnp/losses.py.
+"""cs231n-style unit tests of mamlnp/nn/losses.py.
 
 Dimension legend: N points, O outputs.
 
@@ -9,7 +9,7 @@ against a centred FD of ``*_backward`` along Rŷ. Relative errors are printed.
 import numpy as np
 import pytest
 
-from mamlnp.losses import LOSSES, mse_forward, softmax, softmax_xent_forward
+from mamlnp.nn.losses import LOSSES, mse_forward, softmax, softmax_xent_forward
 
 N, O = 6, 3
 

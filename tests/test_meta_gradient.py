@@ -11,8 +11,9 @@ Relative errors are printed (``pytest -s``); tolerance 1e-6, observed ~1e-10.
 import numpy as np
 import pytest
 
-from mamlnp import MLP, TaskBatch, adapt, maml, meta_gradient, meta_loss
-from mamlnp.gradcheck import dense_meta_gradient
+from mamlnp import MLP, TaskBatch, adapt, meta_gradient, meta_loss
+from mamlnp.meta import maml
+from mamlnp.check.gradcheck import dense_meta_gradient
 
 ACTS = ["relu", "tanh", "softplus"]
 TOL = 1e-6

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from mamlnp import reproduce as R
-from mamlnp.cli import main
+from mamlnp.run import reproduce as R
+from mamlnp.run.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_quick_table_parses(quick_run):
 def test_rerun_refuses_to_overwrite_then_resume_reuses(quick_run, capsys):
     before = (quick_run / "maml-k10" / "checkpoint.npz").read_bytes()
     capsys.readouterr()
-    # mamlnp.cli.main turns the InputError into one stderr line and exit code 2
+    # mamlnp.run.cli.main turns the InputError into one stderr line and exit code 2
     assert main(["reproduce", "--quick", "--out", str(quick_run), "--no-progress"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (quick_run / "maml-k10" / "checkpoint.npz").read_bytes() == before

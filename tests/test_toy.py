@@ -1,10 +1,13 @@
-"""The two-parameter toys (mamlnp/toy.py): hand-written derivatives vs centred
+"""The two-parameter toys (mamlnp/nn/toy.py): hand-written derivatives vs centred
 finite differences, agreement with MLP(sizes=(1, 1)), and the closed-form MAML optimum."""
 import numpy as np
 import pytest
 
 import mamlnp
-from mamlnp import maml, toy
+from mamlnp.meta import maml
+from mamlnp.meta import toy as meta_toy
+from mamlnp.nn import toy as nn_toy
+from mamlnp.tasks import toy as tasks_toy
 from mamlnp.errors import InputError
 
 RNG = np.random.default_rng(1703)
@@ -32,7 +35,7 @@ def data(n=12):
     return x, y
 
 
-@pytest.mark.parametrize("model", [toy.LinearToy(), toy.TanhToy()], ids=repr)
+@pytest.mark.parametrize("model", [nn_toy.LinearToy(), nn_toy.TanhToy()], ids=repr)
 @pytest.mark.parametrize("k", range(len(THETAS)))
 def test_gradient_and_hvp_vs_finite_differences(model, k):
     theta, (x, y) = THETAS[k], data()
@@ -52,7 +55,7 @@ def test_gradient_and_hvp_vs_finite_differences(model, k):
 
 def test_tanh_residual_curvature_matters():
     """The r·F term is needed: the Gauss-Newton part alone fails the FD check."""
-    model, theta, (x, y) = toy.TanhToy(), THETAS[0], data()
+    model, theta, (x, y) = nn_toy.TanhToy(), THETAS[0], data()
     f, J, _ = model._features(theta, x)
     gauss_newton = (2.0 / x.shape[0]) * J.T @ J
     H_fd = np.stack([fd_grad(lambda t: model.loss_and_grad(t, x, y)[1][i], theta)
@@ -64,7 +67,7 @@ def test_tanh_residual_curvature_matters():
 
 
 def test_linear_toy_is_mlp_1_1():
-    lin, mlp = toy.LinearToy(), mamlnp.MLP(sizes=(1, 1))
+    lin, mlp = nn_toy.LinearToy(), mamlnp.MLP(sizes=(1, 1))
     theta, (x, y), v = THETAS[1], data(), RNG.normal(size=2)
     np.testing.assert_allclose(lin.forward(theta, x), mlp.forward(theta, x), rtol=1e-14)
     np.testing.assert_allclose(lin.loss_and_grad(theta, x, y)[1],
@@ -74,8 +77,8 @@ def test_linear_toy_is_mlp_1_1():
 
 @pytest.mark.parametrize("inner_steps", [1, 3])
 def test_meta_gradient_on_tanh_toy_vs_finite_differences(inner_steps):
-    model = toy.TanhToy()
-    batch = toy.ToyTasks(model, toy.square_corners((1.5, 1.0), 0.5)).sample(3, 4, 6, 6)
+    model = nn_toy.TanhToy()
+    batch = tasks_toy.ToyTasks(model, tasks_toy.square_corners((1.5, 1.0), 0.5)).sample(3, 4, 6, 6)
     theta, alpha = np.array([1.2, 0.8]), 0.05
     loss, g = maml.meta_gradient(model, theta, batch, alpha, inner_steps, backend="numpy")
     assert loss == pytest.approx(maml.meta_loss(model, theta, batch, alpha, inner_steps),
@@ -90,17 +93,17 @@ def test_meta_gradient_on_tanh_toy_vs_finite_differences(inner_steps):
 
 
 def unequal_tasks(model):
-    return toy.ToyTasks(model, toy.square_corners((1.0, 0.5), 1.0),
+    return tasks_toy.ToyTasks(model, tasks_toy.square_corners((1.0, 0.5), 1.0),
                         x_ranges=[(-1, 1), (-1, 1), (0, 2), (-2, 0.5)])
 
 
-@pytest.mark.parametrize("model", [toy.LinearToy(), mamlnp.MLP(sizes=(1, 1))], ids=repr)
+@pytest.mark.parametrize("model", [nn_toy.LinearToy(), mamlnp.MLP(sizes=(1, 1))], ids=repr)
 @pytest.mark.parametrize("inner_steps", [1, 2])
 def test_closed_form_optimum_matches_training(model, inner_steps):
     batch, alpha = unequal_tasks(model).batch(shots=8, query=10), 0.3
-    A, B = toy.task_hessians(model, batch)
-    star = toy.maml_optimum_quadratic(unequal_tasks(model).optima, A, B, alpha, inner_steps)
-    path, _ = toy.meta_train_path(model, np.zeros(2), batch, alpha, inner_steps,
+    A, B = meta_toy.task_hessians(model, batch)
+    star = meta_toy.maml_optimum_quadratic(unequal_tasks(model).optima, A, B, alpha, inner_steps)
+    path, _ = meta_toy.meta_train_path(model, np.zeros(2), batch, alpha, inner_steps,
                                   beta=0.5, iterations=1500)
     _, g_star = maml.meta_gradient(model, star, batch, alpha, inner_steps, backend="numpy")
     err = np.abs(path[-1] - star).max()
@@ -108,27 +111,27 @@ def test_closed_form_optimum_matches_training(model, inner_steps):
           f"‖∇M(θ*)‖ = {np.linalg.norm(g_star):.1e}")
     assert err < 1e-9
     assert np.linalg.norm(g_star) < 1e-12
-    joint = toy.maml_optimum_quadratic(unequal_tasks(model).optima, A, B, alpha, 0)
+    joint = meta_toy.maml_optimum_quadratic(unequal_tasks(model).optima, A, B, alpha, 0)
     assert np.abs(star - joint).max() > 1e-2       # unequal curvatures: MAML ≠ joint
 
 
 def test_equal_curvatures_give_the_centre():
-    model = toy.LinearToy()
-    fam = toy.ToyTasks(model, toy.square_corners((2.0, -1.0), 0.5))
-    A, B = toy.task_hessians(model, fam.batch(5, 7))
+    model = nn_toy.LinearToy()
+    fam = tasks_toy.ToyTasks(model, tasks_toy.square_corners((2.0, -1.0), 0.5))
+    A, B = meta_toy.task_hessians(model, fam.batch(5, 7))
     for s in (0, 1, 4):
-        np.testing.assert_allclose(toy.maml_optimum_quadratic(fam.optima, A, B, 0.2, s),
+        np.testing.assert_allclose(meta_toy.maml_optimum_quadratic(fam.optima, A, B, 0.2, s),
                                    [2.0, -1.0], rtol=1e-12)
 
 
 def test_tanh_maml_optimum_differs_from_joint_minimiser():
     """Joint training (s = 0), FOMAML and MAML converge to three different points."""
-    model = toy.TanhToy()
-    batch = toy.ToyTasks(model, toy.square_corners((1.2, 1.0), 0.5), x_ranges=(-2, 2)).batch()
+    model = nn_toy.TanhToy()
+    batch = tasks_toy.ToyTasks(model, tasks_toy.square_corners((1.2, 1.0), 0.5), x_ranges=(-2, 2)).batch()
     theta0, alpha = np.array([1.2, 1.0]), 0.2
     points = {}
     for name, s, fo in (("joint", 0, False), ("MAML", 1, False), ("FOMAML", 1, True)):
-        points[name] = toy.meta_train_path(model, theta0, batch, alpha, s, 0.5, 1500,
+        points[name] = meta_toy.meta_train_path(model, theta0, batch, alpha, s, 0.5, 1500,
                                            first_order=fo)[0][-1]
         g = maml.meta_gradient(model, points[name], batch, alpha, s, first_order=fo,
                                backend="numpy")[1]
@@ -139,15 +142,15 @@ def test_tanh_maml_optimum_differs_from_joint_minimiser():
 
 
 def test_tasks_sampling_and_bad_input():
-    model = toy.LinearToy()
+    model = nn_toy.LinearToy()
     fam = unequal_tasks(model)
     b1, b2 = fam.sample(5, 6, 3, 4), fam.sample(5, 6, 3, 4)
     assert np.array_equal(b1.x_support, b2.x_support)
     assert b1.x_support.shape == (6, 3, 1) and b1.y_query.shape == (6, 4, 1)
     assert np.all(b1.x_support >= -2) and np.all(b1.x_support <= 2)
     with pytest.raises(InputError, match="x_ranges"):
-        toy.ToyTasks(model, fam.optima, x_ranges=[(1, 0)] * 4)
+        tasks_toy.ToyTasks(model, fam.optima, x_ranges=[(1, 0)] * 4)
     with pytest.raises(InputError, match="theta"):
         model.loss(np.zeros(3), np.zeros((2, 1)), np.zeros((2, 1)))
     with pytest.raises(InputError, match="half_width"):
-        toy.square_corners((0, 0), -1.0)
+        tasks_toy.square_corners((0, 0), -1.0)

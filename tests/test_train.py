@@ -1,4 +1,4 @@
-"""mamlnp.train: the programmatic meta_train, the CLI, determinism, divergence and bad input.
+"""mamlnp.run.train: the programmatic meta_train, the CLI, determinism, divergence and bad input.
 
 Runs are tiny (a few meta-batches of a few tasks, NumPy backend) to stay fast.
 """
@@ -11,12 +11,12 @@ import pytest
 
 import mamlnp
 from mamlnp import CheckpointError, DivergenceError, InputError
-from mamlnp import checkpoint as C
-from mamlnp import train as TR
-from mamlnp import variants as V
-from mamlnp.cli import main
-from mamlnp.runguard import LOSS_LIMIT
-from mamlnp.train import TrainingInterrupted
+from mamlnp.run import checkpoint as C
+from mamlnp.run import train as TR
+from mamlnp.meta import variants as V
+from mamlnp.run.cli import main
+from mamlnp.run.runguard import LOSS_LIMIT
+from mamlnp.run.train import TrainingInterrupted
 
 TINY = dict(iterations=12, meta_batch=3, eval_every=6, val_tasks=5, backend="numpy",
             progress=False)

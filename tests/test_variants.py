@@ -1,6 +1,6 @@
-"""The methods of mamlnp.variants: gradients against centred finite differences
+"""The methods of mamlnp.meta.variants: gradients against centred finite differences
 (Meta-SGD θ and α, pretrain), Reptile against a hand-written loop, MAML/FOMAML
-against mamlnp.maml, and the numba twins against the NumPy reference.
+against mamlnp.meta.maml, and the numba twins against the NumPy reference.
 
 Dimension legend: T tasks, K support, Q query, P parameters.
 """
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from mamlnp import MLP, InputError, SinusoidTasks, TaskBatch
-from mamlnp import maml as M
-from mamlnp.variants import METHODS, get_method
+from mamlnp.meta import maml as M
+from mamlnp.meta.variants import METHODS, get_method
 
-HAS_FAST = importlib.util.find_spec("mamlnp.fast") is not None
+HAS_FAST = importlib.util.find_spec("mamlnp.fast.api") is not None
 
 
 def small_case(activation="tanh", seed=0, T=3, K=4, Q=5):
@@ -150,7 +150,7 @@ def test_unknown_method_is_refused():
     assert set(METHODS) == {"maml", "fomaml", "reptile", "metasgd", "pretrain"}
 
 
-@pytest.mark.skipif(not HAS_FAST, reason="mamlnp.fast (numba backend) not available")
+@pytest.mark.skipif(not HAS_FAST, reason="mamlnp.fast.api (numba backend) not available")
 @pytest.mark.parametrize("name", ["maml", "fomaml", "reptile", "metasgd", "pretrain"])
 def test_numba_backend_matches_numpy(name):
     model = MLP((1, 40, 40, 1), "relu")

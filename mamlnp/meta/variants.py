@@ -1,0 +1,202 @@
+"""Meta-learning methods as small objects the trainer drives the same way.
+
+Dimension legend: T tasks, K support points, Q query points, D inputs,
+O outputs, P parameters, s = inner_steps.
+
+Every method provides
+
+    init_params(model, theta, config) -> {"theta": θ (P,), …}   the meta-learned arrays
+    step(model, params, batch, config, backend) -> (meta_loss, {name: gradient (P,)})
+    adapt_alpha(params, config) -> α used to fine-tune at test time (scalar or (P,))
+
+and the trainer hands each gradient to the outer optimizer of its array (Adam
+with step β by default). ``config`` holds "alpha", "inner_steps", "first_order".
+
+Methods
+  maml      Finn et al. (2017): exact second-order meta-gradient (mamlnp.meta.maml.meta_gradient).
+  fomaml    the same with first_order=True (Hessian terms dropped).
+  reptile   Nichol, Achiam & Schulman (2018), "On First-Order Meta-Learning Algorithms".
+  metasgd   Li, Zhou, Chen & Li (2017), "Meta-SGD": a learned step size per parameter.
+  pretrain  the paper's baseline: one network trained on all tasks jointly (sec. 5.1).
+"""
+import numpy as np
+
+from . import maml as M
+from ..tasks.base import TaskBatch
+
+METHODS = ("maml", "fomaml", "reptile", "metasgd", "pretrain")
+
+
+class Method:
+    """Interface (see the module docstring). ``name`` is the config's "method"."""
+
+    name = None
+    groups = ("theta",)            # the meta-learned arrays, in params
+
+    def init_params(self, model, theta, config):
+        return {"theta": np.array(theta, dtype=np.float64)}
+
+    def step(self, model, params, batch, config, backend):
+        raise NotImplementedError
+
+    def adapt_alpha(self, params, config):
+        return config["alpha"]
+
+
+class MAML(Method):
+    """∇_θ (1/T) Σ_t L_Q,t(θ_s^{(t)}), exact through the s inner steps (Hessian-vector
+    products), or first order (``first_order=True``: ∇L_Q(θ_s) only)."""
+
+    name = "maml"
+    first_order = False
+
+    def step(self, model, params, batch, config, backend):
+        fast = M.kernels_for(model, backend)
+        if fast is not None:
+            return self._step_numba(fast, model, params["theta"], batch, config)
+        loss, g = M.meta_gradient(model, params["theta"], batch, config["alpha"],
+                                  config["inner_steps"], self.first_order, backend)
+        return loss, {"theta": g}
+
+    def _step_numba(self, fast, model, theta, batch, config):
+        """The trainer's hot path: mamlnp.fast.api's unchecked entry, skipping the argument
+        checks of mamlnp.meta.maml.meta_gradient (the trainer made θ and the batch itself)."""
+        T = batch.num_tasks
+        flat = [a.reshape(T, -1) for a in (batch.x_support, batch.y_support,      # (T, K·D) …
+                                           batch.x_query, batch.y_query)]
+        alpha = fast.alpha_vector(float(config["alpha"]))                  # scalar α: (1,)
+        loss, g = fast.meta_gradient_unchecked(fast.geometry(model), theta, *flat, alpha,
+                                               config["inner_steps"], self.first_order)
+        return float(loss), {"theta": g}
+
+
+class FOMAML(MAML):
+    name = "fomaml"
+    first_order = True
+
+
+class Reptile(Method):
+    """Reptile (Nichol et al. 2018, Algorithm 2, batched version).
+
+    Per task t, run s plain SGD steps of size α from θ on ALL the task's points,
+    support ∪ query (K+Q points: Reptile has no train/test split inside a task,
+    so it uses every sampled point as training data):
+
+        θ̃_t = θ_s^{(t)},   θ_{k+1} = θ_k − α ∇L_{S∪Q,t}(θ_k)
+
+    The meta "gradient" handed to the outer optimizer is  g = θ − (1/T) Σ_t θ̃_t  (P,).
+    With outer SGD of step ε this is Reptile's θ ← θ + ε ((1/T) Σ_t θ̃_t − θ); the
+    trainer's default outer optimizer is Adam with step β, as for every method
+    (choose ``optimizer="sgd"`` for the paper's plain update). s = 0 gives g = 0.
+
+    meta_loss reported: (1/T) Σ_t L_{S∪Q,t}(θ̃_t), the tasks' loss after adaptation.
+    """
+
+    name = "reptile"
+
+    def step(self, model, params, batch, config, backend):
+        theta = params["theta"]
+        x = np.concatenate([batch.x_support, batch.x_query], axis=1)      # (T, K+Q, D)
+        y = np.concatenate([batch.y_support, batch.y_query], axis=1)      # (T, K+Q, O)
+        alpha, s = config["alpha"], config["inner_steps"]
+        fast = M.kernels_for(model, backend)
+        if fast is not None:
+            adapted = fast.adapt_batch(model, theta, unchecked_batch(x, y, x, y), alpha, s)
+        else:
+            adapted = [M.inner_loop(model, theta, x[t], y[t], alpha, s)[-1]      # θ̃_t (P,)
+                       for t in range(batch.num_tasks)]
+        mean_adapted, loss = np.zeros_like(theta), 0.0
+        for t in range(batch.num_tasks):
+            mean_adapted += adapted[t]
+            loss += model._loss_value(adapted[t], x[t], y[t])
+        T = batch.num_tasks
+        return loss / T, {"theta": theta - mean_adapted / T}              # θ − mean θ̃
+
+
+class MetaSGD(Method):
+    """Meta-SGD (Li et al. 2017): θ and a per-parameter step size α (P,) are both
+    meta-learned; adaptation is θ_{k+1} = θ_k − α ⊙ ∇L_S(θ_k).
+
+    α starts at config["alpha"] everywhere. Gradients w.r.t. θ and α are those of
+    mamlnp.meta.maml.meta_gradient_alpha (derivation in its docstring); α is left
+    unconstrained, as in the paper, so entries may change sign during training.
+    """
+
+    name = "metasgd"
+    groups = ("theta", "alpha")
+
+    def init_params(self, model, theta, config):
+        return {"theta": np.array(theta, dtype=np.float64),
+                "alpha": np.full(model.num_params, float(config["alpha"]))}
+
+    def step(self, model, params, batch, config, backend):
+        theta, alpha = params["theta"], params["alpha"]
+        s, fo = config["inner_steps"], bool(config.get("first_order", False))
+        fast = M.kernels_for(model, backend)
+        if fast is not None:
+            loss, g_theta, g_alpha = fast.meta_gradient_alpha(model, theta, alpha, batch, s, fo)
+            return loss, {"theta": g_theta, "alpha": g_alpha}
+        # NumPy reference, unchecked: the learned α may hold entries <= 0, which the
+        # public meta_gradient_alpha (for user input) refuses.
+        loss, g_theta, g_alpha = 0.0, np.zeros_like(theta), np.zeros_like(alpha)
+        for t in range(batch.num_tasks):
+            l, gt, ga = M.task_meta_gradient_alpha(model, theta, *batch.task(t), alpha, s, fo)
+            loss, g_theta, g_alpha = loss + l, g_theta + gt, g_alpha + ga
+        T = batch.num_tasks
+        return loss / T, {"theta": g_theta / T, "alpha": g_alpha / T}
+
+    def adapt_alpha(self, params, config):
+        return params["alpha"]
+
+
+class Pretrain(Method):
+    """The paper's baseline, "pretrained on all of the tasks" (Finn et al. 2017, sec. 5.1):
+    one network fitted to every task's points at θ, with no inner step:
+
+        L(θ) = (1/T) Σ_t MSE_t(θ; support ∪ query)
+
+    Every task has K+Q points, so this is one MSE over all T(K+Q) points, and its
+    gradient is one backward pass (``model._loss_and_grad``). At test time the
+    network is fine-tuned with SGD at α, like MAML.
+
+    backend="numba": the same loss is MAML's meta-objective with s = 0 inner steps and
+    support ∪ query as the query set (the mean of T equal-sized per-task means is the
+    mean over all points), so the compiled meta-gradient kernel computes it, in a
+    different summation order (equal to ~1e-15, tests/test_variants.py).
+    """
+
+    name = "pretrain"
+
+    def step(self, model, params, batch, config, backend):
+        T, K, D = batch.x_support.shape
+        x = np.concatenate([batch.x_support, batch.x_query], axis=1)      # (T, K+Q, D)
+        y = np.concatenate([batch.y_support, batch.y_query], axis=1)      # (T, K+Q, O)
+        fast = M.kernels_for(model, backend)
+        if fast is not None:
+            xf, yf = x.reshape(T, -1), y.reshape(T, -1)                    # (T, (K+Q)·D) …
+            alpha = fast.alpha_vector(float(config["alpha"]))              # unused at s = 0
+            loss, g = fast.meta_gradient_unchecked(fast.geometry(model), params["theta"],
+                                                   xf, yf, xf, yf, alpha, 0, True)
+            return float(loss), {"theta": g}
+        loss, g = model._loss_and_grad(params["theta"], x.reshape(-1, D),
+                                       y.reshape(T * x.shape[1], -1))
+        return loss, {"theta": g}
+
+
+def unchecked_batch(x_support, y_support, x_query, y_query):
+    """A TaskBatch of arrays the caller guarantees (float64, finite, matching shapes),
+    made C-contiguous but not re-validated: for the training loop's own data."""
+    batch = object.__new__(TaskBatch)                      # bypasses TaskBatch.__post_init__
+    for name, a in (("x_support", x_support), ("y_support", y_support),
+                    ("x_query", x_query), ("y_query", y_query)):
+        object.__setattr__(batch, name, np.ascontiguousarray(a, dtype=np.float64))
+    return batch
+
+
+_REGISTRY = {cls.name: cls for cls in (MAML, FOMAML, Reptile, MetaSGD, Pretrain)}
+
+
+def get_method(name):
+    """The method object for ``name`` (one of METHODS)."""
+    from ..validation import choice
+    return _REGISTRY[choice("method", name, METHODS)]()

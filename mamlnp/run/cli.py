@@ -1,0 +1,72 @@
+"""The ``mamlnp`` command (also ``python -m mamlnp``).
+
+Each sub-command lives in its own module, which provides
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). Modules are
+imported only when their command runs, so ``mamlnp --help`` stays fast.
+"""
+import argparse
+import importlib
+import sys
+
+from ..errors import DivergenceError, MamlnpError
+
+# command -> (module, one-line help)
+COMMANDS = {
+    "gradcheck": ("mamlnp.check.gradcheck", "check every hand-written derivative against finite differences"),
+    "train": ("mamlnp.run.train", "meta-train a model (MAML, FOMAML, Reptile, Meta-SGD, pretrain)"),
+    "evaluate": ("mamlnp.run.evaluate", "evaluate a trained run on the held-out task pool"),
+    "reproduce": ("mamlnp.run.reproduce", "the paper's sinusoid experiment end to end"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mamlnp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            p.set_defaults(_missing=True)
+    return parser
+
+
+def main(argv=None):
+    """Run one sub-command; returns its exit code.
+
+    Errors meant for the user become one line on stderr, never a traceback:
+    ``mamlnp COMMAND: error: <message>`` with exit code 2 for bad input or a bad
+    checkpoint (MamlnpError; argparse's own usage errors also exit 2), 1 for a
+    diverged run, a file-system error or running out of memory, 130 for Ctrl-C. See docs/errors.md.
+    """
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", False):
+        print(f"mamlnp {args.command}: not available in this version", file=sys.stderr)
+        return 2
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except DivergenceError as exc:
+        return _fail(args.command, exc, 1)
+    except MamlnpError as exc:
+        return _fail(args.command, exc, 2)
+    except OSError as exc:              # unwritable --out, disk full, a directory as a file...
+        where = f": {exc.filename!r}" if exc.filename else ""
+        return _fail(args.command, f"{exc.strerror or exc}{where}", 1)
+    except MemoryError as exc:          # e.g. an absurd --max-steps or --meta-batch
+        return _fail(args.command, f"out of memory ({exc}); use smaller sizes", 1)
+    except KeyboardInterrupt:
+        print(f"mamlnp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(command, message, code):
+    print(f"mamlnp {command}: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""Meta-training: ``meta_train(...)`` and the command ``python -m mamlnp train sinusoid``.
+
+Dimension legend: T tasks (meta-batch), K support points (shots), Q query
+points, P parameters.
+
+One meta-iteration (Finn et al. 2017, Algorithm 2):
+
+    batch ~ p(T)                    T tasks, K support + Q query points each
+    loss, g = method.step(θ, batch) meta-loss and meta-gradient(s), each (P,)
+    θ ← Adam_β(θ, g)                outer step of size β (and α too, for Meta-SGD)
+
+Defaults are the paper's sinusoid protocol (sec. 5.1): a 1-40-40-1 ReLU network,
+K = 10, α = 0.01, one inner step, Adam with β = 1e-3, meta-batch 25, 70,000
+iterations. Query sets have Q = 10 points (cbfinn/maml draws K for each).
+
+Reliability (module mamlnp.run.checkpoint writes the files):
+  * all randomness — θ's initialisation, then every task batch — comes from ONE
+    ``numpy.random.Generator`` seeded by ``seed``; its state is checkpointed, so
+    a resumed run reproduces an uninterrupted one bit for bit;
+  * a checkpoint every ``checkpoint_every`` iterations and at the end;
+  * divergence: a NaN/inf meta-loss or meta-gradient, or a meta-loss that explodes
+    (rules in mamlnp.run.runguard) stops the run with a DivergenceError BEFORE the bad
+    step is taken; the last good checkpoint is never overwritten;
+  * Ctrl-C (SIGINT) finishes the current iteration, writes a checkpoint and
+    raises TrainingInterrupted (the CLI exits with code 130); SIGTERM likewise (143).
+"""
+import argparse
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import checkpoint as C
+from ..meta import maml as M
+from ..errors import CheckpointError, DivergenceError, InputError, MamlnpError
+from ..nn.mlp import MLP
+from ..meta.optim import OPTIMIZERS
+from .runguard import DivergenceGuard, StopSignals, metadata
+from .runconfig import DEFAULTS, TASKS, make_config, requested_keys, resume_config
+from .trainstep import fused_step, outer_step, sample_batch
+from ..meta.variants import METHODS, get_method
+
+_FAMILY = {name: cls() for name, cls in TASKS.items()}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM: ``.signum``) stopped training after a checkpoint was written;
+    ``.result`` holds the run so far."""
+
+    def __init__(self, message, result, signum=signal.SIGINT):
+        super().__init__(message)
+        self.result, self.signum = result, signum
+
+
+@dataclass
+class TrainResult:
+    """What meta_train returns. history: {"iteration", "meta_loss", "val_mse"} arrays (R,)."""
+    model: MLP
+    theta: np.ndarray
+    config: dict
+    history: dict
+    params: dict
+    out: str = None
+    interrupted: bool = False
+
+
+@dataclass
+class Step:
+    """Passed to ``callback`` after every meta-iteration (val_mse is None when not evaluated)."""
+    iteration: int
+    meta_loss: float
+    params: dict
+    val_mse: float = None
+
+    @property
+    def theta(self):
+        return self.params["theta"]
+
+
+# ---- training state -----------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """Everything that changes during a run; all of it goes into the checkpoint."""
+    params: dict
+    optimizers: dict
+    rng: np.random.Generator
+    iteration: int = 0
+    history: list = field(default_factory=list)               # rows (iteration, loss, val)
+    window: list = field(default_factory=lambda: [0.0, 0])     # meta-loss sum, count
+    guard: DivergenceGuard = field(default_factory=DivergenceGuard)
+    wall: float = 0.0
+    last_checkpoint: int = None
+
+    def train_state(self):
+        return {"window_sum": np.float64(self.window[0]), "window_count": np.int64(self.window[1]),
+                "wall": np.float64(self.wall), **self.guard.state_dict()}
+
+
+def _new_state(method, cfg):
+    model = MLP(**cfg["model"])
+    rng = np.random.default_rng(cfg["seed"])
+    theta = model.init(rng, scheme=cfg["init"])                 # θ (P,), from the run's rng
+    params = method.init_params(model, theta, cfg)
+    opts = {g: OPTIMIZERS[cfg["optimizer"]](cfg["beta"]) for g in params}
+    return _State(params, opts, rng)
+
+
+def _restore_state(method, cfg, saved):
+    missing = [f"{what} {g!r}" for g in method.groups for what, d in
+               (("parameters", saved["params"]), ("optimizer state", saved["optimizer_state"]))
+               if g not in d] + [f"trainer state {k!r}" for k in ("window_sum", "window_count",
+                                 "wall", "recent", "n_recent", "median")
+                                 if k not in saved["train_state"]]
+    if missing:
+        raise CheckpointError(f"resume: {saved['path']!r} lacks {', '.join(missing)}; it was "
+                              f"not written by 'mamlnp train' for method {cfg['method']!r}")
+    params = {g: np.array(saved["params"][g], dtype=np.float64) for g in method.groups}
+    opts = {g: OPTIMIZERS[cfg["optimizer"]](cfg["beta"]) for g in params}
+    for g, opt in opts.items():
+        opt.load_state_dict(saved["optimizer_state"][g])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = saved["rng_state"]
+    ts = saved["train_state"]
+    state = _State(params, opts, rng, saved["iteration"], [tuple(r) for r in saved["history"]],
+                   [float(ts["window_sum"]), int(ts["window_count"])], DivergenceGuard(),
+                   float(ts["wall"]), saved["iteration"])
+    state.guard.load_state_dict(ts)
+    return state
+
+
+def _save(out, state, cfg):
+    cfg["iteration"] = state.iteration
+    history = np.array(state.history, dtype=np.float64).reshape(-1, 3)
+    C.save_checkpoint(out, cfg, state.params,
+                      {g: o.state_dict() for g, o in state.optimizers.items()},
+                      state.rng.bit_generator.state, state.iteration, history,
+                      state.train_state())
+    C.write_history_csv(os.path.join(out, C.HISTORY_NAME), history)
+    C.write_json(os.path.join(out, C.CONFIG_NAME), {**cfg, "metadata": metadata(
+        cfg["backend"], cfg["seed"], state.wall, state.iteration)})
+    state.last_checkpoint = state.iteration
+
+
+# ---- validation -------------------------------------------------------------------
+
+
+def validation_batch(cfg):
+    """The fixed validation tasks: ``val_tasks`` tasks seeded by ``val_seed`` (not the
+    600-task evaluation pool, whose seed is 2017), K = shots, ``val_query`` query points."""
+    family = TASKS[cfg["task"]]()
+    rng = np.random.default_rng(np.random.SeedSequence([cfg["val_seed"], 0xFA11]))
+    return family.sample(rng, cfg["val_tasks"], cfg["shots"], cfg["val_query"])
+
+
+def validation_mse(model, method, params, cfg, batch):
+    """Mean query MSE over ``batch`` after adapting θ on each support set (NumPy)."""
+    alpha = method.adapt_alpha(params, cfg)
+    total = 0.0
+    for t in range(batch.num_tasks):
+        xs, ys, xq, yq = batch.task(t)
+        theta_s = M.inner_loop(model, params["theta"], xs, ys, alpha, cfg["inner_steps"])[-1]
+        total += model._loss_value(theta_s, xq, yq)
+    return total / batch.num_tasks
+
+
+# ---- the loop -----------------------------------------------------------------------
+
+
+def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress=True,
+               callback=None, **kwargs):
+    """Meta-train on the sinusoid tasks; returns a TrainResult (.theta, .model, .config, .history).
+
+    config : a dict of config keys (see DEFAULTS; a loaded run's config works too);
+    kwargs : the same keys as keywords, e.g. ``meta_train(method="fomaml", iterations=500)``.
+    out : a run directory for checkpoint.npz, config.json and history.csv (None: keep
+      nothing on disk). resume : continue the run in ``out`` (to the same bits).
+    callback : called as ``callback(step)`` with a Step after every iteration; a
+      truthy return value stops training early (a checkpoint is written).
+    Raises InputError / CheckpointError for bad input (before training starts),
+    DivergenceError if the loss diverges, TrainingInterrupted on Ctrl-C.
+    """
+    cfg = make_config(config, **kwargs)                   # validates config first
+    requested = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
+    if resume and out is None:
+        raise InputError("resume: expected a run directory in out=..., got out=None")
+    lock = None
+    if out is not None:
+        out, lock = C.prepare_run_dir(out, resume, overwrite)
+    try:
+        method = get_method(cfg["method"])
+        if resume:                                        # the saved config wins
+            cfg, state = _load_run(out, requested)
+            method = get_method(cfg["method"])
+        else:
+            state = _new_state(method, cfg)
+        return _run(MLP(**cfg["model"]), method, cfg, state, out, progress, callback)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _load_run(out, requested):
+    """(config, state) of the run in ``out``, for --resume."""
+    saved = C.read_checkpoint(out)
+    cfg = resume_config(saved["config"], requested_keys(requested, saved["config"]))
+    if cfg["iterations"] < saved["iteration"]:
+        raise InputError(f"iterations: the run in {out!r} has done {saved['iteration']} "
+                         f"iterations, got iterations={cfg['iterations']}; ask for at least "
+                         f"as many")
+    return cfg, _restore_state(get_method(cfg["method"]), cfg, saved)
+
+
+def _run(model, method, cfg, state, out, progress, callback):
+    val, bar = validation_batch(cfg), _progress_bar(progress, cfg, state)
+    fused = fused_step(model, method, cfg, _FAMILY[cfg["task"]], state.optimizers)
+    start, stop = time.perf_counter(), False
+    try:
+        with StopSignals() as signals:
+            while state.iteration < cfg["iterations"] and not stop:
+                loss, val_mse = _iteration(model, method, cfg, state, val, out, fused)
+                if callback is not None:
+                    stop = bool(callback(Step(state.iteration, loss, state.params, val_mse)))
+                stop = stop or signals.hit
+                if out and (state.iteration % cfg["checkpoint_every"] == 0 or stop):
+                    state.wall, start = state.wall + time.perf_counter() - start, time.perf_counter()
+                    _save(out, state, cfg)
+                _show(bar, state, loss, val_mse)
+            finished = state.iteration >= cfg["iterations"]
+            final_row = finished and state.window[1] > 0
+            if final_row:                                       # the last iterations' row
+                _history_row(model, method, cfg, state, val)
+            state.wall += time.perf_counter() - start
+            if out and (final_row or state.last_checkpoint != state.iteration):
+                _save(out, state, cfg)
+    finally:
+        bar.close()
+    result = _result(model, cfg, state, out, interrupted=signals.hit and not finished)
+    if result.interrupted:
+        raise TrainingInterrupted(_interrupt_message(state, out), result, signals.signum)
+    return result
+
+
+def _iteration(model, method, cfg, state, val, out, fused=None):
+    """One meta-iteration: sample T tasks, meta-gradient(s), check, outer step(s); or all of
+    it in one call, ``fused`` (mamlnp.run.trainstep: the same bits). Returns (meta_loss,
+    validation MSE or None)."""
+    hint = lambda: _divergence_hint(cfg, state, out)                      # noqa: E731
+    if fused is not None:
+        loss = fused(state.rng, state.params, state.optimizers["theta"], state.guard,
+                     state.iteration + 1, hint)
+    else:
+        batch = sample_batch(_FAMILY[cfg["task"]], state.rng, cfg["meta_batch"], cfg["shots"],
+                             cfg["query"])                              # T tasks, K + Q points
+        with np.errstate(over="ignore", invalid="ignore"):      # a blow-up is the guard's
+            loss, grads = method.step(model, state.params, batch, cfg, cfg["backend"])
+        loss = float(loss)
+        state.guard.check(state.iteration + 1, loss, grads, hint)
+        for g, opt in state.optimizers.items():            # unchecked: finite, (P,), ours
+            state.params[g] = outer_step(opt, state.params[g], grads[g], cfg["backend"])  # Adam
+    state.iteration += 1
+    state.guard.record(loss)
+    state.window = [state.window[0] + loss, state.window[1] + 1]
+    if state.iteration % cfg["eval_every"] == 0:
+        return loss, _history_row(model, method, cfg, state, val)
+    return loss, None
+
+
+def _divergence_hint(cfg, state, out):
+    hint = (f"The step sizes are probably too large: start again with a smaller alpha "
+            f"(--alpha, now {cfg['alpha']}) or beta (--beta, now {cfg['beta']})")
+    if not out:
+        return hint + "."
+    if state.last_checkpoint is None:
+        return hint + f"; no checkpoint had been written to {out!r} yet."
+    return hint + f"; the last good checkpoint (iteration {state.last_checkpoint}) in {out!r} is kept."
+
+
+def _show(bar, state, loss, val_mse):
+    """Progress: meta-loss averaged since the last history row, last validation MSE, ETA."""
+    bar.update(1)
+    if val_mse is not None or state.iteration % 50 == 0:
+        last = state.history[-1] if state.history else (0, loss, float("nan"))
+        mean = state.window[0] / state.window[1] if state.window[1] else last[1]
+        bar.set_postfix(meta_loss=f"{mean:.4f}", val_mse=f"{last[2]:.4f}", refresh=False)
+
+
+def _history_row(model, method, cfg, state, val):
+    val_mse = validation_mse(model, method, state.params, cfg, val)
+    state.history.append((state.iteration, state.window[0] / max(state.window[1], 1), val_mse))
+    state.window = [0.0, 0]
+    return val_mse
+
+
+def _result(model, cfg, state, out, interrupted):
+    cfg = dict(cfg, iteration=state.iteration)
+    if "alpha" in state.params:
+        cfg["learned_alpha"] = state.params["alpha"].copy()
+    h = np.array(state.history, dtype=np.float64).reshape(-1, 3)
+    history = {name: h[:, i] for i, name in enumerate(C.HISTORY_COLUMNS)}
+    history["iteration"] = history["iteration"].astype(np.int64)
+    return TrainResult(model, state.params["theta"].copy(), cfg, history,
+                       {g: p.copy() for g, p in state.params.items()}, out, interrupted)
+
+
+def _interrupt_message(state, out):
+    if not out:
+        return f"interrupted at iteration {state.iteration} (no --out: nothing saved)"
+    return (f"interrupted at iteration {state.iteration}; checkpoint written to {out!r}. "
+            f"Resume with: python -m mamlnp train sinusoid --out {out} --resume")
+
+
+def _progress_bar(progress, cfg, state):
+    from tqdm import tqdm
+    return tqdm(total=cfg["iterations"], initial=state.iteration, disable=not progress,
+                desc=f"{cfg['method']}", unit="it", mininterval=0.5, dynamic_ncols=True)
+
+
+# ---- the command line ---------------------------------------------------------------
+
+
+EXAMPLES = """examples:
+  mamlnp train sinusoid                                   the paper's protocol, runs/sinusoid-maml
+  mamlnp train sinusoid --method pretrain                 the pretrained baseline
+  mamlnp train sinusoid --iterations 2000 --out runs/try  a short run
+  mamlnp train sinusoid --out runs/try --resume --iterations 5000   continue it (same bits)
+
+Ctrl-C (or SIGTERM) writes a checkpoint and exits with 130 (143); --resume continues.
+Exit codes: 0 done, 1 diverged or could not write, 2 bad input, 130/143 interrupted."""
+
+
+def add_arguments(p):
+    """Options of ``mamlnp train``. Defaults are None so that --resume can tell which
+    options were given explicitly; the real defaults are in DEFAULTS."""
+    d = DEFAULTS
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EXAMPLES
+    p.add_argument("task", choices=sorted(TASKS), help="the task family (the paper's sinusoid)")
+    p.add_argument("--method", choices=METHODS, help=f"meta-learning method (default {d['method']})")
+    p.add_argument("--shots", type=int, help=f"K support points per task (default {d['shots']})")
+    p.add_argument("--query", type=int, help=f"Q query points per task (default {d['query']})")
+    p.add_argument("--alpha", type=float, help=f"inner step size α (default {d['alpha']})")
+    p.add_argument("--beta", type=float, help=f"meta step size β of Adam (default {d['beta']})")
+    p.add_argument("--inner-steps", type=int, help=f"inner SGD steps (default {d['inner_steps']})")
+    p.add_argument("--meta-batch", type=int, help=f"tasks per meta-batch (default {d['meta_batch']})")
+    p.add_argument("--iterations", type=int, help=f"meta-iterations (default {d['iterations']})")
+    p.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths (default 40 40)")
+    p.add_argument("--activation", choices=("relu", "tanh", "softplus"),
+                   help=f"hidden activation (default {d['activation']})")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
+                   help=f"outer optimizer with step β (default {d['optimizer']})")
+    p.add_argument("--init", choices=("normal", "uniform"),
+                   help=f"θ initialisation scheme, see MLP.init (default {d['init']})")
+    p.add_argument("--seed", type=int, help=f"seed of the run's only RNG (default {d['seed']})")
+    p.add_argument("--backend", choices=M.BACKENDS,
+                   help=f"meta-gradient backend (default {M.DEFAULT_BACKEND})")
+    p.add_argument("--out", help="run directory (default runs/<task>-<method>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--checkpoint-every", type=int,
+                   help=f"iterations between checkpoints (default {d['checkpoint_every']})")
+    p.add_argument("--eval-every", type=int, help="iterations between validation MSEs on "
+                   f"{d['val_tasks']} fixed held-out tasks (default {d['eval_every']})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args):
+    keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
+            "iterations", "hidden", "activation", "optimizer", "init", "seed", "backend",
+            "checkpoint_every", "eval_every")
+    kwargs = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    out = args.out or os.path.join("runs", f"{args.task}-{args.method or DEFAULTS['method']}")
+    progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        result = meta_train(task=args.task, out=out, resume=args.resume,
+                            overwrite=args.overwrite, progress=progress, **kwargs)
+    except TrainingInterrupted as exc:
+        print(f"mamlnp train: {exc}", file=sys.stderr)
+        return 128 + int(exc.signum)                    # 130 for Ctrl-C, 143 for SIGTERM
+    except DivergenceError as exc:
+        print(f"mamlnp train: error: {exc}", file=sys.stderr)
+        return 1
+    except MamlnpError as exc:
+        print(f"mamlnp train: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:                       # e.g. disk full while saving
+        print(f"mamlnp train: error: could not write the run in {out!r} ({exc}); the last "
+              f"checkpoint written there is intact (files are replaced atomically)",
+              file=sys.stderr)
+        return 1
+    _print_summary(result)
+    return 0
+
+
+def _print_summary(result):
+    cfg, h = result.config, result.history
+    last = (f"meta-loss {h['meta_loss'][-1]:.4f}, validation MSE {h['val_mse'][-1]:.4f}"
+            if len(h["iteration"]) else "no history row")
+    print(f"{cfg['method']}: {cfg['iteration']} iterations ({last}); run saved in "
+          f"{result.out}/ (checkpoint.npz, config.json, history.csv)")

@@ -1,0 +1,10 @@
+"""The data part: the task batch, task families (sinusoid, the two-parameter toys) and the
+fixed evaluation pool.
+
+What may import what: tasks/ imports only mamlnp.errors and mamlnp.validation.
+"""
+from .base import TaskBatch, TaskFamily
+from .pool import EvaluationPool
+from .sinusoid import SinusoidTasks
+
+__all__ = ["TaskBatch", "TaskFamily", "EvaluationPool", "SinusoidTasks"]
