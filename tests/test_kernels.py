@@ -320,3 +320,25 @@ def test_chunked_calls_match_one_call(monkeypatch):
     assert chunked[2] == grad[2]
     check("chunked adapt_batch", fast.adapt_batch(model, theta, batch, 0.1, 3),
           M.adapt_batch_numpy(model, theta, batch, 0.1, 3))
+
+
+# ---- signatures: named bundles, not twenty positional arrays ------------------------------------
+
+
+def test_no_compiled_kernel_takes_more_than_12_arguments():
+    """Every @njit function of mamlnp/fast/kernels (read with ast) takes at most 12
+    positional arguments: geometry, workspace and per-call settings arrive as the named
+    bundles of kernels/bundles.py (conventions: mamlnp/fast/kernels/__init__.py)."""
+    import ast
+    import pathlib
+    src = pathlib.Path(MK.__file__).parent
+    counts = {}
+    for path in sorted(src.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and any(
+                    "njit" in ast.unparse(d) for d in node.decorator_list):
+                counts[f"{path.name}:{node.name}"] = len(node.args.args)
+    assert len(counts) > 30                                 # the kernels were found
+    longest = max(counts, key=counts.get)
+    print(f"{len(counts)} compiled kernels; longest signature {longest}: {counts[longest]}")
+    assert counts[longest] <= 12, {k: n for k, n in counts.items() if n > 12}
