@@ -349,7 +349,7 @@ PAPER_SIZES = (784, 256, 128, 64, 64, 5)   # "MAML, no conv" (Finn et al. 2017, 
 
 
 def paper_net_checks(seed):
-    """The paper's batch-norm classifier (P = 244,933 for 5-way): gradient and HVP along 10
+    """The paper's batch-norm classifier (P = 247,621 for 5-way): gradient and HVP along 10
     and 3 random unit directions on a batch of N = 10 points. Its 5,120 hidden pre-activations
     are drawn with margin 1e-4 (1e-3 is rarely met by so many): a unit direction in P
     dimensions moves each by ~1e-6 at ε = 1e-5."""
