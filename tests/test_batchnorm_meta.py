@@ -67,7 +67,8 @@ def test_checkpoint_carries_the_flag(tmp_path):
     from mamlnp.run.checkpoint import load_checkpoint, save_checkpoint
     model, theta, x, y = bn_case(0, (3, 4, 2), "tanh", "mse")
     model = MLP((3, 4, 2), "tanh", batch_norm=True, bn_eps=1e-4)
-    save_checkpoint(tmp_path, {"model": model.config()}, {"theta": theta})
+    save_checkpoint(tmp_path, {"model": model.config(), "method": "maml", "alpha": 0.1},
+                    {"theta": theta})
     loaded, theta2, _ = load_checkpoint(tmp_path)
     assert loaded.batch_norm is True and loaded.bn_eps == 1e-4
     assert loaded.loss(theta2, x, y) == model.loss(theta, x, y)
