@@ -31,7 +31,8 @@ from . import layers as LY
 from .activations import ACTIVATIONS
 from ..errors import InputError
 from .losses import LOSSES
-from ..validation import as_float64, as_rng, choice, nonneg_float, positive_int, probability_rows
+from ..validation import (as_float64, as_rng, check_memory, choice, nonneg_float, positive_int,
+                          probability_rows)
 
 
 class MLP:
@@ -59,6 +60,7 @@ class MLP:
         self._loss = LOSSES[self.loss_name]
         self.layout = self._make_layout(self.sizes)
         self.num_params = self.layout[-1][1][1]
+        check_memory("sizes", self.sizes, 8 * self.num_params, f"θ of {self.num_params} floats")
 
     @staticmethod
     def _make_layout(sizes):
@@ -102,6 +104,8 @@ class MLP:
                 bound = 1.0 / np.sqrt(fi)
                 theta[w0:w1] = rng.uniform(-bound, bound, w1 - w0)
                 theta[b0:b1] = rng.uniform(-bound, bound, b1 - b0)
+        if not np.isfinite(theta).all():                # scale * w overflowed (scale ~1e308)
+            raise InputError(f"scale: expected a scale giving finite parameters, got {scale!r}")
         return theta
 
     def unflatten(self, theta):

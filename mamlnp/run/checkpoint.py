@@ -339,7 +339,7 @@ def _read_members(file, z):
             continue
         if key.partition(".")[0] not in ("param", "optim", "train") or "." not in key:
             raise S.fail(file, key, "unexpected member (expected param.*, optim.*, train.*)")
-        arrays[key] = z.read(key, "fi", P + 64)
+        arrays[key] = z.read(key, "fi", max(P, 1024) + 64)    # (P,) vectors, or MEDIAN_WINDOW
     return arrays
 
 

@@ -132,6 +132,14 @@ def check_config(file, config, iteration):
     return config
 
 
+def require_keys(file, config, keys):
+    """Every key of ``keys`` in ``config`` (a resumed run reads them all)."""
+    missing = [k for k in keys if k not in config]
+    if missing:
+        raise fail(file, f"config.{missing[0]}", f"missing (expected the keys {sorted(keys)} "
+                                                 f"of a run's config)")
+
+
 def check_rng_state(file, state):
     """None, or a PCG64 state dict (numpy.random.default_rng's generator)."""
     if state is None:

@@ -236,6 +236,8 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
 def _load_run(out, requested):
     """(config, state) of the run in ``out``, for --resume."""
     saved = C.read_checkpoint(out)
+    S.require_keys(saved["path"], saved["config"], [k for k in DEFAULTS if k not in (
+        "hidden", "activation")] + ["model", "first_order"])
     cfg = resume_config(saved["config"], requested_keys(requested, saved["config"]))
     if cfg["iterations"] < saved["iteration"]:
         raise InputError(f"iterations: the run in {out!r} has done {saved['iteration']} "
