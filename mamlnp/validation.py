@@ -242,9 +242,10 @@ def real_range(name, value):
         raise InputError(f"{name}: expected {expected}, got {value!r}") from None
     low = _real(f"{name}[0]", low, "a finite number")
     high = _real(f"{name}[1]", high, "a finite number")
-    if not low <= high or not np.isfinite(high - low):
-        raise InputError(f"{name}: expected {expected} (and a finite width high - low), "
-                         f"got {value!r}")
+    if not low <= high:
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
+    if not np.isfinite(high - low):                     # numpy's uniform would overflow
+        raise InputError(f"{name}: expected a finite width high - low, got {value!r}")
     return low, high
 
 

@@ -99,7 +99,8 @@ class MLP:
                 while np.any(np.abs(w) > 2.0):          # truncate at 2σ by redrawing
                     bad = np.abs(w) > 2.0
                     w[bad] = rng.standard_normal(int(bad.sum()))
-                theta[w0:w1] = scale * w
+                with np.errstate(over="ignore"):        # refused below if it overflowed
+                    theta[w0:w1] = scale * w
             else:
                 bound = 1.0 / np.sqrt(fi)
                 theta[w0:w1] = rng.uniform(-bound, bound, w1 - w0)

@@ -24,10 +24,12 @@ and the checksum, then every field against the model and config it describes
 (mamlnp.run.statecheck). The checksum detects corruption, not tampering: it is not a
 signature. Every failure is a :class:`mamlnp.errors.CheckpointError` naming the field.
 """
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 import zipfile
 
@@ -175,7 +177,11 @@ def lock_run_dir(out):
         return None
     path = os.path.join(out, LOCK_NAME)
     try:                                        # O_NOFOLLOW: a planted link is refused
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW |
+                     os.O_NONBLOCK, 0o666)             # a FIFO planted there: no blocking
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file")
     except OSError as exc:
         raise InputError(f"out: cannot open the lock file {path!r} ({exc.strerror}); expected "
                          f"a regular file or none (mamlnp never writes through a symbolic "
