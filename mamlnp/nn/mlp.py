@@ -91,6 +91,9 @@ class MLP:
         """
         scheme = choice("scheme", scheme, ("normal", "uniform"))
         scale = nonneg_float("scale", scale)
+        if not np.isfinite(2.0 * scale):                # |θ_i| <= 2·scale must be finite
+            raise InputError(f"scale: expected a scale with 2·scale finite (the truncation "
+                             f"bound of θ), got {scale!r}")
         rng = as_rng("seed", seed)
         theta = np.zeros(self.num_params)
         for (w0, w1), (b0, b1), (fi, _) in self.layout:
@@ -99,14 +102,11 @@ class MLP:
                 while np.any(np.abs(w) > 2.0):          # truncate at 2σ by redrawing
                     bad = np.abs(w) > 2.0
                     w[bad] = rng.standard_normal(int(bad.sum()))
-                with np.errstate(over="ignore"):        # refused below if it overflowed
-                    theta[w0:w1] = scale * w
+                theta[w0:w1] = scale * w
             else:
                 bound = 1.0 / np.sqrt(fi)
                 theta[w0:w1] = rng.uniform(-bound, bound, w1 - w0)
                 theta[b0:b1] = rng.uniform(-bound, bound, b1 - b0)
-        if not np.isfinite(theta).all():                # scale * w overflowed (scale ~1e308)
-            raise InputError(f"scale: expected a scale giving finite parameters, got {scale!r}")
         return theta
 
     def unflatten(self, theta):

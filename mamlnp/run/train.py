@@ -141,12 +141,12 @@ def _restore_state(method, cfg, saved):
     return state
 
 
-def _check_state(model, method, cfg, state, val, out):
+def _check_state(model, method, cfg, state, val, out, reuse=True):
     """Raise DivergenceError if the state about to be saved or returned is diverged: θ_n
     itself is checked (the guard only saw the loss at θ_{n-1}), by its validation MSE
     (reused from the history row when one was just computed) under the guard's rules."""
     last = state.history[-1] if state.history else None
-    if last is not None and last[0] == state.iteration:
+    if reuse and last is not None and last[0] == state.iteration:
         val_mse = last[2]
     else:
         with np.errstate(all="ignore"):
@@ -252,7 +252,7 @@ def _run(model, method, cfg, state, out, progress, callback):
     start, stop = time.perf_counter(), False
     if state.last_checkpoint is not None:               # resumed: the saved state too
         try:
-            _check_state(model, method, cfg, state, val, out)
+            _check_state(model, method, cfg, state, val, out, reuse=False)
         except DivergenceError as exc:
             raise CheckpointError(f"resume: {out!r} holds a diverged state ({exc}); start a "
                                   f"new run") from None
