@@ -153,6 +153,7 @@ def resume_config(saved, requested):
                 f"resume: the checkpoint has {key}={saved.get(key)!r} but {key}={value!r} was "
                 f"requested; drop the option to keep the run's value, or start a new --out")
     check_config({**cfg, "hidden": cfg["model"]["sizes"][1:-1]})
+    check_run_memory(cfg)                       # a saved config may ask for absurd sizes too
     return cfg
 
 
