@@ -256,3 +256,14 @@ def test_fuzz_byte_flips_and_truncations(runs, tmp_path):
         outcomes["same"] += 1
     print(outcomes)
     assert outcomes["refused"] > 300
+
+
+def test_a_directory_declaring_too_many_members_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(300):
+            z.writestr(f"m{i}.npy", b"")
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="declares 300 members"):
+        mamlnp.load_checkpoint(path)
+    assert time.perf_counter() - t0 < 1.0

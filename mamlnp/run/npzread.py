@@ -35,6 +35,7 @@ class NpzReader:
 
     def __init__(self, file):
         self.file = file
+        self._check_end_record()
         try:
             self.zip = zipfile.ZipFile(file)
             infos = self.zip.infolist()
@@ -46,6 +47,19 @@ class NpzReader:
         except CheckpointError:
             self.zip.close()
             raise
+
+    def _check_end_record(self):
+        """The member count and directory size of the zip's end record, before zipfile
+        parses the directory (a small file may declare hundreds of thousands of members)."""
+        try:
+            with open(self.file, "rb") as f:
+                end = zipfile._EndRecData(f)
+            count, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+        except Exception:                   # no end record, or zipfile's internals moved:
+            return                          # ZipFile itself will refuse or parse it
+        if count > MAX_MEMBERS or size > MAX_MEMBERS * 1024:
+            raise self._error(f"declares {count} members in a {size}-byte directory, expected "
+                              f"at most {MAX_MEMBERS} members")
 
     def _error(self, what, field=None):
         where = f"{self.file!r}" + (f", field {field!r}," if field else "")
