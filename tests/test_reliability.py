@@ -270,6 +270,10 @@ _T = _M.init(0)
     (lambda: mamlnp.EvaluationPool(mamlnp.SinusoidTasks(), 3, shots=(1, 5)).batch(True),
      "shots"),
     (lambda: _M.init(0, scheme="normal", scale=1e308), "scale"),
+    (lambda: mamlnp.EvaluationPool(mamlnp.SinusoidTasks(), 2**31 - 1, query=2**31 - 1),
+     "num_tasks"),
+    (lambda: mamlnp.MLP((1, 10**5, 1)).forward(np.zeros(3 * 10**5 + 1), np.zeros((10**6, 1))),
+     "x: expected a size whose arrays fit in memory"),
 ])
 def test_api_cases_get_the_projects_errors(call, fragment):
     with pytest.raises(InputError) as e:

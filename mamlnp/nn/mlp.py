@@ -145,6 +145,8 @@ class MLP:
 
     def check_xy(self, x, y=None, xname="x", yname="y"):
         x = as_float64(xname, x, 2, ("N", self.sizes[0]))
+        check_memory(xname, x.shape, 8 * 4 * x.shape[0] * sum(self.sizes[1:]),
+                     "the layers' activations and caches, (N, H) each")
         if y is None:
             return x
         y = as_float64(yname, y, 2, (x.shape[0], self.sizes[-1]))
