@@ -305,3 +305,22 @@ def test_learned_alpha_of_the_wrong_length_and_nan_theta_are_refused_at_load(tmp
         np.savez(tmp_path / "checkpoint.npz", checksum=np.array(C.checksum(arrays)), **arrays)
         with pytest.raises(CheckpointError, match=field):
             mamlnp.load_checkpoint(tmp_path)
+
+
+def test_the_fused_kernel_is_never_called_with_another_length():
+    from mamlnp.meta.optim import Adam
+    from mamlnp.meta.variants import get_method
+    from mamlnp.run import trainstep as TS
+    from mamlnp.run.runconfig import make_config
+    from mamlnp.run.runguard import DivergenceGuard
+    cfg = make_config(backend="numba", meta_batch=3)
+    model, opt = mamlnp.MLP(**cfg["model"]), Adam(1e-3)
+    fused = TS.fused_step(model, get_method("maml"), cfg, mamlnp.SinusoidTasks(), {"theta": opt})
+    if fused is None:
+        pytest.skip("no fused path on this machine (the kernel's sine differs from NumPy's)")
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match=r"expected \(1761,\)"):
+        fused(rng, {"theta": np.zeros(1762)}, opt, DivergenceGuard(), 1, None)
+    opt.m, opt.v, opt.t = np.zeros(1762), np.zeros(1762), 1
+    with pytest.raises(InputError, match=r"expected \(1761,\)"):
+        fused(rng, {"theta": model.init(0)}, opt, DivergenceGuard(), 2, None)
