@@ -106,7 +106,7 @@ class FusedMAML:
     def __call__(self, rng, params, opt, guard, iteration, hint):
         """Sample, meta-gradient, guard, Adam: params["theta"] and opt (m, v, t) are
         replaced only if the guard accepts the step. Returns the meta-loss."""
-        P = self.total.shape[0]                              # the kernel indexes with P:
+        P = self.g.shape[0]                                  # the kernel indexes with P:
         if params["theta"].shape != (P,) or (opt.m is not None and (    # never another length
                 opt.m.shape != (P,) or opt.v.shape != (P,))):
             raise InputError(f"theta, m, v: expected ({P},) arrays of this run's model")
