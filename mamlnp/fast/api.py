@@ -45,8 +45,9 @@ def _geometry(sizes, activation, loss):
 
 
 def supports(model):
-    """Whether ``model`` has compiled kernels: an MLP (toy models of the protocol do not)."""
-    return isinstance(model, MLP)
+    """Whether ``model`` has compiled kernels: an MLP without batch norm (toy models of the
+    protocol and batch-norm MLPs run the NumPy reference)."""
+    return isinstance(model, MLP) and not model.batch_norm
 
 
 def geometry(model):

@@ -14,6 +14,14 @@ P = 1761, the layout of the reference implementations.
     h_l = σ(z_l)  for l < L,   ŷ = z_L (linear)     (N, O)
     L(θ) = loss(ŷ, y)
 
+With ``batch_norm=True`` each HIDDEN layer's block is [W_l | b_l | γ_l | β_l]
+(γ_l, β_l of length fan_out), the output layer's stays [W_L | b_L], and
+
+    u_l = BN_{γ_l, β_l}(z_l)  over the N points of the batch,   h_l = σ(u_l)   (l < L)
+
+(mamlnp/nn/batchnorm.py, docs/derivations/batchnorm.md). b_l of a hidden layer is then
+redundant (BN subtracts the batch mean): its gradient is zero up to rounding.
+
 The unchecked methods ``_loss_value``, ``_loss_and_grad`` and ``_hvp`` (plus
 ``num_params``, ``sizes``, ``check_theta``, ``check_xy``) are the *model
 protocol* that mamlnp.meta.maml relies on; any model offering them (e.g. the
@@ -27,11 +35,15 @@ Three passes, each in its own method:
 """
 import numpy as np
 
+from . import batchnorm as BN
 from . import layers as LY
 from .activations import ACTIVATIONS
 from ..errors import InputError
 from .losses import LOSSES
-from ..validation import as_float64, as_rng, choice, nonneg_float, positive_int, probability_rows
+from ..validation import (as_float64, as_rng, boolean, choice, nonneg_float, positive_float,
+                          positive_int, probability_rows)
+
+BN_EPS = 1e-3   # tf.contrib.layers.batch_norm's default epsilon, which cbfinn/maml uses
 
 
 class MLP:
@@ -43,9 +55,14 @@ class MLP:
     activation : "relu" | "tanh" | "softplus".
     loss : "mse" (mean over all N·O entries) | "softmax_xent" (targets are
         probability rows, e.g. one-hot, shape (N, O)).
+    batch_norm : bool. True: every hidden layer is dense -> batch norm -> activation,
+        with statistics from the batch being normalised (docs/derivations/batchnorm.md).
+    bn_eps : ε > 0 of the batch norm, default 1e-3 (``BN_EPS``): the default of
+        tf.contrib.layers.batch_norm, which cbfinn/maml's classification networks use.
     """
 
-    def __init__(self, sizes=(1, 40, 40, 1), activation="relu", loss="mse"):
+    def __init__(self, sizes=(1, 40, 40, 1), activation="relu", loss="mse", batch_norm=False,
+                 bn_eps=BN_EPS):
         try:
             sizes = tuple(sizes)
         except TypeError:
@@ -55,26 +72,39 @@ class MLP:
         self.sizes = tuple(positive_int(f"sizes[{i}]", s) for i, s in enumerate(sizes))
         self.activation = choice("activation", activation, ACTIVATIONS)
         self.loss_name = choice("loss", loss, LOSSES)
+        self.batch_norm = boolean("batch_norm", batch_norm)
+        self.bn_eps = positive_float("bn_eps", bn_eps)
         self._act = ACTIVATIONS[self.activation]
         self._loss = LOSSES[self.loss_name]
-        self.layout = self._make_layout(self.sizes)
-        self.num_params = self.layout[-1][1][1]
+        self.layout, self.bn_layout, self.num_params = self._make_layout(self.sizes, self.batch_norm)
 
     @staticmethod
-    def _make_layout(sizes):
-        """[((w_start, w_stop), (b_start, b_stop), (fan_in, fan_out)), …] per layer."""
-        out, o = [], 0
-        for fi, fo in zip(sizes[:-1], sizes[1:]):
-            out.append(((o, o + fi * fo), (o + fi * fo, o + fi * fo + fo), (fi, fo)))
+    def _make_layout(sizes, batch_norm=False):
+        """(layout, bn_layout, P). layout[l] = ((w_start, w_stop), (b_start, b_stop), (fan_in,
+        fan_out)); bn_layout[l] = ((γ_start, γ_stop), (β_start, β_stop)) for a batch-norm
+        hidden layer, None for the output layer or without batch norm."""
+        layout, bn_layout, o = [], [], 0
+        for l, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layout.append(((o, o + fi * fo), (o + fi * fo, o + fi * fo + fo), (fi, fo)))
             o += fi * fo + fo
-        return out
+            if batch_norm and l < len(sizes) - 2:
+                bn_layout.append(((o, o + fo), (o + fo, o + 2 * fo)))
+                o += 2 * fo
+            else:
+                bn_layout.append(None)
+        return layout, bn_layout, o
 
     def __repr__(self):
-        return f"MLP(sizes={self.sizes}, activation={self.activation!r}, loss={self.loss_name!r})"
+        bn = "" if not self.batch_norm else f", batch_norm=True, bn_eps={self.bn_eps!r}"
+        return f"MLP(sizes={self.sizes}, activation={self.activation!r}, loss={self.loss_name!r}{bn})"
 
     def config(self):
-        """A JSON-able description; ``MLP(**model.config())`` rebuilds the model."""
-        return {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss_name}
+        """A JSON-able description; ``MLP(**model.config())`` rebuilds the model. The
+        batch-norm keys appear only with batch norm, so a plain MLP's config is unchanged."""
+        out = {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss_name}
+        if self.batch_norm:
+            out.update(batch_norm=True, bn_eps=self.bn_eps)
+        return out
 
     # ---- parameters ---------------------------------------------------------------
 
@@ -86,6 +116,7 @@ class MLP:
         "normal": W ~ N(0, scale²) truncated at 2·scale, b = 0, cbfinn/maml's
         initialisation for the sinusoid network. The paper does not fix one; on the
         sinusoid protocol "uniform" reached a lower validation MSE (docs/results.md).
+        Batch norm: γ = 1, β = 0 (the identity affine map), either scheme.
         """
         scheme = choice("scheme", scheme, ("normal", "uniform"))
         scale = nonneg_float("scale", scale)
@@ -102,10 +133,14 @@ class MLP:
                 bound = 1.0 / np.sqrt(fi)
                 theta[w0:w1] = rng.uniform(-bound, bound, w1 - w0)
                 theta[b0:b1] = rng.uniform(-bound, bound, b1 - b0)
+        for bn in self.bn_layout:
+            if bn is not None:
+                theta[bn[0][0]:bn[0][1]] = 1.0              # γ = 1 (β stays 0)
         return theta
 
     def unflatten(self, theta):
-        """[(W_1, b_1), …, (W_L, b_L)], views into θ: W_l (fan_in, fan_out), b_l (fan_out,).
+        """[(W_1, b_1), …, (W_L, b_L)], views into θ: W_l (fan_in, fan_out), b_l (fan_out,);
+        with batch norm (W_l, b_l, γ_l, β_l) for each hidden layer, (W_L, b_L) for the output.
 
         The views write through to θ when θ is a C-contiguous float64 array (any
         other θ is first converted, see mamlnp/validation.py, and the views are of the copy).
@@ -113,24 +148,35 @@ class MLP:
         return self._unflatten(self.check_theta(theta))
 
     def _unflatten(self, theta):
-        return [(theta[w0:w1].reshape(fi, fo), theta[b0:b1])
-                for (w0, w1), (b0, b1), (fi, fo) in self.layout]
+        out = []
+        for ((w0, w1), (b0, b1), (fi, fo)), bn in zip(self.layout, self.bn_layout):
+            block = (theta[w0:w1].reshape(fi, fo), theta[b0:b1])
+            if bn is not None:
+                block += (theta[bn[0][0]:bn[0][1]], theta[bn[1][0]:bn[1][1]])
+            out.append(block)
+        return out
 
     def flatten(self, layers):
         """Inverse of ``unflatten``: a new flat float64 vector (P,)."""
         L = len(self.layout)
+        arity = [2 if bn is None else 4 for bn in self.bn_layout]
         try:
-            pairs = [tuple(pair) for pair in layers]
+            blocks = [tuple(block) for block in layers]
         except TypeError:
-            pairs = None
-        if pairs is None or len(pairs) != L or any(len(pair) != 2 for pair in pairs):
-            got = (f"{type(layers).__name__} of {len(pairs)} item(s)" if pairs is not None
+            blocks = None
+        if blocks is None or len(blocks) != L or any(len(b) != k for b, k in zip(blocks, arity)):
+            got = (f"{type(layers).__name__} of {len(blocks)} item(s)" if blocks is not None
                    else repr(layers))
-            raise InputError(f"layers: expected a list of {L} (W, b) pairs, got {got}")
+            what = (f"{L} (W, b) pairs" if not self.batch_norm else
+                    f"{L - 1} (W, b, gamma, beta) tuples and one (W, b) pair")
+            raise InputError(f"layers: expected a list of {what}, got {got}")
+        names = ("W", "b", "gamma", "beta")
         parts = []
-        for l, ((W, b), (_, _, (fi, fo))) in enumerate(zip(pairs, self.layout), start=1):
-            parts.append(as_float64(f"layers[{l - 1}][0] (W_{l})", W, 2, (fi, fo)).ravel())
-            parts.append(as_float64(f"layers[{l - 1}][1] (b_{l})", b, 1, (fo,)))
+        for l, (block, (_, _, (fi, fo))) in enumerate(zip(blocks, self.layout), start=1):
+            for k, (name, value) in enumerate(zip(names, block)):
+                shape = (fi, fo) if k == 0 else (fo,)
+                parts.append(as_float64(f"layers[{l - 1}][{k}] ({name}_{l})", value,
+                                        len(shape), shape).ravel())
         return np.concatenate(parts)
 
     # ---- argument checks ------------------------------------------------------------
@@ -150,21 +196,28 @@ class MLP:
     # ---- forward ----------------------------------------------------------------------
 
     def forward(self, theta, x):
-        """ŷ = f_θ(x):  x (N, D) -> ŷ (N, O)."""
+        """ŷ = f_θ(x):  x (N, D) -> ŷ (N, O).  With batch norm the N rows of x are one batch:
+        each row's output depends on the others through the batch statistics."""
         theta = self.check_theta(theta)
         return self._forward(theta, self.check_xy(x))[0]
 
     def _forward(self, theta, x):
+        """(ŷ, caches); caches[l] = (lin_cache, act_cache): lin_cache is the dense cache, or
+        (dense cache, batch-norm cache) for a batch-norm layer; act_cache is None for the
+        linear output layer and its first entry is the activation's input."""
         caches = []
         h = x                                                   # (N, D)
         params = self._unflatten(theta)
-        for l, (W, b) in enumerate(params):
-            z, dcache = LY.dense_forward(h, W, b)               # (N, fan_out)
+        for l, p in enumerate(params):
+            z, lcache = LY.dense_forward(h, p[0], p[1])         # (N, fan_out)
+            if len(p) == 4:                                     # batch-norm hidden layer
+                z, bcache = BN.batchnorm_forward(z, p[2], p[3], self.bn_eps)  # (N, fan_out)
+                lcache = (lcache, bcache)
             if l < len(params) - 1:
                 h, acache = LY.act_forward(z, self._act)        # (N, fan_out)
             else:
                 h, acache = z, None                             # linear output layer
-            caches.append((dcache, acache))
+            caches.append((lcache, acache))
         return h, caches
 
     def loss(self, theta, x, y):
@@ -190,23 +243,31 @@ class MLP:
         return loss, grad
 
     def _backward(self, theta, x, y):
-        """Forward and backward pass; also returns what the R-pass reuses."""
+        """Forward and backward pass; also returns what the R-pass reuses:
+        saved = (caches, lcache, dzs, dhs, dus), dus[l] = ∂L/∂(batch-norm output) or None."""
         y_hat, caches = self._forward(theta, x)
         loss, lcache = self._loss[0](y_hat, y)
         grad = np.empty_like(theta)
         dz = self._loss[1](lcache)                              # ∂L/∂ŷ (N, O)
-        dzs, dhs = [None] * len(caches), [None] * len(caches)
-        for l in range(len(caches) - 1, -1, -1):
+        n = len(caches)
+        dzs, dhs, dus = [None] * n, [None] * n, [None] * n
+        for l in range(n - 1, -1, -1):
             dcache, acache = caches[l]
             if acache is not None:                              # hidden layer
                 dhs[l] = dh                                     # ∂L/∂h_l, kept for the R-pass
                 dz = LY.act_backward(dh, acache)                # (N, fan_out)
+            if self.bn_layout[l] is not None:                   # through the batch norm
+                dcache, bcache = dcache
+                dus[l] = dz
+                dz, dgamma, dbeta = BN.batchnorm_backward(dz, bcache)
+                (g0, g1), (e0, e1) = self.bn_layout[l]
+                grad[g0:g1], grad[e0:e1] = dgamma, dbeta
             dzs[l] = dz
             dh, dW, db = LY.dense_backward(dz, dcache)
             (w0, w1), (b0, b1), _ = self.layout[l]
             grad[w0:w1] = dW.ravel()
             grad[b0:b1] = db
-        return loss, (caches, lcache, dzs, dhs), grad
+        return loss, (caches, lcache, dzs, dhs, dus), grad
 
     # ---- R-pass: the exact Hessian-vector product ------------------------------------
 
@@ -221,27 +282,42 @@ class MLP:
         _, saved, _ = self._backward(theta, x, y)
         return self._rpass(saved, v)
 
+    def _rforward(self, caches, V):
+        """Rz_l = Rh_{l-1} W_l + h_{l-1} V_W + V_b ; [Ru_l = R{BN(z_l)}] ; Rh_l = σ'(u_l) ⊙ Ru_l.
+        Returns (Rŷ, Rhs, Rzs, Rus): Rhs[l] = R{h_{l-1}} (None for x), Rzs the dense
+        outputs' R-images, Rus the activation inputs' (the same arrays without batch norm)."""
+        Rh, Rhs, Rzs, Rus = None, [], [], []                    # Rh_0 = R{x} = 0
+        for l, (lcache, acache) in enumerate(caches):
+            Rhs.append(Rh)
+            dcache, bcache = lcache if self.bn_layout[l] is not None else (lcache, None)
+            Rz = LY.dense_rforward(Rh, dcache, V[l][0], V[l][1])   # (N, fan_out)
+            Rzs.append(Rz)
+            if bcache is not None:
+                Rz = BN.batchnorm_rforward(Rz, bcache, V[l][2], V[l][3])   # (N, fan_out)
+            Rus.append(Rz)
+            Rh = LY.act_rforward(Rz, acache) if acache is not None else Rz
+        return Rh, Rhs, Rzs, Rus
+
     def _rpass(self, saved, v):
         """R-forward along v, then R-backward; the R-gradient is H v.
 
-        saved = (caches, lcache, dzs, dhs) from ``_backward`` at the same θ.
+        saved = (caches, lcache, dzs, dhs, dus) from ``_backward`` at the same θ.
         """
-        caches, lcache, dzs, dhs = saved
+        caches, lcache, dzs, dhs, dus = saved
         V = self._unflatten(v)
-        # R-forward: Rz_l = Rh_{l-1} W_l + h_{l-1} V_W + V_b ; Rh_l = σ'(z_l) ⊙ Rz_l
-        Rh, Rhs, Rzs = None, [], []                             # Rh_0 = R{x} = 0
-        for l, (dcache, acache) in enumerate(caches):
-            Rhs.append(Rh)
-            Rz = LY.dense_rforward(Rh, dcache, *V[l])           # (N, fan_out)
-            Rzs.append(Rz)
-            Rh = LY.act_rforward(Rz, acache) if acache is not None else Rz
+        Rh, Rhs, Rzs, Rus = self._rforward(caches, V)
         # R-backward, from R{∂L/∂ŷ} = (∂²L/∂ŷ²) Rŷ down to the first layer.
         Hv = np.empty(self.num_params)
         Rdz = self._loss[2](Rh, lcache)                         # (N, O)
         for l in range(len(caches) - 1, -1, -1):
             dcache, acache = caches[l]
             if acache is not None:                              # hidden: through σ
-                Rdz = LY.act_rbackward(Rdh, dhs[l], Rzs[l], acache)  # (N, fan_out)
+                Rdz = LY.act_rbackward(Rdh, dhs[l], Rus[l], acache)  # (N, fan_out)
+            if self.bn_layout[l] is not None:                   # hidden: through the batch norm
+                dcache, bcache = dcache
+                Rdz, Rdg, Rdbeta = BN.batchnorm_rbackward(Rdz, dus[l], Rzs[l], bcache, V[l][2])
+                (g0, g1), (e0, e1) = self.bn_layout[l]
+                Hv[g0:g1], Hv[e0:e1] = Rdg, Rdbeta
             Rdh, RdW, Rdb = LY.dense_rbackward(Rdz, dzs[l], Rhs[l], dcache, V[l][0])
             (w0, w1), (b0, b1), _ = self.layout[l]
             Hv[w0:w1] = RdW.ravel()

@@ -60,7 +60,7 @@ def fused_step(model, method, cfg, family, optimizers):
     """A FusedMAML for this run, or None when the run has no fused path (then the
     trainer calls sample_batch, method.step and the optimizer one by one)."""
     if (cfg["backend"] == "numba" and isinstance(method, MAML) and type(model) is MLP
-            and model.sizes[0] == 1 and model.sizes[-1] == 1
+            and not model.batch_norm and model.sizes[0] == 1 and model.sizes[-1] == 1
             and type(family) is SinusoidTasks and list(optimizers) == ["theta"]
             and type(optimizers["theta"]) is Adam and cfg["meta_batch"] <= CHUNK):
         fused = FusedMAML(model, cfg, family, method.first_order, optimizers["theta"])
