@@ -1,20 +1,25 @@
-"""The training config: defaults (the paper's sinusoid protocol), checks, and resumption.
+"""The training config: defaults (the paper's sinusoid protocol; Omniglot's in run/classify.py),
+checks, and resumption.
 
 A config is a plain JSON-able dict; ``make_config`` completes and validates one.
 On ``--resume`` the run's saved config is authoritative: only the keys in
 RESUME_MAY_CHANGE may differ, anything else explicitly requested must match.
 """
+import os
+
 import numpy as np
 
 from ..meta import maml as M
 from ..errors import CheckpointError, InputError
 from ..nn.mlp import MLP
 from ..meta.optim import OPTIMIZERS
+from ..tasks.omniglot import OmniglotTasks
 from ..tasks.sinusoid import SinusoidTasks
 from ..validation import boolean, choice, nonneg_int, positive_float, positive_int
 from ..meta.variants import METHODS
 
-TASKS = {"sinusoid": SinusoidTasks}
+TASKS = {"sinusoid": SinusoidTasks, "omniglot": OmniglotTasks}
+LOSS = {"sinusoid": "mse", "omniglot": "softmax_xent"}
 DEFAULTS = {
     "task": "sinusoid",        # the task family (TASKS)
     "method": "maml",          # maml | fomaml | reptile | metasgd | pretrain (mamlnp.meta.variants)
@@ -58,23 +63,52 @@ def make_config(config=None, **kwargs):
     if model is not None:
         given.setdefault("hidden", list(model["sizes"][1:-1]))
         given.setdefault("activation", model["activation"])
-    unknown = sorted(set(given) - set(DEFAULTS) - {"first_order"})
+        if model.get("batch_norm"):
+            given.setdefault("batch_norm", True)
+    extra = task_defaults(given.get("task", DEFAULTS["task"]), given)
+    unknown = sorted(set(given) - set(DEFAULTS) - set(extra) - {"first_order"})
     if unknown:
         raise InputError(f"config: unknown key(s) {unknown}; expected keys among "
-                         f"{sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **given}
+                         f"{sorted(set(DEFAULTS) | set(extra))}")
+    cfg = {**DEFAULTS, **extra, **given}
     check_config(cfg)
-    family = TASKS[cfg["task"]]()
+    family = family_for(cfg)
     sizes = [family.input_dim, *cfg.pop("hidden"), family.output_dim]
-    cfg["model"] = MLP(sizes, cfg.pop("activation"), "mse").config()
+    bn = {"batch_norm": True} if cfg.pop("batch_norm", False) else {}
+    cfg["model"] = MLP(sizes, cfg.pop("activation"), LOSS[cfg["task"]], **bn).config()
     cfg["first_order"] = cfg["method"] in ("fomaml", "reptile") or (
         cfg["method"] == "metasgd" and boolean("first_order", given.get("first_order", False)))
     cfg["iteration"] = 0
     return cfg
 
 
+def task_defaults(task, given):
+    """The task's own keys and protocol defaults ({} for sinusoid; run/classify.py for Omniglot)."""
+    if task == "omniglot":
+        from .classify import omniglot_defaults
+        return omniglot_defaults(given)
+    return {}
+
+
+_FAMILIES = {}
+
+
+def family_for(cfg):
+    """The run's task family (one per task, data folder and ways, made once per process)."""
+    if cfg["task"] != "omniglot":
+        return TASKS[cfg["task"]]()
+    key = (cfg["data_dir"], cfg["ways"], os.environ.get("MAMLNP_DATA_DIR"))
+    if key not in _FAMILIES:
+        _FAMILIES[key] = OmniglotTasks(cfg["data_dir"], ways=cfg["ways"])
+    return _FAMILIES[key]
+
+
 def check_config(cfg):
     choice("task", cfg["task"], tuple(TASKS))
+    if cfg["task"] == "omniglot":
+        cfg["ways"] = positive_int("ways", cfg["ways"])
+        if cfg["data_dir"] is not None and not isinstance(cfg["data_dir"], str):
+            raise InputError(f"data_dir: expected a folder path or None, got {cfg['data_dir']!r}")
     choice("method", cfg["method"], METHODS)
     for name in ("alpha", "beta"):
         cfg[name] = positive_float(name, cfg[name])
@@ -121,7 +155,8 @@ def requested_keys(requested, saved):
            if k not in ("hidden", "activation", "model", "iteration", "learned_alpha",
                         "metadata", "first_order")}
     if any(k in requested for k in ("hidden", "activation", "model")):
-        merged = make_config({**{k: v for k, v in saved.items() if k in DEFAULTS},
+        keep = set(DEFAULTS) | set(task_defaults(saved.get("task"), saved))
+        merged = make_config({**{k: v for k, v in saved.items() if k in keep},
                               **requested, "iterations": 1})
         req["model"] = merged["model"]
     if "backend" in req:

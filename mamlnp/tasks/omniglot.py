@@ -50,6 +50,7 @@ class OmniglotTasks(TaskFamily):
     """
 
     input_dim = data.SIZE ** 2
+    episodic = True                 # draws whole episodes: sample(), not sample_params()/…
 
     def __init__(self, data_dir=None, ways=5, download=False, cache_dir=None, resize="lanczos",
                  num_train=1200, num_val=100, split_seed=1, rotations=True, require_full=True):
