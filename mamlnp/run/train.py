@@ -244,7 +244,8 @@ def _run(model, method, cfg, state, out, progress, callback):
         bar.close()
     result = _result(model, cfg, state, out, interrupted=signals.hit and not finished)
     if result.interrupted:
-        raise TrainingInterrupted(_interrupt_message(state, out), result, signals.signum)
+        raise TrainingInterrupted(_interrupt_message(state, out, cfg["task"]), result,
+                                  signals.signum)
     return result
 
 
@@ -312,11 +313,11 @@ def _result(model, cfg, state, out, interrupted):
                        {g: p.copy() for g, p in state.params.items()}, out, interrupted)
 
 
-def _interrupt_message(state, out):
+def _interrupt_message(state, out, task="sinusoid"):
     if not out:
         return f"interrupted at iteration {state.iteration} (no --out: nothing saved)"
     return (f"interrupted at iteration {state.iteration}; checkpoint written to {out!r}. "
-            f"Resume with: python -m mamlnp train sinusoid --out {out} --resume")
+            f"Resume with: python -m mamlnp train {task} --out {out} --resume")
 
 
 def _progress_bar(progress, cfg, state):

@@ -75,7 +75,7 @@ def resolve_cache_dir(cache_dir=None):
 
 
 def how_to_get(data_dir):
-    return (f"Get it with one command:  python -m mamlnp download omniglot --data-dir {data_dir}\n"
+    return (f"Get it with one command: python -m mamlnp download omniglot --data-dir {data_dir} "
             f"(or OmniglotTasks(data_dir=..., download=True)), or copy images_background.zip and "
             f"images_evaluation.zip from https://github.com/brendenlake/omniglot/tree/master/python "
             f"into that folder.")
@@ -89,7 +89,7 @@ class Source:
     def __init__(self, data_dir, require_full=True):
         self.data_dir, self.sets, self._zips = data_dir, {}, {}
         if not os.path.isdir(data_dir):
-            raise InputError(f"data_dir: no Omniglot folder at {data_dir!r}.\n" + how_to_get(data_dir))
+            raise InputError(f"data_dir: no Omniglot folder at {data_dir!r}. " + how_to_get(data_dir))
         for name in SETS:
             self.sets[name] = self._list(name)
         check_structure(self.sets, data_dir, require_full)
@@ -102,11 +102,11 @@ class Source:
             try:
                 self._zips[name] = zf = zipfile.ZipFile(zpath)
             except (zipfile.BadZipFile, OSError) as exc:
-                raise InputError(f"data_dir: {zpath} is not a readable zip ({exc}).\n"
+                raise InputError(f"data_dir: {zpath} is not a readable zip ({exc}). "
                                  + how_to_get(self.data_dir)) from None
             return _list_zip(zf, name)
-        raise InputError(f"data_dir: {self.data_dir!r} has neither {name}.zip nor a {name}/ "
-                         f"folder.\n" + how_to_get(self.data_dir))
+        raise InputError(f"data_dir: {self.data_dir!r} has neither {name}.zip nor an {name}/ "
+                         f"folder. " + how_to_get(self.data_dir))
 
     def keys(self):
         """Every character as "Alphabet/characterNN", sorted (the alphabets' names are unique
@@ -138,7 +138,7 @@ class Source:
                 im.load()
             except Exception as exc:            # Pillow raises many kinds on a bad file
                 raise InputError(f"data_dir: cannot read the image {path} in {self.data_dir} "
-                                 f"({type(exc).__name__}: {exc}); the copy is corrupt.\n"
+                                 f"({type(exc).__name__}: {exc}); the copy is corrupt. "
                                  + how_to_get(self.data_dir)) from None
             yield im
 
@@ -195,7 +195,7 @@ def check_structure(sets, data_dir, require_full=True):
         problems.append("an Alphabet/characterNN folder appears in both sets")
     if problems:
         raise InputError(f"data_dir: the Omniglot copy in {data_dir} is incomplete or not in the "
-                         f"official layout: " + "; ".join(problems) + ".\n" + how_to_get(data_dir))
+                         f"official layout: " + "; ".join(problems) + ". " + how_to_get(data_dir))
 
 
 # --- preprocessing ------------------------------------------------------------------------
