@@ -321,6 +321,10 @@ def test_the_cache_follows_the_source_and_the_resize(tmp_path):
     assert set(np.unique(OmniglotTasks(root, ways=3, cache_dir=tmp_path / "c", resize="nearest",
                                        **SMALL).characters("train"))) == {0.0, 1.0}
     assert len(np.unique(x)) > 2
+    st = png.stat()                                            # same bytes, a later mtime:
+    os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # not trusted either
+    OmniglotTasks(root, ways=3, cache_dir=tmp_path / "c", **SMALL)
+    assert len(list((tmp_path / "c").glob("*.npz"))) == 5           # 3 + nearest + this
 
 
 def test_no_cache_is_written_through_a_symlink(tree, tmp_path):

@@ -43,7 +43,8 @@ DEFAULTS = {
     "val_seed": 1234,          # and their seed (the 600-task evaluation pool uses 2017)
 }
 # config keys a resumed run may change without breaking bit-exact continuation
-RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every")
+RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every",
+                     "data_dir")                # Omniglot: where the same data now lives
 
 
 # ---- the config ---------------------------------------------------------------------

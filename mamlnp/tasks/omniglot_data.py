@@ -19,8 +19,8 @@ filter really runs (antialiased strokes, grey levels, ink mass kept); ``resize="
 gives what the reference's script produced. Both are tested in tests/test_omniglot.py.
 
 The preprocessed images are cached once as a compressed ``.npz`` (uint8 ink, 0 … 255) in
-the cache folder; the cache names the source's fingerprint (SHA-256 of its file list and
-sizes) and is checked (keys, dtype, shape, counts, fingerprint) before it is used; a cache
+the cache folder; the cache names the source's fingerprint (SHA-256 of its file list, sizes and
+CRC-32s or modification times) and is checked (keys, dtype, shape, counts, fingerprint) before it is used; a cache
 that fails any check is rebuilt.
 """
 import hashlib
@@ -114,12 +114,13 @@ class Source:
         return sorted(k for s in SETS for k in self.sets[s])
 
     def fingerprint(self, resize):
-        """SHA-256 of (format version, resize, every drawing's path and byte size)."""
+        """SHA-256 of (format version, resize, every drawing's path and stamp: size and CRC-32
+    in a zip, size and modification time in a folder)."""
         h = hashlib.sha256(f"v{CACHE_VERSION} {resize} {SIZE}\n".encode())
         for s in SETS:
             for key in sorted(self.sets[s]):
-                for fname, nbytes in self.sets[s][key]:
-                    h.update(f"{s}/{key}/{fname} {nbytes}\n".encode())
+                for fname, stamp in self.sets[s][key]:
+                    h.update(f"{s}/{key}/{fname} {stamp}\n".encode())
         return h.hexdigest()
 
     def open_image(self, key):
@@ -148,7 +149,7 @@ class Source:
 
 
 def _list_folder(folder):
-    """{"Alphabet/characterNN": [(png name, bytes), …]} of an extracted set."""
+    """{"Alphabet/characterNN": [(png name, "size:mtime"), …]} of an extracted set."""
     chars = {}
     for alphabet in sorted(os.listdir(folder)):
         apath = os.path.join(folder, alphabet)
@@ -158,9 +159,14 @@ def _list_folder(folder):
             cpath = os.path.join(apath, char)
             if os.path.isdir(cpath):
                 chars[f"{alphabet}/{char}"] = sorted(
-                    (f, os.path.getsize(os.path.join(cpath, f)))
+                    (f, _stamp(os.stat(os.path.join(cpath, f))))
                     for f in os.listdir(cpath) if f.lower().endswith(".png"))
     return chars
+
+
+def _stamp(st):
+    """A file's size and modification time: what the cache fingerprint records of a PNG."""
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _list_zip(zf, name):
@@ -169,7 +175,8 @@ def _list_zip(zf, name):
     for info in zf.infolist():
         parts = info.filename.split("/")
         if len(parts) == 4 and parts[0] == name and parts[3].lower().endswith(".png"):
-            chars.setdefault(f"{parts[1]}/{parts[2]}", []).append((parts[3], info.file_size))
+            chars.setdefault(f"{parts[1]}/{parts[2]}", []).append(
+                (parts[3], f"{info.file_size}:{info.CRC:08x}"))             # size and CRC-32
     return {k: sorted(v) for k, v in sorted(chars.items())}
 
 
