@@ -114,6 +114,13 @@ def fresh_seed():
     return int(np.random.SeedSequence().entropy)
 
 
+def task_dims(task, ways=None):
+    """(input dim, output dim, loss) a task's network must have (Omniglot: N = ``ways``)."""
+    family = TASKS[choice("task", task, tuple(TASKS))]
+    out = ways if task == "omniglot" else family.output_dim
+    return family.input_dim, out, LOSS[task]
+
+
 def _model_of(name, spec, task, ways=None):
     """MLP(**spec) for a config's "model" dict, checked against the task family: input and
     output dims and the loss (the sinusoids: D = O = 1, "mse"; Omniglot: 784, N = ways,
@@ -125,9 +132,7 @@ def _model_of(name, spec, task, ways=None):
     except TypeError as exc:
         raise InputError(f"{name}: expected arguments of mamlnp.MLP, got {spec!r} ({exc})") \
             from None
-    family = TASKS[choice("task", task, tuple(TASKS))]
-    out_dim = (model.sizes[-1] if ways is None else ways) if task == "omniglot" else family.output_dim
-    want = (family.input_dim, out_dim, LOSS[task])
+    want = task_dims(task, model.sizes[-1] if ways is None else ways)
     if (model.sizes[0], model.sizes[-1], model.loss_name) != want:
         raise InputError(f"{name}: expected input dim {want[0]}, output dim {want[1]} and loss "
                          f"{want[2]!r} for task {task!r}, got sizes {model.sizes} and loss "
