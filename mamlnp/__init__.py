@@ -10,14 +10,14 @@ mamlnp.check.gradcheck (``python -m mamlnp gradcheck``).
 from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from .meta.maml import adapt, meta_gradient, meta_loss
 from .nn.mlp import MLP
-from .tasks import EvaluationPool, SinusoidTasks, TaskBatch, TaskFamily
+from .tasks import EvaluationPool, OmniglotTasks, SinusoidTasks, TaskBatch, TaskFamily
 from .run.checkpoint import load_checkpoint, save_checkpoint
 from .run.train import meta_train
 from .run.evaluate import EvalResult, adaptation_curve  # the module: mamlnp.run.evaluate
 from ._version import __version__  # noqa: F401
 
 __all__ = [
-    "MLP", "TaskBatch", "TaskFamily", "SinusoidTasks", "EvaluationPool",
+    "MLP", "TaskBatch", "TaskFamily", "SinusoidTasks", "OmniglotTasks", "EvaluationPool",
     "adapt", "meta_gradient", "meta_loss",
     "MamlnpError", "InputError", "CheckpointError", "DivergenceError",
     "load_checkpoint", "save_checkpoint", "meta_train",

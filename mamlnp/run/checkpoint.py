@@ -117,9 +117,10 @@ def write_json(path, obj):
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def write_history_csv(path, history):
-    """history (R, 3): iteration, meta_loss, val_mse (NaN where not evaluated)."""
-    lines = [",".join(HISTORY_COLUMNS)]
+def write_history_csv(path, history, columns=HISTORY_COLUMNS):
+    """history (R, 3): iteration, meta_loss, val_mse (classification: val_accuracy; NaN
+    where not evaluated), under the header ``columns``."""
+    lines = [",".join(columns)]
     for it, loss, val in np.asarray(history).reshape(-1, 3):
         lines.append(f"{int(it)},{float(loss)!r},{'' if np.isnan(val) else repr(float(val))}")
     text = "\n".join(lines) + "\n"

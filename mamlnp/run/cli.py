@@ -16,6 +16,7 @@ COMMANDS = {
     "train": ("mamlnp.run.train", "meta-train a model (MAML, FOMAML, Reptile, Meta-SGD, pretrain)"),
     "evaluate": ("mamlnp.run.evaluate", "evaluate a trained run on the held-out task pool"),
     "reproduce": ("mamlnp.run.reproduce", "the paper's sinusoid experiment end to end"),
+    "download": ("mamlnp.run.download", "download a dataset (omniglot) into the data folder"),
 }
 
 

@@ -215,6 +215,8 @@ def add_arguments(p):
     p.add_argument("--backend", choices=("numpy", "numba"), default=None)
     p.add_argument("--out", default=None, help="output directory (default: DIR/eval)")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--data-dir", default=None, help="omniglot runs: the data folder (default: "
+                   "the run's, else $MAMLNP_DATA_DIR, else the user cache folder)")
 
 
 def load_and_evaluate(path, alpha, shots, max_steps, backend, label=None):
@@ -232,6 +234,9 @@ def run(args):
     for name, path in (("DIR", args.run), ("--baseline", args.baseline)):
         if path is not None and not os.path.exists(path):
             raise InputError(f"{name}: no such run directory or checkpoint file: {path!r}")
+    if _is_classification_run(args.run):          # Omniglot: accuracy on 600 test episodes
+        from .classify_report import run_evaluate
+        return run_evaluate(args)
     runs = [load_and_evaluate(args.run, args.alpha, args.shots, args.max_steps, args.backend)]
     if args.baseline is not None:
         base = load_and_evaluate(args.baseline, args.baseline_alpha, args.shots,
@@ -251,3 +256,10 @@ def run(args):
         paths += plots.save_all([(r[0], r[1], r[2]) for r in runs], out)
     print("\nwrote:\n  " + "\n  ".join(paths))
     return 0
+
+
+def _is_classification_run(path):
+    """Whether the run in ``path`` (a directory or its checkpoint.npz) is a classification run."""
+    from .checkpoint import read_checkpoint
+    from .classify import is_classification
+    return is_classification(read_checkpoint(path)["config"])

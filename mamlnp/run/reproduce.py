@@ -39,6 +39,9 @@ TABLE_STEPS = (0, 1, 5, 10)
 
 
 def add_arguments(p):
+    p.add_argument("task", nargs="?", choices=("sinusoid", "omniglot"), default="sinusoid",
+                   help="sinusoid (sec. 5.1, default) or omniglot (5-way 1- and 5-shot, Table 1)")
+    p.add_argument("--data-dir", default=None, help="omniglot: the data folder")
     p.add_argument("--out", default=os.path.join("runs", "reproduce"),
                    help="output directory (default runs/reproduce)")
     p.add_argument("--iterations", type=int, default=None,
@@ -136,6 +139,9 @@ def write_report(out, results, runs, eval_seconds, quick):
 
 
 def run(args):
+    if getattr(args, "task", "sinusoid") == "omniglot":
+        from .classify_report import run_reproduce
+        return run_reproduce(args)
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
     if args.resume and args.overwrite:

@@ -1,21 +1,26 @@
-"""The training config: defaults (the paper's sinusoid protocol), checks, and resumption.
+"""The training config: defaults (the paper's sinusoid protocol; Omniglot's in run/classify.py),
+checks, and resumption.
 
 A config is a plain JSON-able dict; ``make_config`` completes and validates one.
 On ``--resume`` the run's saved config is authoritative: only the keys in
 RESUME_MAY_CHANGE may differ, anything else explicitly requested must match.
 """
+import os
+
 import numpy as np
 
 from ..meta import maml as M
 from ..errors import CheckpointError, InputError
 from ..nn.mlp import MLP
 from ..meta.optim import OPTIMIZERS
+from ..tasks.omniglot import OmniglotTasks
 from ..tasks.sinusoid import SinusoidTasks
 from ..validation import (boolean, check_memory, choice, nonneg_int, positive_float,
                           positive_int, step_count)
 from ..meta.variants import METHODS
 
-TASKS = {"sinusoid": SinusoidTasks}
+TASKS = {"sinusoid": SinusoidTasks, "omniglot": OmniglotTasks}
+LOSS = {"sinusoid": "mse", "omniglot": "softmax_xent"}
 DEFAULTS = {
     "task": "sinusoid",        # the task family (TASKS)
     "method": "maml",          # maml | fomaml | reptile | metasgd | pretrain (mamlnp.meta.variants)
@@ -39,7 +44,8 @@ DEFAULTS = {
     "val_seed": 1234,          # and their seed (the 600-task evaluation pool uses 2017)
 }
 # config keys a resumed run may change without breaking bit-exact continuation
-RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every")
+RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every",
+                     "data_dir")                # Omniglot: where the same data now lives
 
 
 # ---- the config ---------------------------------------------------------------------
@@ -57,23 +63,49 @@ def make_config(config=None, **kwargs):
     given.pop("iteration", None), given.pop("learned_alpha", None), given.pop("metadata", None)
     model = given.pop("model", None)
     if model is not None:
-        model = _model_of("config.model", model, given.get("task", DEFAULTS["task"]))
+        model = _model_of("config.model", model, given.get("task", DEFAULTS["task"]),
+                          given.get("ways"))
         given.setdefault("hidden", list(model.sizes[1:-1]))
         given.setdefault("activation", model.activation)
-    unknown = sorted(set(given) - set(DEFAULTS) - {"first_order"})
+        if model.batch_norm:
+            given.setdefault("batch_norm", True)
+    extra = task_defaults(given.get("task", DEFAULTS["task"]), given)
+    unknown = sorted(set(given) - set(DEFAULTS) - set(extra) - {"first_order"})
     if unknown:
         raise InputError(f"config: unknown key(s) {unknown}; expected keys among "
-                         f"{sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **given}
+                         f"{sorted(set(DEFAULTS) | set(extra))}")
+    cfg = {**DEFAULTS, **extra, **given}
     check_config(cfg)
-    family = TASKS[cfg["task"]]()
+    family = family_for(cfg)
     sizes = [family.input_dim, *cfg.pop("hidden"), family.output_dim]
-    cfg["model"] = MLP(sizes, cfg.pop("activation"), "mse").config()
+    bn = {"batch_norm": True} if cfg.pop("batch_norm", False) else {}
+    cfg["model"] = MLP(sizes, cfg.pop("activation"), LOSS[cfg["task"]], **bn).config()
     cfg["first_order"] = cfg["method"] in ("fomaml", "reptile") or (
         cfg["method"] == "metasgd" and boolean("first_order", given.get("first_order", False)))
     cfg["iteration"] = 0
     check_run_memory(cfg)
     return cfg
+
+
+def task_defaults(task, given):
+    """The task's own keys and protocol defaults ({} for sinusoid; run/classify.py for Omniglot)."""
+    if task == "omniglot":
+        from .classify import omniglot_defaults
+        return omniglot_defaults(given)
+    return {}
+
+
+_FAMILIES = {}
+
+
+def family_for(cfg):
+    """The run's task family (one per task, data folder and ways, made once per process)."""
+    if cfg["task"] != "omniglot":
+        return TASKS[cfg["task"]]()
+    key = (cfg["data_dir"], cfg["ways"], os.environ.get("MAMLNP_DATA_DIR"))
+    if key not in _FAMILIES:
+        _FAMILIES[key] = OmniglotTasks(cfg["data_dir"], ways=cfg["ways"])
+    return _FAMILIES[key]
 
 
 def fresh_seed():
@@ -82,9 +114,17 @@ def fresh_seed():
     return int(np.random.SeedSequence().entropy)
 
 
-def _model_of(name, spec, task):
+def task_dims(task, ways=None):
+    """(input dim, output dim, loss) a task's network must have (Omniglot: N = ``ways``)."""
+    family = TASKS[choice("task", task, tuple(TASKS))]
+    out = ways if task == "omniglot" else family.output_dim
+    return family.input_dim, out, LOSS[task]
+
+
+def _model_of(name, spec, task, ways=None):
     """MLP(**spec) for a config's "model" dict, checked against the task family: input and
-    output dims and the loss (the sinusoids: D = O = 1, "mse")."""
+    output dims and the loss (the sinusoids: D = O = 1, "mse"; Omniglot: 784, N = ways,
+    "softmax_xent")."""
     if not isinstance(spec, dict):
         raise InputError(f"{name}: expected a dict of MLP arguments, got {spec!r}")
     try:
@@ -92,8 +132,7 @@ def _model_of(name, spec, task):
     except TypeError as exc:
         raise InputError(f"{name}: expected arguments of mamlnp.MLP, got {spec!r} ({exc})") \
             from None
-    family = TASKS[choice("task", task, tuple(TASKS))]
-    want = (family.input_dim, family.output_dim, getattr(family, "loss", "mse"))
+    want = task_dims(task, model.sizes[-1] if ways is None else ways)
     if (model.sizes[0], model.sizes[-1], model.loss_name) != want:
         raise InputError(f"{name}: expected input dim {want[0]}, output dim {want[1]} and loss "
                          f"{want[2]!r} for task {task!r}, got sizes {model.sizes} and loss "
@@ -116,6 +155,10 @@ def check_run_memory(cfg):
 
 def check_config(cfg):
     choice("task", cfg["task"], tuple(TASKS))
+    if cfg["task"] == "omniglot":
+        cfg["ways"] = positive_int("ways", cfg["ways"])
+        if cfg["data_dir"] is not None and not isinstance(cfg["data_dir"], str):
+            raise InputError(f"data_dir: expected a folder path or None, got {cfg['data_dir']!r}")
     choice("method", cfg["method"], METHODS)
     for name in ("alpha", "beta"):
         cfg[name] = positive_float(name, cfg[name])
@@ -163,7 +206,8 @@ def requested_keys(requested, saved):
            if k not in ("hidden", "activation", "model", "iteration", "learned_alpha",
                         "metadata", "first_order")}
     if any(k in requested for k in ("hidden", "activation", "model")):
-        merged = make_config({**{k: v for k, v in saved.items() if k in DEFAULTS},
+        keep = set(DEFAULTS) | set(task_defaults(saved.get("task"), saved))
+        merged = make_config({**{k: v for k, v in saved.items() if k in keep},
                               **requested, "iterations": 1})
         req["model"] = merged["model"]
     if "backend" in req:

@@ -76,10 +76,9 @@ def model_of(file, config):
                                          f"({exc})") from None
     task = config.get("task")
     if task is not None:
-        from .runconfig import TASKS
+        from .runconfig import task_dims
         with _as_checkpoint_error(file, "config.task"):
-            family = TASKS[choice("task", task, tuple(TASKS))]
-        want = (family.input_dim, family.output_dim, getattr(family, "loss", "mse"))
+            want = task_dims(task, config.get("ways"))
         got = (model.sizes[0], model.sizes[-1], model.loss_name)
         if got != want:
             raise fail(file, "config.model", f"expected input dim {want[0]}, output dim "

@@ -40,13 +40,12 @@ from ..errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from ..nn.mlp import MLP
 from ..meta.optim import OPTIMIZERS
 from .runguard import DivergenceGuard, StopSignals, metadata
-from .runconfig import DEFAULTS, TASKS, fresh_seed, make_config, requested_keys, resume_config
+from .runconfig import (DEFAULTS, TASKS, family_for, fresh_seed, make_config, requested_keys,
+                        resume_config)
+from . import classify
 from ..validation import boolean
 from .trainstep import fused_step, outer_step, sample_batch
 from ..meta.variants import METHODS, get_method
-
-_FAMILY = {name: cls() for name, cls in TASKS.items()}
-
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM: ``.signum``) stopped training after a checkpoint was written;
@@ -59,7 +58,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class TrainResult:
-    """What meta_train returns. history: {"iteration", "meta_loss", "val_mse"} arrays (R,)."""
+    """What meta_train returns. history: {"iteration", "meta_loss", "val_mse"} arrays (R,)
+    ("val_accuracy" instead of "val_mse" for classification)."""
     model: MLP
     theta: np.ndarray
     config: dict
@@ -71,7 +71,8 @@ class TrainResult:
 
 @dataclass
 class Step:
-    """Passed to ``callback`` after every meta-iteration (val_mse is None when not evaluated)."""
+    """Passed to ``callback`` after every meta-iteration (val_mse is None when not evaluated;
+    for classification it holds the validation accuracy)."""
     iteration: int
     meta_loss: float
     params: dict
@@ -165,7 +166,7 @@ def _save(out, state, cfg):
                       {g: o.state_dict() for g, o in state.optimizers.items()},
                       state.rng.bit_generator.state, state.iteration, history,
                       state.train_state())
-    C.write_history_csv(os.path.join(out, C.HISTORY_NAME), history)
+    C.write_history_csv(os.path.join(out, C.HISTORY_NAME), history, classify.history_columns(cfg))
     C.write_json(os.path.join(out, C.CONFIG_NAME), {**cfg, "metadata": metadata(
         cfg["backend"], cfg["seed"], state.wall, state.iteration)})
     state.last_checkpoint = state.iteration
@@ -177,7 +178,9 @@ def _save(out, state, cfg):
 def validation_batch(cfg):
     """The fixed validation tasks: ``val_tasks`` tasks seeded by ``val_seed`` (not the
     600-task evaluation pool, whose seed is 2017), K = shots, ``val_query`` query points."""
-    family = TASKS[cfg["task"]]()
+    family = family_for(cfg)
+    if classify.is_classification(cfg):                 # fixed episodes of the val characters
+        return classify.validation_batch(family, cfg)
     rng = np.random.default_rng(np.random.SeedSequence([cfg["val_seed"], 0xFA11]))
     return family.sample(rng, cfg["val_tasks"], cfg["shots"], cfg["val_query"])
 
@@ -248,7 +251,7 @@ def _load_run(out, requested):
 
 def _run(model, method, cfg, state, out, progress, callback):
     val, bar = validation_batch(cfg), _progress_bar(progress, cfg, state)
-    fused = fused_step(model, method, cfg, _FAMILY[cfg["task"]], state.optimizers)
+    fused = fused_step(model, method, cfg, family_for(cfg), state.optimizers)
     start, stop = time.perf_counter(), False
     if state.last_checkpoint is not None:               # resumed: the saved state too
         try:
@@ -267,7 +270,8 @@ def _run(model, method, cfg, state, out, progress, callback):
                     state.wall, start = state.wall + time.perf_counter() - start, time.perf_counter()
                     _check_state(model, method, cfg, state, val, out)
                     _save(out, state, cfg)
-                _show(bar, state, loss, val_mse)
+                _show(bar, state, loss, val_mse,
+                      "val_acc" if classify.is_classification(cfg) else "val_mse")
             finished = state.iteration >= cfg["iterations"]
             final_row = finished and state.window[1] > 0
             if final_row:                                       # the last iterations' row
@@ -284,7 +288,8 @@ def _run(model, method, cfg, state, out, progress, callback):
         bar.close()
     result = _result(model, cfg, state, out, interrupted=signals.hit and not finished)
     if result.interrupted:
-        raise TrainingInterrupted(_interrupt_message(state, out), result, signals.signum)
+        raise TrainingInterrupted(_interrupt_message(state, out, cfg["task"]), result,
+                                  signals.signum)
     return result
 
 
@@ -297,7 +302,7 @@ def _iteration(model, method, cfg, state, val, out, fused=None):
         loss = fused(state.rng, state.params, state.optimizers["theta"], state.guard,
                      state.iteration + 1, hint)
     else:
-        batch = sample_batch(_FAMILY[cfg["task"]], state.rng, cfg["meta_batch"], cfg["shots"],
+        batch = sample_batch(family_for(cfg), state.rng, cfg["meta_batch"], cfg["shots"],
                              cfg["query"])                              # T tasks, K + Q points
         with np.errstate(over="ignore", invalid="ignore"):      # a blow-up is the guard's
             loss, grads = method.step(model, state.params, batch, cfg, cfg["backend"])
@@ -323,17 +328,19 @@ def _divergence_hint(cfg, state, out):
     return hint + f"; the last good checkpoint (iteration {state.last_checkpoint}) in {out!r} is kept."
 
 
-def _show(bar, state, loss, val_mse):
-    """Progress: meta-loss averaged since the last history row, last validation MSE, ETA."""
+def _show(bar, state, loss, val_mse, name="val_mse"):
+    """Progress: meta-loss averaged since the last history row, last validation MSE (or
+    accuracy: ``name`` val_acc), ETA."""
     bar.update(1)
     if val_mse is not None or state.iteration % 50 == 0:
         last = state.history[-1] if state.history else (0, loss, float("nan"))
         mean = state.window[0] / state.window[1] if state.window[1] else last[1]
-        bar.set_postfix(meta_loss=f"{mean:.4f}", val_mse=f"{last[2]:.4f}", refresh=False)
+        bar.set_postfix({"meta_loss": f"{mean:.4f}", name: f"{last[2]:.4f}"}, refresh=False)
 
 
 def _history_row(model, method, cfg, state, val):
-    val_mse = validation_mse(model, method, state.params, cfg, val)
+    score = classify.validation_accuracy if classify.is_classification(cfg) else validation_mse
+    val_mse = score(model, method, state.params, cfg, val)        # or the val accuracy
     state.history.append((state.iteration, state.window[0] / max(state.window[1], 1), val_mse))
     state.window = [0.0, 0]
     return val_mse
@@ -344,17 +351,17 @@ def _result(model, cfg, state, out, interrupted):
     if "alpha" in state.params:
         cfg["learned_alpha"] = state.params["alpha"].copy()
     h = np.array(state.history, dtype=np.float64).reshape(-1, 3)
-    history = {name: h[:, i] for i, name in enumerate(C.HISTORY_COLUMNS)}
+    history = {name: h[:, i] for i, name in enumerate(classify.history_columns(cfg))}
     history["iteration"] = history["iteration"].astype(np.int64)
     return TrainResult(model, state.params["theta"].copy(), cfg, history,
                        {g: p.copy() for g, p in state.params.items()}, out, interrupted)
 
 
-def _interrupt_message(state, out):
+def _interrupt_message(state, out, task="sinusoid"):
     if not out:
         return f"interrupted at iteration {state.iteration} (no --out: nothing saved)"
     return (f"interrupted at iteration {state.iteration}; checkpoint written to {out!r}. "
-            f"Resume with: python -m mamlnp train sinusoid --out {out} --resume")
+            f"Resume with: python -m mamlnp train {task} --out {out} --resume")
 
 
 def _progress_bar(progress, cfg, state):
@@ -371,6 +378,8 @@ EXAMPLES = """examples:
   mamlnp train sinusoid --method pretrain                 the pretrained baseline
   mamlnp train sinusoid --iterations 2000 --out runs/try  a short run
   mamlnp train sinusoid --out runs/try --resume --iterations 5000   continue it (same bits)
+  mamlnp train omniglot --ways 5 --shots 1                the paper's 5-way 1-shot protocol
+                                                          (defaults: mamlnp/run/classify.py)
 
 Ctrl-C (or SIGTERM) writes a checkpoint and exits with 130 (143); --resume continues.
 Exit codes: 0 done, 1 diverged or could not write, 2 bad input, 130/143 interrupted."""
@@ -409,14 +418,19 @@ def add_arguments(p):
     p.add_argument("--eval-every", type=int, help="iterations between validation MSEs on "
                    f"{d['val_tasks']} fixed held-out tasks (default {d['eval_every']})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ways", type=int, help="omniglot: N classes per episode (default 5)")
+    p.add_argument("--data-dir", help="omniglot: the data folder (default $MAMLNP_DATA_DIR, "
+                   "else the user cache folder; 'mamlnp download omniglot' fills it)")
 
 
 def run(args):
     keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
             "iterations", "hidden", "activation", "optimizer", "init", "seed", "backend",
-            "checkpoint_every", "eval_every")
+            "checkpoint_every", "eval_every", "ways", "data_dir")
     kwargs = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    out = args.out or os.path.join("runs", f"{args.task}-{args.method or DEFAULTS['method']}")
+    name = args.task if args.task != "omniglot" else (
+        f"omniglot-{args.ways or 5}way-{args.shots or 1}shot")
+    out = args.out or os.path.join("runs", f"{name}-{args.method or DEFAULTS['method']}")
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         result = meta_train(task=args.task, out=out, resume=args.resume,
@@ -444,7 +458,9 @@ def run(args):
 
 def _print_summary(result):
     cfg, h = result.config, result.history
-    last = (f"meta-loss {h['meta_loss'][-1]:.4f}, validation MSE {h['val_mse'][-1]:.4f}"
+    name = classify.history_columns(cfg)[2]
+    shown = {"val_mse": "validation MSE", "val_accuracy": "validation accuracy"}[name]
+    last = (f"meta-loss {h['meta_loss'][-1]:.4f}, {shown} {h[name][-1]:.4f}"
             if len(h["iteration"]) else "no history row")
     print(f"{cfg['method']}: {cfg['iteration']} iterations ({last}); run saved in "
           f"{result.out}/ (checkpoint.npz, config.json, history.csv)")

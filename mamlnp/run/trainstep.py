@@ -41,7 +41,10 @@ CHUNK = 32                  # at most fast.CHUNK tasks: one kernel call (fast is
 def sample_batch(family, rng, T, K, Q):
     """``family.sample(rng, T, K, Q)`` without its argument checks and TaskBatch
     validation (~0.1 ms): the same draws in the same order, hence the same bits.
-    For the training loop, whose T, K, Q were checked once and whose data are fresh."""
+    For the training loop, whose T, K, Q were checked once and whose data are fresh.
+    Families of whole episodes (``episodic``, e.g. OmniglotTasks) draw with their ``sample``."""
+    if getattr(family, "episodic", False):
+        return family.sample(rng, T, K, Q)
     params = family.sample_params(rng, T)
     x = family.sample_inputs(rng, T, K + Q)                                # (T, K+Q, D)
     y = family.targets(params, x)                                          # (T, K+Q, O)

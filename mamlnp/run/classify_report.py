@@ -1,0 +1,201 @@
+"""Test accuracy of classification runs: ``evaluate RUN`` and ``reproduce omniglot``.
+
+Dimension legend: T = 600 test episodes, N ways, K shots, Q = K query drawings per class,
+S = max_steps (10).
+
+``evaluate_run``: the run's θ is adapted on each of 600 fixed test episodes (test characters,
+``OmniglotTasks.episodes("test", 600, K, K, seed=2017)``) with 0 … S SGD steps at the run's α;
+accuracy on the episode's query set; per step: mean ± 1.96 · std / √600 (cbfinn/maml main.py
+``test``). Writes omniglot_results.csv, omniglot_results.json (every episode's accuracies) and
+omniglot_accuracy.png (accuracy against steps).
+
+``reproduce_omniglot``: trains the paper's 5-way 1-shot and 5-way 5-shot MLPs (protocol in
+run/classify.py), evaluates both, and writes results.md beside the paper's Table 1 row for
+the MLP (89.7 ± 1.1 %, 97.5 ± 0.6 %).
+"""
+import csv
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+from . import classify as CL
+from ..validation import nonneg_int
+
+CHUNK = 50                           # episodes built and scored at a time (memory)
+TABLE_STEPS = (0, 1, 3, 5, 10)       # 1: 5-way training; 3: the paper's test (A.1); 10: main.py
+
+
+def evaluate_run(model, theta, config, alpha=None, max_steps=10, episodes=CL.TEST_EPISODES,
+                 seed=CL.TEST_SEED, family=None):
+    """{"rows": [{steps, mean, ci95, std, n}], "accuracy": (T, S+1), …} on the test episodes."""
+    from .runconfig import family_for
+    family = family_for(config) if family is None else family
+    alpha = float(config["alpha"]) if alpha is None else alpha
+    max_steps = nonneg_int("max_steps", max_steps)
+    K = config["shots"]
+    acc = np.concatenate([
+        CL.accuracy_curve(model, theta, family.episodes("test", min(CHUNK, episodes - s), K, K,
+                                                        seed=seed, start=s), alpha, max_steps)
+        for s in range(0, episodes, CHUNK)])                              # (T, S+1)
+    rows = [{"ways": config["ways"], "shots": K, "steps": s, "alpha": alpha,
+             **CL.summarize_accuracy(acc[:, s])} for s in range(max_steps + 1)]
+    return {"rows": rows, "accuracy": acc, "seed": seed, "ways": config["ways"], "shots": K,
+            "trained_inner_steps": config["inner_steps"], "method": config["method"]}
+
+
+def format_rows(result, steps=None):
+    lines = [f"{'N-way':>5} {'K':>3} {'steps':>5} {'test accuracy % (mean ± 95% CI)':>33} {'n':>4}"]
+    for r in result["rows"]:
+        if steps is None or r["steps"] in steps:
+            lines.append(f"{r['ways']:>5} {r['shots']:>3} {r['steps']:>5} "
+                         f"{100 * r['mean']:>22.2f} ± {100 * r['ci95']:<8.2f} {r['n']:>4}")
+    return "\n".join(lines)
+
+
+def write_outputs(result, out_dir, meta=None, plot=True):
+    """omniglot_results.csv / .json and omniglot_accuracy.png in ``out_dir``; their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, "omniglot_results.csv")
+    fields = ("ways", "shots", "steps", "alpha", "mean", "ci95", "std", "n")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows({k: r[k] for k in fields} for r in result["rows"])
+    json_path = os.path.join(out_dir, "omniglot_results.json")
+    doc = {"meta": meta or {}, "episodes": "test characters, OmniglotTasks.episodes('test', "
+           f"{len(result['accuracy'])}, K, K, seed={result['seed']})",
+           "ci95": "1.96 * std / sqrt(n), std with ddof=0 (cbfinn/maml main.py)",
+           "rows": result["rows"], "accuracy": result["accuracy"].tolist(),
+           "accuracy_note": "(episodes, steps+1) query accuracy after 0 … S steps"}
+    with open(json_path, "w") as f:
+        json.dump(doc, f, indent=1, allow_nan=False)
+    paths = [csv_path, json_path]
+    if plot:
+        paths.append(accuracy_figure([result], os.path.join(out_dir, "omniglot_accuracy.png")))
+    return paths
+
+
+def accuracy_figure(results, path):
+    """Test accuracy (mean ± 95% CI band) against SGD steps, one line per result."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for res in results:
+        steps = np.array([r["steps"] for r in res["rows"]])
+        mean = np.array([100 * r["mean"] for r in res["rows"]])
+        ci = np.array([100 * r["ci95"] for r in res["rows"]])
+        line, = ax.plot(steps, mean, marker="o", ms=3,
+                        label=f"{res['method']} {res['ways']}-way {res['shots']}-shot")
+        ax.fill_between(steps, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
+        paper = CL.PAPER_TABLE1_MLP.get((res["ways"], res["shots"]))
+        if paper:
+            ax.axhline(paper[0], color=line.get_color(), ls=":", lw=1)
+    ax.set_xticks(steps)
+    ax.set_xlabel("SGD steps on the support set")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Omniglot, 600 test episodes (dotted: paper, Table 1 MLP)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_evaluate(args):
+    """``mamlnp evaluate RUN`` for a classification run."""
+    from .checkpoint import load_checkpoint
+    model, theta, config = load_checkpoint(args.run)
+    if getattr(args, "data_dir", None):
+        config = dict(config, data_dir=args.data_dir)
+    result = evaluate_run(model, theta, config, args.alpha, args.max_steps)
+    print(format_rows(result))
+    run_dir = os.path.dirname(os.path.abspath(args.run)) if args.run.endswith(".npz") else args.run
+    paths = write_outputs(result, args.out or os.path.join(run_dir, "eval"),
+                          meta={"run": args.run}, plot=not args.no_plots)
+    print("\nwrote:\n  " + "\n  ".join(paths))
+    return 0
+
+
+# ---- reproduce omniglot ---------------------------------------------------------------------
+
+def reproduce_omniglot(out, iterations=None, seed=0, backend=None, data_dir=None, resume=False,
+                       overwrite=False, progress=True, quick=False,
+                       episodes=CL.TEST_EPISODES, **overrides):
+    """Train and evaluate 5-way 1-shot and 5-shot; write results.md; returns its path.
+    ``overrides``: other config keys for both runs (e.g. a small network in the tests)."""
+    from .train import meta_train
+    results, walls = [], {}
+    for K in (1, 5):
+        run_dir = os.path.join(out, f"omniglot-5way-{K}shot-maml")
+        has = os.path.exists(os.path.join(run_dir, "checkpoint.npz"))
+        print(f"[reproduce] training MAML 5-way {K}-shot -> {run_dir}", flush=True)
+        kw = dict(overrides, **({} if iterations is None else {"iterations": iterations}))
+        t0 = time.perf_counter()
+        res = meta_train(task="omniglot", ways=5, shots=K, seed=seed, backend=backend,
+                         data_dir=data_dir, out=run_dir, resume=resume and has,
+                         overwrite=overwrite, progress=progress, **kw)
+        walls[K] = _wall(run_dir, time.perf_counter() - t0)
+        print(f"[reproduce] evaluating on {CL.TEST_EPISODES} test episodes", flush=True)
+        t1 = time.perf_counter()
+        r = evaluate_run(res.model, res.theta, res.config, episodes=episodes)
+        r["eval_seconds"], r["iterations"] = time.perf_counter() - t1, res.config["iteration"]
+        write_outputs(r, os.path.join(run_dir, "eval"), meta={"run": run_dir})
+        results.append(r)
+    return write_report(out, results, walls, quick)
+
+
+def _wall(run_dir, fallback):
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            return float(json.load(f)["metadata"]["wall_time_s"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return fallback
+
+
+def write_report(out, results, walls, quick):
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # Linux: KiB -> MiB
+    lines = ["# mamlnp reproduce omniglot: 5-way few-shot classification (Finn et al. 2017, "
+             "sec. 5.2, Table 1, MLP row)", ""]
+    if quick:
+        lines += ["**--quick: a smoke test with few iterations, NOT a reproduction.**", ""]
+    lines += [f"| 5-way | steps | test accuracy % (mean ± 95% CI, {len(results[0]['accuracy'])} "
+              f"episodes) | paper (Table 1, MLP) |",
+              "|---|---:|---:|---:|"]
+    for r in results:
+        paper = CL.PAPER_TABLE1_MLP[(5, r["shots"])]
+        for row in r["rows"]:
+            if row["steps"] in TABLE_STEPS:
+                lines.append(f"| {r['shots']}-shot | {row['steps']} | {100 * row['mean']:.1f} ± "
+                             f"{100 * row['ci95']:.1f} | {paper[0]} ± {paper[1]} |")
+    lines += ["", "Steps: 1 is the training protocol, 3 the paper's test (appendix A.1), 10 "
+              "cbfinn/maml main.py's test_num_updates.", ""]
+    for r in results:
+        lines.append(f"- 5-way {r['shots']}-shot: {r['iterations']} iterations, training wall "
+                     f"time {walls[r['shots']]:.0f} s, evaluation {r['eval_seconds']:.0f} s")
+    lines.append(f"- peak memory of this process (max RSS): {rss:.0f} MiB")
+    path = os.path.join(out, "results.md")
+    os.makedirs(out, exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return path
+
+
+def run_reproduce(args):
+    """``mamlnp reproduce omniglot`` (options of mamlnp.run.reproduce)."""
+    from ..errors import InputError
+    if args.iterations is not None and args.quick:
+        raise InputError("--iterations and --quick: expected at most one of them")
+    iterations = 200 if args.quick else args.iterations
+    out = args.out if args.out != os.path.join("runs", "reproduce") else os.path.join(
+        "runs", "reproduce-omniglot")
+    progress = not args.no_progress and sys.stderr.isatty()
+    path = reproduce_omniglot(out, iterations, args.seed, args.backend,
+                              getattr(args, "data_dir", None), args.resume, args.overwrite,
+                              progress, args.quick)
+    print(f"\n[reproduce] wrote {path}")
+    return 0
