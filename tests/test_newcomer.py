@@ -50,6 +50,10 @@ def test_first_call_notice_speaks_only_when_the_call_is_slow():
     assert len(lines) == 2 and "compiling kernels, once: about" in lines[0]
     assert compile_notice.COMPILE_SECONDS in lines[0] and "kernels ready after" in lines[1]
     assert quick.getvalue() == ""
+    numpy = io.StringIO()
+    with compile_notice.first_call_notice(after=0.01, stream=numpy, backend="numpy"):
+        time.sleep(0.1)                                          # slow, but nothing compiles
+    assert numpy.getvalue() == ""
 
 
 def test_progress_bar_starts_after_the_first_iteration(monkeypatch):

@@ -17,10 +17,14 @@ COMPILE_SECONDS = "40-90"
 
 
 @contextlib.contextmanager
-def first_call_notice(after=2.0, stream=None):
+def first_call_notice(after=2.0, stream=None, backend="numba"):
     """Around a call that may compile kernels: if it is still running after ``after`` s,
     say (on stderr) that the kernels are compiling and how long that
-    takes, and when it ends, how long it took. A warm cache loads in ~1 s: no message."""
+    takes, and when it ends, how long it took. A warm cache loads in ~1 s: no message.
+    Silent for ``backend="numpy"`` (the NumPy reference compiles nothing)."""
+    if backend not in (None, "numba"):
+        yield
+        return
     stream = sys.stderr if stream is None else stream
     t0, shown = time.perf_counter(), []
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from ..fast.compile_notice import first_call_notice
 from ..meta.maml import adapt_curve, check_alpha, check_batch
 from ..tasks.pool import EvaluationPool, _shot_list
 from ..tasks.sinusoid import SinusoidTasks
@@ -267,8 +268,9 @@ def run(args):
     for name, path in (("DIR", args.run), ("--baseline", args.baseline)):
         if path is not None and not os.path.exists(path):
             raise InputError(f"{name}: no such run directory or checkpoint file: {path!r}")
-    runs = [load_and_evaluate(args.run, alpha_option(args.alpha), args.shots, args.max_steps,
-                              args.backend)]
+    with first_call_notice(backend=args.backend):           # kernels compile once
+        runs = [load_and_evaluate(args.run, alpha_option(args.alpha), args.shots,
+                                  args.max_steps, args.backend)]
     if args.baseline is not None:
         base = load_and_evaluate(args.baseline, alpha_option(args.baseline_alpha), args.shots,
                                  args.max_steps, args.backend)

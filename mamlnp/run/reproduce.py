@@ -31,6 +31,7 @@ import time
 
 from . import evaluate as E
 from ..errors import CheckpointError, InputError
+from ..fast.compile_notice import first_call_notice
 from ..meta.maml import DEFAULT_BACKEND
 
 PAPER_ITERATIONS = 70000
@@ -192,7 +193,8 @@ def run(args):
     t1 = time.perf_counter()
     print("[reproduce] evaluating on the 600 held-out tasks", flush=True)
     try:
-        results = evaluate_both(runs, args.backend)
+        with first_call_notice(backend=args.backend):       # kernels compile once
+            results = evaluate_both(runs, args.backend)
     except KeyboardInterrupt:
         print(f"mamlnp reproduce: interrupted while evaluating; the trained runs in {out} are "
               f"kept: {_again(args, out)} reuses them", file=sys.stderr)

@@ -234,7 +234,7 @@ def _run(model, method, cfg, state, out, progress, callback):
         with StopSignals() as signals:
             while state.iteration < cfg["iterations"] and not stop:
                 if bar is None:       # the first iteration compiles (once): not in the ETA
-                    with first_call_notice():
+                    with first_call_notice(backend=cfg["backend"]):
                         loss, val_mse = _iteration(model, method, cfg, state, val, out, fused)
                     bar = _progress_bar(progress, cfg, state, initial=state.iteration - 1)
                 else:
