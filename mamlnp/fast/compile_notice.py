@@ -4,12 +4,13 @@ Numba compiles the kernels on their first call and caches the machine code besid
 sources (mamlnp/fast/kernels/__pycache__; mamlnp/fast/kernels/__init__.py drops a stale
 cache). A cold compile of the training kernels took 40-90 s on the project's 2-core machine
 (shared, load-dependent); a warm cache loads in about a second. The commands wrap their first
-call in ``first_call_notice`` so a user sees why nothing moves, and the progress bar starts
-after the first iteration, so the compile is not in its ETA.
+call in ``first_call_notice``, which listens for Numba's own "numba:compile" event (sent only
+when a function is really compiled, not when it is loaded from the cache): so the notice
+appears exactly when compiling, whatever the load. The progress bar starts after the first
+iteration, so the compile is not in its ETA.
 """
 import contextlib
 import sys
-import threading
 import time
 
 # Cold compile (empty cache), 2 cores: see first_call_notice.
@@ -17,29 +18,33 @@ COMPILE_SECONDS = "40-90"
 
 
 @contextlib.contextmanager
-def first_call_notice(after=2.0, stream=None, backend="numba"):
-    """Around a call that may compile kernels: if it is still running after ``after`` s,
-    say (on stderr) that the kernels are compiling and how long that
-    takes, and when it ends, how long it took. A warm cache loads in ~1 s: no message.
-    Silent for ``backend="numpy"`` (the NumPy reference compiles nothing)."""
-    if backend not in (None, "numba"):
+def first_call_notice(stream=None, backend="numba"):
+    """Around a call that may compile kernels: when Numba starts compiling (a cold cache),
+    say once (on stderr) that the kernels compile, once per install, and how long that
+    takes; when the call ends, how long it took. A warm cache: no message. Nothing for
+    ``backend="numpy"`` (the NumPy reference compiles nothing)."""
+    try:
+        from numba.core import event
+    except ImportError:                                 # no numba: nothing compiles
+        event = None
+    if event is None or backend not in (None, "numba"):
         yield
         return
     stream = sys.stderr if stream is None else stream
     t0, shown = time.perf_counter(), []
 
-    def say():
-        shown.append(True)
-        print(f"mamlnp: compiling kernels, once: about {COMPILE_SECONDS} s on 2 cores "
-              f"(later runs load them from the cache)", file=stream, flush=True)
+    class Notice(event.Listener):
+        def on_start(self, ev):
+            if not shown:
+                shown.append(True)
+                print(f"mamlnp: compiling kernels, once: about {COMPILE_SECONDS} s on 2 cores "
+                      f"(later runs load them from the cache)", file=stream, flush=True)
 
-    timer = threading.Timer(after, say)
-    timer.daemon = True
-    timer.start()
-    try:
+        def on_end(self, ev):
+            pass
+
+    with event.install_listener("numba:compile", Notice()):
         yield
-    finally:
-        timer.cancel()
-        if shown:
-            print(f"mamlnp: kernels ready after {time.perf_counter() - t0:.0f} s",
-                  file=stream, flush=True)
+    if shown:
+        print(f"mamlnp: kernels ready after {time.perf_counter() - t0:.0f} s", file=stream,
+              flush=True)
