@@ -50,10 +50,15 @@ def test_first_call_notice_speaks_only_when_numba_compiles():
         time.sleep(0.1)
     with compile_notice.first_call_notice(stream=numpy, backend="numpy"):
         assert numba.njit(lambda x: x + 2)(1) == 3
+    again = io.StringIO()
+    with compile_notice.first_call_notice(stream=again):
+        assert numba.njit(lambda x: x + 3)(1) == 4                # a second compile, same process
     lines = cold.getvalue().splitlines()
-    print(lines)
-    assert len(lines) == 2 and "compiling kernels, once: about" in lines[0]
-    assert compile_notice.COMPILE_SECONDS in lines[0] and "kernels ready after" in lines[1]
+    print(lines, again.getvalue())
+    assert len(lines) == 2 and "kernels ready after" in lines[1]
+    if lines[0] != "mamlnp: compiling more kernels, once":      # unless an earlier test compiled
+        assert f"compiling kernels, once: about {compile_notice.COMPILE_TIME}" in lines[0]
+    assert again.getvalue().startswith("mamlnp: compiling more kernels, once\n")
     assert warm.getvalue() == "" and numpy.getvalue() == ""
 
 

@@ -2,8 +2,9 @@
 
 Numba compiles the kernels on their first call and caches the machine code beside the
 sources (mamlnp/fast/kernels/__pycache__; mamlnp/fast/kernels/__init__.py drops a stale
-cache). A cold compile of the training kernels took 40-90 s on the project's 2-core machine
-(shared, load-dependent); a warm cache loads in about a second. The commands wrap their first
+cache). A cold compile takes about a minute on the project's 2-core machine when it is
+otherwise idle, several minutes when other jobs load it (COMPILE_TIME); a warm cache loads in
+about a second. The commands wrap their first
 call in ``first_call_notice``, which listens for Numba's own "numba:compile" event (sent only
 when a function is really compiled, not when it is loaded from the cache): so the notice
 appears exactly when compiling, whatever the load. The progress bar starts after the first
@@ -13,15 +14,19 @@ import contextlib
 import sys
 import time
 
-# Cold compile (empty cache), 2 cores: see first_call_notice.
-COMPILE_SECONDS = "40-90"
+# Cold compile (empty cache) of the kernels a command needs, measured on the project's 2
+# cores: about 45 s when they are otherwise idle; at a load average of 10-13 from other
+# jobs, 294 s for the training kernels, 140 s more for the baseline's, then evaluation's.
+COMPILE_TIME = "1-8 min on 2 shared cores, about 1 min when they are idle"
+_SAID = []                                              # the long notice: once per process
 
 
 @contextlib.contextmanager
 def first_call_notice(stream=None, backend="numba"):
     """Around a call that may compile kernels: when Numba starts compiling (a cold cache),
-    say once (on stderr) that the kernels compile, once per install, and how long that
-    takes; when the call ends, how long it took. A warm cache: no message. Nothing for
+    say (on stderr) that the kernels compile, once per install, and how long that takes (the
+    estimate once per process; later: "compiling more kernels"); when the call ends, how
+    long it took. A warm cache: no message. Nothing for
     ``backend="numpy"`` (the NumPy reference compiles nothing)."""
     try:
         from numba.core import event
@@ -37,8 +42,10 @@ def first_call_notice(stream=None, backend="numba"):
         def on_start(self, ev):
             if not shown:
                 shown.append(True)
-                print(f"mamlnp: compiling kernels, once: about {COMPILE_SECONDS} s on 2 cores "
-                      f"(later runs load them from the cache)", file=stream, flush=True)
+                print("mamlnp: compiling more kernels, once" if _SAID else
+                      f"mamlnp: compiling kernels, once: about {COMPILE_TIME} (later runs "
+                      f"load them from the cache)", file=stream, flush=True)
+                _SAID.append(True)
 
         def on_end(self, ev):
             pass
