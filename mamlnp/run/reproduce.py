@@ -184,12 +184,7 @@ def run(args):
         runs = train_both(out, iterations, args.shots, args.seed, args.backend,
                           not args.overwrite, args.overwrite, progress, args.init)
     except TrainingInterrupted as exc:
-        res = exc.result
-        print(f"mamlnp reproduce: interrupted: {res.config['method']} at iteration "
-              f"{res.config['iteration']}, checkpoint kept in "
-              f"{os.path.join(res.out, 'checkpoint.npz')}\nmamlnp reproduce: to continue, run "
-              f"the same command again: {_again(args, out)}", file=sys.stderr)
-        return 128 + int(exc.signum)                    # 130 for Ctrl-C, 143 for SIGTERM
+        return _interrupted(args, out, exc.result, exc.signum)
     t1 = time.perf_counter()
     print("[reproduce] evaluating on the 600 held-out tasks", flush=True)
     try:
@@ -213,6 +208,15 @@ def run(args):
         print(f"  {runs[m][0].out}/  (checkpoint.npz, config.json, history.csv)")
     print("  " + "\n  ".join(paths))
     return 0
+
+
+def _interrupted(args, out, res, signum):
+    """Ctrl-C (SIGTERM) while training: where the checkpoint is, how to continue; the exit code."""
+    print(f"mamlnp reproduce: interrupted: {res.config['method']} at iteration "
+          f"{res.config['iteration']}, checkpoint kept in "
+          f"{os.path.join(res.out, 'checkpoint.npz')}\nmamlnp reproduce: to continue, run "
+          f"the same command again: {_again(args, out)}", file=sys.stderr)
+    return 128 + int(signum)                            # 130 for Ctrl-C, 143 for SIGTERM
 
 
 def _again(args, out):
