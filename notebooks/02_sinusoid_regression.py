@@ -66,7 +66,7 @@ from mamlnp.run.runguard import git_commit
 FAST = os.environ.get("MAMLNP_FAST") == "1"     # set by the test suite
 NOTEBOOK_ITERS = 100 if FAST else 70000         # in-notebook training when no CLI run exists
 TRAIN_TIME = "20 s (quiet cores) to 6 min (heavily shared)"   # per method, 70,000 iterations
-COMPILE_TIME = "40-90 s"                        # once per install (mamlnp/fast/compile_notice.py)
+COMPILE_TIME = "1-8 min"        # once per install, load-dependent (mamlnp/fast/compile_notice.py)
 RUNS = pathlib.Path(mamlnp.__file__).resolve().parents[1] / "runs"
 print(f"fast mode: {FAST}; looking for command-line runs in <repository>/{RUNS.name}/")
 

@@ -200,7 +200,7 @@ def probe(step):
 
 
 print(f"training {TRAIN_ITERS:,} iterations: 20 s (quiet cores) to a few minutes (shared); "
-      f"a fresh install first compiles the kernels (40-90 s, once)", flush=True)
+      f"a fresh install first compiles the kernels (1-8 min, once)", flush=True)
 t0 = time.perf_counter()
 run = mamlnp.meta_train(method="maml", iterations=TRAIN_ITERS, seed=0, progress=False,
                         callback=probe)
