@@ -253,7 +253,8 @@ for k in shots:
 #   exactly there (notebook 03 measures its size). With more steps the gap narrows but
 #   does not close: after 10 steps FOMAML is still behind at every K (K = 5: 0.45 against
 #   0.35, K = 10: 0.14 against 0.10, K = 20: 0.045 against 0.034); the confidence intervals
-#   overlap at K = 5 and 10, not at K = 20.
+#   overlap at K = 5 and 10, not at K = 20. FOMAML varies more from seed to seed than MAML:
+#   `docs/results.md` has two more seeds, one of them level with MAML after ten steps.
 #
 # The command that makes the same MAML and baseline numbers, and their discussion, are in
 # `docs/results.md`.
