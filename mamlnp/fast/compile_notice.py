@@ -2,9 +2,8 @@
 
 Numba compiles the kernels on their first call and caches the machine code beside the
 sources (mamlnp/fast/kernels/__pycache__; mamlnp/fast/kernels/__init__.py drops a stale
-cache). A cold compile takes about a minute on the project's 2-core machine when it is
-otherwise idle, several minutes when other jobs load it (COMPILE_TIME); a warm cache loads in
-about a second. The commands wrap their first
+cache). A cold compile takes minutes on the project's 2-core machine, more when other jobs
+load it (COMPILE_TIME); a warm cache loads in about a second. The commands wrap their first
 call in ``first_call_notice``, which listens for Numba's own "numba:compile" event (sent only
 when a function is really compiled, not when it is loaded from the cache): so the notice
 appears exactly when compiling, whatever the load. The progress bar starts after the first
@@ -14,10 +13,10 @@ import contextlib
 import sys
 import time
 
-# Cold compile (empty cache) of the kernels a command needs, measured on the project's 2
-# cores: about 45 s when they are otherwise idle; at a load average of 10-13 from other
-# jobs, 294 s for the training kernels, 140 s more for the baseline's, then evaluation's.
-COMPILE_TIME = "1-8 min on 2 shared cores, about 1 min when they are idle"
+# Cold compile (empty cache) of reproduce's kernels on a fresh clone, the project's 2 cores:
+# 76 + 51 + 13 s (training, baseline, evaluation) at a load average of 3-6 from other jobs,
+# 294 + 140 + 37 s at 9-13; the training kernels alone 64 s at 5.
+COMPILE_TIME = "1-8 min on 2 shared cores"
 _SAID = []                                              # the long notice: once per process
 
 
