@@ -57,6 +57,9 @@ from mamlnp.run import train as TR
 from mamlnp.run.runconfig import make_config
 from mamlnp.run.trainstep import fused_step
 from mamlnp.meta.variants import get_method
+from mamlnp.fast.kernels import spin_threads
+
+spin_threads()      # the CLI's thread-spin setting (mamlnp/fast/kernels/__init__.py)
 
 SIZES, T, K, Q, ALPHA = (1, 40, 40, 1), 25, 10, 10, 0.01
 CONFIGS = [(1, False), (1, True), (5, False), (5, True)]          # (s, first_order)

@@ -24,11 +24,14 @@ from numba import njit
 
 import mamlnp
 from mamlnp.fast import api as fast
+from mamlnp.fast.kernels import spin_threads
 from mamlnp.fast.kernels import maml_kernels as MK
 from mamlnp.fast.kernels.bundles import AdamStep, Inner
 from mamlnp.fast.kernels.linalg import gemm_acc
 from mamlnp.fast.kernels.mlp_kernels import backward, forward, loss_and_dyhat, rpass
 from mamlnp.fast.kernels.train_kernels import mean_and_adam
+
+spin_threads()      # the CLI's thread-spin setting (mamlnp/fast/kernels/__init__.py)
 
 T, K, Q, ALPHA = 25, 10, 10, 0.01
 

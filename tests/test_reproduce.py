@@ -43,17 +43,22 @@ def test_quick_table_parses(quick_run):
     assert "NOT a reproduction" in md and "| maml | 5 | 1 |" in md and "0.67" in md
 
 
-def test_rerun_refuses_to_overwrite_then_resume_reuses(quick_run, capsys):
+def test_rerun_reuses_then_resume_and_overwrite(quick_run, capsys):
     before = (quick_run / "maml-k10" / "checkpoint.npz").read_bytes()
-    capsys.readouterr()
-    # mamlnp.run.cli.main turns the InputError into one stderr line and exit code 2
-    assert main(["reproduce", "--quick", "--out", str(quick_run), "--no-progress"]) == 2
-    assert "already holds a run" in capsys.readouterr().err
-    assert (quick_run / "maml-k10" / "checkpoint.npz").read_bytes() == before
     old = read_rows(quick_run / "results.csv")
-    assert main(["reproduce", "--quick", "--out", str(quick_run), "--resume",
-                 "--no-progress"]) == 0
+    capsys.readouterr()
+    # a second run reuses the finished runs (tests/test_newcomer.py checks the messages)
+    assert main(["reproduce", "--quick", "--out", str(quick_run), "--no-progress"]) == 0
+    assert "reusing the finished run" in capsys.readouterr().out
+    assert (quick_run / "maml-k10" / "checkpoint.npz").read_bytes() == before
     assert read_rows(quick_run / "results.csv") == old                 # same runs, same bits
+    assert main(["reproduce", "--quick", "--out", str(quick_run), "--resume",
+                 "--no-progress"]) == 0                                # the default, spelled out
+    assert read_rows(quick_run / "results.csv") == old
+    assert main(["reproduce", "--quick", "--out", str(quick_run), "--overwrite",
+                 "--no-progress"]) == 0                                # trained again: same bits
+    assert "training maml" in capsys.readouterr().out
+    assert read_rows(quick_run / "results.csv") == old
 
 
 def test_conflicting_options_are_refused(tmp_path, capsys):

@@ -34,11 +34,14 @@ drawn so that this margin is far larger than the step ε moves any z.
 See docs/derivations/ for the derivations being checked. The finite-difference and
 result-row primitives live in mamlnp/check/fdcheck.py and are re-exported here.
 """
+import sys
+
 import numpy as np
 
 from ..meta import maml
 from ..nn.activations import ACTIVATIONS
 from ..errors import InputError
+from ..fast.compile_notice import first_call_notice
 from .fdcheck import (FULL_FD_LIMIT, TINY, CheckResult, compare, dense_hessian,  # noqa: F401
                       directions, fd_directional, fd_hessian_from_grad, fd_hessian_from_loss,
                       fd_hessian_richardson, format_table, rel_error, skipped)
@@ -378,6 +381,10 @@ def all_checks(seed=0, quick=False, backend="numpy"):
     return rows + paper_net_checks(seed)
 
 
+# Wall time of the command on the project's 2-core machine, shared (load-dependent).
+FULL_SECONDS, QUICK_SECONDS = "35-45", "10-15"
+
+
 def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="seed of the random cases (default 0)")
     parser.add_argument("--quick", action="store_true",
@@ -388,7 +395,12 @@ def add_arguments(parser):
 
 def run(args):
     """Print the table; exit code 0 if every row passes (or is skipped), 1 otherwise."""
-    rows = all_checks(nonneg_int("seed", args.seed), args.quick, args.backend)
+    seed = nonneg_int("seed", args.seed)
+    print(f"gradcheck: {'the quick set of' if args.quick else 'all'} finite-difference checks, "
+          f"about {QUICK_SECONDS if args.quick else FULL_SECONDS} s on 2 cores ...",
+          file=sys.stderr, flush=True)
+    with first_call_notice(backend=args.backend):    # numba rows compile once
+        rows = all_checks(seed, args.quick, args.backend)
     print(format_table(rows))
     failed = sum(not r.passed for r in rows)
     n_skip = sum(r.skipped for r in rows)

@@ -191,11 +191,13 @@ def run_reproduce(args):
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
     iterations = 200 if args.quick else args.iterations
-    out = args.out if args.out != os.path.join("runs", "reproduce") else os.path.join(
-        "runs", "reproduce-omniglot")
+    if args.resume and args.overwrite:
+        raise InputError("--resume and --overwrite: expected at most one of them")
+    out = args.out or os.path.join("runs", "reproduce-omniglot-quick" if args.quick
+                                   else "reproduce-omniglot")
     progress = not args.no_progress and sys.stderr.isatty()
     path = reproduce_omniglot(out, iterations, args.seed, args.backend,
-                              getattr(args, "data_dir", None), args.resume, args.overwrite,
+                              getattr(args, "data_dir", None), not args.overwrite, args.overwrite,
                               progress, args.quick)
     print(f"\n[reproduce] wrote {path}")
     return 0

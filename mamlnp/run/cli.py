@@ -1,4 +1,4 @@
-"""The ``mamlnp`` command (also ``python -m mamlnp``).
+"""mamlnp: MAML by hand in NumPy (the command line; also run as: python -m mamlnp).
 
 Each sub-command lives in its own module, which provides
 ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). Modules are
@@ -8,6 +8,7 @@ import argparse
 import importlib
 import sys
 
+from .._version import __version__
 from ..errors import DivergenceError, MamlnpError
 
 # command -> (module, one-line help)
@@ -21,11 +22,13 @@ COMMANDS = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="mamlnp", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mamlnp", description=__doc__.splitlines()[0],
+                                     epilog="mamlnp COMMAND --help shows the options of one command.")
+    parser.add_argument("--version", action="version", version=f"mamlnp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    parser._subcommands = {}
     for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = parser._subcommands[name] = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
         try:
             importlib.import_module(module).add_arguments(p)
@@ -45,7 +48,17 @@ def main(argv=None):
     diverged run, a file-system error or running out of memory, 130 for Ctrl-C, 3 for an
     unexpected exception (a bug, reported in one line too). See docs/errors.md.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:                    # bare `mamlnp`: the help, exit 0
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.print_help()
+        return 0
+    if extra:                                   # the sub-command's usage, not the top level's
+        parser._subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    from ..fast.kernels import spin_threads
+    spin_threads()                              # GOMP_SPINCOUNT for our commands only
     if getattr(args, "_missing", False):
         print(f"mamlnp {args.command}: not available in this version", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ A task *diverged* at step k when L_Q,t(θ_k) is NaN, infinite or above
 support points cluster at large |x|; such tasks are counted in ``diverged``,
 never silently dropped, and the mean is over the others (n is reported too).
 """
+import argparse
 import csv
 import io
 import json
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from ..fast.compile_notice import first_call_notice
 from ..meta.maml import adapt_curve, check_alpha, check_batch, check_work
 from ..tasks.pool import EvaluationPool, _shot_list
 from ..tasks.sinusoid import SinusoidTasks
@@ -43,6 +45,9 @@ from ..validation import check_memory, check_model, step_count
 # threshold can be applied afterwards.
 DIVERGED_MSE = 100.0
 Z95 = 1.96
+# The pretrained baseline's test-time step per K, tuned by the paper (legends of its Fig.
+# 2-3): the default for a run with method "pretrain" (its training α has no inner step).
+PRETRAIN_ALPHA = {5: 0.01, 10: 0.02, 20: 0.02}
 
 
 # ---- the adaptation curve ------------------------------------------------------------
@@ -129,7 +134,7 @@ def evaluate(model, theta, alpha, pool=None, shots=(5, 10, 20), max_steps=10,
     if not callable(getattr(pool, "batch", None)):
         raise InputError(f"pool: expected a mamlnp.EvaluationPool (or an object with "
                          f".batch(shots) -> TaskBatch), got {pool!r}")
-    shots = _shot_list(shots)                                   # 5 -> (5,); each K >= 1
+    shots = tuple(dict.fromkeys(_shot_list(shots)))             # 5 -> (5,); each K >= 1, once
     max_steps = step_count("max_steps", max_steps)
     result = EvalResult(label=label, alpha={}, max_steps=max_steps)
     for k in shots:
@@ -150,14 +155,14 @@ FIELDS = ("method", "shots", "steps", "alpha", "mean", "ci95", "std", "n", "dive
 
 
 def format_table(results, steps=None):
-    """A plain-text table: method, K, steps, mean MSE ± CI, n, diverged, median."""
-    lines = [f"{'method':<12} {'K':>3} {'steps':>5} {'query MSE (mean ± 95% CI)':>27} "
+    """A plain-text table: method, K, steps, α, mean MSE ± CI, n, diverged, median."""
+    lines = [f"{'method':<12} {'K':>3} {'steps':>5} {'α':>7} {'query MSE (mean ± 95% CI)':>27} "
              f"{'n':>4} {'diverged':>8} {'median':>8}"]
     for res in results:
         for r in res.rows:
             if steps is not None and r["steps"] not in steps:
                 continue
-            lines.append(f"{r['method']:<12} {r['shots']:>3} {r['steps']:>5} "
+            lines.append(f"{r['method']:<12} {r['shots']:>3} {r['steps']:>5} {r['alpha']:>7} "
                          f"{r['mean']:>17.4f} ± {r['ci95']:<7.4f} {r['n']:>4} {r['diverged']:>8} "
                          f"{r['median']:>8.4f}")
     return "\n".join(lines)
@@ -192,6 +197,14 @@ def write_results(results, out_dir, meta=None):
     return csv_path, json_path
 
 
+def default_alpha(config, shots):
+    """The test-time step of a run evaluated without --alpha: the paper's tuned steps
+    (PRETRAIN_ALPHA, per K) for a pretrained baseline, as reproduce uses; else run_alpha."""
+    if config.get("method") == "pretrain":
+        return {k: PRETRAIN_ALPHA.get(k, float(config["alpha"])) for k in shots}
+    return run_alpha(config)
+
+
 def run_alpha(config):
     """The step size a trained run adapts with: Meta-SGD's learned vector, else α."""
     if config.get("learned_alpha") is not None:
@@ -202,17 +215,47 @@ def run_alpha(config):
 # ---- command line ----------------------------------------------------------------------
 
 
+ALPHA_HELP = ("test-time step: one value, or one per K as K=α (e.g. 5=0.01 10=0.02); default: "
+              "the {}'s α, or for a pretrained run the paper's tuned steps "
+              "5=0.01 10=0.02 20=0.02 (as reproduce)")
+
+
+def alpha_arg(text):
+    """argparse type of --alpha/--baseline-alpha: '0.01' -> 0.01, '10=0.02' -> (10, 0.02)."""
+    k, sep, a = text.rpartition("=")
+    try:
+        return (int(k), float(a)) if sep else float(a)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a step size or K=step, got {text!r}") from None
+
+
+def alpha_option(values):
+    """The parsed --alpha values -> None, a float, or a dict {K: α}."""
+    if not values:
+        return None
+    if len(values) == 1 and not isinstance(values[0], tuple):
+        return values[0]
+    if not all(isinstance(v, tuple) for v in values):
+        raise InputError(f"alpha: expected one step size or K=step pairs, got {values!r}")
+    return dict(values)
+
+
 def add_arguments(p):
+    from ..meta.maml import DEFAULT_BACKEND
     p.add_argument("run", metavar="DIR", help="a training run directory (or its checkpoint.npz)")
     p.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20],
-                   help="support-set sizes K to evaluate (pool holds 5, 10, 20)")
-    p.add_argument("--max-steps", type=int, default=10, help="SGD steps at test time")
-    p.add_argument("--alpha", type=float, default=None, help="test-time step (default: the run's)")
+                   help="support-set sizes K to evaluate (the pool holds 5, 10, 20; "
+                        "default 5 10 20)")
+    p.add_argument("--max-steps", type=int, default=10,
+                   help="SGD steps at test time (default 10)")
+    p.add_argument("--alpha", type=alpha_arg, nargs="+", default=None,
+                   help=ALPHA_HELP.format("run"))
     p.add_argument("--baseline", metavar="DIR2", default=None,
                    help="a second run to compare against, e.g. the pretrained baseline")
-    p.add_argument("--baseline-alpha", type=float, default=None,
-                   help="the baseline's test-time step (default: its run's)")
-    p.add_argument("--backend", choices=("numpy", "numba"), default=None)
+    p.add_argument("--baseline-alpha", type=alpha_arg, nargs="+", default=None,
+                   help=ALPHA_HELP.format("baseline run"))
+    p.add_argument("--backend", choices=("numpy", "numba"), default=None,
+                   help=f"adaptation backend (default {DEFAULT_BACKEND})")
     p.add_argument("--out", default=None, help="output directory (default: DIR/eval)")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     p.add_argument("--data-dir", default=None, help="omniglot runs: the data folder (default: "
@@ -223,7 +266,8 @@ def load_and_evaluate(path, alpha, shots, max_steps, backend, label=None):
     """Load a run (mamlnp.load_checkpoint) and evaluate it; returns (result, model, θ, config)."""
     from .checkpoint import load_checkpoint
     model, theta, config = load_checkpoint(path)
-    alpha = run_alpha(config) if alpha is None else alpha
+    shots = tuple(dict.fromkeys(_shot_list(shots)))
+    alpha = default_alpha(config, shots) if alpha is None else alpha
     label = label or config.get("method", "model")
     res = evaluate(model, theta, alpha, shots=shots, max_steps=max_steps,
                    backend=backend, label=label)
@@ -237,9 +281,11 @@ def run(args):
     if _is_classification_run(args.run):          # Omniglot: accuracy on 600 test episodes
         from .classify_report import run_evaluate
         return run_evaluate(args)
-    runs = [load_and_evaluate(args.run, args.alpha, args.shots, args.max_steps, args.backend)]
+    with first_call_notice(backend=args.backend):           # kernels compile once
+        runs = [load_and_evaluate(args.run, alpha_option(args.alpha), args.shots,
+                                  args.max_steps, args.backend)]
     if args.baseline is not None:
-        base = load_and_evaluate(args.baseline, args.baseline_alpha, args.shots,
+        base = load_and_evaluate(args.baseline, alpha_option(args.baseline_alpha), args.shots,
                                  args.max_steps, args.backend)
         if base[0].label == runs[0][0].label:
             base[0].label = f"{base[0].label} (baseline)"

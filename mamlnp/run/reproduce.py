@@ -16,7 +16,13 @@ Finn, Abbeel & Levine (2017), sec. 5.1 and Figures 2-3:
 4. write figure2.png, figure3.png, results.csv/json and results.md (the table
    beside the paper's numbers) into ``--out`` and print where everything is.
 
-``--quick`` trains a few hundred iterations only: a smoke test, not a result.
+``--quick`` trains a few hundred iterations only: a smoke test, not a result; it writes to
+its own folder (runs/reproduce-quick), so a smoke test never blocks the real job.
+
+Running it again is safe and cheap: the runs already in ``--out`` are reused (finished:
+only re-evaluated, a few seconds, the same table) or continued (interrupted: from their last
+checkpoint, to the same bits); ``--overwrite`` trains them again from scratch. Ctrl-C keeps
+the checkpoint and prints the command that continues.
 """
 import json
 import os
@@ -24,15 +30,17 @@ import sys
 import time
 
 from . import evaluate as E
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
+from ..fast.compile_notice import first_call_notice
+from ..meta.maml import DEFAULT_BACKEND
 
 PAPER_ITERATIONS = 70000
 QUICK_ITERATIONS = 200
-# The baseline's test-time step sizes, tuned by the paper (Fig. 2 and 3 legends).
-BASELINE_ALPHA = {5: 0.01, 10: 0.02, 20: 0.02}
-# Reference values for K = 5 (query MSE after 1 / 5 / 10 steps), as given in the
-# project brief; they agree with the paper's Figure 3, which shows these results as
-# curves (docs/results.md).
+# The baseline's test-time step sizes, tuned by the paper (Fig. 2 and 3 legends); the same
+# dict is evaluate's default for a pretrained run.
+BASELINE_ALPHA = E.PRETRAIN_ALPHA
+# Reference values for K = 5 (query MSE after 1 / 5 / 10 steps), read from the paper's
+# Figure 3, which shows these results only as curves (docs/results.md).
 PAPER = {("maml", 5, 1): 0.67, ("maml", 5, 5): 0.38, ("maml", 5, 10): 0.35,
          ("pretrain", 5, 1): 2.41, ("pretrain", 5, 5): 2.23, ("pretrain", 5, 10): 2.19}
 TABLE_STEPS = (0, 1, 5, 10)
@@ -42,8 +50,9 @@ def add_arguments(p):
     p.add_argument("task", nargs="?", choices=("sinusoid", "omniglot"), default="sinusoid",
                    help="sinusoid (sec. 5.1, default) or omniglot (5-way 1- and 5-shot, Table 1)")
     p.add_argument("--data-dir", default=None, help="omniglot: the data folder")
-    p.add_argument("--out", default=os.path.join("runs", "reproduce"),
-                   help="output directory (default runs/reproduce)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default runs/reproduce; with --quick "
+                        "runs/reproduce-quick)")
     p.add_argument("--iterations", type=int, default=None,
                    help=f"meta-iterations for both runs (default {PAPER_ITERATIONS})")
     p.add_argument("--shots", type=int, default=10, help="K used for meta-training (default 10)")
@@ -52,31 +61,56 @@ def add_arguments(p):
                    help="θ initialisation, see MLP.init (default uniform: PyTorch's "
                         "U(±1/√fan_in); normal: cbfinn's N(0, 0.01²))")
     p.add_argument("--backend", choices=("numpy", "numba"), default=None,
-                   help="meta-gradient backend (default mamlnp.meta.maml.DEFAULT_BACKEND)")
+                   help=f"meta-gradient backend (default {DEFAULT_BACKEND})")
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK_ITERATIONS} iterations: a smoke test, not a result")
     p.add_argument("--resume", action="store_true",
-                   help="continue (or reuse, if finished) the runs already in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
+                   help="continue (or reuse, if finished) the runs already in --out: the "
+                        "default, kept for scripts")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train again from scratch, replacing the runs already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def train_both(out, iterations, shots, seed, backend, resume, overwrite, progress,
                init="normal"):
-    """Meta-train MAML and the pretrained baseline; returns {method: (TrainResult, seconds)}."""
+    """Meta-train MAML and the pretrained baseline; returns {method: (TrainResult, seconds)}.
+    A run already in ``out`` is continued, or reused if finished (``resume``), unless
+    ``overwrite``."""
     from .train import meta_train
     runs = {}
     for method in ("maml", "pretrain"):
         run_dir = os.path.join(out, f"{method}-k{shots}")
-        has_ckpt = os.path.exists(os.path.join(run_dir, "checkpoint.npz"))
-        print(f"[reproduce] training {method} (K={shots}, {iterations} iterations) -> {run_dir}",
+        has_ckpt = os.path.exists(os.path.join(run_dir, "checkpoint.npz")) and not overwrite
+        print(f"[reproduce] {_what(method, run_dir, has_ckpt and resume, iterations, shots)}",
               flush=True)
         t0 = time.perf_counter()
-        res = meta_train(method=method, shots=shots, iterations=iterations, seed=seed,
-                         init=init, backend=backend, out=run_dir, resume=resume and has_ckpt,
-                         overwrite=overwrite, progress=progress)
+        try:
+            res = meta_train(method=method, shots=shots, iterations=iterations, seed=seed,
+                             init=init, backend=backend, out=run_dir,
+                             resume=resume and has_ckpt, overwrite=overwrite, progress=progress)
+        except (CheckpointError, InputError) as exc:
+            if not (resume and has_ckpt):
+                raise
+            raise type(exc)(f"{exc} (reproduce reuses the runs in {out!r}: pass --overwrite "
+                            f"to train them again, or choose another --out)") from None
         runs[method] = (res, time.perf_counter() - t0)
     return runs
+
+
+def _what(method, run_dir, resuming, iterations, shots):
+    """The line announcing one run: new, continued or reused."""
+    if not resuming:
+        return f"training {method} (K={shots}, {iterations} iterations) -> {run_dir}"
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            done = int(json.load(f)["iteration"])
+    except (OSError, KeyError, TypeError, ValueError):
+        done = None
+    if done is not None and done >= iterations:
+        return (f"{method}: reusing the finished run in {run_dir} ({done} iterations; "
+                f"--overwrite trains it again)")
+    return f"{method}: continuing the run in {run_dir} from iteration {done} to {iterations}"
 
 
 def evaluate_both(runs, backend, max_steps=10, shots=(5, 10, 20)):
@@ -148,24 +182,59 @@ def run(args):
         raise InputError("--resume and --overwrite: expected at most one of them")
     iterations = (QUICK_ITERATIONS if args.quick else
                   PAPER_ITERATIONS if args.iterations is None else args.iterations)
+    out = args.out or os.path.join("runs", "reproduce-quick" if args.quick else "reproduce")
     progress = not args.no_progress and sys.stderr.isatty()
+    from .train import TrainingInterrupted
     t0 = time.perf_counter()
-    runs = train_both(args.out, iterations, args.shots, args.seed, args.backend,
-                      args.resume, args.overwrite, progress, args.init)
+    try:
+        runs = train_both(out, iterations, args.shots, args.seed, args.backend,
+                          not args.overwrite, args.overwrite, progress, args.init)
+    except TrainingInterrupted as exc:
+        return _interrupted(args, out, exc.result, exc.signum)
     t1 = time.perf_counter()
     print("[reproduce] evaluating on the 600 held-out tasks", flush=True)
-    results = evaluate_both(runs, args.backend)
+    try:
+        with first_call_notice(backend=args.backend):       # kernels compile once
+            results = evaluate_both(runs, args.backend)
+    except KeyboardInterrupt:
+        print(f"mamlnp reproduce: interrupted while evaluating; the trained runs in {out} are "
+              f"kept: {_again(args, out)} reuses them", file=sys.stderr)
+        return 130
     eval_seconds = time.perf_counter() - t1
     print(E.format_table(results, steps=TABLE_STEPS))
-    paths = list(E.write_results(results, args.out, meta={
+    paths = list(E.write_results(results, out, meta={
         "iterations": iterations, "shots": args.shots, "seed": args.seed, "init": args.init,
         "baseline_alpha": BASELINE_ALPHA, "quick": bool(args.quick)}))
-    paths.append(write_report(args.out, results, runs, eval_seconds, args.quick))
+    paths.append(write_report(out, results, runs, eval_seconds, args.quick))
     from . import plots
     paths += plots.save_all([(r, runs[m][0].model, runs[m][0].theta)
-                             for r, m in zip(results, ("maml", "pretrain"))], args.out)
+                             for r, m in zip(results, ("maml", "pretrain"))], out)
     print(f"\n[reproduce] done in {time.perf_counter() - t0:.0f} s. Wrote:")
     for m in runs:
         print(f"  {runs[m][0].out}/  (checkpoint.npz, config.json, history.csv)")
     print("  " + "\n  ".join(paths))
     return 0
+
+
+def _interrupted(args, out, res, signum):
+    """Ctrl-C (SIGTERM) while training: where the checkpoint is, how to continue; the exit code."""
+    print(f"mamlnp reproduce: interrupted: {res.config['method']} at iteration "
+          f"{res.config['iteration']}, checkpoint kept in "
+          f"{os.path.join(res.out, 'checkpoint.npz')}\nmamlnp reproduce: to continue, run "
+          f"the same command again: {_again(args, out)}", file=sys.stderr)
+    return 128 + int(signum)                            # 130 for Ctrl-C, 143 for SIGTERM
+
+
+def _again(args, out):
+    """The command line that continues an interrupted reproduce."""
+    cmd = ["python -m mamlnp reproduce"]
+    if args.quick:
+        cmd.append("--quick")
+    elif args.iterations is not None:
+        cmd.append(f"--iterations {args.iterations}")
+    if args.out is not None:
+        cmd.append(f"--out {out}")
+    for opt, default in (("shots", 10), ("seed", 0), ("init", "uniform"), ("backend", None)):
+        if getattr(args, opt) != default:
+            cmd.append(f"--{opt} {getattr(args, opt)}")
+    return " ".join(cmd)

@@ -37,6 +37,7 @@ from . import checkpoint as C
 from . import statecheck as S
 from ..meta import maml as M
 from ..errors import CheckpointError, DivergenceError, InputError, MamlnpError
+from ..fast.compile_notice import first_call_notice
 from ..nn.mlp import MLP
 from ..meta.optim import OPTIMIZERS
 from .runguard import DivergenceGuard, StopSignals, metadata
@@ -233,7 +234,17 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
         return _run(MLP(**cfg["model"]), method, cfg, state, out, progress, callback)
     finally:
         if lock is not None:
-            lock.close()
+            _release(lock)
+
+
+def _release(lock):
+    """Remove the run directory's .lock (while still holding it) and release it: a finished
+    or stopped run leaves no lock file behind."""
+    try:
+        os.unlink(lock.name)
+    except OSError:
+        pass
+    lock.close()
 
 
 def _load_run(out, requested):
@@ -250,7 +261,7 @@ def _load_run(out, requested):
 
 
 def _run(model, method, cfg, state, out, progress, callback):
-    val, bar = validation_batch(cfg), _progress_bar(progress, cfg, state)
+    val, bar = validation_batch(cfg), None
     fused = fused_step(model, method, cfg, family_for(cfg), state.optimizers)
     start, stop = time.perf_counter(), False
     if state.last_checkpoint is not None:               # resumed: the saved state too
@@ -262,7 +273,12 @@ def _run(model, method, cfg, state, out, progress, callback):
     try:
         with StopSignals() as signals:
             while state.iteration < cfg["iterations"] and not stop:
-                loss, val_mse = _iteration(model, method, cfg, state, val, out, fused)
+                if bar is None:       # the first iteration compiles (once): not in the ETA
+                    with first_call_notice(backend=cfg["backend"]):
+                        loss, val_mse = _iteration(model, method, cfg, state, val, out, fused)
+                    bar = _progress_bar(progress, cfg, state, initial=state.iteration - 1)
+                else:
+                    loss, val_mse = _iteration(model, method, cfg, state, val, out, fused)
                 if callback is not None:
                     stop = bool(callback(Step(state.iteration, loss, state.params, val_mse)))
                 stop = stop or signals.hit
@@ -285,7 +301,8 @@ def _run(model, method, cfg, state, out, progress, callback):
         exc.last_checkpoint = state.last_checkpoint
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     result = _result(model, cfg, state, out, interrupted=signals.hit and not finished)
     if result.interrupted:
         raise TrainingInterrupted(_interrupt_message(state, out, cfg["task"]), result,
@@ -364,9 +381,10 @@ def _interrupt_message(state, out, task="sinusoid"):
             f"Resume with: python -m mamlnp train {task} --out {out} --resume")
 
 
-def _progress_bar(progress, cfg, state):
+def _progress_bar(progress, cfg, state, initial=None):
     from tqdm import tqdm
-    return tqdm(total=cfg["iterations"], initial=state.iteration, disable=not progress,
+    initial = state.iteration if initial is None else initial
+    return tqdm(total=cfg["iterations"], initial=initial, disable=not progress,
                 desc=f"{cfg['method']}", unit="it", mininterval=0.5, dynamic_ncols=True)
 
 

@@ -67,10 +67,14 @@ meta-iteration, fresh processes) for several settings; ranges over 2–3 runs, 2
     1,000,000             0.20–0.25          0.20–0.29          0.24–0.31
     3,000,000             0.203–0.205        0.20–0.23          0.20–0.22
 
-So, unless the user has chosen otherwise, ``GOMP_SPINCOUNT`` is set to 3,000,000 here,
-before numba starts its OpenMP pool (libgomp reads it once, when it starts): an idle
-worker spins about 80 ms of one core after the last call before it sleeps. (An earlier
-version set 10,000, from measurements on older kernels; the figures above overturned it.)
+So mamlnp's own commands (``python -m mamlnp ...``, via ``spin_threads`` below, called by
+mamlnp/run/cli.py before any kernel runs) set ``GOMP_SPINCOUNT=3000000``: an idle worker then
+spins about 80 ms of one core after the last parallel call before it sleeps, which is why
+``top`` shows more than 100 % CPU for a training run. ``import mamlnp`` sets nothing: a library
+user gets libgomp's default unless they set ``GOMP_SPINCOUNT`` before the first kernel call.
+Turn the choice off with ``MAMLNP_SPIN=0`` (libgomp's default, 300,000 spins); a
+``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` of your own always wins. (An earlier version set
+10,000, from measurements on older kernels; the figures above overturned it.)
 
 Stale compiled code: Numba's on-disk cache (``cache=True``, in ``__pycache__`` next to the
 sources) checks only the cached function's OWN file for changes, so after an edit of
@@ -82,7 +86,16 @@ sources beside the cache and deletes this package's cache files whenever it chan
 import hashlib
 import os
 
-os.environ.setdefault("GOMP_SPINCOUNT", "3000000")
+SPINCOUNT = "3000000"       # GOMP_SPINCOUNT of mamlnp's commands (docstring: Threads)
+
+
+def spin_threads(environ=os.environ):
+    """Set ``GOMP_SPINCOUNT`` to SPINCOUNT in ``environ`` unless the user chose: returns the
+    value in effect (None: libgomp's default). Not done on import; the CLI calls it before any
+    kernel starts the OpenMP pool (libgomp reads it once, at start). ``MAMLNP_SPIN=0``: skip."""
+    if environ.get("MAMLNP_SPIN", "").strip() == "0" or "OMP_WAIT_POLICY" in environ:
+        return environ.get("GOMP_SPINCOUNT")
+    return environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)
 
 STAMP = "mamlnp-kernels.sha256"
 
