@@ -171,12 +171,35 @@ def prepare_run_dir(out, resume=False, overwrite=False):
 def lock_run_dir(out):
     """An exclusive advisory lock on ``out/.lock`` (POSIX flock), held while the returned
     file stays open and released by the OS when the process dies, even by SIGKILL.
-    Two runs writing one directory would interleave their checkpoints."""
+    Two runs writing one directory would interleave their checkpoints. A finished run
+    removes the file (``release_run_dir``); a lock taken on a file that was removed
+    meanwhile is not a lock, so the path is checked to still be the locked file."""
     try:
         import fcntl
     except ImportError:                         # not POSIX: no lock
         return None
     path = os.path.join(out, LOCK_NAME)
+    for _ in range(100):
+        f = _open_lock_file(path)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise InputError(f"out: another process is training in {out!r} right now (it "
+                             f"holds {LOCK_NAME}); wait for it to finish or choose another "
+                             f"--out") from None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(f.fileno()).st_ino
+        except OSError:
+            same = False
+        if same:
+            f.lock_path = path
+            return f
+        f.close()                               # removed by a run that just finished: again
+    raise InputError(f"out: could not take the lock {path!r}: it keeps being replaced")
+
+
+def _open_lock_file(path):
     try:                                        # O_NOFOLLOW: a planted link is refused
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW |
                      os.O_NONBLOCK, 0o666)             # a FIFO planted there: no blocking
@@ -187,14 +210,19 @@ def lock_run_dir(out):
         raise InputError(f"out: cannot open the lock file {path!r} ({exc.strerror}); expected "
                          f"a regular file or none (mamlnp never writes through a symbolic "
                          f"link)") from None
-    f = os.fdopen(fd, "a")
+    return os.fdopen(fd, "a")
+
+
+def release_run_dir(lock):
+    """Remove the run directory's .lock while still holding it, then release it: a finished
+    or stopped run leaves no lock file behind."""
+    if lock is None:
+        return
     try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(lock.lock_path)
     except OSError:
-        f.close()
-        raise InputError(f"out: another process is training in {out!r} right now (it holds "
-                         f"{LOCK_NAME}); wait for it to finish or choose another --out") from None
-    return f
+        pass
+    lock.close()
 
 
 # ---- the checksum -------------------------------------------------------------------

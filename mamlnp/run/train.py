@@ -234,17 +234,7 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
         return _run(MLP(**cfg["model"]), method, cfg, state, out, progress, callback)
     finally:
         if lock is not None:
-            _release(lock)
-
-
-def _release(lock):
-    """Remove the run directory's .lock (while still holding it) and release it: a finished
-    or stopped run leaves no lock file behind."""
-    try:
-        os.unlink(lock.name)
-    except OSError:
-        pass
-    lock.close()
+            C.release_run_dir(lock)
 
 
 def _load_run(out, requested):
