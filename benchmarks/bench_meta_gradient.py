@@ -1,7 +1,7 @@
 """Milliseconds per MAML meta-iteration: NumPy reference, Numba kernels, and (optional) JAX.
 
     python benchmarks/bench_meta_gradient.py [--rounds 5] [--block 40] [--cold]
-        [--jax-python /tmp/peers/bin/python] [--json results.json]
+        [--jax-python PEERS/bin/python] [--json results.json]
 
 Dimension legend: T tasks, K support points, Q query points, P parameters,
 s = inner_steps, I/O fan-in/fan-out of a layer.
@@ -20,12 +20,11 @@ Configurations (s = 1, 5) × (second order SO, first order FO) are timed in bloc
 INTERLEAVED: numba block, numpy block, JAX block, next configuration, … for several
 rounds, so that a change of machine load hits every backend alike. Medians and min–max
 over all iterations after one warm-up block, and the mean (the peers' scripts in
-/work/shared/peers report the median of ~0.5 s block MEANS, closer to our mean than to our
+the peers' own scripts report the median of ~0.5 s block MEANS, closer to our mean than to our
 median when a few iterations are slow). GFLOP/s = counted FLOPs / median. Nothing is
 asserted.
 
-When --jax-python names a Python with jax installed (default: /tmp/peers/bin/python if
-it exists), benchmarks/jax_worker.py runs there as a subprocess and times a jit+vmap
+When --jax-python names a Python with jax installed (default: $MAMLNP_PEER_PYTHON), benchmarks/jax_worker.py runs there as a subprocess and times a jit+vmap
 meta-gradient on the same workload, in the same run.
 
 Statistics. ``meta_iteration`` / ``meta_gradient``: one call timed alone, its result in
@@ -275,9 +274,9 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (after a warm-up)")
     p.add_argument("--block", type=int, default=40, help="iterations per numba/JAX block")
     p.add_argument("--numpy-block", type=int, default=2, help="iterations per NumPy block")
-    default_jax = "/tmp/peers/bin/python" if os.path.exists("/tmp/peers/bin/python") else None
-    p.add_argument("--jax-python", default=default_jax,
-                   help="a Python with jax, for the JAX peer ('' to skip)")
+    p.add_argument("--jax-python", default=os.environ.get("MAMLNP_PEER_PYTHON") or None,
+                   help="a Python with jax, for the JAX peer (default $MAMLNP_PEER_PYTHON; "
+                        "'' or unset: no JAX)")
     p.add_argument("--cold", action="store_true", help="also time a compile from an empty cache")
     p.add_argument("--json", help="write all figures to this file")
     args = p.parse_args(argv)

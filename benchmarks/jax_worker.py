@@ -4,7 +4,7 @@ Dimension legend: T tasks, K support points, Q query points, P = 1761 parameters
 the 1-40-40-1 ReLU MLP, s = inner_steps, C iterations per timed chunk.
 
 Not part of mamlnp (which never imports JAX): a measuring instrument only. It runs in
-any Python that has jax and numpy (e.g. ``/tmp/peers/bin/python``), as a subprocess of
+any Python that has jax and numpy (e.g. a virtual environment made with ``pip install numpy jax jaxlib``), as a subprocess of
 the benchmark, which sends it one JSON command per line on stdin:
 
     {"s": 1, "first_order": false, "n": 40, "chunk": 10}
@@ -18,7 +18,7 @@ jitted call: the vmapped meta-gradient and the Adam step. Float64 (jax_enable_x6
 The parameters are a pytree [(W1, b1), (W2, b2), (W3, b3)], W_l (I, O), as one writes
 it in JAX (a flat θ sliced inside the jitted function made the call ~1.5× slower here).
 
-How JAX is timed, as the peers' scripts in /work/shared/peers time it: a JAX call returns
+How JAX is timed, as the JAX examples and benchmark scripts time it: a JAX call returns
 before its work is done (asynchronous dispatch), so the host samples the next batch
 while the previous step runs. ``meta_iteration_chunk``: each chunk of C iterations is
 dispatched back to back and synchronised once at its end; the sample is the chunk's
