@@ -53,7 +53,7 @@ import mamlnp
 from mamlnp.fast import api as fast
 from mamlnp.meta import maml
 from mamlnp.run import train as TR
-from mamlnp.run.runconfig import make_config
+from mamlnp.run.runconfig import family_for, make_config
 from mamlnp.run.trainstep import fused_step
 from mamlnp.meta.variants import get_method
 from mamlnp.fast.kernels import spin_threads
@@ -125,7 +125,7 @@ class Runner:
                           iterations=10**9, eval_every=10**9)
         method = get_method(cfg["method"])
         state = TR._new_state(method, cfg)
-        fused = fused_step(self.model, method, cfg, TR._FAMILY[cfg["task"]], state.optimizers)
+        fused = fused_step(self.model, method, cfg, family_for(cfg), state.optimizers)
         return method, cfg, state, fused
 
     def block(self, s, fo, n):
