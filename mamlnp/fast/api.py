@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from .kernels import ACT_IDS, LOSS_IDS
+from .kernels.bundles import Geometry, Inner
 from .kernels.maml_kernels import alloc_workspace, batch_adapt, batch_meta_grad, mean_rows
 from ..nn.mlp import MLP
 
@@ -41,7 +42,7 @@ def _geometry(sizes, activation, loss):
     coff = np.concatenate(([0], np.cumsum(fan_out)[:-1])).astype(np.int64)
     for a in (sizes, woff, boff, coff):
         a.setflags(write=False)
-    return sizes, woff, boff, coff, ACT_IDS[activation], LOSS_IDS[loss]
+    return Geometry(sizes, woff, boff, coff, ACT_IDS[activation], LOSS_IDS[loss])
 
 
 def supports(model):
@@ -51,7 +52,8 @@ def supports(model):
 
 
 def geometry(model):
-    """(sizes, woff, boff, coff, act_id, loss_id): the kernels' description of an MLP."""
+    """Geometry(sizes, woff, boff, coff, act_id, loss_id): the kernels' description of an
+    MLP (mamlnp/fast/kernels/bundles.py; shapes in mamlnp/fast/kernels/__init__.py)."""
     return _geometry(tuple(model.sizes), model.activation, model.loss_name)
 
 

@@ -14,14 +14,44 @@ Modules, bottom-up:
   * ``mlp_kernels``  forward, loss, backward and R-pass (HVP) of the MLP on one task
   * ``maml_kernels`` inner loop, reverse pass of the meta-gradient, the drivers
                      parallel over tasks
+  * ``train_kernels`` one whole training meta-iteration (sinusoid tasks, MAML, Adam)
+  * ``bundles``      the named tuples below
 
 Conventions: every array is flat (1-d, row-major) and addressed by offsets, so
-no view is created inside loops; the layer geometry arrives as int64 arrays
-``sizes`` (L+1,), ``woff``/``boff`` (L,) (offsets of W_l and b_l in θ, as in
-``MLP.layout``) and ``coff`` (L,) (column offset of layer l in a per-point cache
-row of width Hsum; a cache for N points stores layer l at [N·coff[l], N·coff[l+1])
-as an (N, sizes[l+1]) row-major block). Activation ids: 0 relu, 1 tanh, 2 softplus;
-loss ids: 0 mse, 1 softmax_xent.
+no view is created inside loops.  A kernel takes its data (θ, the tasks' points)
+as arrays, and its model geometry, its scratch and its per-call settings as a few
+named bundles (``typing.NamedTuple``, bundles.py; Numba reads a field such as
+``geom.woff`` at no cost), then its outputs:
+
+  Geometry(sizes, woff, boff, coff, act_id, loss_id)      ``fast.api.geometry(model)``
+      sizes (L+1,) int64   D, hidden widths, O
+      woff, boff (L,)      offsets of W_l (sizes[l], sizes[l+1]) and b_l in θ (``MLP.layout``)
+      coff (L,)            column offset of layer l in a per-point cache row of width Hsum:
+                           a cache for N points stores layer l at [N·coff[l], N·coff[l+1])
+                           as an (N, sizes[l+1]) row-major block
+      act_id               0 relu, 1 tanh, 2 softplus          (ACT_IDS below)
+      loss_id              0 mse, 1 softmax_xent               (LOSS_IDS below)
+  Workspace(TH, GS, CA, RB, SC, G, GA, losses, SU, CL)    ``maml_kernels.alloc_workspace``
+      per thread (R = NUMBA_NUM_THREADS rows, row r = numba.get_thread_id()):
+      TH (R, s+1, P)       iterates θ_k (row 0 unused: θ_0 = θ)
+      GS (R, max(s,1), P)  support gradients ∇L_S(θ_k)
+      CA (R, s+1, 5, max(K,Q)·Hsum)   the cache of each pass, rows Z, A, S, DZ, DH
+      RB (R, 4, K·Hsum)    R-pass buffers, rows RZ, RH, RDZ, RDH
+      SC (R, 2, P)         v = α ⊙ g, H v
+      per task: G (T, P), GA (T, PA) gradients, losses (T,);
+      SU (2, P) the prefix worker's running sums of G and GA rows; CL (3,) int64 the
+      task counters of ``maml_kernels.next_task``
+  Inner(alpha, s, first_order, ga_mode)                   the inner loop of one call
+      alpha (1,) one scalar α, or (P,) one per parameter; s = inner_steps;
+      first_order (FOMAML); ga_mode 0 no dL/dα, 1 scalar α (summed), 2 per parameter
+  SinusoidDraws(u, rg, xs, ys, xq, yq)                    ``train_kernels.train_step``
+      u (T·(2 + N),) uniforms, rg (7,) their ranges; xs, ys (T, K), xq, yq (T, Q) written
+  AdamStep(g, m, v, hp, theta_out, m_out, v_out)          ``train_kernels.adam_update``
+      g (P,) the meta-gradient (written), m, v (P,) in, hp (8,) hyper-parameters,
+      θ', m', v' (P,) out
+
+One pass over N points keeps its cache in C (5, ≥ N·Hsum) (a row of CA: Z, A, S, DZ, DH)
+and the R-pass its buffers in Rb (4, ≥ N·Hsum) (a row of RB: RZ, RH, RDZ, RDH).
 
 Threads: the drivers run tasks in parallel with ``prange`` (numba's threading layer,
 ``NUMBA_NUM_THREADS``). With the OpenMP layer (GNU libgomp), a thread with nothing to do —
@@ -98,3 +128,5 @@ drop_stale_cache(_HERE, os.path.join(_HERE, "__pycache__"))
 
 ACT_IDS = {"relu": 0, "tanh": 1, "softplus": 2}
 LOSS_IDS = {"mse": 0, "softmax_xent": 1}
+
+from .bundles import AdamStep, Geometry, Inner, SinusoidDraws, Workspace  # noqa: E402

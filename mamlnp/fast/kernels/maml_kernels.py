@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from .atomics import fetch_add
+from .bundles import Workspace
 from .mlp_kernels import backward, forward, loss_and_dyhat, loss_value, rpass
 
 
@@ -150,10 +151,10 @@ def alloc_workspace(T, P, s, K, Q, Hsum, PA):
     task counters of ``next_task``.
     Reused across calls: a fresh 5 MB allocation per call cost ~2 ms of page faults."""
     R = numba.config.NUMBA_NUM_THREADS
-    return (np.empty((R, s + 1, P)), np.empty((R, max(s, 1), P)),
-            np.empty((R, s + 1, 5, max(K, Q) * Hsum)), np.empty((R, 4, K * Hsum)),
-            np.empty((R, 2, P)), np.empty((T, P)), np.empty((T, PA)), np.empty(T),
-            np.empty((2, P)), np.zeros(3, np.int64))
+    return Workspace(np.empty((R, s + 1, P)), np.empty((R, max(s, 1), P)),
+                     np.empty((R, s + 1, 5, max(K, Q) * Hsum)), np.empty((R, 4, K * Hsum)),
+                     np.empty((R, 2, P)), np.empty((T, P)), np.empty((T, PA)), np.empty(T),
+                     np.empty((2, P)), np.zeros(3, np.int64))
 
 
 # ---- handing out the tasks -------------------------------------------------------------
