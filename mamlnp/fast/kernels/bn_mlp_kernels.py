@@ -1,0 +1,111 @@
+"""The batch-norm classification MLP on one task's points, its first layer held factored.
+
+Dimension legend: N points of one pass, D inputs, H1 = sizes[1] units of the first layer,
+L dense layers, Pr = P − D·H1 parameters after W1 (the "rest" of θ), Hsum = Σ_{l≥1} sizes[l].
+
+Compiled twin of mamlnp/nn/mlp.py with ``batch_norm=True`` (hidden layer l: dense ->
+batch norm -> σ, output linear; mamlnp/nn/batchnorm.py), except that the first layer's
+product z_1 = x W_1 arrives already made. Under MAML every adapted first layer has the form
+
+    W_1^(k) = W_1 + x_Sᵀ Cm_k          (Cm_k (K, H1) = −α Σ_{j<k} dz_1 of support pass j)
+
+since each inner step subtracts α ∇_{W1} L_S = α x_Sᵀ dz_1, a matrix of rank ≤ K. So
+x W_1^(k) = x W_1 + (x x_Sᵀ) Cm_k needs only x W_1 (one GEMM for all tasks at once) and the
+Gram matrix x x_Sᵀ; W_1^(k) is never formed (mamlnp/fast/kernels/classify_kernels.py).
+The passes here therefore start from the first layer's pre-activation in the cache and
+leave its dz (backward) or Rdz (R-backward) in the cache, from which the caller forms the
+W1 gradient as xᵀ dz (again for all tasks at once); every other parameter is handled here.
+
+Layout: ``rest`` = θ[D·H1:] (Pr,), laid out [b1 | γ1 | β1 | W2 | b2 | γ2 | β2 | … | W_L | b_L]
+as in mamlnp.MLP(batch_norm=True); ``BNGeometry`` gives the offsets into it (woff[0] is
+unused: W1 is not in ``rest``). Cache bundles: mamlnp/fast/kernels/bn_kernels.py; the output
+block of a cache holds ŷ in XH, p = softmax(ŷ) in A (softmax_xent) and dŷ in DZ.
+"""
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from .bn_kernels import bn_backward, bn_forward, bn_rbackward, bn_rforward
+from .linalg import gemm_acc
+from .mlp_kernels import add_row, loss_and_dyhat, r_loss, sum_rows
+
+
+
+class BNGeometry(NamedTuple):
+    """A batch-norm MLP as these kernels see it; offsets into ``rest`` = θ[D·H1:]."""
+    sizes: np.ndarray        # (L+1,) int64: D, hidden widths, O
+    woff: np.ndarray         # (L,) int64: W_l (woff[0] = −1: W1 is not in rest)
+    boff: np.ndarray         # (L,) int64: b_l
+    goff: np.ndarray         # (L,) int64: γ_l (−1 for the output layer)
+    eoff: np.ndarray         # (L,) int64: β_l (−1 for the output layer)
+    coff: np.ndarray         # (L,) int64: column offset of layer l in a cache row
+    aid: int                 # 0 relu, 1 tanh, 2 softplus
+    lid: int                 # 0 mse, 1 softmax_xent
+    eps: float               # ε of the batch norm (model.bn_eps)
+
+
+@njit(cache=True, _nrt=False)
+def forward(g, th, N, c):
+    """Forward of N points at ``rest`` = th: c.XH's first block holds z_1 − b_1 = x W_1^(k)
+    on entry; on exit every block of c (ẑ, h, σ', r; ŷ in the last block of XH)."""
+    L = g.sizes.shape[0] - 1
+    for l in range(L):
+        I, O, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l]
+        if l > 0:
+            gemm_acc(c.A, N * g.coff[l - 1], False, th, g.woff[l], False, c.XH, zo, N, I, O, 0)
+        add_row(c.XH, zo, N, O, th, g.boff[l])                           # z = h W + b
+        if l < L - 1:
+            bn_forward(c, th, zo, N, O, g.goff[l], g.eoff[l], g.coff[l], g.eps, g.aid)
+
+
+@njit(cache=True, _nrt=False)
+def loss_and_grad(g, th, y, N, c, grad):
+    """L(ŷ, y) and its gradient: grad (Pr,) gets every block but W1; c.DZ's first block
+    gets dz_1 (so ∇_{W1} L = xᵀ dz_1). Needs c from ``forward``."""
+    L = g.sizes.shape[0] - 1
+    loss = loss_and_dyhat(c.XH, c.A, c.DZ, N * g.coff[L - 1], y, N, g.sizes[L], g.lid)
+    for l in range(L - 1, -1, -1):
+        I, O, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l]
+        if l < L - 1:
+            bn_backward(c, th, zo, N, O, g.goff[l], g.eoff[l], g.coff[l], grad)   # dz
+        sum_rows(c.DZ, zo, N, O, grad, g.boff[l])                        # db = Σ_n dz
+        if l > 0:
+            ho = N * g.coff[l - 1]
+            gemm_acc(c.A, ho, True, c.DZ, zo, False, grad, g.woff[l], I, N, O, 0)  # hᵀ dz
+            gemm_acc(c.DZ, zo, False, th, g.woff[l], True, c.DH, ho, N, O, I, 0)   # dz Wᵀ
+    return loss
+
+
+@njit(cache=True, _nrt=False)
+def r_forward(g, th, v, N, c, rc):
+    """R-forward along v (Pr,): rc.RXH's first block holds Rz_1 − Vb_1 = x V_W1 on entry."""
+    L = g.sizes.shape[0] - 1
+    for l in range(L):
+        I, O, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l]
+        if l > 0:
+            ho = N * g.coff[l - 1]
+            gemm_acc(c.A, ho, False, v, g.woff[l], False, rc.RXH, zo, N, I, O, 0)   # h V_W
+            gemm_acc(rc.RH, ho, False, th, g.woff[l], False, rc.RXH, zo, N, I, O, 1)  # + Rh W
+        add_row(rc.RXH, zo, N, O, v, g.boff[l])                          #   + V_b
+        if l < L - 1:
+            bn_rforward(c, rc, th, v, zo, N, O, g.goff[l], g.eoff[l], g.coff[l])
+
+
+@njit(cache=True, _nrt=False)
+def r_backward(g, th, v, N, c, rc, hv):
+    """R-backward from Rŷ: hv (Pr,) = (H v) without its W1 block; rc.RDZ's first block
+    gets Rdz_1 (the W1 block of H v is xᵀ Rdz_1, as Rh_0 = 0)."""
+    L = g.sizes.shape[0] - 1
+    r_loss(c.A, rc.RXH, rc.RDZ, N * g.coff[L - 1], N, g.sizes[L], g.lid)     # R{dŷ}
+    for l in range(L - 1, -1, -1):
+        I, O, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l]
+        if l < L - 1:
+            bn_rbackward(c, rc, th, v, zo, N, O, g.goff[l], g.eoff[l], g.coff[l], g.aid, hv)
+        sum_rows(rc.RDZ, zo, N, O, hv, g.boff[l])                        # Rdb = Σ_n Rdz
+        if l > 0:
+            ho = N * g.coff[l - 1]
+            gemm_acc(c.A, ho, True, rc.RDZ, zo, False, hv, g.woff[l], I, N, O, 0)  # hᵀ Rdz
+            gemm_acc(rc.RH, ho, True, c.DZ, zo, False, hv, g.woff[l], I, N, O, 1)  # + Rhᵀ dz
+            gemm_acc(rc.RDZ, zo, False, th, g.woff[l], True, rc.RDH, ho, N, O, I, 0)
+            gemm_acc(c.DZ, zo, False, v, g.woff[l], True, rc.RDH, ho, N, O, I, 1)  # Rdh

@@ -1,0 +1,196 @@
+"""MAML on the batch-norm classification MLP: one task's meta-gradient with a factored first
+layer, and the drivers over T tasks (prange).
+
+Dimension legend: T tasks, K support points, Q query points, D inputs, H1 = sizes[1],
+Pr = P − D·H1 (θ without W1), s = inner_steps, Hsum = Σ_{l≥1} sizes[l], R threads.
+
+The maths is mamlnp/meta/maml.py's (scalar α):
+
+    θ_{k+1} = θ_k − α ∇L_S(θ_k);   g ← ∇L_Q(θ_s);   for k = s−1 … 0:  g ← g − H_S(θ_k)(α g)
+
+with the first layer never formed. Every W1 that occurs is W1 plus a product with x_S or
+x_Q in front (bn_mlp_kernels.py):
+
+    W1^(k) = W1 + x_Sᵀ Cm_k,          Cm_{k+1} = Cm_k − α dz_1(support pass k)      (K, H1)
+    g_W1   = x_Qᵀ Eq + x_Sᵀ Es,       Eq = dz_1(query pass at θ_s),  Es −= Rdz_1 per HVP
+    x W1^(k)     = x W1 + (x x_Sᵀ) Cm_k                    (x W1 from one GEMM over all tasks)
+    x_S V_W1     = α (x_S x_Qᵀ Eq + x_S x_Sᵀ Es)           (the HVP's direction, v = α g)
+
+so a task needs x_S W1, x_Q W1 (from the caller's GEMM over all T tasks' rows), the Gram
+matrices G_SS = x_S x_Sᵀ (K, K) and G_QS = x_Q x_Sᵀ (Q, K), and gives back the rest of its
+gradient (Pr,) and Eq, Es; the caller forms ∇_{W1} = (1/T) [X_Q; X_S]ᵀ [Eq; Es], one GEMM.
+
+Bundles: ``Data`` (the batch, x W1 products, θ's rest), ``BNGeometry`` (bn_mlp_kernels),
+``Workspace`` (``alloc_workspace``). Each task writes its own rows (G, EQ, ES, losses);
+scratch belongs to the thread running the task; ``mean_rows`` sums the rows in the fixed
+order t = 0 … T−1 afterwards: the same bits for any number of threads.
+"""
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .bn_kernels import Cache, RCache
+from .bn_mlp_kernels import forward, loss_and_grad, r_backward, r_forward
+from .linalg import gemm_acc
+from .mlp_kernels import loss_value
+
+
+
+class Data(NamedTuple):
+    """One call's batch: flat rows per task, the first layer's products, θ without W1."""
+    xs: np.ndarray           # (T, K·D) support inputs
+    ys: np.ndarray           # (T, K·O) support targets
+    xq: np.ndarray           # (T, Q·D) query inputs
+    yq: np.ndarray           # (T, Q·O) query targets
+    zs: np.ndarray           # (T, K·H1) x_S W1
+    zq: np.ndarray           # (T, Q·H1) x_Q W1
+    rest: np.ndarray         # (Pr,) θ[D·H1:]
+
+
+class Workspace(NamedTuple):
+    """Scratch and per-task outputs of a driver call (``alloc_workspace``)."""
+    TH: np.ndarray           # (R, s+1, Pr) the iterates' rest
+    CM: np.ndarray           # (R, s+1, K·H1) Cm_k: W1^(k) = W1 + x_Sᵀ Cm_k
+    CA: np.ndarray           # (R, s+1, 6, max(K,Q)·Hsum) caches XH A S DZ DY DH of each pass
+    CR: np.ndarray           # (R, s+1, Hsum) their r = 1/√(σ² + ε)
+    RC: np.ndarray           # (R, 6, K·Hsum) the R-pass: RXH RY RH RDY RDZ RDH
+    RQ: np.ndarray           # (R, Hsum) the R-pass's q
+    SC: np.ndarray           # (R, 3, Pr) g_S, v = α g, H v
+    VE: np.ndarray           # (R, (Q+K)·H1) α Eq, α Es
+    GR: np.ndarray           # (R, K·K + Q·K) x_S x_Sᵀ, x_Q x_Sᵀ
+    G: np.ndarray            # (T, Pr) per task: meta-gradient without W1
+    EQ: np.ndarray           # (T, Q·H1) per task: Eq
+    ES: np.ndarray           # (T, K·H1) per task: Es
+    losses: np.ndarray       # (T,) per task: L_Q(θ_s)
+
+
+def alloc_workspace(T, Pr, s, K, Q, Hsum, H1):
+    """Buffers of one driver call. Per thread (R = NUMBA_NUM_THREADS, row numba.get_thread_id()):
+    TH (R, s+1, Pr) iterates' rest, CM (R, s+1, K·H1) the Cm_k, CA (R, s+1, 6, max(K,Q)·Hsum)
+    caches (XH, A, S, DZ, DY, DH; pass k, query pass s), CR (R, s+1, Hsum) their r = 1/√(σ²+ε),
+    RC (R, 6, K·Hsum), RQ (R, Hsum) the R-pass, SC (R, 3, Pr) scratch (g_S, v, H v),
+    VE (R, (Q+K)·H1) α Eq, α Es, GR (R, K·K + Q·K) the Gram matrices.
+    Per task: G (T, Pr), EQ (T, Q·H1), ES (T, K·H1), losses (T,)."""
+    R, N = numba.config.NUMBA_NUM_THREADS, max(K, Q)
+    return Workspace(np.empty((R, s + 1, Pr)), np.empty((R, s + 1, K * H1)),
+                     np.empty((R, s + 1, 6, N * Hsum)), np.empty((R, s + 1, Hsum)),
+                     np.empty((R, 6, K * Hsum)), np.empty((R, Hsum)), np.empty((R, 3, Pr)),
+                     np.empty((R, (Q + K) * H1)), np.empty((R, K * K + Q * K)),
+                     np.empty((T, Pr)), np.empty((T, Q * H1)), np.empty((T, K * H1)),
+                     np.empty(T))
+
+
+@njit(cache=True)
+def cache_of(ws, r, k):
+    """The Cache bundle of pass k on thread scratch r."""
+    C = ws.CA[r, k]
+    return Cache(C[0], C[1], C[2], C[3], C[4], C[5], ws.CR[r, k])
+
+
+@njit(cache=True)
+def rcache_of(ws, r):
+    """The RCache bundle of thread scratch r (RDY, RDZ, RDH share nothing with RXH, RY, RH)."""
+    C = ws.RC[r]
+    return RCache(C[0], C[1], C[2], C[3], C[4], C[5], ws.RQ[r])
+
+
+@njit(cache=True, _nrt=False)
+def first_layer(c, z0, G, go, M, K, H1, cm, use_cm):
+    """c.XH[: M·H1] = z0 (x W1, (M, H1)) + G (M, K at G[go:]) Cm (K, H1): x W1^(k)."""
+    xh = c.XH
+    for i in range(M * H1):
+        xh[i] = z0[i]
+    if use_cm:
+        gemm_acc(G, go, False, cm, 0, False, xh, 0, M, K, H1, 1)
+
+
+@njit(cache=True, _nrt=False)
+def axpy_into(out, x, a, y):
+    """out = x + a·y   (the SGD step θ_{k+1} = θ_k − α g with a = −α)."""
+    for i in range(out.shape[0]):
+        out[i] = x[i] + a * y[i]
+
+
+@njit(cache=True)
+def inner_loop(d, t, g, ws, r, alpha, s):
+    """s support steps of task t from θ: TH[r, k] (rest), CM[r, k] (Cm_k) for k ≤ s, caches
+    of the support passes k < s in CA[r, k]; the Gram matrices in GR[r]."""
+    K, Q, H1 = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1]
+    D, GR, gs = g.sizes[0], ws.GR[r], ws.SC[r, 0]
+    gemm_acc(d.xs[t], 0, False, d.xs[t], 0, True, GR, 0, K, D, K, 0)          # x_S x_Sᵀ
+    gemm_acc(d.xq[t], 0, False, d.xs[t], 0, True, GR, K * K, Q, D, K, 0)      # x_Q x_Sᵀ
+    TH, CM = ws.TH[r], ws.CM[r]
+    TH[0, :] = d.rest
+    CM[0, :] = 0.0
+    for k in range(s):
+        c = cache_of(ws, r, k)
+        first_layer(c, d.zs[t], GR, 0, K, K, H1, CM[k], k > 0)
+        forward(g, TH[k], K, c)
+        loss_and_grad(g, TH[k], d.ys[t], K, c, gs)
+        axpy_into(TH[k + 1], TH[k], -alpha, gs)                          # rest − α g
+        axpy_into(CM[k + 1], CM[k], -alpha, c.DZ[:K * H1])               # Cm − α dz_1
+
+
+@njit(cache=True)
+def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
+    """Task t's L_Q(θ_s); G[t] (Pr,) = its gradient but W1, EQ[t], ES[t] the W1 factors."""
+    K, Q, H1 = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1]
+    inner_loop(d, t, g, ws, r, alpha, s)
+    gr, eq, es, GR = ws.G[t], ws.EQ[t], ws.ES[t], ws.GR[r]
+    c = cache_of(ws, r, s)                                               # query pass at θ_s
+    first_layer(c, d.zq[t], GR, K * K, Q, K, H1, ws.CM[r, s], s > 0)
+    forward(g, ws.TH[r, s], Q, c)
+    loss = loss_and_grad(g, ws.TH[r, s], d.yq[t], Q, c, gr)
+    eq[:] = c.DZ[:Q * H1]                                                # Eq = dz_1
+    es[:] = 0.0
+    if first_order:
+        return loss
+    v, hv, ve, rc = ws.SC[r, 1], ws.SC[r, 2], ws.VE[r], rcache_of(ws, r)
+    for k in range(s - 1, -1, -1):                                       # reverse pass
+        for i in range(gr.shape[0]):
+            v[i] = alpha * gr[i]                                         # v = α g
+        for i in range(Q * H1):
+            ve[i] = alpha * eq[i]
+        for i in range(K * H1):
+            ve[Q * H1 + i] = alpha * es[i]
+        gemm_acc(GR, K * K, True, ve, 0, False, rc.RXH, 0, K, Q, H1, 0)  # x_S x_Qᵀ αEq
+        gemm_acc(GR, 0, False, ve, Q * H1, False, rc.RXH, 0, K, K, H1, 1)  # + x_S x_Sᵀ αEs
+        c = cache_of(ws, r, k)
+        r_forward(g, ws.TH[r, k], v, K, c, rc)
+        r_backward(g, ws.TH[r, k], v, K, c, rc, hv)
+        for i in range(gr.shape[0]):
+            gr[i] -= hv[i]                                               # g − H v
+        for i in range(K * H1):
+            es[i] -= rc.RDZ[i]                                           # W1 block: x_Sᵀ Rdz_1
+    return loss
+
+
+@njit(cache=True, parallel=True)
+def batch_meta_grad(d, g, ws, alpha, s, first_order):
+    """Every task's rows (G, EQ, ES, losses) for the T tasks of d; prange over tasks."""
+    losses = ws.losses
+    for t in prange(d.xs.shape[0]):
+        r = numba.get_thread_id()
+        losses[t] = task_meta_grad(d, t, g, ws, r, alpha, s, first_order)
+
+
+@njit(cache=True, parallel=True)
+def batch_adapt(d, g, ws, alpha, s, want_curve, out_rest, out_cm, curve):
+    """Adapt T tasks: out_rest (T, Pr) the rest of θ_s, out_cm (T, K·H1) its Cm_s
+    (W1^(s) = W1 + x_Sᵀ Cm_s); curve (T, s+1) the query losses L_Q(θ_k) when want_curve."""
+    K, Q, H1, L = (d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1],
+                   g.sizes.shape[0] - 1)
+    for t in prange(d.xs.shape[0]):
+        r = numba.get_thread_id()
+        inner_loop(d, t, g, ws, r, alpha, s)
+        out_rest[t, :] = ws.TH[r, s]
+        out_cm[t, :] = ws.CM[r, s]
+        if want_curve:
+            c = cache_of(ws, r, s)
+            for k in range(s + 1):
+                first_layer(c, d.zq[t], ws.GR[r], K * K, Q, K, H1, ws.CM[r, k], k > 0)
+                forward(g, ws.TH[r, k], Q, c)
+                curve[t, k] = loss_value(c.XH, Q * g.coff[L - 1], d.yq[t], Q, g.sizes[L],
+                                         g.lid)
