@@ -28,11 +28,13 @@ def rel(a, b):
     return err
 
 
-def episodes(rng, T, N, K, Q, D, ink=0.3):
-    """T N-way K-shot episodes: sparse 0/1 'ink' plus noise, one-hot labels."""
-    xs = (rng.random((T, N * K, D)) < ink) + 0.05 * rng.standard_normal((T, N * K, D))
-    xq = (rng.random((T, N * Q, D)) < ink) + 0.05 * rng.standard_normal((T, N * Q, D))
-    return TaskBatch(xs, np.tile(np.eye(N), (T, K, 1)), xq, np.tile(np.eye(N), (T, Q, 1)))
+def episodes(rng, T, N, K, Q, D, ink=0.15):
+    """T N-way K-shot episodes: a fraction ``ink`` of the inputs nonzero (≈ 1, with noise),
+    one-hot labels. ink ≤ 0.25 takes the sparse first-layer products, more takes BLAS."""
+    def draw(n):
+        return (rng.random((T, n, D)) < ink) * (1.0 + 0.1 * rng.standard_normal((T, n, D)))
+    return TaskBatch(draw(N * K), np.tile(np.eye(N), (T, K, 1)), draw(N * Q),
+                     np.tile(np.eye(N), (T, Q, 1)))
 
 
 def net(N, act="relu", sizes=(20, 16, 8)):
@@ -116,12 +118,13 @@ def test_bn_kernels_batch_of_one_point():
 # ---- the meta-gradient against the NumPy reference ---------------------------------------
 
 
-@pytest.mark.parametrize("N,K,Q", [(3, 2, 2), (2, 1, 3), (5, 1, 1)])
+@pytest.mark.parametrize("N,K,Q,ink", [(3, 2, 2, 0.15), (2, 1, 3, 0.15), (5, 1, 1, 0.15),
+                                        (3, 2, 2, 0.6)])
 @pytest.mark.parametrize("s", [1, 2, 3])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_meta_gradient_matches_reference(N, K, Q, s, first_order):
+def test_meta_gradient_matches_reference(N, K, Q, ink, s, first_order):
     model, theta = net(N)
-    batch = episodes(np.random.default_rng(10 * N + K), 4, N, K, Q, 20)
+    batch = episodes(np.random.default_rng(10 * N + K), 4, N, K, Q, 20, ink)
     want = M.meta_gradient(model, theta, batch, 0.4, s, first_order, backend="numpy")
     got = mamlnp.meta_gradient(model, theta, batch, 0.4, s, first_order, backend="numba")
     assert rel(got[0], want[0]) < TOL and rel(got[1], want[1]) < TOL
@@ -142,7 +145,7 @@ def test_meta_gradient_at_the_papers_sizes():
     model = MLP((784, 256, 128, 64, 64, 5), activation="relu", loss="softmax_xent",
                 batch_norm=True)
     theta = model.init(0)
-    batch = episodes(np.random.default_rng(2), 2, 5, 1, 1, 784, ink=0.08)
+    batch = episodes(np.random.default_rng(2), 2, 5, 1, 1, 784, ink=0.08)      # sparse
     want = M.meta_gradient(model, theta, batch, 0.4, 1, False, backend="numpy")
     got = mamlnp.meta_gradient(model, theta, batch, 0.4, 1, False, backend="numba")
     assert rel(got[0], want[0]) < TOL and rel(got[1], want[1]) < TOL
@@ -159,9 +162,10 @@ def test_one_point_per_batch():
         assert np.abs(got[1] - want[1]).max() <= TOL * max(np.abs(want[1]).max(), 1.0)
 
 
-def test_same_bits_for_one_and_two_threads():
+@pytest.mark.parametrize("ink", [0.15, 0.6])
+def test_same_bits_for_one_and_two_threads(ink):
     model, theta = net(3)
-    batch = episodes(np.random.default_rng(5), 7, 3, 2, 2, 20)
+    batch = episodes(np.random.default_rng(5), 7, 3, 2, 2, 20, ink)
     before = numba.get_num_threads()
     out = []
     try:
@@ -169,18 +173,21 @@ def test_same_bits_for_one_and_two_threads():
             numba.set_num_threads(n)
             for fo in (False, True):
                 loss, g = mamlnp.meta_gradient(model, theta, batch, 0.4, 2, fo, backend="numba")
-                out.append((n, fo, loss, g.tobytes()))
+                out.append((loss, g.tobytes()))
+            out.append((0.0, mamlnp.meta.maml.adapt_curve(model, theta, batch, 0.4, 2,
+                                                           backend="numba").tobytes()))
     finally:
         numba.set_num_threads(before)
-    assert out[0][2:] == out[2][2:] and out[1][2:] == out[3][2:]
+    assert out[:3] == out[3:]
 
 
 # ---- adaptation and the variants ---------------------------------------------------------
 
 
-def test_adapt_batch_and_curve_match_reference():
+@pytest.mark.parametrize("ink", [0.15, 0.6])
+def test_adapt_batch_and_curve_match_reference(ink):
     model, theta = net(3)
-    batch = episodes(np.random.default_rng(6), 4, 3, 2, 3, 20)
+    batch = episodes(np.random.default_rng(6), 4, 3, 2, 3, 20, ink)
     want = M.adapt_batch(model, theta, batch, 0.4, 3, backend="numpy")
     assert rel(M.adapt_batch(model, theta, batch, 0.4, 3, backend="numba"), want) < TOL
     want = M.adapt_curve(model, theta, batch, 0.4, 4, backend="numpy")
@@ -202,3 +209,24 @@ def test_per_parameter_alpha_runs_the_numpy_passes():
     from mamlnp.fast import api
     got = api.meta_gradient_alpha(model, theta, alpha, batch, 2)
     assert all(rel(a, b) < TOL for a, b in zip(got, want))
+
+
+def test_the_cases_take_both_first_layer_paths():
+    """ink 0.15 runs the sparse products (kernels/sparse_rows.py), ink 0.6 BLAS; both
+    give X W1 and Xᵀ E to rounding."""
+    from mamlnp.fast.classify import _FirstLayer
+    rng = np.random.default_rng(9)
+    W, E = rng.standard_normal((20, 16)), rng.standard_normal((36, 16))   # M = 4·(3 + 6)
+    for ink, sparse in ((0.15, True), (0.6, False)):
+        b = episodes(rng, 4, 3, 1, 2, 20, ink)
+        xs, xq = b.x_support.reshape(4, -1), b.x_query.reshape(4, -1)
+        first = _FirstLayer(xs, xq, 20)
+        assert first.sparse is sparse
+        X = np.concatenate([b.x_support.reshape(-1, 20), b.x_query.reshape(-1, 20)])
+        Z, G = np.empty((36, 16)), np.empty((20, 16))
+        first.times(W, Z)
+        assert rel(Z, X @ W) < TOL
+        first.t_times(E, False, 4, G)
+        assert rel(G, X.T @ E / 4) < TOL
+        first.t_times(E, True, 4, G)
+        assert rel(G, X[12:].T @ E[12:] / 4) < TOL

@@ -61,9 +61,11 @@ class Workspace(NamedTuple):
     VE: np.ndarray           # (R, (Q+K)·H1) α Eq, α Es
     GR: np.ndarray           # (R, K·K + Q·K) x_S x_Sᵀ, x_Q x_Sᵀ
     G: np.ndarray            # (T, Pr) per task: meta-gradient without W1
-    EQ: np.ndarray           # (T, Q·H1) per task: Eq
-    ES: np.ndarray           # (T, K·H1) per task: Es
+    EQ: np.ndarray           # (T, Q·H1) per task: Eq (a view of E)
+    ES: np.ndarray           # (T, K·H1) per task: Es (a view of E)
     losses: np.ndarray       # (T,) per task: L_Q(θ_s)
+    E: np.ndarray            # (T·K + T·Q, H1) [ES; EQ] stacked, the rows of X = [X_S; X_Q]
+    Z: np.ndarray            # (T·K + T·Q, H1) X W1, stacked the same way
 
 
 def alloc_workspace(T, Pr, s, K, Q, Hsum, H1):
@@ -72,14 +74,16 @@ def alloc_workspace(T, Pr, s, K, Q, Hsum, H1):
     caches (XH, A, S, DZ, DY, DH; pass k, query pass s), CR (R, s+1, Hsum) their r = 1/√(σ²+ε),
     RC (R, 6, K·Hsum), RQ (R, Hsum) the R-pass, SC (R, 3, Pr) scratch (g_S, v, H v),
     VE (R, (Q+K)·H1) α Eq, α Es, GR (R, K·K + Q·K) the Gram matrices.
-    Per task: G (T, Pr), EQ (T, Q·H1), ES (T, K·H1), losses (T,)."""
+    Per task: G (T, Pr), EQ (T, Q·H1), ES (T, K·H1), losses (T,); E, Z (T(K+Q), H1)."""
     R, N = numba.config.NUMBA_NUM_THREADS, max(K, Q)
+    E = np.empty((T * (K + Q), H1))
     return Workspace(np.empty((R, s + 1, Pr)), np.empty((R, s + 1, K * H1)),
                      np.empty((R, s + 1, 6, N * Hsum)), np.empty((R, s + 1, Hsum)),
                      np.empty((R, 6, K * Hsum)), np.empty((R, Hsum)), np.empty((R, 3, Pr)),
                      np.empty((R, (Q + K) * H1)), np.empty((R, K * K + Q * K)),
-                     np.empty((T, Pr)), np.empty((T, Q * H1)), np.empty((T, K * H1)),
-                     np.empty(T))
+                     np.empty((T, Pr)), E[T * K:].reshape(T, Q * H1),
+                     E[:T * K].reshape(T, K * H1), np.empty(T), E,
+                     np.empty((T * (K + Q), H1)))
 
 
 @njit(cache=True)
