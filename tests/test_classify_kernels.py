@@ -212,21 +212,24 @@ def test_per_parameter_alpha_runs_the_numpy_passes():
 
 
 def test_the_cases_take_both_first_layer_paths():
-    """ink 0.15 runs the sparse products (kernels/sparse_rows.py), ink 0.6 BLAS; both
-    give X W1 and Xᵀ E to rounding."""
-    from mamlnp.fast.classify import _FirstLayer
+    """ink 0.15 runs the sparse products (kernels/sparse_rows.py), ink 0.6 BLAS; the sparse
+    ones give X W1 and Xᵀ E to rounding."""
+    from mamlnp.fast.classify import _inputs
+    from mamlnp.fast.kernels.sparse_rows import csc_t_rows, csr_rows
     rng = np.random.default_rng(9)
     W, E = rng.standard_normal((20, 16)), rng.standard_normal((36, 16))   # M = 4·(3 + 6)
     for ink, sparse in ((0.15, True), (0.6, False)):
         b = episodes(rng, 4, 3, 1, 2, 20, ink)
         xs, xq = b.x_support.reshape(4, -1), b.x_query.reshape(4, -1)
-        first = _FirstLayer(xs, xq, 20)
-        assert first.sparse is sparse
-        X = np.concatenate([b.x_support.reshape(-1, 20), b.x_query.reshape(-1, 20)])
-        Z, G = np.empty((36, 16)), np.empty((20, 16))
-        first.times(W, Z)
-        assert rel(Z, X @ W) < TOL
-        first.t_times(E, False, 4, G)
-        assert rel(G, X.T @ E / 4) < TOL
-        first.t_times(E, True, 4, G)
-        assert rel(G, X[12:].T @ E[12:] / 4) < TOL
+        X = _inputs(xs, xq, W, np.empty((36, 16)))
+        assert X.sparse is sparse
+        dense = np.concatenate([b.x_support.reshape(-1, 20), b.x_query.reshape(-1, 20)])
+        if not sparse:
+            assert rel(X.Z, dense @ W) < TOL
+            continue
+        csr_rows(X.rp, X.ci, X.cv, W, X.Z, 0, 36)
+        assert rel(X.Z, dense @ W) < TOL
+        G = np.empty(20 * 16)
+        for row0 in (0, 12):
+            csc_t_rows(X.cp, X.ri, X.rv, E, row0, 4, G)
+            assert rel(G.reshape(20, 16), dense[row0:].T @ E[row0:] / 4) < TOL

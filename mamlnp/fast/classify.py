@@ -12,7 +12,10 @@ W1 + x_Sᵀ Cm (rank ≤ K·s update), so
     2. per task (prange)           Gram matrices x x_Sᵀ, the s inner steps, the query pass
                                    and the s HVPs on the rest of θ (Pr = P − D·H1)
     3. ∇W1 = (1/T)(X_Qᵀ EQ + X_Sᵀ ES)   one product over the stacked per-task factors
-    4. ∇rest = (1/T) Σ_t G[t]      in the order t = 0 … T−1, parallel over columns
+    4. ∇rest = (1/T) Σ_t G[t]      in the order t = 0 … T−1
+
+One parallel region per call (kernels/classify_kernels.batch_meta_grad): each task makes
+its own rows of 1. (from the inputs' CSR), then 2.; 3. and 4. follow on the calling thread.
 
 Products 1 and 3 skip the zero inputs (kernels/sparse_rows.py: Omniglot is mostly
 background) unless more than a quarter of the inputs are nonzero, then they are BLAS GEMMs.
@@ -28,13 +31,14 @@ the model's own NumPy passes instead (``_numpy_meta_gradient_alpha``), not compi
 import threading
 from functools import lru_cache
 
+import numba
 import numpy as np
 
 from .kernels import ACT_IDS, LOSS_IDS
 from .kernels.bn_mlp_kernels import BNGeometry
-from .kernels.classify_kernels import Data, alloc_workspace, batch_adapt, batch_meta_grad
-from .kernels.sparse_rows import (build_csr_csc, count_nonzeros, csc_t_times, csr_times,
-                                  dense_enough, mean_of_rows)
+from .kernels.classify_kernels import (Data, Inputs, alloc_workspace, batch_adapt,
+                                       batch_meta_grad)
+from .kernels.sparse_rows import build_csr_csc, count_nonzeros, dense_enough
 
 
 @lru_cache(maxsize=64)
@@ -84,63 +88,50 @@ def _flat(a):
     return a.reshape(a.shape[0], -1)
 
 
-class _FirstLayer:
-    """X = [X_S; X_Q] (T(K+Q), D) of one call, as CSR/CSC when sparse (kernels/sparse_rows.py)."""
+_EMPTY_I, _EMPTY_F = np.zeros(1, np.int64), np.zeros(1)
 
-    def __init__(self, xs, xq, D):
-        self.xs, self.xq, self.D = xs, xq, D
-        M, nnz = (xs.size + xq.size) // D, count_nonzeros(xs, xq)
-        self.sparse = not dense_enough(nnz, M, D)
-        if self.sparse:
-            self.rp, self.cp = np.empty(M + 1, np.int64), np.empty(D + 1, np.int64)
-            self.ci, self.ri = np.empty(nnz, np.int64), np.empty(nnz, np.int64)
-            self.cv, self.rv = np.empty(nnz), np.empty(nnz)
-            build_csr_csc(xs, xq, D, self.rp, self.ci, self.cv, self.cp, self.ri, self.rv)
 
-    def times(self, W1, Z):
-        """Z (M, H1) = X W1."""
-        if self.sparse:
-            csr_times(self.rp, self.ci, self.cv, W1, Z)
-        else:
-            Ms = self.xs.size // self.D
-            np.matmul(self.xs.reshape(-1, self.D), W1, out=Z[:Ms])
-            np.matmul(self.xq.reshape(-1, self.D), W1, out=Z[Ms:])
-
-    def t_times(self, E, query_only, T, out):
-        """out (D, H1) = Xᵀ E / T (only the query rows X_Q when query_only)."""
-        Ms = self.xs.size // self.D
-        if self.sparse:
-            csc_t_times(self.cp, self.ri, self.rv, E, Ms if query_only else 0, T, out)
-            return
-        out[...] = self.xq.reshape(-1, self.D).T @ E[Ms:]
-        if not query_only:
-            out += self.xs.reshape(-1, self.D).T @ E[:Ms]
-        out /= T
+def _inputs(xs, xq, W1, Z):
+    """The kernels' Inputs for X = [X_S; X_Q]: CSR/CSC when sparse (the tasks then make their
+    own rows of Z = X W1), else Z made here by two BLAS GEMMs."""
+    D = W1.shape[0]
+    M, nnz = (xs.size + xq.size) // D, count_nonzeros(xs, xq)
+    if dense_enough(nnz, M, D):
+        Ms = xs.size // D
+        np.matmul(xs.reshape(-1, D), W1, out=Z[:Ms])
+        np.matmul(xq.reshape(-1, D), W1, out=Z[Ms:])
+        return Inputs(False, _EMPTY_I, _EMPTY_I, _EMPTY_F, _EMPTY_I, _EMPTY_I, _EMPTY_F, W1, Z)
+    rp, cp = np.empty(M + 1, np.int64), np.empty(D + 1, np.int64)
+    ci, ri, cv, rv = np.empty(nnz, np.int64), np.empty(nnz, np.int64), np.empty(nnz), np.empty(nnz)
+    build_csr_csc(xs, xq, D, rp, ci, cv, cp, ri, rv)
+    return Inputs(True, rp, ci, cv, cp, ri, rv, W1, Z)
 
 
 def _data(geom, theta, xs, ys, xq, yq, ws):
-    """The kernels' Data: x W1 for every task's rows at once, into ws.Z."""
+    """(Data, Inputs) of a call: the batch, views of ws.Z, θ's rest; the first layer."""
     T, D, H1 = xs.shape[0], int(geom.sizes[0]), int(geom.sizes[1])
-    first = _FirstLayer(xs, xq, D)
-    first.times(theta[:D * H1].reshape(D, H1), ws.Z)
+    X = _inputs(xs, xq, theta[:D * H1].reshape(D, H1), ws.Z)
     TK = xs.size // D
     return Data(xs, ys, xq, yq, ws.Z[:TK].reshape(T, -1), ws.Z[TK:].reshape(T, -1),
-                theta[D * H1:]), first
+                theta[D * H1:]), X
 
 
 def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha, inner_steps, first_order):
     """(meta_loss, ∇θ (P,)) with NO checks; geom = geometry(model), alpha a float,
     xs (T, K·D), ys (T, K·O), xq (T, Q·D), yq (T, Q·O) float64 C-contiguous."""
-    O = int(geom.sizes[-1])
+    O, s, fo = int(geom.sizes[-1]), int(inner_steps), bool(first_order)
     T, K, Q = xs.shape[0], ys.shape[1] // O, yq.shape[1] // O
-    ws, D, H1 = _workspace(geom, T, int(inner_steps), K, Q)
-    d, first = _data(geom, theta, xs, ys, xq, yq, ws)
-    batch_meta_grad(d, geom, ws, float(alpha), int(inner_steps), bool(first_order))
+    ws, D, H1 = _workspace(geom, T, s, K, Q)
+    d, X = _data(geom, theta, xs, ys, xq, yq, ws)
     grad = np.empty(theta.shape[0])
-    first.t_times(ws.E, first_order or inner_steps == 0, T,                # ∇W1 = Xᵀ E / T
-                  grad[:D * H1].reshape(D, H1))
-    mean_of_rows(ws.G, grad[D * H1:])                                      # rows t = 0, 1, …
-    return float(ws.losses.sum() / T), grad
+    loss = batch_meta_grad(d, geom, ws, X, float(alpha), s, fo,
+                           min(numba.get_num_threads(), T), grad)
+    if not X.sparse:                                                   # ∇W1 = Xᵀ E / T, BLAS
+        gw = xq.reshape(-1, D).T @ ws.EQ.reshape(-1, H1)
+        if not (fo or s == 0):
+            gw += xs.reshape(-1, D).T @ ws.ES.reshape(-1, H1)
+        grad[:D * H1] = (gw / T).ravel()
+    return float(loss), grad
 
 
 def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False):
@@ -167,8 +158,8 @@ def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve, want_theta=Tr
     ws, D, H1 = _workspace(geom, T, steps, K, Q)
     rest, cm, curve = np.empty((T, theta.shape[0] - D * H1)), np.empty((T, K * H1)), \
         np.zeros((T, steps + 1))
-    batch_adapt(_data(geom, theta, xs, ys, xq, yq, ws)[0], geom, ws, float(alpha), steps,
-                want_curve, rest, cm, curve)
+    d, X = _data(geom, theta, xs, ys, xq, yq, ws)
+    batch_adapt(d, geom, ws, X, float(alpha), steps, want_curve, rest, cm, curve)
     if not want_theta:
         return None, curve
     out = np.empty((T, theta.shape[0]))

@@ -31,10 +31,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .atomics import fetch_add
 from .bn_kernels import Cache, RCache
 from .bn_mlp_kernels import forward, loss_and_grad, r_backward, r_forward
 from .linalg import gemm_acc
 from .mlp_kernels import loss_value
+from .sparse_rows import csc_t_rows, csr_rows, mean_rows_into
 
 
 
@@ -47,6 +49,20 @@ class Data(NamedTuple):
     zs: np.ndarray           # (T, K·H1) x_S W1
     zq: np.ndarray           # (T, Q·H1) x_Q W1
     rest: np.ndarray         # (Pr,) θ[D·H1:]
+
+
+class Inputs(NamedTuple):
+    """The first layer's side of a call: X = [X_S; X_Q] (M = T(K+Q) rows) as CSR and CSC
+    (kernels/sparse_rows.py) when ``sparse``, W1, and Z = X W1 (M, H1) (ws.Z)."""
+    sparse: bool
+    rp: np.ndarray           # (M+1,) int64 CSR row starts
+    ci: np.ndarray           # (nnz,) int64 column of each entry
+    cv: np.ndarray           # (nnz,) its value
+    cp: np.ndarray           # (D+1,) int64 CSC column starts
+    ri: np.ndarray           # (nnz,) int64 row of each entry
+    rv: np.ndarray           # (nnz,) its value
+    W1: np.ndarray           # (D, H1) θ's first weight matrix (a view)
+    Z: np.ndarray            # (M, H1) X W1 (written here when sparse)
 
 
 class Workspace(NamedTuple):
@@ -66,6 +82,7 @@ class Workspace(NamedTuple):
     losses: np.ndarray       # (T,) per task: L_Q(θ_s)
     E: np.ndarray            # (T·K + T·Q, H1) [ES; EQ] stacked, the rows of X = [X_S; X_Q]
     Z: np.ndarray            # (T·K + T·Q, H1) X W1, stacked the same way
+    CL: np.ndarray           # (1,) int64: the tasks handed out so far (``fetch_add``)
 
 
 def alloc_workspace(T, Pr, s, K, Q, Hsum, H1):
@@ -83,7 +100,7 @@ def alloc_workspace(T, Pr, s, K, Q, Hsum, H1):
                      np.empty((R, (Q + K) * H1)), np.empty((R, K * K + Q * K)),
                      np.empty((T, Pr)), E[T * K:].reshape(T, Q * H1),
                      E[:T * K].reshape(T, K * H1), np.empty(T), E,
-                     np.empty((T * (K + Q), H1)))
+                     np.empty((T * (K + Q), H1)), np.zeros(1, np.int64))
 
 
 @njit(cache=True)
@@ -171,23 +188,53 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
     return loss
 
 
+@njit(cache=True)
+def task_rows(X, d, t, K, Q, T):
+    """Task t's x W1 rows into Z (its K support rows, then its Q query rows) when X holds
+    the inputs' CSR (X.sparse); with dense inputs the caller made Z by BLAS beforehand."""
+    if X.sparse:
+        csr_rows(X.rp, X.ci, X.cv, X.W1, X.Z, t * K, t * K + K)
+        csr_rows(X.rp, X.ci, X.cv, X.W1, X.Z, T * K + t * Q, T * K + t * Q + Q)
+
+
 @njit(cache=True, parallel=True)
-def batch_meta_grad(d, g, ws, alpha, s, first_order):
-    """Every task's rows (G, EQ, ES, losses) for the T tasks of d; prange over tasks."""
-    losses = ws.losses
-    for t in prange(d.xs.shape[0]):
+def batch_meta_grad(d, g, ws, X, alpha, s, first_order, W, grad):
+    """The meta-gradient of the T tasks of d into grad (P,); returns the meta-loss.
+    One parallel region: W workers take tasks as they ask (``fetch_add`` on a counter:
+    a core the host slows takes fewer), each writing only its task's rows (Z, G, EQ, ES,
+    losses); then this thread sums the rows in task order (the same bits for any W):
+    ∇W1 = Xᵀ E / T (the query rows only for FO), ∇rest = Σ_t G[t] / T."""
+    T = d.xs.shape[0]
+    K, Q = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1]
+    losses, CL = ws.losses, ws.CL
+    CL[0] = 0
+    for w in prange(W):
         r = numba.get_thread_id()
-        losses[t] = task_meta_grad(d, t, g, ws, r, alpha, s, first_order)
+        t = fetch_add(CL, 0, 1)
+        while t < T:
+            task_rows(X, d, t, K, Q, T)
+            losses[t] = task_meta_grad(d, t, g, ws, r, alpha, s, first_order)
+            t = fetch_add(CL, 0, 1)
+    D, H1 = g.sizes[0], g.sizes[1]
+    if X.sparse:
+        csc_t_rows(X.cp, X.ri, X.rv, ws.E, T * K if first_order or s == 0 else 0, T,
+                   grad[:D * H1])
+    mean_rows_into(ws.G, grad[D * H1:])
+    loss = 0.0
+    for t in range(T):
+        loss += losses[t]
+    return loss / T
 
 
 @njit(cache=True, parallel=True)
-def batch_adapt(d, g, ws, alpha, s, want_curve, out_rest, out_cm, curve):
+def batch_adapt(d, g, ws, X, alpha, s, want_curve, out_rest, out_cm, curve):
     """Adapt T tasks: out_rest (T, Pr) the rest of θ_s, out_cm (T, K·H1) its Cm_s
     (W1^(s) = W1 + x_Sᵀ Cm_s); curve (T, s+1) the query losses L_Q(θ_k) when want_curve."""
     K, Q, H1, L = (d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1],
                    g.sizes.shape[0] - 1)
     for t in prange(d.xs.shape[0]):
         r = numba.get_thread_id()
+        task_rows(X, d, t, K, Q, d.xs.shape[0])
         inner_loop(d, t, g, ws, r, alpha, s)
         out_rest[t, :] = ws.TH[r, s]
         out_cm[t, :] = ws.CM[r, s]

@@ -9,13 +9,14 @@ D inputs, H1 = sizes[1], nnz the nonzero entries of the stacked inputs X (M, D).
 Omniglot images are mostly background (the peers' benchmark draws 8% ink): X has
 nnz ≈ 0.08·M·D, so both products cost nnz·H1 multiply-adds instead of M·D·H1, about
 12× fewer. X is stored once per call as CSR (rows) and CSC (columns), both in increasing
-order of the other index; Z's row m sums its entries in increasing d, ∇W1's row d in
-increasing m: fixed orders, so the same bits for any number of threads. A zero input
+order of the other index; Z's row m sums its entries in increasing d (each task makes its
+own rows, inside the drivers' parallel region), ∇W1's row d in increasing m (after it, on
+the calling thread): fixed orders, so the same bits for any number of threads. A zero input
 contributes exactly 0 to both sums, so the skipped terms change nothing but rounding
 order. For dense inputs (``dense_enough``) the caller uses BLAS instead.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 def dense_enough(nnz, M, D):
@@ -62,26 +63,29 @@ def build_csr_csc(xs, xq, D, rp, ci, cv, cp, ri, rv):
             cnt[d] += 1
 
 
-@njit(cache=True, parallel=True)
-def csr_times(rp, ci, cv, W, Z):
-    """Z (M, H) = X W for X in CSR and W (D, H) row-major: row m = Σ_j cv[j] W[ci[j]]."""
+@njit(cache=True, _nrt=False)
+def csr_rows(rp, ci, cv, W, Z, m0, m1):
+    """Z[m] = Σ_j cv[j] W[ci[j]] for the rows m0 ≤ m < m1 of X (CSR)   (X W1, some rows)."""
     H = W.shape[1]
-    for m in prange(rp.shape[0] - 1):
+    for m in range(m0, m1):
         z = Z[m]
-        z[:] = 0.0
+        for h in range(H):
+            z[h] = 0.0
         for j in range(rp[m], rp[m + 1]):
             w, x = W[ci[j]], cv[j]
             for h in range(H):
                 z[h] += x * w[h]
 
 
-@njit(cache=True, parallel=True)
-def csc_t_times(cp, ri, rv, E, row0, T, G):
-    """G (D, H) = Xᵀ E / T over the rows m ≥ row0 of X (CSC) and E (M, H)."""
+@njit(cache=True, _nrt=False)
+def csc_t_rows(cp, ri, rv, E, row0, T, G):
+    """G (D·H,) flat = Xᵀ E / T over the rows m ≥ row0 of X (CSC) and E (M, H): row d of G
+    sums its entries in increasing m."""
     H = E.shape[1]
-    for d in prange(cp.shape[0] - 1):
-        g = G[d]
-        g[:] = 0.0
+    for d in range(cp.shape[0] - 1):
+        g = G[d * H:(d + 1) * H]
+        for h in range(H):
+            g[h] = 0.0
         for j in range(cp[d], cp[d + 1]):
             m = ri[j]
             if m >= row0:
@@ -92,18 +96,15 @@ def csc_t_times(cp, ri, rv, E, row0, T, G):
             g[h] /= T
 
 
-@njit(cache=True, parallel=True)
-def mean_of_rows(G, out):
-    """out (P,) = (Σ_t G[t]) / T summed t = 0, 1, … in order; parallel over columns."""
+@njit(cache=True, _nrt=False)
+def mean_rows_into(G, out):
+    """out (P,) = (Σ_t G[t]) / T, rows t = 0, 1, … in order."""
     T, P = G.shape
-    B = 2048
-    for c in prange((P + B - 1) // B):
-        lo, hi = c * B, min(P, (c + 1) * B)
-        o = out[lo:hi]
-        o[:] = G[0, lo:hi]
-        for t in range(1, T):
-            g = G[t, lo:hi]
-            for i in range(hi - lo):
-                o[i] += g[i]
-        for i in range(hi - lo):
-            o[i] /= T
+    for i in range(P):
+        out[i] = G[0, i]
+    for t in range(1, T):
+        g = G[t]
+        for i in range(P):
+            out[i] += g[i]
+    for i in range(P):
+        out[i] /= T
