@@ -67,7 +67,7 @@ class Inputs(NamedTuple):
 
 class Workspace(NamedTuple):
     """Scratch and per-task outputs of a driver call (``alloc_workspace``)."""
-    TH: np.ndarray           # (R, s+1, Pr) the iterates' rest
+    TH: np.ndarray           # (R, s+1, Pr) the iterates' rest (row 0 unused: θ's own rest)
     CM: np.ndarray           # (R, s+1, K·H1) Cm_k: W1^(k) = W1 + x_Sᵀ Cm_k
     CA: np.ndarray           # (R, s+1, 6, max(K,Q)·Hsum) caches XH A S DZ DY DH of each pass
     CR: np.ndarray           # (R, s+1, Hsum) their r = 1/√(σ² + ε)
@@ -128,10 +128,23 @@ def first_layer(c, z0, G, go, M, K, H1, cm, use_cm):
 
 
 @njit(cache=True, _nrt=False)
+def copy_into(out, x):
+    """out = x[:len(out)] by a loop (a slice assignment may copy through a temporary)."""
+    for i in range(out.shape[0]):
+        out[i] = x[i]
+
+
+@njit(cache=True, _nrt=False)
 def axpy_into(out, x, a, y):
     """out = x + a·y   (the SGD step θ_{k+1} = θ_k − α g with a = −α)."""
     for i in range(out.shape[0]):
         out[i] = x[i] + a * y[i]
+
+
+@njit(inline="always", _nrt=False)
+def iterate(rest, TH, k):
+    """The rest of θ_k: θ's own rest for k = 0 (not copied into TH[0]), else TH[k]."""
+    return rest if k == 0 else TH[k]
 
 
 @njit(cache=True)
@@ -143,14 +156,13 @@ def inner_loop(d, t, g, ws, r, alpha, s):
     gemm_acc(d.xs[t], 0, False, d.xs[t], 0, True, GR, 0, K, D, K, 0)          # x_S x_Sᵀ
     gemm_acc(d.xq[t], 0, False, d.xs[t], 0, True, GR, K * K, Q, D, K, 0)      # x_Q x_Sᵀ
     TH, CM = ws.TH[r], ws.CM[r]
-    TH[0, :] = d.rest
     CM[0, :] = 0.0
     for k in range(s):
-        c = cache_of(ws, r, k)
+        c, th = cache_of(ws, r, k), iterate(d.rest, TH, k)
         first_layer(c, d.zs[t], GR, 0, K, K, H1, CM[k], k > 0)
-        forward(g, TH[k], K, c)
-        loss_and_grad(g, TH[k], d.ys[t], K, c, gs)
-        axpy_into(TH[k + 1], TH[k], -alpha, gs)                          # rest − α g
+        forward(g, th, K, c)
+        loss_and_grad(g, th, d.ys[t], K, c, gs)
+        axpy_into(TH[k + 1], th, -alpha, gs)                             # rest − α g
         axpy_into(CM[k + 1], CM[k], -alpha, c.DZ[:K * H1])               # Cm − α dz_1
 
 
@@ -162,9 +174,10 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
     gr, eq, es, GR = ws.G[t], ws.EQ[t], ws.ES[t], ws.GR[r]
     c = cache_of(ws, r, s)                                               # query pass at θ_s
     first_layer(c, d.zq[t], GR, K * K, Q, K, H1, ws.CM[r, s], s > 0)
-    forward(g, ws.TH[r, s], Q, c)
-    loss = loss_and_grad(g, ws.TH[r, s], d.yq[t], Q, c, gr)
-    eq[:] = c.DZ[:Q * H1]                                                # Eq = dz_1
+    th = iterate(d.rest, ws.TH[r], s)
+    forward(g, th, Q, c)
+    loss = loss_and_grad(g, th, d.yq[t], Q, c, gr)
+    copy_into(eq, c.DZ)                                                  # Eq = dz_1
     es[:] = 0.0
     if first_order:
         return loss
@@ -179,8 +192,9 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
         gemm_acc(GR, K * K, True, ve, 0, False, rc.RXH, 0, K, Q, H1, 0)  # x_S x_Qᵀ αEq
         gemm_acc(GR, 0, False, ve, Q * H1, False, rc.RXH, 0, K, K, H1, 1)  # + x_S x_Sᵀ αEs
         c = cache_of(ws, r, k)
-        r_forward(g, ws.TH[r, k], v, K, c, rc)
-        r_backward(g, ws.TH[r, k], v, K, c, rc, hv)
+        th = iterate(d.rest, ws.TH[r], k)
+        r_forward(g, th, v, K, c, rc)
+        r_backward(g, th, v, K, c, rc, hv)
         for i in range(gr.shape[0]):
             gr[i] -= hv[i]                                               # g − H v
         for i in range(K * H1):
@@ -236,12 +250,12 @@ def batch_adapt(d, g, ws, X, alpha, s, want_curve, out_rest, out_cm, curve):
         r = numba.get_thread_id()
         task_rows(X, d, t, K, Q, d.xs.shape[0])
         inner_loop(d, t, g, ws, r, alpha, s)
-        out_rest[t, :] = ws.TH[r, s]
-        out_cm[t, :] = ws.CM[r, s]
+        copy_into(out_rest[t], iterate(d.rest, ws.TH[r], s))
+        copy_into(out_cm[t], ws.CM[r, s])
         if want_curve:
             c = cache_of(ws, r, s)
             for k in range(s + 1):
                 first_layer(c, d.zq[t], ws.GR[r], K * K, Q, K, H1, ws.CM[r, k], k > 0)
-                forward(g, ws.TH[r, k], Q, c)
+                forward(g, iterate(d.rest, ws.TH[r], k), Q, c)
                 curve[t, k] = loss_value(c.XH, Q * g.coff[L - 1], d.yq[t], Q, g.sizes[L],
                                          g.lid)
