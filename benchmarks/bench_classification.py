@@ -86,16 +86,19 @@ class Ours:
         self.theta = api.adam_step(self.opt, self.theta, g)
 
     def block(self, n=10):
-        """(median ms per meta-gradient, median ms per meta-iteration) over n calls each."""
+        """(median ms per meta-gradient, median ms per meta-iteration, CPU ms per
+        meta-gradient: all threads' CPU time over the n calls / n) over n calls each."""
         out = []
         for f in (self.grad, self.iteration):
-            ts = []
+            ts, c0 = [], time.process_time()
             for _ in range(n):
                 t0 = time.perf_counter()
                 f()
                 ts.append(time.perf_counter() - t0)
             out.append(1e3 * statistics.median(ts))
-        return out
+            if f == self.grad:
+                cpu = 1e3 * (time.process_time() - c0) / n
+        return out + [cpu]
 
 
 def numpy_ms(N, K, Q, s, first_order, n=2):
@@ -141,11 +144,12 @@ def peers_for(args):
 def run_config(args, cfg, peers):
     """Rounds of (ours, then each peer) for one configuration; the per-round figures."""
     N, K, Q, fo = cfg
-    ours, rows = Ours(N, K, Q, args.s, fo), {"ours_grad": [], "ours_iter": []}
+    ours, rows = Ours(N, K, Q, args.s, fo), {"ours_grad": [], "ours_iter": [], "ours_cpu": []}
     for _ in range(args.rounds):
-        g, it = ours.block(args.calls)
+        g, it, cpu = ours.block(args.calls)
         rows["ours_grad"].append(g)
         rows["ours_iter"].append(it)
+        rows["ours_cpu"].append(cpu)
         for name, script, extra in peers:
             if name.startswith("torch") and fo:
                 continue                                         # the torch script: SO
@@ -171,8 +175,10 @@ def print_config(cfg, rows, s):
           f"{', '.join(f'{x:.2f}' for x in rows['ours_grad'])})  = {f / og / 1e6:.1f} GFLOP/s")
     print(f"  mamlnp numba     meta-iteration {med(rows['ours_iter']):7.2f} ms "
           "(meta-gradient + Adam)")
+    print(f"  mamlnp numba     CPU time {med(rows['ours_cpu']):12.2f} ms per meta-gradient "
+          "(all threads)")
     for name, xs in rows.items():
-        if name in ("ours_grad", "ours_iter"):
+        if name.startswith("ours_"):
             continue
         m = med(xs)
         if m is None:

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from .bn_kernels import bn_backward, bn_forward, bn_rbackward, bn_rforward
+from .bn_kernels import Cache, bn_backward, bn_forward, bn_rbackward, bn_rforward
 from .linalg import gemm_acc
 from .mlp_kernels import add_row, loss_and_dyhat, r_loss, sum_rows
 
@@ -77,23 +77,67 @@ def loss_and_grad(g, th, y, N, c, grad):
     return loss
 
 
+class Direction(NamedTuple):
+    """How the HVP's direction v = α g meets the weights W_l (l ≥ 2). ``factored``: g is still
+    the query gradient ∇L_Q(θ_s) (the reverse pass's first step), whose W_l block is
+    h_{l−1,Q}ᵀ dz_{l,Q} (rank ≤ Q), so  h V_W = α (h h_Qᵀ) dz_Q  and  dz V_Wᵀ = α (dz dz_Qᵀ) h_Q
+    cost N·Q·(I + O) multiply-adds instead of N·I·O; else v's W_l blocks are read."""
+    factored: bool
+    cq: Cache                # the query pass at θ_s (its A and DZ blocks)
+    Q: int                   # its points
+    alpha: float
+    PK: np.ndarray           # (N·Q,) scratch
+
+
 @njit(cache=True, _nrt=False)
-def r_forward(g, th, v, N, c, rc):
+def scale(x, n, a):
+    for i in range(n):
+        x[i] *= a
+
+
+@njit(cache=True, _nrt=False)
+def h_times_v(g, v, l, N, c, rc, dv):
+    """rc.RXH block l = h_{l−1} V_W (N, O), V_W the W_l block of v (see Direction)."""
+    I, O, ho, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l - 1], N * g.coff[l]
+    if not dv.factored:
+        gemm_acc(c.A, ho, False, v, g.woff[l], False, rc.RXH, zo, N, I, O, 0)
+        return
+    Q, cq = dv.Q, dv.cq
+    gemm_acc(c.A, ho, False, cq.A, Q * g.coff[l - 1], True, dv.PK, 0, N, I, Q, 0)  # h h_Qᵀ
+    scale(dv.PK, N * Q, dv.alpha)
+    gemm_acc(dv.PK, 0, False, cq.DZ, Q * g.coff[l], False, rc.RXH, zo, N, Q, O, 0)
+
+
+@njit(cache=True, _nrt=False)
+def dz_times_vt(g, v, l, N, c, rc, dv):
+    """rc.RDH block l−1 += dz_l V_Wᵀ (N, I) (see Direction)."""
+    I, O, ho, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l - 1], N * g.coff[l]
+    if not dv.factored:
+        gemm_acc(c.DZ, zo, False, v, g.woff[l], True, rc.RDH, ho, N, O, I, 1)
+        return
+    Q, cq = dv.Q, dv.cq
+    gemm_acc(c.DZ, zo, False, cq.DZ, Q * g.coff[l], True, dv.PK, 0, N, O, Q, 0)  # dz dz_Qᵀ
+    scale(dv.PK, N * Q, dv.alpha)
+    gemm_acc(dv.PK, 0, False, cq.A, Q * g.coff[l - 1], False, rc.RDH, ho, N, Q, I, 1)
+
+
+@njit(cache=True, _nrt=False)
+def r_forward(g, th, v, N, c, rc, dv):
     """R-forward along v (Pr,): rc.RXH's first block holds Rz_1 − Vb_1 = x V_W1 on entry."""
     L = g.sizes.shape[0] - 1
     for l in range(L):
         I, O, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l]
         if l > 0:
-            ho = N * g.coff[l - 1]
-            gemm_acc(c.A, ho, False, v, g.woff[l], False, rc.RXH, zo, N, I, O, 0)   # h V_W
-            gemm_acc(rc.RH, ho, False, th, g.woff[l], False, rc.RXH, zo, N, I, O, 1)  # + Rh W
+            h_times_v(g, v, l, N, c, rc, dv)                                          # h V_W
+            gemm_acc(rc.RH, N * g.coff[l - 1], False, th, g.woff[l], False, rc.RXH, zo, N, I,
+                     O, 1)                                                            # + Rh W
         add_row(rc.RXH, zo, N, O, v, g.boff[l])                          #   + V_b
         if l < L - 1:
             bn_rforward(c, rc, th, v, zo, N, O, g.goff[l], g.eoff[l], g.coff[l])
 
 
 @njit(cache=True, _nrt=False)
-def r_backward(g, th, v, N, c, rc, hv):
+def r_backward(g, th, v, N, c, rc, dv, hv):
     """R-backward from Rŷ: hv (Pr,) = (H v) without its W1 block; rc.RDZ's first block
     gets Rdz_1 (the W1 block of H v is xᵀ Rdz_1, as Rh_0 = 0)."""
     L = g.sizes.shape[0] - 1
@@ -108,4 +152,4 @@ def r_backward(g, th, v, N, c, rc, hv):
             gemm_acc(c.A, ho, True, rc.RDZ, zo, False, hv, g.woff[l], I, N, O, 0)  # hᵀ Rdz
             gemm_acc(rc.RH, ho, True, c.DZ, zo, False, hv, g.woff[l], I, N, O, 1)  # + Rhᵀ dz
             gemm_acc(rc.RDZ, zo, False, th, g.woff[l], True, rc.RDH, ho, N, O, I, 0)
-            gemm_acc(c.DZ, zo, False, v, g.woff[l], True, rc.RDH, ho, N, O, I, 1)  # Rdh
+            dz_times_vt(g, v, l, N, c, rc, dv)                                     # + dz V_Wᵀ

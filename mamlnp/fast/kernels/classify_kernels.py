@@ -33,7 +33,7 @@ from numba import njit, prange
 
 from .atomics import fetch_add
 from .bn_kernels import Cache, RCache
-from .bn_mlp_kernels import forward, loss_and_grad, r_backward, r_forward
+from .bn_mlp_kernels import Direction, forward, loss_and_grad, r_backward, r_forward
 from .linalg import gemm_acc
 from .mlp_kernels import loss_value
 from .sparse_rows import csc_t_rows, csr_rows, mean_rows_into
@@ -76,6 +76,7 @@ class Workspace(NamedTuple):
     SC: np.ndarray           # (R, 3, Pr) g_S, v = α g, H v
     VE: np.ndarray           # (R, (Q+K)·H1) α Eq, α Es
     GR: np.ndarray           # (R, K·K + Q·K) x_S x_Sᵀ, x_Q x_Sᵀ
+    PK: np.ndarray           # (R, K·Q) scratch of the factored direction (Direction)
     G: np.ndarray            # (T, Pr) per task: meta-gradient without W1
     EQ: np.ndarray           # (T, Q·H1) per task: Eq (a view of E)
     ES: np.ndarray           # (T, K·H1) per task: Es (a view of E)
@@ -98,6 +99,7 @@ def alloc_workspace(T, Pr, s, K, Q, Hsum, H1):
                      np.empty((R, s + 1, 6, N * Hsum)), np.empty((R, s + 1, Hsum)),
                      np.empty((R, 6, K * Hsum)), np.empty((R, Hsum)), np.empty((R, 3, Pr)),
                      np.empty((R, (Q + K) * H1)), np.empty((R, K * K + Q * K)),
+                     np.empty((R, K * Q)),
                      np.empty((T, Pr)), E[T * K:].reshape(T, Q * H1),
                      E[:T * K].reshape(T, K * H1), np.empty(T), E,
                      np.empty((T * (K + Q), H1)), np.zeros(1, np.int64))
@@ -172,7 +174,7 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
     K, Q, H1 = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1]
     inner_loop(d, t, g, ws, r, alpha, s)
     gr, eq, es, GR = ws.G[t], ws.EQ[t], ws.ES[t], ws.GR[r]
-    c = cache_of(ws, r, s)                                               # query pass at θ_s
+    c = cq = cache_of(ws, r, s)                                          # query pass at θ_s
     first_layer(c, d.zq[t], GR, K * K, Q, K, H1, ws.CM[r, s], s > 0)
     th = iterate(d.rest, ws.TH[r], s)
     forward(g, th, Q, c)
@@ -193,8 +195,9 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
         gemm_acc(GR, 0, False, ve, Q * H1, False, rc.RXH, 0, K, K, H1, 1)  # + x_S x_Sᵀ αEs
         c = cache_of(ws, r, k)
         th = iterate(d.rest, ws.TH[r], k)
-        r_forward(g, th, v, K, c, rc)
-        r_backward(g, th, v, K, c, rc, hv)
+        dv = Direction(k == s - 1, cq, Q, alpha, ws.PK[r])         # g = ∇L_Q(θ_s) still?
+        r_forward(g, th, v, K, c, rc, dv)
+        r_backward(g, th, v, K, c, rc, dv, hv)
         for i in range(gr.shape[0]):
             gr[i] -= hv[i]                                               # g − H v
         for i in range(K * H1):
