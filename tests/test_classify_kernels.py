@@ -233,3 +233,21 @@ def test_the_cases_take_both_first_layer_paths():
         for row0 in (0, 12):
             csc_t_rows(X.cp, X.ri, X.rv, E, row0, 4, G)
             assert rel(G.reshape(20, 16), dense[row0:].T @ E[row0:] / 4) < TOL
+
+
+@pytest.mark.parametrize("method", ["maml", "fomaml", "reptile", "metasgd", "pretrain"])
+def test_training_steps_on_a_batch_norm_net(method):
+    """The trainer's step of every method gives the NumPy backend's numbers on a batch-norm
+    MLP (MAML/FOMAML through the factored kernels, Reptile through adapt_batch, Meta-SGD and
+    Pretrain on NumPy passes)."""
+    from mamlnp.meta.variants import get_method
+    model, theta = net(3)
+    batch = episodes(np.random.default_rng(11), 4, 3, 2, 2, 20)
+    config = {"alpha": 0.4, "inner_steps": 2}
+    m = get_method(method)
+    params = m.init_params(model, theta, config)
+    want = m.step(model, params, batch, config, "numpy")
+    got = m.step(model, params, batch, config, "numba")
+    assert rel(got[0], want[0]) < TOL
+    for name in want[1]:
+        assert rel(got[1][name], want[1][name]) < TOL
