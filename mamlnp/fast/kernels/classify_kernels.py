@@ -168,6 +168,21 @@ def inner_loop(d, t, g, ws, r, alpha, s):
         axpy_into(CM[k + 1], CM[k], -alpha, c.DZ[:K * H1])               # Cm − α dz_1
 
 
+@njit(cache=True, _nrt=False)
+def scale_direction(g, v, gr, alpha, factored):
+    """v = α g (Pr,); with ``factored`` (Direction) only the b, γ, β blocks: the W_l blocks
+    of v are then never read."""
+    L, P = g.sizes.shape[0] - 1, gr.shape[0]
+    if not factored:
+        for i in range(P):
+            v[i] = alpha * gr[i]
+        return
+    for l in range(L):
+        hi = g.woff[l + 1] if l + 1 < L else P
+        for i in range(g.boff[l], hi):
+            v[i] = alpha * gr[i]
+
+
 @njit(cache=True)
 def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
     """Task t's L_Q(θ_s); G[t] (Pr,) = its gradient but W1, EQ[t], ES[t] the W1 factors."""
@@ -185,8 +200,7 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
         return loss
     v, hv, ve, rc = ws.SC[r, 1], ws.SC[r, 2], ws.VE[r], rcache_of(ws, r)
     for k in range(s - 1, -1, -1):                                       # reverse pass
-        for i in range(gr.shape[0]):
-            v[i] = alpha * gr[i]                                         # v = α g
+        scale_direction(g, v, gr, alpha, k == s - 1)                     # v = α g
         for i in range(Q * H1):
             ve[i] = alpha * eq[i]
         for i in range(K * H1):
