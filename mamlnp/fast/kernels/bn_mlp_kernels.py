@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from .bn_kernels import Cache, bn_backward, bn_forward, bn_rbackward, bn_rforward
-from .linalg import gemm_acc
+from .gemm_chunks import gemm_st
 from .mlp_kernels import add_row, loss_and_dyhat, r_loss, sum_rows
 
 
@@ -53,7 +53,7 @@ def forward(g, th, N, c):
     for l in range(L):
         I, O, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l]
         if l > 0:
-            gemm_acc(c.A, N * g.coff[l - 1], False, th, g.woff[l], False, c.XH, zo, N, I, O, 0)
+            gemm_st(c.A, N * g.coff[l - 1], False, th, g.woff[l], False, c.XH, zo, N, I, O, 0)
         add_row(c.XH, zo, N, O, th, g.boff[l])                           # z = h W + b
         if l < L - 1:
             bn_forward(c, th, zo, N, O, g.goff[l], g.eoff[l], g.coff[l], g.eps, g.aid)
@@ -72,8 +72,8 @@ def loss_and_grad(g, th, y, N, c, grad):
         sum_rows(c.DZ, zo, N, O, grad, g.boff[l])                        # db = Σ_n dz
         if l > 0:
             ho = N * g.coff[l - 1]
-            gemm_acc(c.A, ho, True, c.DZ, zo, False, grad, g.woff[l], I, N, O, 0)  # hᵀ dz
-            gemm_acc(c.DZ, zo, False, th, g.woff[l], True, c.DH, ho, N, O, I, 0)   # dz Wᵀ
+            gemm_st(c.A, ho, True, c.DZ, zo, False, grad, g.woff[l], I, N, O, 0)  # hᵀ dz
+            gemm_st(c.DZ, zo, False, th, g.woff[l], True, c.DH, ho, N, O, I, 0)   # dz Wᵀ
     return loss
 
 
@@ -100,12 +100,12 @@ def h_times_v(g, v, l, N, c, rc, dv):
     """rc.RXH block l = h_{l−1} V_W (N, O), V_W the W_l block of v (see Direction)."""
     I, O, ho, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l - 1], N * g.coff[l]
     if not dv.factored:
-        gemm_acc(c.A, ho, False, v, g.woff[l], False, rc.RXH, zo, N, I, O, 0)
+        gemm_st(c.A, ho, False, v, g.woff[l], False, rc.RXH, zo, N, I, O, 0)
         return
     Q, cq = dv.Q, dv.cq
-    gemm_acc(c.A, ho, False, cq.A, Q * g.coff[l - 1], True, dv.PK, 0, N, I, Q, 0)  # h h_Qᵀ
+    gemm_st(c.A, ho, False, cq.A, Q * g.coff[l - 1], True, dv.PK, 0, N, I, Q, 0)  # h h_Qᵀ
     scale(dv.PK, N * Q, dv.alpha)
-    gemm_acc(dv.PK, 0, False, cq.DZ, Q * g.coff[l], False, rc.RXH, zo, N, Q, O, 0)
+    gemm_st(dv.PK, 0, False, cq.DZ, Q * g.coff[l], False, rc.RXH, zo, N, Q, O, 0)
 
 
 @njit(cache=True, _nrt=False)
@@ -113,12 +113,12 @@ def dz_times_vt(g, v, l, N, c, rc, dv):
     """rc.RDH block l−1 += dz_l V_Wᵀ (N, I) (see Direction)."""
     I, O, ho, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l - 1], N * g.coff[l]
     if not dv.factored:
-        gemm_acc(c.DZ, zo, False, v, g.woff[l], True, rc.RDH, ho, N, O, I, 1)
+        gemm_st(c.DZ, zo, False, v, g.woff[l], True, rc.RDH, ho, N, O, I, 1)
         return
     Q, cq = dv.Q, dv.cq
-    gemm_acc(c.DZ, zo, False, cq.DZ, Q * g.coff[l], True, dv.PK, 0, N, O, Q, 0)  # dz dz_Qᵀ
+    gemm_st(c.DZ, zo, False, cq.DZ, Q * g.coff[l], True, dv.PK, 0, N, O, Q, 0)  # dz dz_Qᵀ
     scale(dv.PK, N * Q, dv.alpha)
-    gemm_acc(dv.PK, 0, False, cq.A, Q * g.coff[l - 1], False, rc.RDH, ho, N, Q, I, 1)
+    gemm_st(dv.PK, 0, False, cq.A, Q * g.coff[l - 1], False, rc.RDH, ho, N, Q, I, 1)
 
 
 @njit(cache=True, _nrt=False)
@@ -129,7 +129,7 @@ def r_forward(g, th, v, N, c, rc, dv):
         I, O, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l]
         if l > 0:
             h_times_v(g, v, l, N, c, rc, dv)                                          # h V_W
-            gemm_acc(rc.RH, N * g.coff[l - 1], False, th, g.woff[l], False, rc.RXH, zo, N, I,
+            gemm_st(rc.RH, N * g.coff[l - 1], False, th, g.woff[l], False, rc.RXH, zo, N, I,
                      O, 1)                                                            # + Rh W
         add_row(rc.RXH, zo, N, O, v, g.boff[l])                          #   + V_b
         if l < L - 1:
@@ -149,7 +149,7 @@ def r_backward(g, th, v, N, c, rc, dv, hv):
         sum_rows(rc.RDZ, zo, N, O, hv, g.boff[l])                        # Rdb = Σ_n Rdz
         if l > 0:
             ho = N * g.coff[l - 1]
-            gemm_acc(c.A, ho, True, rc.RDZ, zo, False, hv, g.woff[l], I, N, O, 0)  # hᵀ Rdz
-            gemm_acc(rc.RH, ho, True, c.DZ, zo, False, hv, g.woff[l], I, N, O, 1)  # + Rhᵀ dz
-            gemm_acc(rc.RDZ, zo, False, th, g.woff[l], True, rc.RDH, ho, N, O, I, 0)
+            gemm_st(c.A, ho, True, rc.RDZ, zo, False, hv, g.woff[l], I, N, O, 0)  # hᵀ Rdz
+            gemm_st(rc.RH, ho, True, c.DZ, zo, False, hv, g.woff[l], I, N, O, 1)  # + Rhᵀ dz
+            gemm_st(rc.RDZ, zo, False, th, g.woff[l], True, rc.RDH, ho, N, O, I, 0)
             dz_times_vt(g, v, l, N, c, rc, dv)                                     # + dz V_Wᵀ

@@ -34,7 +34,7 @@ from numba import njit, prange
 from .atomics import fetch_add
 from .bn_kernels import Cache, RCache
 from .bn_mlp_kernels import Direction, forward, loss_and_grad, r_backward, r_forward
-from .linalg import gemm_acc
+from .gemm_chunks import gemm_st
 from .mlp_kernels import loss_value
 from .sparse_rows import csc_t_rows, csr_rows, mean_rows_into
 
@@ -126,7 +126,7 @@ def first_layer(c, z0, G, go, M, K, H1, cm, use_cm):
     for i in range(M * H1):
         xh[i] = z0[i]
     if use_cm:
-        gemm_acc(G, go, False, cm, 0, False, xh, 0, M, K, H1, 1)
+        gemm_st(G, go, False, cm, 0, False, xh, 0, M, K, H1, 1)
 
 
 @njit(cache=True, _nrt=False)
@@ -155,8 +155,8 @@ def inner_loop(d, t, g, ws, r, alpha, s):
     of the support passes k < s in CA[r, k]; the Gram matrices in GR[r]."""
     K, Q, H1 = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1]
     D, GR, gs = g.sizes[0], ws.GR[r], ws.SC[r, 0]
-    gemm_acc(d.xs[t], 0, False, d.xs[t], 0, True, GR, 0, K, D, K, 0)          # x_S x_Sᵀ
-    gemm_acc(d.xq[t], 0, False, d.xs[t], 0, True, GR, K * K, Q, D, K, 0)      # x_Q x_Sᵀ
+    gemm_st(d.xs[t], 0, False, d.xs[t], 0, True, GR, 0, K, D, K, 0)          # x_S x_Sᵀ
+    gemm_st(d.xq[t], 0, False, d.xs[t], 0, True, GR, K * K, Q, D, K, 0)      # x_Q x_Sᵀ
     TH, CM = ws.TH[r], ws.CM[r]
     CM[0, :] = 0.0
     for k in range(s):
@@ -205,8 +205,8 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
             ve[i] = alpha * eq[i]
         for i in range(K * H1):
             ve[Q * H1 + i] = alpha * es[i]
-        gemm_acc(GR, K * K, True, ve, 0, False, rc.RXH, 0, K, Q, H1, 0)  # x_S x_Qᵀ αEq
-        gemm_acc(GR, 0, False, ve, Q * H1, False, rc.RXH, 0, K, K, H1, 1)  # + x_S x_Sᵀ αEs
+        gemm_st(GR, K * K, True, ve, 0, False, rc.RXH, 0, K, Q, H1, 0)  # x_S x_Qᵀ αEq
+        gemm_st(GR, 0, False, ve, Q * H1, False, rc.RXH, 0, K, K, H1, 1)  # + x_S x_Sᵀ αEs
         c = cache_of(ws, r, k)
         th = iterate(d.rest, ws.TH[r], k)
         dv = Direction(k == s - 1, cq, Q, alpha, ws.PK[r])         # g = ∇L_Q(θ_s) still?
