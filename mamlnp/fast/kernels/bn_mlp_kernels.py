@@ -46,23 +46,28 @@ class BNGeometry(NamedTuple):
 
 
 @njit(cache=True, _nrt=False)
-def forward(g, th, N, c):
+def forward(g, th, thw, N, c, dw):
     """Forward of N points at ``rest`` = th: c.XH's first block holds z_1 − b_1 = x W_1^(k)
-    on entry; on exit every block of c (ẑ, h, σ', r; ŷ in the last block of XH)."""
+    on entry; on exit every block of c (ẑ, h, σ', r; ŷ in the last block of XH).
+    W_l (l ≥ 2) is thw's W_l block, plus the factored update of dw if dw.factored
+    (Direction: the query pass at θ_1 = θ − α ∇L_S(θ), whose W_l is W_l − α h_Sᵀ dz_S)."""
     L = g.sizes.shape[0] - 1
     for l in range(L):
         I, O, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l]
         if l > 0:
-            gemm_st(c.A, N * g.coff[l - 1], False, th, g.woff[l], False, c.XH, zo, N, I, O, 0)
+            ho = N * g.coff[l - 1]
+            gemm_st(c.A, ho, False, thw, g.woff[l], False, c.XH, zo, N, I, O, 0)   # h W
+            if dw.factored:
+                h_lowrank(g, l, N, c.A, ho, c.XH, zo, dw, 1)             # − α (h h_Sᵀ) dz_S
         add_row(c.XH, zo, N, O, th, g.boff[l])                           # z = h W + b
         if l < L - 1:
             bn_forward(c, th, zo, N, O, g.goff[l], g.eoff[l], g.coff[l], g.eps, g.aid)
 
 
 @njit(cache=True, _nrt=False)
-def loss_and_grad(g, th, y, N, c, grad):
+def loss_and_grad(g, th, thw, y, N, c, grad, dw):
     """L(ŷ, y) and its gradient: grad (Pr,) gets every block but W1; c.DZ's first block
-    gets dz_1 (so ∇_{W1} L = xᵀ dz_1). Needs c from ``forward``."""
+    gets dz_1 (so ∇_{W1} L = xᵀ dz_1). Needs c from ``forward`` (same th, thw, dw)."""
     L = g.sizes.shape[0] - 1
     loss = loss_and_dyhat(c.XH, c.A, c.DZ, N * g.coff[L - 1], y, N, g.sizes[L], g.lid)
     for l in range(L - 1, -1, -1):
@@ -73,19 +78,23 @@ def loss_and_grad(g, th, y, N, c, grad):
         if l > 0:
             ho = N * g.coff[l - 1]
             gemm_st(c.A, ho, True, c.DZ, zo, False, grad, g.woff[l], I, N, O, 0)  # hᵀ dz
-            gemm_st(c.DZ, zo, False, th, g.woff[l], True, c.DH, ho, N, O, I, 0)   # dz Wᵀ
+            gemm_st(c.DZ, zo, False, thw, g.woff[l], True, c.DH, ho, N, O, I, 0)  # dz Wᵀ
+            if dw.factored:
+                dz_lowrank(g, l, N, c.DZ, zo, c.DH, ho, dw)              # − α (dz dz_Sᵀ) h_S
     return loss
 
 
 class Direction(NamedTuple):
-    """How the HVP's direction v = α g meets the weights W_l (l ≥ 2). ``factored``: g is still
-    the query gradient ∇L_Q(θ_s) (the reverse pass's first step), whose W_l block is
-    h_{l−1,Q}ᵀ dz_{l,Q} (rank ≤ Q), so  h V_W = α (h h_Qᵀ) dz_Q  and  dz V_Wᵀ = α (dz dz_Qᵀ) h_Q
-    cost N·Q·(I + O) multiply-adds instead of N·I·O; else v's W_l blocks are read."""
+    """A W_l-block (l ≥ 2) of rank ≤ Q given by its factors: coeff · h_{l−1,F}ᵀ dz_{l,F} of a
+    pass F. Products with it cost N·Q·(I + O) multiply-adds instead of N·I·O:
+      * the HVP's direction v = α g while g is still ∇L_Q(θ_s) (the reverse pass's first
+        step): F = the query pass, coeff = α;  h V_W = α (h h_Qᵀ) dz_Q,  dz V_Wᵀ = α (dz dz_Qᵀ) h_Q;
+      * the update of θ_1 = θ − α ∇L_S(θ) (s = 1): F = the support pass, coeff = −α.
+    ``factored`` False: the W_l blocks are read from the vector instead."""
     factored: bool
-    cq: Cache                # the query pass at θ_s (its A and DZ blocks)
+    cq: Cache                # the factor pass F (its A and DZ blocks)
     Q: int                   # its points
-    alpha: float
+    alpha: float             # coeff
     PK: np.ndarray           # (N·Q,) scratch
 
 
@@ -96,16 +105,33 @@ def scale(x, n, a):
 
 
 @njit(cache=True, _nrt=False)
+def h_lowrank(g, l, N, H, ho, out, zo, dv, acc):
+    """out (N, O) at zo = acc·out + coeff · (h h_Fᵀ) dz_F: h (N, I) the block of H at ho,
+    h_F, dz_F layer l's input and output-gradient blocks of the factor pass dv.cq
+    (dv.Q points), coeff = dv.alpha (Direction)."""
+    I, O, Q, cq = g.sizes[l], g.sizes[l + 1], dv.Q, dv.cq
+    gemm_st(H, ho, False, cq.A, Q * g.coff[l - 1], True, dv.PK, 0, N, I, Q, 0)   # h h_Fᵀ
+    scale(dv.PK, N * Q, dv.alpha)
+    gemm_st(dv.PK, 0, False, cq.DZ, Q * g.coff[l], False, out, zo, N, Q, O, acc)
+
+
+@njit(cache=True, _nrt=False)
+def dz_lowrank(g, l, N, DZ, zo, out, ho, dv):
+    """out (N, I) at ho += coeff · (dz dz_Fᵀ) h_F (see h_lowrank)."""
+    I, O, Q, cq = g.sizes[l], g.sizes[l + 1], dv.Q, dv.cq
+    gemm_st(DZ, zo, False, cq.DZ, Q * g.coff[l], True, dv.PK, 0, N, O, Q, 0)    # dz dz_Fᵀ
+    scale(dv.PK, N * Q, dv.alpha)
+    gemm_st(dv.PK, 0, False, cq.A, Q * g.coff[l - 1], False, out, ho, N, Q, I, 1)
+
+
+@njit(cache=True, _nrt=False)
 def h_times_v(g, v, l, N, c, rc, dv):
     """rc.RXH block l = h_{l−1} V_W (N, O), V_W the W_l block of v (see Direction)."""
     I, O, ho, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l - 1], N * g.coff[l]
     if not dv.factored:
         gemm_st(c.A, ho, False, v, g.woff[l], False, rc.RXH, zo, N, I, O, 0)
-        return
-    Q, cq = dv.Q, dv.cq
-    gemm_st(c.A, ho, False, cq.A, Q * g.coff[l - 1], True, dv.PK, 0, N, I, Q, 0)  # h h_Qᵀ
-    scale(dv.PK, N * Q, dv.alpha)
-    gemm_st(dv.PK, 0, False, cq.DZ, Q * g.coff[l], False, rc.RXH, zo, N, Q, O, 0)
+    else:
+        h_lowrank(g, l, N, c.A, ho, rc.RXH, zo, dv, 0)
 
 
 @njit(cache=True, _nrt=False)
@@ -114,11 +140,8 @@ def dz_times_vt(g, v, l, N, c, rc, dv):
     I, O, ho, zo = g.sizes[l], g.sizes[l + 1], N * g.coff[l - 1], N * g.coff[l]
     if not dv.factored:
         gemm_st(c.DZ, zo, False, v, g.woff[l], True, rc.RDH, ho, N, O, I, 1)
-        return
-    Q, cq = dv.Q, dv.cq
-    gemm_st(c.DZ, zo, False, cq.DZ, Q * g.coff[l], True, dv.PK, 0, N, O, Q, 0)  # dz dz_Qᵀ
-    scale(dv.PK, N * Q, dv.alpha)
-    gemm_st(dv.PK, 0, False, cq.A, Q * g.coff[l - 1], False, rc.RDH, ho, N, Q, I, 1)
+    else:
+        dz_lowrank(g, l, N, c.DZ, zo, rc.RDH, ho, dv)
 
 
 @njit(cache=True, _nrt=False)

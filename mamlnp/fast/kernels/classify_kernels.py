@@ -150,22 +150,37 @@ def iterate(rest, TH, k):
 
 
 @njit(cache=True)
-def inner_loop(d, t, g, ws, r, alpha, s):
+def inner_loop(d, t, g, ws, r, alpha, s, factored):
     """s support steps of task t from θ: TH[r, k] (rest), CM[r, k] (Cm_k) for k ≤ s, caches
-    of the support passes k < s in CA[r, k]; the Gram matrices in GR[r]."""
+    of the support passes k < s in CA[r, k]; the Gram matrices in GR[r]. ``factored`` (s = 1
+    only): TH[r, 1] gets its b, γ, β blocks only, its W_l being W_l − α h_Sᵀ dz_S (Direction)."""
     K, Q, H1 = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1]
     D, GR, gs = g.sizes[0], ws.GR[r], ws.SC[r, 0]
     gemm_st(d.xs[t], 0, False, d.xs[t], 0, True, GR, 0, K, D, K, 0)          # x_S x_Sᵀ
     gemm_st(d.xq[t], 0, False, d.xs[t], 0, True, GR, K * K, Q, D, K, 0)      # x_Q x_Sᵀ
     TH, CM = ws.TH[r], ws.CM[r]
     CM[0, :] = 0.0
+    plain = Direction(False, cache_of(ws, r, 0), K, 0.0, ws.PK[r])
     for k in range(s):
         c, th = cache_of(ws, r, k), iterate(d.rest, TH, k)
         first_layer(c, d.zs[t], GR, 0, K, K, H1, CM[k], k > 0)
-        forward(g, th, K, c)
-        loss_and_grad(g, th, d.ys[t], K, c, gs)
-        axpy_into(TH[k + 1], th, -alpha, gs)                             # rest − α g
+        forward(g, th, th, K, c, plain)
+        loss_and_grad(g, th, th, d.ys[t], K, c, gs, plain)
+        if s == 1 and factored:                          # θ_1's W_l stay factored (Direction)
+            axpy_non_w(g, TH[1], th, -alpha, gs)
+        else:
+            axpy_into(TH[k + 1], th, -alpha, gs)                         # rest − α g
         axpy_into(CM[k + 1], CM[k], -alpha, c.DZ[:K * H1])               # Cm − α dz_1
+
+
+@njit(cache=True, _nrt=False)
+def axpy_non_w(g, out, x, a, y):
+    """out = x + a·y on the b, γ, β blocks only (θ_1's W_l blocks are left factored)."""
+    L, P = g.sizes.shape[0] - 1, x.shape[0]
+    for l in range(L):
+        hi = g.woff[l + 1] if l + 1 < L else P
+        for i in range(g.boff[l], hi):
+            out[i] = x[i] + a * y[i]
 
 
 @njit(cache=True, _nrt=False)
@@ -187,13 +202,15 @@ def scale_direction(g, v, gr, alpha, factored):
 def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
     """Task t's L_Q(θ_s); G[t] (Pr,) = its gradient but W1, EQ[t], ES[t] the W1 factors."""
     K, Q, H1 = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1]
-    inner_loop(d, t, g, ws, r, alpha, s)
+    inner_loop(d, t, g, ws, r, alpha, s, True)
     gr, eq, es, GR = ws.G[t], ws.EQ[t], ws.ES[t], ws.GR[r]
     c = cq = cache_of(ws, r, s)                                          # query pass at θ_s
     first_layer(c, d.zq[t], GR, K * K, Q, K, H1, ws.CM[r, s], s > 0)
     th = iterate(d.rest, ws.TH[r], s)
-    forward(g, th, Q, c)
-    loss = loss_and_grad(g, th, d.yq[t], Q, c, gr)
+    dw = Direction(s == 1, cache_of(ws, r, 0), K, -alpha, ws.PK[r])     # W_l − α h_Sᵀ dz_S
+    thw = d.rest if s == 1 else th
+    forward(g, th, thw, Q, c, dw)
+    loss = loss_and_grad(g, th, thw, d.yq[t], Q, c, gr, dw)
     copy_into(eq, c.DZ)                                                  # Eq = dz_1
     es[:] = 0.0
     if first_order:
@@ -266,13 +283,15 @@ def batch_adapt(d, g, ws, X, alpha, s, want_curve, out_rest, out_cm, curve):
     for t in prange(d.xs.shape[0]):
         r = numba.get_thread_id()
         task_rows(X, d, t, K, Q, d.xs.shape[0])
-        inner_loop(d, t, g, ws, r, alpha, s)
+        inner_loop(d, t, g, ws, r, alpha, s, False)
         copy_into(out_rest[t], iterate(d.rest, ws.TH[r], s))
         copy_into(out_cm[t], ws.CM[r, s])
         if want_curve:
             c = cache_of(ws, r, s)
+            plain = Direction(False, c, K, 0.0, ws.PK[r])
             for k in range(s + 1):
                 first_layer(c, d.zq[t], ws.GR[r], K * K, Q, K, H1, ws.CM[r, k], k > 0)
-                forward(g, iterate(d.rest, ws.TH[r], k), Q, c)
+                th = iterate(d.rest, ws.TH[r], k)
+                forward(g, th, th, Q, c, plain)
                 curve[t, k] = loss_value(c.XH, Q * g.coff[L - 1], d.yq[t], Q, g.sizes[L],
                                          g.lid)
