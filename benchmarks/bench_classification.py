@@ -21,6 +21,7 @@ N·Q points per task. Printed per configuration (N-way K-shot, SO/FO):
     python benchmarks/bench_classification.py                     # ~5 min with JAX
     python benchmarks/bench_classification.py --configs 5-1-1 --torch compile --rounds 3
     python benchmarks/bench_classification.py --peer-python ''    # ours only
+    python benchmarks/bench_classification.py --threads 1         # ours on one numba thread
 
 Timings on a shared machine move with its load: compare figures of one run (each round
 times ours, then each peer, for one configuration) and quote the medians over rounds.
@@ -201,8 +202,11 @@ def main(argv=None):
     ap.add_argument("--peer-timeout", type=float, default=900)
     ap.add_argument("--torch", nargs="*", default=[], choices=["compile", "func", "loop"])
     ap.add_argument("--numpy", action="store_true", help="also time the NumPy reference")
+    ap.add_argument("--threads", type=int, default=0, help="numba threads (0: numba's own)")
     args = ap.parse_args(argv)
     import numba
+    if args.threads:
+        numba.set_num_threads(args.threads)
     print(f"mamlnp {mamlnp.__version__}, numba {numba.__version__} "
           f"({numba.get_num_threads()} threads), T = {T}, float64; load average "
           f"{os.getloadavg()[0]:.1f} at start")

@@ -17,6 +17,11 @@ W1 + x_Sᵀ Cm (rank ≤ K·s update), so
 One parallel region per call (kernels/classify_kernels.batch_meta_grad): each task makes
 its own rows of 1. (from the inputs' CSR), then 2.; 3. and 4. follow on the calling thread.
 
+The other weights W_l (l ≥ 2) are per task, except where their updates are known to be
+factored too (kernels/bn_mlp_kernels.Direction): at s = 1 the query pass uses
+W_l − α h_Sᵀ dz_S as W_l plus a product through h_S, and the first HVP's direction has the
+W_l block α h_Qᵀ dz_Q.
+
 Products 1 and 3 skip the zero inputs (kernels/sparse_rows.py: Omniglot is mostly
 background) unless more than a quarter of the inputs are nonzero, then they are BLAS GEMMs.
 
