@@ -25,10 +25,10 @@ W_l block α h_Qᵀ dz_Q.
 Products 1 and 3 skip the zero inputs (kernels/sparse_rows.py: Omniglot is mostly
 background) unless more than a quarter of the inputs are nonzero, then they are BLAS GEMMs.
 
-Memory: per call T·(Pr + (K+Q)·H1) floats of per-task rows, per thread (s+1)·(Pr + K·H1 +
+Memory: per call T·Pr + 2·T(K+Q)·H1 floats of per-task rows, per thread (s+1)·(Pr + K·H1 +
 6·max(K,Q)·Hsum) + 6·K·Hsum + 3·Pr; W1 is read, never copied per task. For 784-256-128-64-64-5,
-T = 32, 5-way 1-shot, s = 1: Pr = 45,637, the per-task rows 12 MB, the scratch of one thread
-1.1 MB (vs 32 adapted copies of θ, 63 MB).
+T = 32, 5-way 1-shot, s = 1: Pr = 46,917, the per-call rows 13.3 MB, the scratch of one
+thread 2.3 MB (vs 32 adapted copies of θ, 63 MB).
 
 Per-parameter α (Meta-SGD) breaks the factorisation (α ⊙ x_Sᵀ dz has no rank bound); it runs
 the model's own NumPy passes instead (``_numpy_meta_gradient_alpha``), not compiled.
