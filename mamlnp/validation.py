@@ -30,12 +30,14 @@ message starts with the argument's name, then says what was expected and what
 was got.
 """
 import numbers
+import os
 
 import numpy as np
 
 from .errors import InputError
 
 _ACCEPTED_KINDS = "iuf"          # signed int, unsigned int, float: converted to float64
+MAX_COUNT = 2**31 - 1            # sizes and step counts: int32, safe in every kernel's index
 
 
 def as_float64(name, value, ndim=None, shape=None, allow_empty=False):
@@ -128,24 +130,72 @@ def float_in(name, value, low, high):
     return v
 
 
-def _int(name, value, minimum, expected):
+def _int(name, value, minimum, expected, maximum=None):
     value = _scalar(value, "iu")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise InputError(f"{name}: expected {expected}, got {value!r} "
                          f"({type(value).__name__})")
     if value < minimum:
         raise InputError(f"{name}: expected {expected}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{name}: expected {expected} <= {maximum}, got {value!r}")
     return int(value)
 
 
-def nonneg_int(name, value):
-    """An int >= 0 (inner_steps)."""
-    return _int(name, value, 0, "a non-negative integer")
+def nonneg_int(name, value, maximum=None):
+    """An int >= 0 (a seed; with ``maximum=MAX_COUNT``, inner_steps and other step counts)."""
+    return _int(name, value, 0, "a non-negative integer", maximum)
+
+
+def step_count(name, value):
+    """A count of steps (inner_steps, max_steps): an int in [0, MAX_COUNT]."""
+    return nonneg_int(name, value, MAX_COUNT)
 
 
 def positive_int(name, value):
-    """An int >= 1 (a layer width, a number of tasks, shots or query points)."""
-    return _int(name, value, 1, "a positive integer")
+    """An int in [1, MAX_COUNT] (a layer width, a number of tasks, shots or query points)."""
+    return _int(name, value, 1, "a positive integer", MAX_COUNT)
+
+
+def memory_limit():
+    """Bytes of physical memory (and of the address-space limit, if lower): no single
+    request of mamlnp may need more."""
+    try:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        limit = 2**40
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limit = min(limit, soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return limit
+
+
+def check_memory(name, value, nbytes, what):
+    """Refuse (InputError naming ``name``) a request whose arrays need ``nbytes`` > the
+    machine's memory, before anything is allocated. ``what`` says which arrays."""
+    limit = memory_limit()
+    if nbytes > limit:
+        raise InputError(f"{name}: expected a size whose arrays fit in memory (at most "
+                         f"{limit / 2**30:.3g} GiB here), got {value!r}, which needs "
+                         f"{nbytes / 2**30:.3g} GiB ({what})")
+    return value
+
+
+MODEL_PROTOCOL = ("num_params", "sizes", "check_theta", "check_xy", "_loss_value",
+                  "_loss_and_grad", "_hvp")
+
+
+def check_model(model):
+    """A model of the protocol (mamlnp.MLP, the toys of mamlnp.nn.toy), else InputError."""
+    missing = [a for a in MODEL_PROTOCOL if not hasattr(model, a)]
+    if missing:
+        raise InputError(f"model: expected a mamlnp.MLP (or a model with {', '.join(missing)}), "
+                         f"got {model!r} ({type(model).__name__})")
+    return model
 
 
 def boolean(name, value):
@@ -160,6 +210,8 @@ def choice(name, value, options):
     for option in options:
         if isinstance(option, str) != isinstance(value, str):
             continue                                # "relu" never equals ["relu"] or 1
+        if isinstance(value, (bool, np.bool_)) != isinstance(option, (bool, np.bool_)):
+            continue                                # True never stands for 1
         try:
             if bool(value == option):
                 return option
@@ -192,6 +244,8 @@ def real_range(name, value):
     high = _real(f"{name}[1]", high, "a finite number")
     if not low <= high:
         raise InputError(f"{name}: expected {expected}, got {value!r}")
+    if not np.isfinite(high - low):                     # numpy's uniform would overflow
+        raise InputError(f"{name}: expected a finite width high - low, got {value!r}")
     return low, high
 
 

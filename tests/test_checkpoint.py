@@ -122,8 +122,15 @@ def test_foreign_npz_is_refused(tmp_path):
 
 def test_theta_of_the_wrong_size_is_refused(tmp_path):
     model = MLP((1, 8, 1))
-    C.save_checkpoint(tmp_path, {"model": model.config()}, {"theta": np.zeros(5)})
-    with pytest.raises(CheckpointError, match="has 25 parameters"):
+    with pytest.raises(mamlnp.InputError, match="param.theta: .* has 25 parameters"):
+        C.save_checkpoint(tmp_path, {"model": model.config()}, {"theta": np.zeros(5)})
+    assert not os.listdir(tmp_path)                               # nothing written
+    arrays = {"format_version": np.int64(1), "iteration": np.int64(0),
+              "config_json": np.array(json.dumps({"model": model.config()})),
+              "rng_state_json": np.array("null"), "history": np.zeros((0, 3)),
+              "param.theta": np.zeros(5)}                          # crafted, valid checksum
+    np.savez(tmp_path / "checkpoint.npz", checksum=np.array(C.checksum(arrays)), **arrays)
+    with pytest.raises(CheckpointError, match="param.theta: .* has 25 parameters"):
         mamlnp.load_checkpoint(tmp_path)
 
 

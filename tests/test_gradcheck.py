@@ -75,6 +75,10 @@ def test_command_passes_on_the_real_model(capsys):
         for label in ("softmax_xent HVP", "Hessian vs FD2(loss)", "meta-grad s=5 SO vs FD",
                       "meta-grad s=5 FO vs FD (must differ)", "Meta-SGD dM/dalpha (per-param)"):
             assert f"{act}/" in out and label in out
+        for label in ("gradient", "softmax_xent HVP", "Hessian vs Richardson FD(grad)",
+                      "meta-grad s=5 SO vs FD", "meta-grad s=5 FO vs FD (must differ)"):
+            assert f"{act}+BN/" in out and label in out                  # batch-norm rows
+    assert "paper net 784-256-128-64-64-5 relu+BN/softmax_xent HVP" in out
     print(out.splitlines()[-1])
 
 

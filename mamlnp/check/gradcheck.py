@@ -41,7 +41,7 @@ from ..nn.activations import ACTIVATIONS
 from ..errors import InputError
 from .fdcheck import (FULL_FD_LIMIT, TINY, CheckResult, compare, dense_hessian,  # noqa: F401
                       directions, fd_directional, fd_hessian_from_grad, fd_hessian_from_loss,
-                      format_table, rel_error, skipped)
+                      fd_hessian_richardson, format_table, rel_error, skipped)
 from ..nn.mlp import MLP
 from ..tasks.base import TaskBatch
 from ..validation import nonneg_int, positive_float
@@ -91,6 +91,18 @@ def check_hessian(model, theta, x, y, eps=1e-5, tol=1e-6, loss_eps=1e-4, loss_to
             compare(f"{label} symmetric", H[None], H.T[None], 1e-10)]
 
 
+def check_hessian_richardson(model, theta, x, y, eps=2e-3, tol=1e-10, max_params=200,
+                              label="Hessian vs Richardson FD(grad)"):
+    """The dense H from P HVPs vs ``fd_hessian_richardson`` (O(ε⁶) truncation): the tight
+    (1e-10) dense-Hessian row. A ReLU case needs every |z| far above the steps (≤ ε)."""
+    theta, x, y = _args(model, theta, x, y)
+    if model.num_params > max_params:
+        raise InputError(f"model: check_hessian_richardson needs 6P gradients and P HVPs; "
+                         f"expected num_params <= max_params={max_params}, got {model.num_params}")
+    H = dense_hessian(model, theta, x, y)                                # (P, P)
+    return compare(label, H[None], fd_hessian_richardson(model, theta, x, y, eps)[None], tol)
+
+
 def check_symmetry(model, theta, x, y, num_pairs=3, tol=1e-10, seed=0, label="<u,Hv> = <Hu,v>"):
     """⟨u, H v⟩ = ⟨H u, v⟩ for random unit u, v: the vector of M inner products each way."""
     theta, x, y = _args(model, theta, x, y)
@@ -134,13 +146,15 @@ def check_meta_gradient(model, theta, batch, alpha, inner_steps, first_order=Fal
     label = label or f"meta-grad s={inner_steps} {order}" + ("" if backend == "numpy" else f" [{backend}]")
     try:
         _, g = maml.meta_gradient(model, theta, batch, alpha, inner_steps, first_order, backend)
+        fallback = backend == "numba" and maml.kernels_for(model, backend) is None
     except ImportError as exc:
         return skipped(label, tol, f"backend {backend!r} unavailable: {exc}")
+    note = "no kernels for this model: the NumPy reference ran" if fallback else ""
     U = directions(model.num_params, num_directions, seed)
     fd = fd_directional(lambda t: maml.meta_loss(model, t, batch, alpha, inner_steps), theta, U, eps)
     if first_order and inner_steps > 0:
-        return compare(label + " vs FD (must differ)", U @ g, fd, differ_tol, "differ")
-    return compare(label + " vs FD", U @ g, fd, tol)
+        return compare(label + " vs FD (must differ)", U @ g, fd, differ_tol, "differ", note)
+    return compare(label + " vs FD", U @ g, fd, tol, note=note)
 
 
 def dense_meta_gradient(model, theta, batch, alpha, inner_steps, hessian="fd", eps=1e-5):
@@ -199,6 +213,7 @@ def check_metasgd_alpha(model, theta, batch, alpha, inner_steps, eps=1e-5, tol=1
 # ---- the command: python -m mamlnp gradcheck -----------------------------------------------
 
 RELU_MARGIN = 1e-3     # CLI cases keep every ReLU pre-activation this far from the kink
+RICHARDSON_MARGIN = 0.05   # … and the Richardson Hessian's, whose steps reach 2e-3
 LOSS_OUT = {"mse": 2, "softmax_xent": 3}
 
 
@@ -215,28 +230,38 @@ def _targets(rng, loss, n, out):
     return np.eye(out)[rng.integers(0, out, n)]                          # one-hot rows (N, O)
 
 
-def draw_case(seed, sizes, activation, loss="mse", n=7):
-    """(model, θ, x, y): uniform init, x ~ N(0, I); redrawn until the ReLU margin holds."""
-    model = MLP(sizes, activation, loss)
+def draw_case(seed, sizes, activation, loss="mse", n=7, batch_norm=False, margin=RELU_MARGIN):
+    """(model, θ, x, y): uniform init (batch norm: γ = 1, β = 0, then γ, β jittered by
+    U(−0.5, 0.5) so the checks do not sit at the init's special point), x ~ N(0, I);
+    redrawn until the ReLU margin holds."""
+    model = MLP(sizes, activation, loss, batch_norm=batch_norm)
     for attempt in range(100):
         rng = np.random.default_rng([seed, attempt])
-        theta = model.init(int(rng.integers(2**31)), scheme="uniform")
+        theta = _jitter_bn(model, model.init(int(rng.integers(2**31)), scheme="uniform"), rng)
         x, y = rng.standard_normal((n, sizes[0])), _targets(rng, loss, n, sizes[-1])
-        if activation != "relu" or relu_margin(model, theta, x) > RELU_MARGIN:
+        if activation != "relu" or relu_margin(model, theta, x) > margin:
             return model, theta, x, y
     raise RuntimeError("no ReLU case with a safe margin in 100 draws")  # pragma: no cover
 
 
+def _jitter_bn(model, theta, rng):
+    """θ with every γ, β entry moved by U(−0.5, 0.5) (no-op without batch norm)."""
+    for bn in model.bn_layout:
+        if bn is not None:
+            theta[bn[0][0]:bn[1][1]] += rng.uniform(-0.5, 0.5, bn[1][1] - bn[0][0])
+    return theta
+
+
 def draw_meta_case(seed, activation, loss="mse", sizes=(2, 5, 4, 1), tasks=2, shots=5, query=6,
-                   alpha=0.1):
+                   alpha=0.1, batch_norm=False):
     """(model, θ, batch): every iterate θ_k of every task keeps the ReLU margin.
 
     mse: y = sin(Σ_d x_d + φ_t); softmax_xent (O = 3 classes): one-hot of argmax(x A_t)."""
     sizes = sizes if loss == "mse" else sizes[:-1] + (3,)
-    model = MLP(sizes, activation, loss)
+    model = MLP(sizes, activation, loss, batch_norm=batch_norm)
     for attempt in range(100):
         rng = np.random.default_rng([seed, attempt, 1])
-        theta = model.init(int(rng.integers(2**31)), scheme="uniform")
+        theta = _jitter_bn(model, model.init(int(rng.integers(2**31)), scheme="uniform"), rng)
         x = rng.standard_normal((tasks, shots + query, sizes[0]))        # (T, K+Q, D)
         if loss == "mse":
             y = np.sin(x.sum(axis=2, keepdims=True) + rng.uniform(0, np.pi, (tasks, 1, 1)))
@@ -269,10 +294,15 @@ def _guard(label, fn):
     return out if isinstance(out, list) else [out]
 
 
-def model_checks(activation, loss, seed, quick):
+def _bn_tag(activation, loss, batch_norm):
+    return f"{activation}{'+BN' if batch_norm else ''}/{loss}"
+
+
+def model_checks(activation, loss, seed, quick, batch_norm=False):
     """Gradient, HVP, symmetry, linearity (net 3-5-4-O) and the dense Hessian (net 2-3-O)."""
-    tag = f"{activation}/{loss}"
-    model, theta, x, y = draw_case(seed, (3, 5, 4, LOSS_OUT[loss]), activation, loss)
+    tag = _bn_tag(activation, loss, batch_norm)
+    model, theta, x, y = draw_case(seed, (3, 5, 4, LOSS_OUT[loss]), activation, loss,
+                                   batch_norm=batch_norm)
     rows = _guard(f"{tag} gradient", lambda: check_gradient(model, theta, x, y, label=f"{tag} gradient"))
     rows += _guard(f"{tag} HVP", lambda: check_hvp(model, theta, x, y, seed=seed, label=f"{tag} HVP"))
     rows += _guard(f"{tag} <u,Hv>", lambda: check_symmetry(
@@ -280,45 +310,72 @@ def model_checks(activation, loss, seed, quick):
     rows += _guard(f"{tag} linear", lambda: check_linearity(
         model, theta, x, y, seed=seed, label=f"{tag} HVP linear in v"))
     if not (quick and loss != "mse"):
-        tiny, t_theta, t_x, t_y = draw_case(seed, (2, 3, LOSS_OUT[loss]), activation, loss, n=5)
+        tiny, t_theta, t_x, t_y = draw_case(seed, (2, 3, LOSS_OUT[loss]), activation, loss, n=5,
+                                            batch_norm=batch_norm, margin=RICHARDSON_MARGIN)
         rows += _guard(f"{tag} Hessian", lambda: check_hessian(
             tiny, t_theta, t_x, t_y, label=f"{tag} Hessian"))
+        rows += _guard(f"{tag} Hessian R", lambda: check_hessian_richardson(
+            tiny, t_theta, t_x, t_y, label=f"{tag} Hessian vs Richardson FD(grad)"))
     return rows
 
 
-def meta_checks(activation, seed, quick, backend, alpha=0.1):
+def meta_checks(activation, seed, quick, backend, alpha=0.1, batch_norm=False):
     """Meta-gradient SO and FO for s = 1…5 (quick: 1, 3), FO + Hessian term, a softmax-xent
-    meta-gradient, Meta-SGD α (scalar and per-parameter)."""
-    model, theta, batch = draw_meta_case(seed, activation, alpha=alpha)
-    rows, tag = [], f"{activation}/mse"
+    meta-gradient, Meta-SGD α (scalar and per-parameter). Batch norm: FD step ε = 1e-6, as
+    its small support batches make the meta-loss strongly curved (the O(ε²) truncation
+    reached 1e-5 at ε = 1e-5 in one case; the rounding part stays ~1e-10 at 1e-6)."""
+    model, theta, batch = draw_meta_case(seed, activation, alpha=alpha, batch_norm=batch_norm)
+    eps = 1e-6 if batch_norm else 1e-5
+    rows, tag = [], _bn_tag(activation, "mse", batch_norm)
+    suffix = "" if backend == "numpy" else f" [{backend}]"
     for s in ((1, 3) if quick else (1, 2, 3, 4, 5)):
         for fo in (False, True):
             label = f"{tag} meta-grad s={s} {'FO' if fo else 'SO'}"
             rows += _guard(label, lambda: check_meta_gradient(
-                model, theta, batch, alpha, s, fo, backend=backend, label=label
-                + ("" if backend == "numpy" else f" [{backend}]")))
+                model, theta, batch, alpha, s, fo, eps, backend=backend, label=label + suffix))
         rows += _guard(f"{tag} s={s} FO+H", lambda: check_hessian_term(
-            model, theta, batch, alpha, s, label=f"{tag} meta-grad s={s} FO + Hessian term vs FD"))
-    xent_model, xent_theta, xent_batch = draw_meta_case(seed, activation, "softmax_xent", alpha=alpha)
-    label = f"{activation}/softmax_xent meta-grad s=2 SO" + ("" if backend == "numpy" else f" [{backend}]")
+            model, theta, batch, alpha, s, eps, label=f"{tag} meta-grad s={s} FO + Hessian term vs FD"))
+    xent_model, xent_theta, xent_batch = draw_meta_case(seed, activation, "softmax_xent", alpha=alpha,
+                                                        batch_norm=batch_norm)
+    label = f"{_bn_tag(activation, 'softmax_xent', batch_norm)} meta-grad s=2 SO" + suffix
     rows += _guard(label, lambda: check_meta_gradient(
-        xent_model, xent_theta, xent_batch, alpha, 2, backend=backend, label=label))
+        xent_model, xent_theta, xent_batch, alpha, 2, eps=eps, backend=backend, label=label))
     alpha_vec = np.random.default_rng(seed).uniform(0.5 * alpha, 1.5 * alpha, model.num_params)
     for a in (alpha, alpha_vec):
         kind = "scalar" if np.ndim(a) == 0 else "per-param"
         label = f"{tag} Meta-SGD dM/dalpha ({kind}) s=2"
-        rows += _guard(label, lambda: check_metasgd_alpha(model, theta, batch, a, 2, label=label))
+        rows += _guard(label, lambda: check_metasgd_alpha(model, theta, batch, a, 2, eps, label=label))
+    return rows
+
+
+PAPER_SIZES = (784, 256, 128, 64, 64, 5)   # "MAML, no conv" (Finn et al. 2017, sec. 5.2), 5-way
+
+
+def paper_net_checks(seed):
+    """The paper's batch-norm classifier (P = 247,621 for 5-way): gradient and HVP along 10
+    and 3 random unit directions on a batch of N = 10 points. Its 5,120 hidden pre-activations
+    are drawn with margin 1e-4 (1e-3 is rarely met by so many): a unit direction in P
+    dimensions moves each by ~1e-6 at ε = 1e-5."""
+    model, theta, x, y = draw_case(seed, PAPER_SIZES, "relu", "softmax_xent", n=10,
+                                   batch_norm=True, margin=1e-4)
+    tag = "paper net 784-256-128-64-64-5 relu+BN/softmax_xent"
+    rows = _guard(f"{tag} gradient", lambda: check_gradient(
+        model, theta, x, y, num_directions=10, seed=seed, label=f"{tag} gradient (10 dirs)"))
+    rows += _guard(f"{tag} HVP", lambda: check_hvp(
+        model, theta, x, y, seed=seed, label=f"{tag} HVP (3 dirs)"))
     return rows
 
 
 def all_checks(seed=0, quick=False, backend="numpy"):
-    """Every row of the ``gradcheck`` table, for every activation."""
+    """Every row of the ``gradcheck`` table: every activation, without and with batch norm,
+    and the paper's batch-norm classifier."""
     rows = []
-    for activation in ACTIVATIONS:
-        for loss in ("mse", "softmax_xent"):
-            rows += model_checks(activation, loss, seed, quick)
-        rows += meta_checks(activation, seed, quick, backend)
-    return rows
+    for batch_norm in (False, True):
+        for activation in ACTIVATIONS:
+            for loss in ("mse", "softmax_xent"):
+                rows += model_checks(activation, loss, seed, quick, batch_norm)
+            rows += meta_checks(activation, seed, quick, backend, batch_norm=batch_norm)
+    return rows + paper_net_checks(seed)
 
 
 def add_arguments(parser):

@@ -15,7 +15,9 @@ gives the exact meta-gradient by reverse accumulation (docs/derivations/meta-gra
     for k = s−1, …, 0:   g ← g − α H_S(θ_k) g            (one HVP per step)
     ∇M = (1/T) Σ_t g^{(t)}
 
-Memory is O(s·P): the iterates θ_0 … θ_{s−1} are kept, never a graph.
+Memory is O(s·P) for the exact meta-gradient only: its reverse pass needs the iterates
+θ_0 … θ_{s−1} (kept, never a graph). Adaptation, the meta-loss, the first-order gradient
+and the evaluation curve keep one iterate at a time: O(P).
 ``first_order=True`` (FOMAML) drops the H_S terms: ∇M ≈ (1/T) Σ_t ∇L_Q(θ_s).
 
 ``alpha`` may be a scalar or a per-parameter vector (P,) (Meta-SGD's learned
@@ -26,12 +28,14 @@ readable line per equation. ``backend="numba"`` runs the same maths in compiled
 kernels (mamlnp/fast/api.py) and is tested against this file. ``kernels_for`` below
 is the one place that chooses between them.
 """
+import os
+
 import numpy as np
 
 from ..errors import InputError
 from ..tasks.base import TaskBatch
-from ..validation import (as_float64, boolean, choice, nonneg_int, positive_float,
-                         probability_rows)
+from ..validation import (as_float64, boolean, check_memory, check_model, choice,
+                          positive_float, probability_rows, step_count)
 
 BACKENDS = ("numpy", "numba")
 DEFAULT_BACKEND = "numba"
@@ -70,6 +74,22 @@ def check_backend(backend):
     return choice("backend", DEFAULT_BACKEND if backend is None else backend, BACKENDS)
 
 
+def check_work(model, T, K, Q, steps, backend, stored, name="inner_steps"):
+    """Refuse (InputError naming ``name``) a call whose arrays would not fit in memory, before
+    anything is allocated. NumPy: the s+1 iterates of the exact reverse pass when ``stored``,
+    else a few (P,) vectors; numba: the kernels' workspace (mamlnp.fast.kernels.maml_kernels.
+    alloc_workspace), per thread (s+1)·(2P + 5·max(K, Q)·ΣH) floats, plus (T, P) rows."""
+    P, H = int(model.num_params), int(sum(model.sizes[1:]))
+    if check_backend(backend) == "numba" and type(model).__name__ == "MLP":
+        R = int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1))
+        floats = R * (steps + 1) * (2 * P + 5 * max(K, Q) * H) + 2 * T * P
+        what = "the compiled kernels' workspace"
+    else:
+        floats = (steps + 1) * P if stored else 4 * P
+        what = "the inner iterates (P,) each" if stored else "(P,) vectors"
+    check_memory(name, steps, 8 * floats, what)
+
+
 def kernels_for(model, backend):
     """The compiled entry points (mamlnp.fast.api.api) when ``backend`` is "numba" and the model
     has kernels (an MLP), else None: the NumPy code of this module runs. The one place the
@@ -84,7 +104,8 @@ def kernels_for(model, backend):
 
 
 def inner_loop(model, theta, x_support, y_support, alpha, inner_steps):
-    """The iterates [θ_0, …, θ_s] of s SGD steps on the support loss (unchecked)."""
+    """The iterates [θ_0, …, θ_s] of s SGD steps on the support loss (unchecked): O(s·P)
+    memory, for the exact meta-gradient's reverse pass; see ``final_iterate``."""
     thetas = [theta]
     for _ in range(inner_steps):
         _, g = model._loss_and_grad(thetas[-1], x_support, y_support)   # (P,)
@@ -92,19 +113,28 @@ def inner_loop(model, theta, x_support, y_support, alpha, inner_steps):
     return thetas
 
 
+def final_iterate(model, theta, x_support, y_support, alpha, inner_steps):
+    """θ_s of ``inner_loop`` keeping one iterate at a time (O(P) memory; unchecked)."""
+    for _ in range(inner_steps):
+        _, g = model._loss_and_grad(theta, x_support, y_support)         # (P,)
+        theta = theta - alpha * g                                        # θ_{k+1} = θ_k − α g
+    return theta
+
+
 def adapt(model, theta, x_support, y_support, alpha, inner_steps, backend=None):
     """θ' = θ_s after ``inner_steps`` SGD steps of size α on one task's support set.
 
     x_support (K, D), y_support (K, O), θ (P,) -> θ' (P,).  inner_steps = 0 returns a copy of θ.
     """
-    theta = model.check_theta(theta)
+    theta = check_model(model).check_theta(theta)
     x_support, y_support = model.check_xy(x_support, y_support, "x_support", "y_support")
     alpha = check_alpha(model, alpha)
-    inner_steps = nonneg_int("inner_steps", inner_steps)
+    inner_steps = step_count("inner_steps", inner_steps)
+    check_work(model, 1, x_support.shape[0], 1, inner_steps, backend, False)
     fast = kernels_for(model, backend)
     if fast is not None:
         return fast.adapt(model, theta, x_support, y_support, alpha, inner_steps)
-    return inner_loop(model, theta, x_support, y_support, alpha, inner_steps)[-1].copy()
+    return final_iterate(model, theta, x_support, y_support, alpha, inner_steps).copy()
 
 
 # ---- the meta-gradient ---------------------------------------------------------------
@@ -112,6 +142,9 @@ def adapt(model, theta, x_support, y_support, alpha, inner_steps, backend=None):
 
 def task_meta_gradient(model, theta, xs, ys, xq, yq, alpha, inner_steps, first_order=False):
     """One task's (L_Q(θ_s), dL_Q(θ_s)/dθ) (unchecked; see meta_gradient)."""
+    if first_order:                                                      # θ_s alone: O(P)
+        return model._loss_and_grad(final_iterate(model, theta, xs, ys, alpha, inner_steps),
+                                    xq, yq)
     thetas = inner_loop(model, theta, xs, ys, alpha, inner_steps)
     loss_q, g = model._loss_and_grad(thetas[-1], xq, yq)                 # ∇L_Q(θ_s) (P,)
     if not first_order:
@@ -126,11 +159,13 @@ def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False, ba
     meta_loss = (1/T) Σ_t MSE_query,t(θ_s^{(t)}), a float; the gradient is (P,).
     Exact second order through all ``inner_steps`` unless ``first_order``.
     """
-    theta = model.check_theta(theta)
+    theta = check_model(model).check_theta(theta)
     batch = check_batch(model, batch)
     alpha = check_alpha(model, alpha)
-    inner_steps = nonneg_int("inner_steps", inner_steps)
+    inner_steps = step_count("inner_steps", inner_steps)
     first_order = boolean("first_order", first_order)
+    check_work(model, batch.num_tasks, batch.x_support.shape[1], batch.x_query.shape[1],
+               inner_steps, backend, not first_order)
     fast = kernels_for(model, backend)
     if fast is not None:
         return fast.meta_gradient(model, theta, batch, alpha, inner_steps, first_order)
@@ -167,11 +202,12 @@ def task_meta_gradient_alpha(model, theta, xs, ys, xq, yq, alpha, inner_steps, f
 
 def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=False):
     """(meta_loss, ∇_θ, ∇_α) averaged over the batch (NumPy reference, Meta-SGD)."""
-    theta = model.check_theta(theta)
+    theta = check_model(model).check_theta(theta)
     batch = check_batch(model, batch)
     alpha = check_alpha(model, alpha)
-    inner_steps = nonneg_int("inner_steps", inner_steps)
+    inner_steps = step_count("inner_steps", inner_steps)
     first_order = boolean("first_order", first_order)
+    check_work(model, 1, 1, 1, 2 * inner_steps, "numpy", True)          # iterates, gradients
     total = [0.0, np.zeros(model.num_params), np.zeros(np.shape(alpha))]
     for t in range(batch.num_tasks):
         out = task_meta_gradient_alpha(model, theta, *batch.task(t), alpha, inner_steps,
@@ -184,14 +220,14 @@ def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=Fal
 
 def meta_loss(model, theta, batch, alpha, inner_steps):
     """The meta-objective alone: (1/T) Σ_t L_Q,t(θ_s^{(t)}) (NumPy reference)."""
-    theta = model.check_theta(theta)
+    theta = check_model(model).check_theta(theta)
     batch = check_batch(model, batch)
     alpha = check_alpha(model, alpha)
-    inner_steps = nonneg_int("inner_steps", inner_steps)
+    inner_steps = step_count("inner_steps", inner_steps)
     losses = []
     for t in range(batch.num_tasks):
         xs, ys, xq, yq = batch.task(t)
-        theta_s = inner_loop(model, theta, xs, ys, alpha, inner_steps)[-1]
+        theta_s = final_iterate(model, theta, xs, ys, alpha, inner_steps)
         losses.append(model._loss_value(theta_s, xq, yq))
     return float(np.mean(losses))
 
@@ -202,7 +238,7 @@ def meta_loss(model, theta, batch, alpha, inner_steps):
 def adapt_batch_numpy(model, theta, batch, alpha, inner_steps):
     """θ'_t (T, P): every task of ``batch`` adapted on its support set (unchecked reference
     of mamlnp.fast.api.api.adapt_batch)."""
-    return np.stack([inner_loop(model, theta, *batch.task(t)[:2], alpha, inner_steps)[-1]
+    return np.stack([final_iterate(model, theta, *batch.task(t)[:2], alpha, inner_steps)
                      for t in range(batch.num_tasks)])
 
 
@@ -212,7 +248,10 @@ def adapt_curve_numpy(model, theta, batch, alpha, steps):
     curve = np.empty((batch.num_tasks, steps + 1))
     for t in range(batch.num_tasks):
         xs, ys, xq, yq = batch.task(t)
-        for k, th in enumerate(inner_loop(model, theta, xs, ys, alpha, steps)):
+        th = theta
+        for k in range(steps + 1):                               # one iterate at a time: O(P)
+            if k:
+                th = th - alpha * model._loss_and_grad(th, xs, ys)[1]     # θ_k
             curve[t, k] = model._loss_value(th, xq, yq)          # L_Q(θ_k)
     return curve
 

@@ -90,6 +90,8 @@ class Adam:
             if (self.m is None) != (self.v is None) or (
                     self.m is not None and self.m.shape != self.v.shape):
                 raise InputError("m, v: expected both or neither, of the same shape")
+            if self.v is not None and np.any(self.v < 0):
+                raise InputError("v: expected a running mean of g² (>= 0), got negative entries")
 
 
 def _check_step(theta, grad):

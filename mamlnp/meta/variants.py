@@ -103,7 +103,7 @@ class Reptile(Method):
         if fast is not None:
             adapted = fast.adapt_batch(model, theta, unchecked_batch(x, y, x, y), alpha, s)
         else:
-            adapted = [M.inner_loop(model, theta, x[t], y[t], alpha, s)[-1]      # θ̃_t (P,)
+            adapted = [M.final_iterate(model, theta, x[t], y[t], alpha, s)      # θ̃_t (P,)
                        for t in range(batch.num_tasks)]
         mean_adapted, loss = np.zeros_like(theta), 0.0
         for t in range(batch.num_tasks):

@@ -1,4 +1,5 @@
-"""The batch-norm layer: forward, backward, and their R-passes (Pearlmutter's R-operator).
+"""The batch-norm layer (Ioffe & Szegedy 2015, arXiv:1502.03167): forward, backward, and
+their R-passes (Pearlmutter's R-operator).
 
 Dimension legend: N points of the batch being normalised, H units of one hidden layer.
 Every per-feature quantity (μ, σ², γ, β, ...) is (H,); every per-point one is (N, H).
@@ -6,8 +7,8 @@ Means are over the N points of the batch: mean(a) = (1/N) Σ_n a_n, shape (H,).
 
 Statistics always come from the batch being normalised (the support batch in the
 inner loop, the query batch after adaptation); there are no running averages. This is
-what cbfinn/maml does at meta-training and meta-test time (Finn et al. 2017), whose
-``tf.contrib.layers.batch_norm`` is called with its default is_training=True.
+what cbfinn/maml (Finn et al. 2017) does at meta-training and meta-test time: its
+``utils.normalize`` calls ``tf.contrib.layers.batch_norm`` with the default is_training=True.
 
   forward       μ = mean(z),  σ² = mean((z − μ)²)  (biased),  s = 1/√(σ² + ε)
                 ẑ = (z − μ) s,   y = γ ⊙ ẑ + β                       (N, H)
@@ -15,10 +16,10 @@ what cbfinn/maml does at meta-training and meta-test time (Finn et al. 2017), wh
                 dz = s ⊙ (dẑ − mean(dẑ) − ẑ ⊙ mean(dẑ ⊙ ẑ))         (N, H)
   R-forward     Rẑ = s ⊙ (Rz − mean(Rz) − ẑ ⊙ mean(ẑ ⊙ Rz))           (the same map as dz)
                 Ry = V_γ ⊙ ẑ + γ ⊙ Rẑ + V_β
-  R-backward    Rs = −s ⊙ mean(ẑ ⊙ Rz)                                  (H,)  [s · Rs/s]
+  R-backward    R{s}/s = −s ⊙ mean(ẑ ⊙ Rz)                              (H,)
                 Rdβ = Σ_n Rdy,  Rdγ = Σ_n (Rdy ⊙ ẑ + dy ⊙ Rẑ)
                 Rdẑ = Rdy ⊙ γ + dy ⊙ V_γ
-                Rdz = (Rs/s) ⊙ dz + s ⊙ (Rdẑ − mean(Rdẑ) − Rẑ ⊙ m − ẑ ⊙ Rm),
+                Rdz = (R{s}/s) ⊙ dz + s ⊙ (Rdẑ − mean(Rdẑ) − Rẑ ⊙ m − ẑ ⊙ Rm),
                 with m = mean(dẑ ⊙ ẑ), Rm = mean(Rdẑ ⊙ ẑ + dẑ ⊙ Rẑ)
 
 The signatures mirror layers.py's dense/activation passes:

@@ -40,8 +40,8 @@ from . import layers as LY
 from .activations import ACTIVATIONS
 from ..errors import InputError
 from .losses import LOSSES
-from ..validation import (as_float64, as_rng, boolean, choice, nonneg_float, positive_float,
-                          positive_int, probability_rows)
+from ..validation import (as_float64, as_rng, boolean, check_memory, choice, nonneg_float,
+                          positive_float, positive_int, probability_rows)
 
 BN_EPS = 1e-3   # tf.contrib.layers.batch_norm's default epsilon, which cbfinn/maml uses
 
@@ -77,6 +77,7 @@ class MLP:
         self._act = ACTIVATIONS[self.activation]
         self._loss = LOSSES[self.loss_name]
         self.layout, self.bn_layout, self.num_params = self._make_layout(self.sizes, self.batch_norm)
+        check_memory("sizes", self.sizes, 8 * self.num_params, f"θ of {self.num_params} floats")
 
     @staticmethod
     def _make_layout(sizes, batch_norm=False):
@@ -120,6 +121,9 @@ class MLP:
         """
         scheme = choice("scheme", scheme, ("normal", "uniform"))
         scale = nonneg_float("scale", scale)
+        if not np.isfinite(2.0 * scale):                # |θ_i| <= 2·scale must be finite
+            raise InputError(f"scale: expected a scale with 2·scale finite (the truncation "
+                             f"bound of θ), got {scale!r}")
         rng = as_rng("seed", seed)
         theta = np.zeros(self.num_params)
         for (w0, w1), (b0, b1), (fi, _) in self.layout:
@@ -186,6 +190,8 @@ class MLP:
 
     def check_xy(self, x, y=None, xname="x", yname="y"):
         x = as_float64(xname, x, 2, ("N", self.sizes[0]))
+        check_memory(xname, x.shape, 8 * 4 * x.shape[0] * sum(self.sizes[1:]),
+                     "the layers' activations and caches, (N, H) each")
         if y is None:
             return x
         y = as_float64(yname, y, 2, (x.shape[0], self.sizes[-1]))

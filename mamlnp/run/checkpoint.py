@@ -15,20 +15,30 @@ A run directory ``OUT/`` holds
 
 Writes are atomic: each file is written to a temporary file in the same
 directory, flushed, fsync'ed and moved into place with ``os.replace``, so a
-crash (or SIGKILL) leaves either the old file or the new one, never half of one.
-Loading verifies the checksum and the format version and raises
-:class:`mamlnp.errors.CheckpointError` on any mismatch.
+crash (or SIGKILL) leaves either the old file or the new one, never half of one;
+a symbolic link planted at the path is replaced, never written through.
+
+Loading reads nothing unchecked (the threat model is in docs/errors.md): sizes are
+checked before anything is decompressed (mamlnp.run.npzread), then the format version
+and the checksum, then every field against the model and config it describes
+(mamlnp.run.statecheck). The checksum detects corruption, not tampering: it is not a
+signature. Every failure is a :class:`mamlnp.errors.CheckpointError` naming the field.
 """
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 import zipfile
 
 import numpy as np
 
 from ..errors import CheckpointError, InputError
+from ..validation import as_float64, nonneg_int
+from . import statecheck as S
+from .npzread import NpzReader
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -47,20 +57,35 @@ def atomic_write(path, write):
     """Call ``write(fileobj)`` on a temp file next to ``path``, fsync, then os.replace."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+    tmp = None
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; use the usual mode
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=directory)                # O_EXCL: never a link
+        os.fchmod(fd, 0o666 & ~_UMASK)          # mkstemp makes 0600; use the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        os.replace(tmp, path)                   # replaces a link at path, never follows it
+    except BaseException as exc:
+        if tmp is not None and os.path.lexists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:    # e.g. ENOSPC in write()
+            raise type(exc)(exc.errno, f"{exc.strerror or exc}; {path!r} was not written "
+                            f"(its previous version, if any, is kept)", path) from None
         raise
     _fsync_dir(directory)
+
+
+def make_output_dir(directory):
+    """Create ``directory`` (and parents) for outputs; refuse one that is a symbolic link
+    (planted links are never written through)."""
+    directory = os.fspath(directory)
+    if os.path.islink(directory):
+        raise InputError(f"out: {directory!r} is a symbolic link; expected a directory "
+                         f"(mamlnp never writes through a link: remove it or pass its target)")
+    os.makedirs(directory, exist_ok=True)
+    return directory
 
 
 def remove_stale_temp_files(directory):
@@ -120,11 +145,14 @@ def prepare_run_dir(out, resume=False, overwrite=False):
         raise InputError(f"out: expected a non-empty directory path, got {out!r}")
     out = os.fspath(out)
     ckpt = os.path.join(out, CHECKPOINT_NAME)
+    if resume and overwrite:
+        raise InputError("resume, overwrite: expected at most one of them (--resume continues "
+                         "the run in --out, --overwrite replaces it)")
     if resume and not os.path.exists(ckpt):            # check before creating anything
         raise CheckpointError(f"resume: {out!r} holds no {CHECKPOINT_NAME} to resume from; "
                               f"drop --resume to start a new run there")
     try:
-        os.makedirs(out, exist_ok=True)
+        make_output_dir(out)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
         os.close(fd)
         os.unlink(probe)
@@ -147,7 +175,18 @@ def lock_run_dir(out):
         import fcntl
     except ImportError:                         # not POSIX: no lock
         return None
-    f = open(os.path.join(out, LOCK_NAME), "a")
+    path = os.path.join(out, LOCK_NAME)
+    try:                                        # O_NOFOLLOW: a planted link is refused
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW |
+                     os.O_NONBLOCK, 0o666)             # a FIFO planted there: no blocking
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file")
+    except OSError as exc:
+        raise InputError(f"out: cannot open the lock file {path!r} ({exc.strerror}); expected "
+                         f"a regular file or none (mamlnp never writes through a symbolic "
+                         f"link)") from None
+    f = os.fdopen(fd, "a")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -184,29 +223,63 @@ def save_checkpoint(path, config, params, optimizer_state=None, rng_state=None,
     rng_state : ``rng.bit_generator.state`` (a JSON-able dict).
     iteration : meta-iterations done.  history : (R, 3) rows of HISTORY_COLUMNS.
     train_state : {name: array} extra trainer bookkeeping (restored verbatim).
+    Everything is checked first (InputError naming the argument; nothing is written): the
+    config must describe a model (config["model"]), θ and the other params be finite (P,)
+    vectors of it, so that what is saved is what ``read_checkpoint`` accepts.
     """
     file = _npz_path(path)
-    iteration = int(config.get("iteration", 0) if iteration is None else iteration)
-    arrays = {
-        "format_version": np.int64(FORMAT_VERSION),
-        "config_json": np.array(json.dumps(config, sort_keys=True, default=_json_default)),
-        "rng_state_json": np.array(json.dumps(rng_state)),
-        "iteration": np.int64(iteration),
-        "history": np.asarray(np.zeros((0, 3)) if history is None else history,
-                              dtype=np.float64).reshape(-1, 3),
-    }
-    for name, value in params.items():
-        arrays[f"param.{name}"] = np.asarray(value, dtype=np.float64)
-    for group, state in (optimizer_state or {}).items():
-        for key, value in state.items():
-            arrays[f"optim.{group}.{key}"] = np.asarray(value)
-    for name, value in (train_state or {}).items():
-        arrays[f"train.{name}"] = np.asarray(value)
+    arrays = _arrays_to_save(file, config, params, optimizer_state, rng_state, iteration,
+                             history, train_state)
     arrays["checksum"] = np.array(checksum(arrays))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write(file, lambda f: f.write(buf.getvalue()))
     return file
+
+
+def _arrays_to_save(file, config, params, optimizer_state, rng_state, iteration, history,
+                    train_state):
+    """The named arrays of a checkpoint, each argument checked (InputError) as read_checkpoint
+    will check it."""
+    if not isinstance(config, dict):
+        raise InputError(f"config: expected a JSON-able dict, got {type(config).__name__}")
+    try:
+        config_json = json.dumps(config, sort_keys=True, default=_json_default, allow_nan=False)
+        rng_json = json.dumps(rng_state, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InputError(f"config, rng_state: expected JSON-able values ({exc})") from None
+    iteration = nonneg_int("iteration", config.get("iteration", 0) if iteration is None
+                           else iteration)
+    arrays = {"format_version": np.int64(FORMAT_VERSION), "config_json": np.array(config_json),
+              "rng_state_json": np.array(rng_json), "iteration": np.int64(iteration),
+              "history": _history_array(history)}
+    if not isinstance(params, dict) or "theta" not in params:
+        raise InputError(f"params: expected a dict with 'theta', got {params!r:.80}")
+    for name, value in params.items():
+        arrays[f"param.{name}"] = as_float64(f"params[{name!r}]", value, 1)
+    for kind, groups in (("optim", optimizer_state), ("train", {"": train_state})):
+        if not isinstance(groups, (dict, type(None))):
+            raise InputError(f"optimizer_state: expected a dict of dicts, got {groups!r:.80}")
+        for group, state in (groups or {}).items():
+            if not isinstance(state, (dict, type(None))):
+                raise InputError(f"{kind}: expected a dict of arrays, got {state!r:.80}")
+            for key, value in (state or {}).items():
+                a = np.asarray(value)
+                if a.dtype.kind not in "if" or a.dtype.itemsize != 8:
+                    raise InputError(f"{kind} {group}.{key}: expected float64 or int64, got "
+                                     f"{a.dtype}")
+                arrays[f"{kind}.{group}.{key}" if group else f"{kind}.{key}"] = a
+    with S.as_input_error():
+        read_arrays(file, arrays)                         # what load would say, now
+    return arrays
+
+
+def _history_array(history):
+    try:
+        h = np.asarray(np.zeros((0, 3)) if history is None else history, dtype=np.float64)
+        return h.reshape(-1, 3) if h.size or h.ndim != 2 else h.reshape(0, 3)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"history: expected (R, 3) rows of numbers ({exc})") from None
 
 
 def _npz_path(path):
@@ -223,10 +296,11 @@ def _npz_path(path):
 
 def read_checkpoint(path):
     """Everything in a checkpoint, verified: a dict with "config", "params",
-    "optimizer_state", "rng_state", "iteration", "history", "train_state", "path".
+    "optimizer_state", "rng_state", "iteration", "history", "train_state", "path",
+    "model" (``MLP(**config["model"])``).
 
-    Raises CheckpointError when the file is missing, truncated, corrupt, or of
-    another format version.
+    Raises CheckpointError, naming the field, when the file is missing, truncated, corrupt,
+    of another format version, or holds a field that does not fit its model and config.
     """
     file = _npz_path(path)
     if not os.path.isfile(file):
@@ -236,44 +310,69 @@ def read_checkpoint(path):
     if not zipfile.is_zipfile(file):
         raise CheckpointError(f"checkpoint: {file!r} is truncated or corrupt: it is not a "
                               f"valid .npz (zip) archive")
-    try:
-        with np.load(file, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint: {file!r} is truncated or corrupt and cannot be "
-                              f"read ({type(exc).__name__}: {exc})") from None
-    _verify(file, arrays)
-    return _unpack(file, arrays)
-
-
-def _verify(file, arrays):
-    if "format_version" not in arrays or "checksum" not in arrays:
-        raise CheckpointError(f"checkpoint: {file!r} is not a mamlnp checkpoint "
-                              f"(no format version or checksum inside)")
-    version = int(arrays["format_version"])
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint: {file!r} has format version {version}; this "
-                              f"mamlnp reads version {FORMAT_VERSION}")
+    with NpzReader(file) as z:
+        arrays = _read_members(file, z)
     stored = str(arrays.pop("checksum"))
     actual = checksum(arrays)
     if stored != actual:
         raise CheckpointError(f"checkpoint: {file!r} is corrupt: its checksum does not match "
                               f"its contents (stored {stored[:12]}…, computed {actual[:12]}…)")
+    return read_arrays(file, arrays)
 
 
-def _unpack(file, arrays):
-    out = {"path": file, "config": json.loads(str(arrays["config_json"])),
-           "rng_state": json.loads(str(arrays["rng_state_json"])),
-           "iteration": int(arrays["iteration"]), "history": arrays["history"],
+FIXED = {"format_version": "i", "checksum": "U", "iteration": "i", "config_json": "U",
+         "rng_state_json": "U", "history": "f"}
+
+
+def _read_members(file, z):
+    """The members, small ones first: the config says how large the others may be."""
+    if "format_version" not in z or "checksum" not in z:
+        raise CheckpointError(f"checkpoint: {file!r} is not a mamlnp checkpoint "
+                              f"(no format version or checksum inside)")
+    arrays = {"format_version": z.read("format_version", "i", 1)}
+    version = S.scalar_int(file, "format_version", arrays["format_version"])
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint: {file!r} has format version {version}; this "
+                              f"mamlnp reads version {FORMAT_VERSION}")
+    for key in ("checksum", "iteration", "config_json", "rng_state_json"):
+        arrays[key] = z.read(key, FIXED[key], 1)
+    iteration = S.scalar_int(file, "iteration", arrays["iteration"])
+    config = S.parse_json(file, "config_json", arrays["config_json"], (dict,))
+    P = S.model_of(file, config).num_params
+    arrays["history"] = z.read("history", "f", 3 * min(iteration, 2**28))
+    for key in z.keys():
+        if key in FIXED:
+            continue
+        if key.partition(".")[0] not in ("param", "optim", "train") or "." not in key:
+            raise S.fail(file, key, "unexpected member (expected param.*, optim.*, train.*)")
+        arrays[key] = z.read(key, "fi", max(P, 1024) + 64)    # (P,) vectors, or MEDIAN_WINDOW
+    return arrays
+
+
+def read_arrays(file, arrays):
+    """The checkpoint's state from its named arrays, every field checked (statecheck)."""
+    iteration = S.scalar_int(file, "iteration", arrays["iteration"])
+    config = S.check_config(file, S.parse_json(file, "config_json", arrays["config_json"],
+                                               (dict,)), iteration)
+    model = S.model_of(file, config)
+    P = model.num_params
+    out = {"path": file, "config": config, "model": model, "iteration": iteration,
+           "rng_state": S.check_rng_state(file, S.parse_json(
+               file, "rng_state_json", arrays["rng_state_json"], (dict, type(None)))),
+           "history": S.history(file, arrays["history"], iteration),
            "params": {}, "optimizer_state": {}, "train_state": {}}
     for name, value in arrays.items():
         head, _, rest = name.partition(".")
         if head == "param":
-            out["params"][rest] = value
+            out["params"][rest] = S.vector(file, name, value, P,
+                                           "θ" if rest == "theta" else rest)
         elif head == "optim":
             group, _, key = rest.partition(".")
-            out["optimizer_state"].setdefault(group, {})[key] = value
+            out["optimizer_state"].setdefault(group, {})[key] = S.optimizer_entry(
+                file, name, key, value, P)
         elif head == "train":
+            if value.size > max(P, 1024) or np.isnan(value).any():
+                raise S.fail(file, name, f"expected at most {max(P, 1024)} numbers, no NaN")
             out["train_state"][rest] = value
     if "theta" not in out["params"]:
         raise CheckpointError(f"checkpoint: {file!r} holds no parameters θ")
@@ -288,19 +387,13 @@ def load_checkpoint(path):
     config : the run's config dict, with config["iteration"] the iterations done
     and, for Meta-SGD, config["learned_alpha"] the learned step sizes (P,).
     """
-    from ..nn.mlp import MLP
     state = read_checkpoint(path)
-    config = dict(state["config"])
+    config, model = dict(state["config"]), state["model"]
     config["iteration"] = state["iteration"]
-    try:
-        model = MLP(**config["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint: {state['path']!r} describes an invalid model "
-                              f"{config.get('model')!r} ({exc})") from None
-    theta = np.array(state["params"]["theta"], dtype=np.float64)
-    if theta.shape != (model.num_params,):
-        raise CheckpointError(f"checkpoint: {state['path']!r}: θ has shape {theta.shape}, "
-                              f"but model {model.sizes} has {model.num_params} parameters")
+    for key in ("alpha", "method"):                           # what evaluation reads
+        if key not in config:
+            raise S.fail(state["path"], f"config.{key}", "missing (expected the run's config)")
+    theta = state["params"]["theta"]
     if "alpha" in state["params"]:
         config["learned_alpha"] = np.array(state["params"]["alpha"], dtype=np.float64)
     return model, theta, config

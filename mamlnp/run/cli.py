@@ -41,7 +41,8 @@ def main(argv=None):
     Errors meant for the user become one line on stderr, never a traceback:
     ``mamlnp COMMAND: error: <message>`` with exit code 2 for bad input or a bad
     checkpoint (MamlnpError; argparse's own usage errors also exit 2), 1 for a
-    diverged run, a file-system error or running out of memory, 130 for Ctrl-C. See docs/errors.md.
+    diverged run, a file-system error or running out of memory, 130 for Ctrl-C, 3 for an
+    unexpected exception (a bug, reported in one line too). See docs/errors.md.
     """
     args = build_parser().parse_args(argv)
     if getattr(args, "_missing", False):
@@ -61,6 +62,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"mamlnp {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:            # a bug in mamlnp: still one line, never a traceback
+        return _fail(args.command, f"internal error ({type(exc).__name__}: {exc}); this is a "
+                     f"bug in mamlnp, please report it with the command", 3)
 
 
 def _fail(command, message, code):

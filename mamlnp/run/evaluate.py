@@ -23,6 +23,7 @@ support points cluster at large |x|; such tasks are counted in ``diverged``,
 never silently dropped, and the mean is over the others (n is reported too).
 """
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -30,10 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from ..meta.maml import adapt_curve, check_alpha, check_batch
+from ..meta.maml import adapt_curve, check_alpha, check_batch, check_work
 from ..tasks.pool import EvaluationPool, _shot_list
 from ..tasks.sinusoid import SinusoidTasks
-from ..validation import nonneg_int
+from ..validation import check_memory, check_model, step_count
 
 # Sinusoid targets satisfy |y| ≤ A ≤ 5, so predicting 0 everywhere costs at most 25.
 # A query MSE four times that (predictions off by 10 on average, twice the largest
@@ -54,10 +55,13 @@ def adaptation_curve(model, theta, batch, alpha, max_steps=10, backend=None):
     -> losses (T, max_steps+1); column 0 is the plain query loss at θ.
     Diverging tasks give inf/NaN or huge entries (see ``summarize``); no warning.
     """
-    theta = model.check_theta(theta)
+    theta = check_model(model).check_theta(theta)
     batch = check_batch(model, batch)
     alpha = check_alpha(model, alpha)
-    max_steps = nonneg_int("max_steps", max_steps)
+    max_steps = step_count("max_steps", max_steps)
+    check_memory("max_steps", max_steps, 8 * batch.num_tasks * (max_steps + 1), "the curve")
+    check_work(model, batch.num_tasks, batch.x_support.shape[1], batch.x_query.shape[1],
+               max_steps, backend, False, "max_steps")
     with np.errstate(all="ignore"):                                      # divergence is counted
         return np.asarray(adapt_curve(model, theta, batch, alpha, max_steps, backend))  # (T, S+1)
 
@@ -126,7 +130,7 @@ def evaluate(model, theta, alpha, pool=None, shots=(5, 10, 20), max_steps=10,
         raise InputError(f"pool: expected a mamlnp.EvaluationPool (or an object with "
                          f".batch(shots) -> TaskBatch), got {pool!r}")
     shots = _shot_list(shots)                                   # 5 -> (5,); each K >= 1
-    max_steps = nonneg_int("max_steps", max_steps)
+    max_steps = step_count("max_steps", max_steps)
     result = EvalResult(label=label, alpha={}, max_steps=max_steps)
     for k in shots:
         a = _alpha_for(alpha, k)
@@ -161,14 +165,17 @@ def format_table(results, steps=None):
 
 def write_results(results, out_dir, meta=None):
     """Write ``results.csv`` (one row per method, K, step) and ``results.json`` (the
-    rows plus every per-task curve, so other statistics can be recomputed)."""
-    os.makedirs(out_dir, exist_ok=True)
+    rows plus every per-task curve, so other statistics can be recomputed). Each file is
+    replaced atomically (mamlnp.run.checkpoint.atomic_write): a failed write keeps the
+    previous one, and a symbolic link planted at either path is replaced, never followed."""
+    from .checkpoint import atomic_write, make_output_dir
+    make_output_dir(out_dir)
     csv_path = os.path.join(out_dir, "results.csv")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for res in results:
-            w.writerows(res.rows)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=FIELDS)
+    w.writeheader()
+    for res in results:
+        w.writerows(res.rows)
     json_path = os.path.join(out_dir, "results.json")
     curves = {res.label: {str(k): np.where(np.isfinite(c), c, None).tolist()
                           for k, c in res.curves.items()} for res in results}
@@ -179,8 +186,9 @@ def write_results(results, out_dir, meta=None):
            "rows": rows,
            "curves": curves, "curves_note": "per method and K: (tasks, steps+1) query MSEs; "
                                             "null = NaN or inf"}
-    with open(json_path, "w") as f:
-        json.dump(doc, f, indent=1, allow_nan=False)
+    doc = json.dumps(doc, indent=1, allow_nan=False).encode()
+    atomic_write(csv_path, lambda f: f.write(text.getvalue().encode()))
+    atomic_write(json_path, lambda f: f.write(doc))
     return csv_path, json_path
 
 

@@ -12,6 +12,7 @@ Both return the matplotlib Figure and, given ``path``, save it as PNG. The Agg
 backend is used when there is no display (matplotlib's own fallback), so the
 figures also render in CI and in notebooks.
 """
+import io
 import os
 
 import matplotlib.pyplot as plt  # headless: matplotlib falls back to Agg by itself
@@ -23,10 +24,13 @@ COLORS = ["tab:green", "tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab
 
 
 def _finish(fig, path):
-    if path is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fig.savefig(path, dpi=120)
+    if path is not None:                    # atomically, never through a planted symlink
+        from .checkpoint import atomic_write, make_output_dir
+        make_output_dir(os.path.dirname(os.path.abspath(path)))
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=120, format=os.path.splitext(path)[1][1:] or "png")
         plt.close(fig)
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
     return fig
 
 

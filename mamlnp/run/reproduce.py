@@ -107,7 +107,7 @@ def training_seconds(run_dir, fallback):
     try:
         with open(os.path.join(run_dir, "config.json")) as f:
             return float(json.load(f)["metadata"]["wall_time_s"])
-    except (OSError, KeyError, TypeError, ValueError):
+    except (OSError, KeyError, TypeError, ValueError, RecursionError):
         return fallback
 
 
@@ -130,8 +130,8 @@ def write_report(out, results, runs, eval_seconds, quick):
               "",
               markdown_table(results), ""]
     path = os.path.join(out, "results.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    from .checkpoint import atomic_write                 # atomic, never through a link
+    atomic_write(path, lambda f: f.write("\n".join(lines).encode()))
     return path
 
 

@@ -11,7 +11,8 @@ from ..errors import CheckpointError, InputError
 from ..nn.mlp import MLP
 from ..meta.optim import OPTIMIZERS
 from ..tasks.sinusoid import SinusoidTasks
-from ..validation import boolean, choice, nonneg_int, positive_float, positive_int
+from ..validation import (boolean, check_memory, choice, nonneg_int, positive_float,
+                          positive_int, step_count)
 from ..meta.variants import METHODS
 
 TASKS = {"sinusoid": SinusoidTasks}
@@ -56,8 +57,9 @@ def make_config(config=None, **kwargs):
     given.pop("iteration", None), given.pop("learned_alpha", None), given.pop("metadata", None)
     model = given.pop("model", None)
     if model is not None:
-        given.setdefault("hidden", list(model["sizes"][1:-1]))
-        given.setdefault("activation", model["activation"])
+        model = _model_of("config.model", model, given.get("task", DEFAULTS["task"]))
+        given.setdefault("hidden", list(model.sizes[1:-1]))
+        given.setdefault("activation", model.activation)
     unknown = sorted(set(given) - set(DEFAULTS) - {"first_order"})
     if unknown:
         raise InputError(f"config: unknown key(s) {unknown}; expected keys among "
@@ -70,7 +72,46 @@ def make_config(config=None, **kwargs):
     cfg["first_order"] = cfg["method"] in ("fomaml", "reptile") or (
         cfg["method"] == "metasgd" and boolean("first_order", given.get("first_order", False)))
     cfg["iteration"] = 0
+    check_run_memory(cfg)
     return cfg
+
+
+def fresh_seed():
+    """A seed from fresh OS entropy (``seed=None``), recorded in the run's config so the run
+    can be repeated and resumed: numpy.random.SeedSequence().entropy, a 128-bit int."""
+    return int(np.random.SeedSequence().entropy)
+
+
+def _model_of(name, spec, task):
+    """MLP(**spec) for a config's "model" dict, checked against the task family: input and
+    output dims and the loss (the sinusoids: D = O = 1, "mse")."""
+    if not isinstance(spec, dict):
+        raise InputError(f"{name}: expected a dict of MLP arguments, got {spec!r}")
+    try:
+        model = MLP(**spec)
+    except TypeError as exc:
+        raise InputError(f"{name}: expected arguments of mamlnp.MLP, got {spec!r} ({exc})") \
+            from None
+    family = TASKS[choice("task", task, tuple(TASKS))]
+    want = (family.input_dim, family.output_dim, getattr(family, "loss", "mse"))
+    if (model.sizes[0], model.sizes[-1], model.loss_name) != want:
+        raise InputError(f"{name}: expected input dim {want[0]}, output dim {want[1]} and loss "
+                         f"{want[2]!r} for task {task!r}, got sizes {model.sizes} and loss "
+                         f"{model.loss_name!r}")
+    return model
+
+
+def check_run_memory(cfg):
+    """Refuse a run whose arrays cannot fit in memory, before anything is allocated: the
+    meta-gradient's workspace (mamlnp.meta.maml.check_work) and the task batches."""
+    model = MLP(**cfg["model"])
+    T, K, Q = cfg["meta_batch"], cfg["shots"], cfg["query"]
+    D, O = model.sizes[0], model.sizes[-1]
+    check_memory("meta_batch", T, 8 * 2 * T * (K + Q) * (D + O), "a batch of tasks")
+    check_memory("val_tasks", cfg["val_tasks"], 8 * 2 * cfg["val_tasks"] *
+                 (K + cfg["val_query"]) * (D + O), "the validation tasks")
+    stored = cfg["method"] in ("maml", "metasgd") and not cfg["first_order"]
+    M.check_work(model, T, K + Q, K + Q, cfg["inner_steps"], cfg["backend"], stored)
 
 
 def check_config(cfg):
@@ -78,7 +119,7 @@ def check_config(cfg):
     choice("method", cfg["method"], METHODS)
     for name in ("alpha", "beta"):
         cfg[name] = positive_float(name, cfg[name])
-    cfg["inner_steps"] = nonneg_int("inner_steps", cfg["inner_steps"])
+    cfg["inner_steps"] = step_count("inner_steps", cfg["inner_steps"])
     cfg["seed"] = nonneg_int("seed", cfg["seed"])
     for name in ("shots", "query", "meta_batch", "iterations", "checkpoint_every",
                  "eval_every", "val_tasks", "val_query"):
@@ -112,6 +153,7 @@ def resume_config(saved, requested):
                 f"resume: the checkpoint has {key}={saved.get(key)!r} but {key}={value!r} was "
                 f"requested; drop the option to keep the run's value, or start a new --out")
     check_config({**cfg, "hidden": cfg["model"]["sizes"][1:-1]})
+    check_run_memory(cfg)                       # a saved config may ask for absurd sizes too
     return cfg
 
 

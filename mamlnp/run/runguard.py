@@ -47,6 +47,15 @@ class DivergenceGuard:
                     f"{self.median:.4g} of the last {MEDIAN_WINDOW} iterations")
         return None
 
+    def state_problem(self, val_loss, params):
+        """Why a state about to be saved is refused, or None: a parameter array holds NaN or
+        inf, or its validation loss ``val_loss`` fails ``loss_problem``'s rules."""
+        for name, p in params.items():
+            if not np.all(np.isfinite(p)):
+                return f"the parameters {name} hold NaN or infinite values"
+        why = self.loss_problem(float(val_loss))
+        return None if why is None else f"on the validation tasks, {why}"
+
     def accepts(self, loss):
         """Whether ``check`` lets the meta-loss pass; the gradients are checked apart (the
         fused kernel's finiteness flag)."""

@@ -34,12 +34,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checkpoint as C
+from . import statecheck as S
 from ..meta import maml as M
 from ..errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from ..nn.mlp import MLP
 from ..meta.optim import OPTIMIZERS
 from .runguard import DivergenceGuard, StopSignals, metadata
-from .runconfig import DEFAULTS, TASKS, make_config, requested_keys, resume_config
+from .runconfig import DEFAULTS, TASKS, fresh_seed, make_config, requested_keys, resume_config
+from ..validation import boolean
 from .trainstep import fused_step, outer_step, sample_batch
 from ..meta.variants import METHODS, get_method
 
@@ -119,18 +121,41 @@ def _restore_state(method, cfg, saved):
     if missing:
         raise CheckpointError(f"resume: {saved['path']!r} lacks {', '.join(missing)}; it was "
                               f"not written by 'mamlnp train' for method {cfg['method']!r}")
+    S.check_resume(saved["path"], saved, cfg, method)   # θ, α, m, v: (P,) finite at read
     params = {g: np.array(saved["params"][g], dtype=np.float64) for g in method.groups}
     opts = {g: OPTIMIZERS[cfg["optimizer"]](cfg["beta"]) for g in params}
     for g, opt in opts.items():
         opt.load_state_dict(saved["optimizer_state"][g])
+    if saved["rng_state"] is None:
+        raise S.fail(saved["path"], "rng_state", "missing (expected a PCG64 state to resume)")
     rng = np.random.default_rng()
-    rng.bit_generator.state = saved["rng_state"]
+    try:
+        rng.bit_generator.state = saved["rng_state"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise S.fail(saved["path"], "rng_state", f"refused by PCG64 ({exc})") from None
     ts = saved["train_state"]
     state = _State(params, opts, rng, saved["iteration"], [tuple(r) for r in saved["history"]],
                    [float(ts["window_sum"]), int(ts["window_count"])], DivergenceGuard(),
                    float(ts["wall"]), saved["iteration"])
     state.guard.load_state_dict(ts)
     return state
+
+
+def _check_state(model, method, cfg, state, val, out, reuse=True):
+    """Raise DivergenceError if the state about to be saved or returned is diverged: θ_n
+    itself is checked (the guard only saw the loss at θ_{n-1}), by its validation MSE
+    (reused from the history row when one was just computed) under the guard's rules."""
+    last = state.history[-1] if state.history else None
+    if reuse and last is not None and last[0] == state.iteration:
+        val_mse = last[2]
+    else:
+        with np.errstate(all="ignore"):
+            val_mse = validation_mse(model, method, state.params, cfg, val)
+    why = state.guard.state_problem(val_mse, state.params)
+    if why is not None:
+        raise DivergenceError(f"training diverged at iteration {state.iteration}: {why}. "
+                              f"{_divergence_hint(cfg, state, out)}",
+                              iteration=state.iteration, loss=float(val_mse))
 
 
 def _save(out, state, cfg):
@@ -163,7 +188,7 @@ def validation_mse(model, method, params, cfg, batch):
     total = 0.0
     for t in range(batch.num_tasks):
         xs, ys, xq, yq = batch.task(t)
-        theta_s = M.inner_loop(model, params["theta"], xs, ys, alpha, cfg["inner_steps"])[-1]
+        theta_s = M.final_iterate(model, params["theta"], xs, ys, alpha, cfg["inner_steps"])
         total += model._loss_value(theta_s, xq, yq)
     return total / batch.num_tasks
 
@@ -184,6 +209,10 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
     Raises InputError / CheckpointError for bad input (before training starts),
     DivergenceError if the loss diverges, TrainingInterrupted on Ctrl-C.
     """
+    resume, overwrite = boolean("resume", resume), boolean("overwrite", overwrite)
+    if not resume and (kwargs.get("seed", 0) is None or (
+            isinstance(config, dict) and config.get("seed", 0) is None and "seed" not in kwargs)):
+        kwargs["seed"] = fresh_seed()                     # None: fresh entropy, recorded
     cfg = make_config(config, **kwargs)                   # validates config first
     requested = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
     if resume and out is None:
@@ -207,6 +236,8 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
 def _load_run(out, requested):
     """(config, state) of the run in ``out``, for --resume."""
     saved = C.read_checkpoint(out)
+    S.require_keys(saved["path"], saved["config"], [k for k in DEFAULTS if k not in (
+        "hidden", "activation")] + ["model", "first_order"])
     cfg = resume_config(saved["config"], requested_keys(requested, saved["config"]))
     if cfg["iterations"] < saved["iteration"]:
         raise InputError(f"iterations: the run in {out!r} has done {saved['iteration']} "
@@ -219,6 +250,12 @@ def _run(model, method, cfg, state, out, progress, callback):
     val, bar = validation_batch(cfg), _progress_bar(progress, cfg, state)
     fused = fused_step(model, method, cfg, _FAMILY[cfg["task"]], state.optimizers)
     start, stop = time.perf_counter(), False
+    if state.last_checkpoint is not None:               # resumed: the saved state too
+        try:
+            _check_state(model, method, cfg, state, val, out, reuse=False)
+        except DivergenceError as exc:
+            raise CheckpointError(f"resume: {out!r} holds a diverged state ({exc}); start a "
+                                  f"new run") from None
     try:
         with StopSignals() as signals:
             while state.iteration < cfg["iterations"] and not stop:
@@ -228,6 +265,7 @@ def _run(model, method, cfg, state, out, progress, callback):
                 stop = stop or signals.hit
                 if out and (state.iteration % cfg["checkpoint_every"] == 0 or stop):
                     state.wall, start = state.wall + time.perf_counter() - start, time.perf_counter()
+                    _check_state(model, method, cfg, state, val, out)
                     _save(out, state, cfg)
                 _show(bar, state, loss, val_mse)
             finished = state.iteration >= cfg["iterations"]
@@ -235,8 +273,13 @@ def _run(model, method, cfg, state, out, progress, callback):
             if final_row:                                       # the last iterations' row
                 _history_row(model, method, cfg, state, val)
             state.wall += time.perf_counter() - start
+            if state.last_checkpoint != state.iteration or final_row:
+                _check_state(model, method, cfg, state, val, out)   # the last step too
             if out and (final_row or state.last_checkpoint != state.iteration):
                 _save(out, state, cfg)
+    except OSError as exc:                      # for the CLI's message: what is on disk
+        exc.last_checkpoint = state.last_checkpoint
+        raise
     finally:
         bar.close()
     result = _result(model, cfg, state, out, interrupted=signals.hit and not finished)
@@ -388,8 +431,11 @@ def run(args):
         print(f"mamlnp train: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:                       # e.g. disk full while saving
-        print(f"mamlnp train: error: could not write the run in {out!r} ({exc}); the last "
-              f"checkpoint written there is intact (files are replaced atomically)",
+        last = getattr(exc, "last_checkpoint", None)
+        kept = (f"the last checkpoint written there (iteration {last}) is intact (files are "
+                f"replaced atomically)" if last is not None else
+                "no checkpoint of this run had been written there yet")
+        print(f"mamlnp train: error: could not write the run in {out!r} ({exc}); {kept}",
               file=sys.stderr)
         return 1
     _print_summary(result)

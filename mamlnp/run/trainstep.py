@@ -28,6 +28,7 @@ run then goes step by step, with the same bits as ever.
 """
 import numpy as np
 
+from ..errors import InputError
 from ..nn.mlp import MLP
 from ..meta.optim import Adam
 from ..tasks.sinusoid import SinusoidTasks
@@ -102,6 +103,10 @@ class FusedMAML:
     def __call__(self, rng, params, opt, guard, iteration, hint):
         """Sample, meta-gradient, guard, Adam: params["theta"] and opt (m, v, t) are
         replaced only if the guard accepts the step. Returns the meta-loss."""
+        P = self.total.shape[0]                              # the kernel indexes with P:
+        if params["theta"].shape != (P,) or (opt.m is not None and (    # never another length
+                opt.m.shape != (P,) or opt.v.shape != (P,))):
+            raise InputError(f"theta, m, v: expected ({P},) arrays of this run's model")
         rng.random(out=self.u)
         t, (m, v) = opt.t + 1, (self.zeros, self.zeros) if opt.m is None else (opt.m, opt.v)
         self.hp[6], self.hp[7] = 1.0 - opt.beta1 ** t, 1.0 - opt.beta2 ** t   # as Adam._step

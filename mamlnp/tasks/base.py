@@ -8,11 +8,13 @@ parameters, inputs, and the target function; ``sample`` then draws a
 :class:`TaskBatch` of T tasks with K support and Q query points each, support
 and query drawn independently from the same task (Finn et al. 2017, sec. 2.2).
 """
+import operator
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import as_float64, as_rng, positive_int
+from ..errors import InputError
+from ..validation import as_float64, as_rng, check_memory, positive_int
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,14 @@ class TaskBatch:
         return self.x_support.shape[0]
 
     def task(self, t):
-        """(x_support, y_support, x_query, y_query) of task t, each 2-d."""
+        """(x_support, y_support, x_query, y_query) of task t (an int in [0, T)), each 2-d."""
+        T = self.x_support.shape[0]
+        try:
+            ok = not isinstance(t, (bool, np.bool_)) and 0 <= operator.index(t) < T
+        except TypeError:
+            ok = False
+        if not ok:
+            raise InputError(f"t: expected a task index in [0, {T}), got {t!r}")
         return self.x_support[t], self.y_support[t], self.x_query[t], self.y_query[t]
 
 
@@ -79,6 +88,8 @@ class TaskFamily:
         num_tasks = positive_int("num_tasks", num_tasks)
         shots = positive_int("shots", shots)
         query = positive_int("query", query)
+        check_memory("num_tasks", num_tasks, 8 * 3 * num_tasks * (shots + query) *
+                     (self.input_dim + self.output_dim), "x and y of every point")
         params = self.sample_params(rng, num_tasks)
         x = self.sample_inputs(rng, num_tasks, shots + query)        # (T, K+Q, D)
         y = self.targets(params, x)                                  # (T, K+Q, O)

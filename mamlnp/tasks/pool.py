@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from ..errors import InputError
-from ..validation import choice, nonneg_int, positive_int
+from ..validation import check_memory, choice, nonneg_int, positive_int
 from .base import TaskBatch
 
 
@@ -27,6 +27,9 @@ class EvaluationPool:
         shots = _shot_list(shots)
         num_tasks, query = positive_int("num_tasks", num_tasks), positive_int("query", query)
         self.family, self.seed = family, nonneg_int("seed", seed)
+        dims = getattr(family, "input_dim", 1) + getattr(family, "output_dim", 1)
+        check_memory("num_tasks", num_tasks, 8 * num_tasks * (query + sum(shots)) * dims,
+                     "the pool's points")
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
         self.params = family.sample_params(rng, num_tasks)
         self.x_query = family.sample_inputs(rng, num_tasks, query)

@@ -22,7 +22,8 @@ class SinusoidTasks(TaskFamily):
         amp_range = real_range("amp_range", amp_range)
         phase_range = real_range("phase_range", phase_range)
         x_range = real_range("x_range", x_range)
-        if isinstance(phase_sign, (bool, np.bool_)) or phase_sign not in (-1, 1):
+        if isinstance(phase_sign, (bool, np.bool_)) or not isinstance(
+                phase_sign, (int, np.integer)) or phase_sign not in (-1, 1):
             raise InputError(f"phase_sign: expected -1 (sin(x - φ)) or +1 (sin(x + φ)), "
                              f"got {phase_sign!r}")
         self.amp_range, self.phase_range, self.x_range = amp_range, phase_range, x_range
