@@ -25,6 +25,7 @@ from numba import njit
 import mamlnp
 from mamlnp.fast import api as fast
 from mamlnp.fast.kernels import maml_kernels as MK
+from mamlnp.fast.kernels.bundles import AdamStep, Inner
 from mamlnp.fast.kernels.linalg import gemm_acc
 from mamlnp.fast.kernels.mlp_kernels import backward, forward, loss_and_dyhat, rpass
 from mamlnp.fast.kernels.train_kernels import mean_and_adam
@@ -33,22 +34,21 @@ T, K, Q, ALPHA = 25, 10, 10, 0.01
 
 
 @njit
-def loop_forward(n, th, x, sizes, woff, boff, coff, aid, Z, A, S):
+def loop_forward(n, th, x, geom, C):
     for _ in range(n):
-        forward(th, x, K, sizes, woff, boff, coff, aid, Z, A, S)
+        forward(th, x, K, geom, C)
 
 
 @njit
-def loop_backward(n, th, x, sizes, woff, boff, coff, A, S, DZ, DH, g):
+def loop_backward(n, th, x, geom, C, g):
     for _ in range(n):
-        backward(th, x, K, sizes, woff, boff, coff, A, S, DZ, DH, g)
+        backward(th, x, K, geom, C, g)
 
 
 @njit
-def loop_rpass(n, th, v, x, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, R, hv):
+def loop_rpass(n, th, v, x, geom, C, R, hv):
     for _ in range(n):
-        rpass(th, v, x, K, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, R[0], R[1], R[2],
-              R[3], hv)
+        rpass(th, v, x, K, geom, C, R, hv)
 
 
 @njit
@@ -77,18 +77,16 @@ def loop_gemm(n, A, B, C, M, R, W, ta, tb):
 
 
 @njit
-def loop_tail(n, G, total, g, th, m, v, hp, to, mo, vo):
+def loop_tail(n, th, ws, adam):
     """The fused step's tail: 13 rows added in order, / T, finiteness, Adam (P = 1761)."""
     for _ in range(n):
-        mean_and_adam(12, G, total, g, th, m, v, hp, to, mo, vo)
+        mean_and_adam(th, ws, adam)
 
 
 @njit
-def loop_task(n, theta, xs, ys, xq, yq, alpha, s, fo, sizes, woff, boff, coff, aid, lid, ws):
-    TH, GS, CA, RB, SC, G, GA = ws[:7]
+def loop_task(n, theta, xs, ys, xq, yq, inner, geom, ws):
     for _ in range(n):
-        MK.task_meta_grad(theta, xs[0], ys[0], xq[0], yq[0], alpha, s, fo, 0, sizes, woff,
-                          boff, coff, aid, lid, TH[0], GS[0], CA[0], RB[0], SC[0], G[0], GA[0])
+        MK.task_meta_grad(theta, xs[0], ys[0], xq[0], yq[0], inner, geom, ws, 0, 0)
 
 
 def best_us(f, *args, n=5000, clock=time.thread_time):
@@ -103,35 +101,33 @@ def best_us(f, *args, n=5000, clock=time.thread_time):
 
 def one_task_rows(model, th, n):
     """The kernels of one pass on one task's buffers, the BLAS products alone, the tail."""
-    sizes, woff, boff, coff, aid, lid = fast.geometry(model)
+    geom = fast.geometry(model)
     P, Hsum = model.num_params, 81
     batch = mamlnp.SinusoidTasks().sample(0, 1, K, Q)
     x, y = batch.x_support.ravel().copy(), batch.y_support.ravel().copy()
-    Z, A, S, DZ, DH = (np.zeros(K * Hsum) for _ in range(5))
-    R = np.zeros((4, K * Hsum))
+    C, R = np.zeros((5, K * Hsum)), np.zeros((4, K * Hsum))  # Z, A, S, DZ, DH; RZ … RDH
     g, hv = np.zeros(P), np.zeros(P)
     v = np.random.default_rng(0).standard_normal(P)
-    forward(th, x, K, sizes, woff, boff, coff, aid, Z, A, S)
-    loss_and_dyhat(Z, A, DZ, K * coff[2], y, K, 1, lid)
-    rows = [("forward (K=10 points)", best_us(loop_forward, th, x, sizes, woff, boff, coff, aid,
-                                              Z, A, S, n=n)),
-            ("backward", best_us(loop_backward, th, x, sizes, woff, boff, coff, A, S, DZ, DH, g,
-                                 n=n)),
-            ("R-pass (H v)", best_us(loop_rpass, th, v, x, sizes, woff, boff, coff, aid, lid, A,
-                                     S, DZ, DH, R, hv, n=n)),
-            ("  of which its 8 BLAS calls (gemm_acc)", best_us(loop_rpass_products, th, v, x, A,
-                                                              DZ, R, hv, n=n))]
+    forward(th, x, K, geom, C)
+    loss_and_dyhat(C[0], C[1], C[3], K * geom.coff[2], y, K, 1, geom.loss_id)
+    rows = [("forward (K=10 points)", best_us(loop_forward, th, x, geom, C, n=n)),
+            ("backward", best_us(loop_backward, th, x, geom, C, g, n=n)),
+            ("R-pass (H v)", best_us(loop_rpass, th, v, x, geom, C, R, hv, n=n)),
+            ("  of which its 8 BLAS calls (gemm_acc)", best_us(loop_rpass_products, th, v, x,
+                                                              C[1], C[3], R, hv, n=n))]
     for label, (M, I, W, ta, tb) in (("z = h W      10×40·40×40", (10, 40, 40, False, False)),
                                      ("dh = dz Wᵀ   10×40·(40×40)ᵀ", (10, 40, 40, False, True)),
                                      ("dW = hᵀ dz   (10×40)ᵀ·10×40", (40, 10, 40, True, False))):
         bufs = [np.random.default_rng(1).standard_normal(k) for k in (M * I, I * W, M * W)]
         rows.append((f"  dgemm {label}", best_us(loop_gemm, *bufs, M, I, W, ta, tb, n=n)))
     r = np.random.default_rng(2)
-    tail = (r.standard_normal((T, P)), r.standard_normal(P), np.empty(P), r.standard_normal(P),
-            0.01 * r.standard_normal(P), 0.01 * r.random(P),
-            np.array([1e-3, 0.9, 0.1, 0.999, 0.001, 1e-8, 0.5, 0.5]), np.empty(P), np.empty(P),
-            np.empty(P))
-    rows.append(("fused step's tail (13 rows summed, Adam)", best_us(loop_tail, *tail, n=n)))
+    ws = MK.alloc_workspace(T, P, 1, K, Q, Hsum, 1)
+    ws.G[:], ws.SU[0], ws.CL[2] = r.standard_normal((T, P)), r.standard_normal(P), 12
+    adam = AdamStep(np.empty(P), 0.01 * r.standard_normal(P), 0.01 * r.random(P),
+                    np.array([1e-3, 0.9, 0.1, 0.999, 0.001, 1e-8, 0.5, 0.5]), np.empty(P),
+                    np.empty(P), np.empty(P))
+    rows.append(("fused step's tail (13 rows summed, Adam)",
+                 best_us(loop_tail, r.standard_normal(P), ws, adam, n=n)))
     return rows
 
 
@@ -145,7 +141,7 @@ def meta_gradient_rows(model, th, n):
     for s, fo in ((1, False), (1, True), (5, False)):
         ws = fast.workspace(geom, T, P, s, K, Q, 1)
         rows.append((f"one task, s={s} {'FO' if fo else 'SO'}",
-                     best_us(loop_task, th, xs, ys, xq, yq, alpha, s, fo, *geom, ws,
+                     best_us(loop_task, th, xs, ys, xq, yq, Inner(alpha, s, fo, 0), geom, ws,
                              n=max(n // 10, 10))))
     threads = numba.get_num_threads()
     for nt, clock, label in ((1, time.thread_time, "CPU"), (threads, time.perf_counter, "wall")):

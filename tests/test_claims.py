@@ -16,6 +16,7 @@ from numba import njit, prange
 import mamlnp
 from mamlnp.fast import api as fast
 from mamlnp.fast.kernels import maml_kernels as MK
+from mamlnp.fast.kernels.bundles import Inner
 from mamlnp.fast.kernels.atomics import fetch_add
 
 
@@ -97,19 +98,17 @@ def test_driver_sum_has_the_bits_of_mean_rows_for_every_split(F):
     batch = mamlnp.SinusoidTasks().sample(5, T, 4, 3)
     xs, ys, xq, yq = (a.reshape(T, -1) for a in (batch.x_support, batch.y_support,
                                                  batch.x_query, batch.y_query))
-    geom, alpha = fast.geometry(model), np.full(1, 0.05)
-    ws = MK.alloc_workspace(T, P, 2, 4, 3, int(geom[0][1:].sum()), 1)
-    TH, GS, CA, RB, SC, G, GA, losses, SU, CL = ws
+    geom, inner = fast.geometry(model), Inner(np.full(1, 0.05), 2, False, 0)
+    ws = MK.alloc_workspace(T, P, 2, 4, 3, int(geom.sizes[1:].sum()), 1)
+    G, GA, losses, SU, CL = ws.G, ws.GA, ws.losses, ws.SU, ws.CL
     MK.start_claims(CL)
     for want_t in range(T - 1, F - 1, -1):                     # the back worker, w = 0
         t = MK.next_task(CL, T, False, 0)
         assert t == want_t
-        losses[t] = MK.task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], alpha, 2, False, 0,
-                                      *geom, TH[0], GS[0], CA[0], RB[0], SC[0], G[t], GA[t])
-    total, total_a = SU[0], SU[1, :1]
-    MK.worker_meta_grad(1, 2, 0, theta, xs, ys, xq, yq, alpha, 2, False, 0, *geom, ws, total,
-                        total_a)                               # the prefix worker, w = 1
+        losses[t] = MK.task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], inner, geom, ws, 0,
+                                      t)                       # G[t], GA[t]; thread row 0
+    MK.worker_meta_grad(1, 2, 0, theta, xs, ys, xq, yq, inner, geom, ws)   # prefix, w = 1
     assert CL[2] == F
-    loss, g, _ = MK.finish_mean(CL[2], losses, G, GA, total, total_a)
+    loss, g, _ = MK.finish_mean(ws)                            # SU + the rows F … T−1
     want = MK.mean_rows(losses, G, GA)
     assert loss == want[0] and g.tobytes() == want[1].tobytes()

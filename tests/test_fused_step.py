@@ -22,6 +22,7 @@ from mamlnp.errors import DivergenceError
 from mamlnp.fast.kernels import maml_kernels as MK
 from mamlnp.fast.kernels import mlp_kernels as MLK
 from mamlnp.fast.kernels import train_kernels as TK
+from mamlnp.fast.kernels.bundles import Inner, SinusoidDraws
 from mamlnp.meta.optim import Adam
 from mamlnp.run.runguard import DivergenceGuard
 from mamlnp.run.runconfig import make_config
@@ -84,8 +85,9 @@ def fused_sample(family, rng, T, K, Q, task_kernel=TK.sinusoid_task):
     (alo, ahi), (plo, phi), (xlo, xhi) = (tuple(map(float, r)) for r in (
         family.amp_range, family.phase_range, family.x_range))
     rg = np.array([alo, ahi - alo, plo, phi - plo, xlo, xhi - xlo, float(family.phase_sign)])
+    draws = SinusoidDraws(u, rg, xs, ys, xq, yq)
     for t in range(T):
-        task_kernel(t, u, rg, xs, ys, xq, yq)
+        task_kernel(t, draws)
     return xs, ys, xq, yq
 
 
@@ -177,11 +179,11 @@ def test_any_number_of_workers_gives_the_same_bits():
     flat = [a.reshape(T, -1) for a in (batch.x_support, batch.y_support, batch.x_query,
                                        batch.y_query)]
     geom, alpha = fast.geometry(model), np.random.default_rng(1).uniform(0.01, 0.1, P)
-    ws = MK.alloc_workspace(T, P, 2, 4, 3, int(geom[0][1:].sum()), P)
+    ws = MK.alloc_workspace(T, P, 2, 4, 3, int(geom.sizes[1:].sum()), P)
     results = []
     for W in range(1, T + 1):
-        loss, g, ga = MK.batch_meta_grad(theta, *flat, alpha, 2, False, 2, *geom, ws, W)
-        want = MK.mean_rows(ws[7], ws[5], ws[6])               # the rows, summed in order
+        loss, g, ga = MK.batch_meta_grad(theta, *flat, Inner(alpha, 2, False, 2), geom, ws, W)
+        want = MK.mean_rows(ws.losses, ws.G, ws.GA)            # the rows, summed in order
         assert loss == want[0] and same(g, want[1]) and same(ga, want[2]), f"W = {W}"
         results.append((loss, g, ga))
     assert all(r[0] == results[0][0] and same(r[1], results[0][1]) for r in results)

@@ -19,6 +19,7 @@ from mamlnp.fast import api as fast
 from mamlnp.meta import maml as M
 from mamlnp.fast.kernels import maml_kernels as MK
 from mamlnp.fast.kernels import mlp_kernels as K
+from mamlnp.fast.kernels.bundles import Inner
 from mamlnp.fast.kernels.linalg import gemm_acc
 from mamlnp.tasks import TaskBatch
 
@@ -63,18 +64,18 @@ def make_case(sizes, activation, loss, T=3, K=4, Q=5, seed=0):
 
 def one_pass(model, theta, x, y, v):
     """Kernel forward + loss + backward + R-pass on one point set: (ŷ, loss, ∇L, H v)."""
-    sizes, woff, boff, coff, aid, lid = fast.geometry(model)
+    geom = fast.geometry(model)
+    sizes = geom.sizes
     N, Hsum, P, L = x.shape[0], int(sizes[1:].sum()), model.num_params, len(sizes) - 1
-    Z, A, S, DZ, DH, RZ, RH, RDZ, RDH = (np.zeros(N * Hsum) for _ in range(9))
+    C, Rb = np.zeros((5, N * Hsum)), np.zeros((4, N * Hsum))    # Z, A, S, DZ, DH; RZ … RDH
     g, hv = np.zeros(P), np.zeros(P)
     x, y = x.ravel().copy(), y.ravel().copy()
-    K.forward(theta, x, N, sizes, woff, boff, coff, aid, Z, A, S)
-    off = N * int(coff[L - 1])
-    loss = K.loss_and_dyhat(Z, A, DZ, off, y, N, int(sizes[L]), lid)
-    K.backward(theta, x, N, sizes, woff, boff, coff, A, S, DZ, DH, g)
-    K.rpass(theta, v, x, N, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, RZ, RH, RDZ,
-            RDH, hv)
-    y_hat = Z[off:off + N * int(sizes[L])].reshape(N, -1).copy()
+    K.forward(theta, x, N, geom, C)
+    off = N * int(geom.coff[L - 1])
+    loss = K.loss_and_dyhat(C[0], C[1], C[3], off, y, N, int(sizes[L]), geom.loss_id)
+    K.backward(theta, x, N, geom, C, g)
+    K.rpass(theta, v, x, N, geom, C, Rb, hv)
+    y_hat = C[0, off:off + N * int(sizes[L])].reshape(N, -1).copy()
     return y_hat, loss, g, hv
 
 
@@ -290,18 +291,19 @@ def test_kernels_as_python_match_compiled(monkeypatch):
         geom = fast.geometry(model)
         flat = [a.reshape(2, -1) for a in (batch.x_support, batch.y_support, batch.x_query,
                                            batch.y_query)]
-        T, P, Hsum = 2, model.num_params, int(geom[0][1:].sum())
+        T, P, Hsum = 2, model.num_params, int(geom.sizes[1:].sum())
         ws = MK.alloc_workspace(T, P, 2, 3, 3, Hsum, P)
-        got = MK.batch_meta_grad(theta, *flat, alpha_vec, 2, False, 2, *geom, ws, 2)
+        got = MK.batch_meta_grad(theta, *flat, Inner(alpha_vec, 2, False, 2), geom, ws, 2)
         for part, g, w in zip(("loss", "∇θ", "∇α"), got, want):
             check(f"py_func {activation}/{loss} {part}", g, w)
         want = M.meta_gradient_alpha(model, theta, 0.1, batch, 1, True)          # scalar α, FO
         ws1 = MK.alloc_workspace(T, P, 1, 3, 3, Hsum, 1)
-        got = MK.batch_meta_grad(theta, *flat, np.full(1, 0.1), 1, True, 1, *geom, ws1, 2)
+        got = MK.batch_meta_grad(theta, *flat, Inner(np.full(1, 0.1), 1, True, 1), geom, ws1,
+                                 2)
         for part, g, w in zip(("loss", "∇θ", "∇α"), got, (want[0], want[1], [want[2]])):
             check(f"py_func {activation}/{loss} scalar α FO {part}", g, w)
         out, curve = np.empty((T, P)), np.zeros((T, 3))
-        MK.batch_adapt(theta, *flat, alpha_vec, 2, True, *geom, ws, out, curve)
+        MK.batch_adapt(theta, *flat, Inner(alpha_vec, 2, False, 0), True, geom, ws, out, curve)
         check("py_func adapt_curve", curve, M.adapt_curve_numpy(model, theta, batch,
                                                                     alpha_vec, 2))
 
@@ -318,3 +320,25 @@ def test_chunked_calls_match_one_call(monkeypatch):
     assert chunked[2] == grad[2]
     check("chunked adapt_batch", fast.adapt_batch(model, theta, batch, 0.1, 3),
           M.adapt_batch_numpy(model, theta, batch, 0.1, 3))
+
+
+# ---- signatures: named bundles, not twenty positional arrays ------------------------------------
+
+
+def test_no_compiled_kernel_takes_more_than_12_arguments():
+    """Every @njit function of mamlnp/fast/kernels (read with ast) takes at most 12
+    positional arguments: geometry, workspace and per-call settings arrive as the named
+    bundles of kernels/bundles.py (conventions: mamlnp/fast/kernels/__init__.py)."""
+    import ast
+    import pathlib
+    src = pathlib.Path(MK.__file__).parent
+    counts = {}
+    for path in sorted(src.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and any(
+                    "njit" in ast.unparse(d) for d in node.decorator_list):
+                counts[f"{path.name}:{node.name}"] = len(node.args.args)
+    assert len(counts) > 30                                 # the kernels were found
+    longest = max(counts, key=counts.get)
+    print(f"{len(counts)} compiled kernels; longest signature {longest}: {counts[longest]}")
+    assert counts[longest] <= 12, {k: n for k, n in counts.items() if n > 12}

@@ -65,17 +65,16 @@ def hidden_block(N, H):
 def test_output_backward_is_thin_products_then_mul_sum(N, H, py):
     rng = np.random.default_rng(11 * N + H)
     ho, zo, n = hidden_block(N, H)
-    A, S, th = rand(rng, n), rand(rng, n), rand(rng, 3 * H)
-    DZ, DH = rand(rng, n), np.zeros(n)
-    DZ2, DH2 = DZ.copy(), DH.copy()
+    C = np.stack([rand(rng, n), rand(rng, n), rand(rng, n), rand(rng, n), np.zeros(n)])
+    A, S, DZ2, DH2 = C[1], C[2], C[3].copy(), C[4].copy()       # the cache: Z, A, S, DZ, DH
+    th = rand(rng, 3 * H)
     g, g2 = np.zeros(3 * H), np.zeros(3 * H)
-    wo, gwo, gbo = H, 2 * H, 0
-    (TL.output_backward.py_func if py else TL.output_backward)(
-        N, H, ho, A, S, th, wo, zo, DZ, DH, g, gwo, gbo)
-    gemm_acc(A, ho, True, DZ2, zo, False, g2, gwo, H, N, 1, 0)       # dW = hᵀ dŷ
+    wo, bo = 2 * H, 0                                         # w and its dW at wo; db at bo
+    (TL.output_backward.py_func if py else TL.output_backward)(N, H, ho, zo, th, wo, bo, C, g)
+    gemm_acc(A, ho, True, DZ2, zo, False, g2, wo, H, N, 1, 0)        # dW = hᵀ dŷ
     gemm_acc(DZ2, zo, False, th, wo, True, DH2, ho, N, 1, H, 0)      # dh = dŷ wᵀ
-    MK.mul_sum(DZ2, DH2, S, ho, N, H, g2, gbo)                       # dz, db
-    assert same(g, g2) and same(DZ, DZ2) and same(DH, DH2)
+    MK.mul_sum(DZ2, DH2, S, ho, N, H, g2, bo)                        # dz, db
+    assert same(g, g2) and same(C[3], DZ2) and same(C[4], DH2)
 
 
 @pytest.mark.parametrize("N,H", SHAPES)
@@ -84,23 +83,24 @@ def test_output_backward_is_thin_products_then_mul_sum(N, H, py):
 def test_output_r_backward_is_thin_products_then_r_dz(N, H, aid, py):
     rng = np.random.default_rng(13 * N + H + aid)
     ho, zo, n = hidden_block(N, H)
-    A, S, DH, RZ, RH, DZ = (rand(rng, n) for _ in range(6))
+    C = np.stack([rand(rng, n) for _ in range(5)])            # the cache: Z, A, S, DZ, DH
+    Rb = np.stack([rand(rng, n), rand(rng, n), rand(rng, n), np.zeros(n)])   # RZ RH RDZ RDH
+    A, S, DZ, DH, RZ, RH = C[1], C[2], C[3], C[4], Rb[0], Rb[1]
+    RDZ2, RDH2 = Rb[2].copy(), Rb[3].copy()
     th, v = rand(rng, 3 * H), rand(rng, 3 * H)
-    RDZ, RDH = rand(rng, n), np.zeros(n)
-    RDZ2, RDH2 = RDZ.copy(), RDH.copy()
     hv, hv2 = np.zeros(3 * H), np.zeros(3 * H)
-    wo, gwo, gbo = H, 2 * H, 0
+    wo, bo = 2 * H, 0                                         # w, v_w and RdW at wo; Rdb at bo
     fused = TL.output_r_backward.py_func if py else TL.output_r_backward
     rest = TL.output_r_backward_rest.py_func if py else TL.output_r_backward_rest
-    fused(N, H, ho, A, S, DH, RZ, th, v, wo, zo, DZ, RDZ, RDH, hv, gwo, gbo, aid)
-    rest(N, H, ho, RH, DZ, zo, hv, gwo)
-    gemm_acc(A, ho, True, RDZ2, zo, False, hv2, gwo, H, N, 1, 0)     # RdW = hᵀ Rdŷ
-    gemm_acc(RH, ho, True, DZ, zo, False, hv2, gwo, H, N, 1, 1)      #     + Rhᵀ dŷ
+    fused(N, H, ho, zo, th, v, wo, bo, C, Rb, hv, aid)
+    rest(N, H, ho, RH, DZ, zo, hv, wo)
+    gemm_acc(A, ho, True, RDZ2, zo, False, hv2, wo, H, N, 1, 0)      # RdW = hᵀ Rdŷ
+    gemm_acc(RH, ho, True, DZ, zo, False, hv2, wo, H, N, 1, 1)       #     + Rhᵀ dŷ
     gemm_acc(RDZ2, zo, False, th, wo, True, RDH2, ho, N, 1, H, 0)    # Rdh = Rdŷ wᵀ
     gemm_acc(DZ, zo, False, v, wo, True, RDH2, ho, N, 1, H, 1)       #     + dŷ v_wᵀ
     if aid == 0:
-        MK.mul_sum(RDZ2, RDH2, S, ho, N, H, hv2, gbo)
+        MK.mul_sum(RDZ2, RDH2, S, ho, N, H, hv2, bo)
     else:
         MK.r_dz(A, S, DH, RZ, RDH2, RDZ2, ho, N * H, aid)
-        MK.sum_rows(RDZ2, ho, N, H, hv2, gbo)
-    assert same(hv, hv2) and same(RDZ, RDZ2) and same(RDH, RDH2)
+        MK.sum_rows(RDZ2, ho, N, H, hv2, bo)
+    assert same(hv, hv2) and same(Rb[2], RDZ2) and same(Rb[3], RDH2)

@@ -69,7 +69,7 @@ _local = threading.local()          # one workspace per Python thread: calls nev
 def workspace(geom, T, P, s, K, Q, PA):
     """The kernels' scratch buffers for these dimensions, kept between calls (the most
     recent shape per thread), so a training loop allocates them once."""
-    key = (T, P, s, K, Q, PA, int(geom[0][1:].sum()))
+    key = (T, P, s, K, Q, PA, int(geom.sizes[1:].sum()))
     cached = getattr(_local, "ws", None)
     if cached is None or cached[0] != key:
         _local.ws = cached = (key, alloc_workspace(T, P, s, K, Q, key[-1], PA))
@@ -84,20 +84,21 @@ def _meta_grad(geom, theta, xs, ys, xq, yq, alpha_vec, s, first_order, ga_mode):
     """batch_meta_grad, CHUNK tasks a call. For T > CHUNK the per-task rows the kernel leaves
     in its workspace are gathered and averaged by the same fixed-order ``mean_rows``, so the
     result is the one a single call would give."""
-    O = geom[0][-1]
+    O = geom.sizes[-1]
     T, K, Q, P = xs.shape[0], ys.shape[1] // O, yq.shape[1] // O, theta.shape[0]
     PA = P if ga_mode == 2 else 1
+    inner = Inner(alpha_vec, s, first_order, ga_mode)
     if T <= CHUNK:
-        return batch_meta_grad(theta, xs, ys, xq, yq, alpha_vec, s, first_order, ga_mode,
-                               *geom, workspace(geom, T, P, s, K, Q, PA),
+        return batch_meta_grad(theta, xs, ys, xq, yq, inner, geom,
+                               workspace(geom, T, P, s, K, Q, PA),
                                min(numba.get_num_threads(), T))
     G, GA, losses = np.empty((T, P)), np.empty((T, PA)), np.empty(T)
     for t0 in range(0, T, CHUNK):
         c = slice(t0, min(t0 + CHUNK, T))
         ws = workspace(geom, c.stop - c.start, P, s, K, Q, PA)
-        batch_meta_grad(theta, xs[c], ys[c], xq[c], yq[c], alpha_vec, s, first_order, ga_mode,
-                        *geom, ws, min(numba.get_num_threads(), c.stop - c.start))
-        G[c], GA[c], losses[c] = ws[5], ws[6], ws[7]                 # per-task rows
+        batch_meta_grad(theta, xs[c], ys[c], xq[c], yq[c], inner, geom, ws,
+                        min(numba.get_num_threads(), c.stop - c.start))
+        G[c], GA[c], losses[c] = ws.G, ws.GA, ws.losses              # per-task rows
     return mean_rows(losses, G, GA)
 
 
@@ -177,13 +178,13 @@ def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve):
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     geom, (T, P), steps = geometry(model), (len(xs), theta.shape[0]), int(steps)
     xs, ys, xq, yq = _flat(xs), _flat(ys), _flat(xq), _flat(yq)
-    O, alpha_vec = geom[0][-1], alpha_vector(alpha)
+    O, inner = geom.sizes[-1], Inner(alpha_vector(alpha), steps, False, 0)
     out, curve = np.empty((T, P)), np.zeros((T, steps + 1))
     for t0 in range(0, T, CHUNK):
         c = slice(t0, min(t0 + CHUNK, T))
         ws = workspace(geom, c.stop - c.start, P, 1, ys.shape[1] // O, yq.shape[1] // O, 1)
-        batch_adapt(theta, xs[c], ys[c], xq[c], yq[c], alpha_vec, steps, want_curve, *geom,
-                    ws, out[c], curve[c])
+        batch_adapt(theta, xs[c], ys[c], xq[c], yq[c], inner, want_curve, geom, ws, out[c],
+                    curve[c])
     return out, curve
 
 

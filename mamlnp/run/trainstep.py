@@ -18,7 +18,7 @@ same bits, without the ~90 µs of Python between them (the whole meta-iteration 
 is ~200 µs). Per iteration:
 
     u = rng.random(T·(2 + N))      the uniform draws of SinusoidTasks.sample (NumPy)
-    train_step(θ, u, …)            per task (in parallel): x, y = A sin(x + sign·φ), the
+    train_step(θ, draws, …)        per task (in parallel): x, y = A sin(x + sign·φ), the
                                    task's meta-gradient; then their mean in order, Adam
     guard                          a bad step raises before θ, m, v change
 
@@ -72,38 +72,41 @@ def fused_step(model, method, cfg, family, optimizers):
 
 class FusedMAML:
     """One meta-iteration of (first-order) MAML + Adam on sinusoid tasks in one kernel call.
-    Holds every buffer of the run (allocated here, once), and the Adam hyper-parameters
-    of ``opt`` (the run's optimizer, read here: they do not change during a run)."""
+    Holds every buffer of the run (allocated here, once) in the kernels' bundles
+    (mamlnp/fast/kernels/bundles.py: the draws, the inner loop, the geometry, the workspace),
+    and the Adam hyper-parameters of ``opt`` (the run's optimizer, read here: they do not
+    change during a run); Adam's state in and out is an AdamStep made per call."""
 
     def __init__(self, model, cfg, family, first_order, opt):
         import numba                                         # numba loads with a numba run
         from ..fast import api as fast
+        from ..fast.kernels.bundles import AdamStep, Inner, SinusoidDraws
         from ..fast.kernels.maml_kernels import alloc_workspace
         from ..fast.kernels.train_kernels import sinusoid_task, train_step
-        self.task_kernel, self.step_kernel = sinusoid_task, train_step
+        self.task_kernel, self.step_kernel, self.AdamStep = sinusoid_task, train_step, AdamStep
         self.threads = numba.get_num_threads
         T, K, Q, P = cfg["meta_batch"], cfg["shots"], cfg["query"], model.num_params
-        self.geom, self.s, self.first_order = fast.geometry(model), cfg["inner_steps"], first_order
-        self.family, self.u = family, np.empty(T * (2 + K + Q))   # draws: A, φ (T), x (T, N)
-        self.xs, self.ys, self.xq, self.yq = (np.empty((T, n)) for n in (K, K, Q, Q))
+        self.geom, s = fast.geometry(model), int(cfg["inner_steps"])
+        self.family, u = family, np.empty(T * (2 + K + Q))        # draws: A, φ (T), x (T, N)
         (alo, ahi), (plo, phi), (xlo, xhi) = (tuple(map(float, r)) for r in (
             family.amp_range, family.phase_range, family.x_range))
-        self.rg = np.array([alo, ahi - alo, plo, phi - plo, xlo, xhi - xlo,   # as uniform's
-                            float(family.phase_sign)])                     # lo + (hi − lo)·u
-        self.alpha = fast.alpha_vector(float(cfg["alpha"]))            # scalar α: (1,)
-        self.ws = alloc_workspace(T, P, self.s, K, Q, int(self.geom[0][1:].sum()), 1)
-        self.total, self.g = np.empty(P), np.empty(P)
+        rg = np.array([alo, ahi - alo, plo, phi - plo, xlo, xhi - xlo,   # as uniform's
+                       float(family.phase_sign)])                        # lo + (hi − lo)·u
+        self.draws = SinusoidDraws(u, rg, *(np.empty((T, n)) for n in (K, K, Q, Q)))
+        self.u, self.xs, self.ys, self.xq, self.yq = u, *self.draws[2:]
+        self.inner = Inner(fast.alpha_vector(float(cfg["alpha"])), s, bool(first_order), 0)
+        self.ws = alloc_workspace(T, P, s, K, Q, int(self.geom.sizes[1:].sum()), 1)
+        self.g = np.empty(P)
         self.zeros = np.zeros(P)                             # Adam's m, v before step 1
         self.pairs = [(np.empty(P), np.empty(P)), (np.empty(P), np.empty(P))]   # m', v'
-        self.T, self.args = T, (self.u, self.rg, self.xs, self.ys, self.xq, self.yq,   # fixed
-                                self.alpha, self.s, self.first_order, *self.geom, self.ws)
+        self.T = T
         self.hp = np.array([opt.lr, opt.beta1, 1.0 - opt.beta1, opt.beta2, 1.0 - opt.beta2,
                             opt.eps, 0.0, 0.0])              # bias corrections: per step
 
     def __call__(self, rng, params, opt, guard, iteration, hint):
         """Sample, meta-gradient, guard, Adam: params["theta"] and opt (m, v, t) are
         replaced only if the guard accepts the step. Returns the meta-loss."""
-        P = self.total.shape[0]                              # the kernel indexes with P:
+        P = self.g.shape[0]                                  # the kernel indexes with P:
         if params["theta"].shape != (P,) or (opt.m is not None and (    # never another length
                 opt.m.shape != (P,) or opt.v.shape != (P,))):
             raise InputError(f"theta, m, v: expected ({P},) arrays of this run's model")
@@ -112,9 +115,9 @@ class FusedMAML:
         self.hp[6], self.hp[7] = 1.0 - opt.beta1 ** t, 1.0 - opt.beta2 ** t   # as Adam._step
         m_out, v_out = self.pairs[m is self.pairs[0][0]]     # never the arrays read
         theta_out = np.empty_like(params["theta"])           # a new θ, as Adam._step's
-        loss, finite = self.step_kernel(params["theta"], *self.args, min(self.threads(), self.T),
-                                        self.total, self.g, m, v, self.hp, theta_out, m_out,
-                                        v_out)
+        adam = self.AdamStep(self.g, m, v, self.hp, theta_out, m_out, v_out)
+        loss, finite = self.step_kernel(params["theta"], self.draws, self.inner, self.geom,
+                                        self.ws, min(self.threads(), self.T), adam)
         if not (finite and guard.accepts(loss)):
             guard.check(iteration, loss, {"theta": self.g}, hint)            # raises
         params["theta"], opt.m, opt.v, opt.t = theta_out, m_out, v_out, t
@@ -125,11 +128,12 @@ class FusedMAML:
         the same draws through sample_batch (numpy.sin); ~5 ms, once per run."""
         T, K, Q = self.T, self.xs.shape[1], self.xq.shape[1]
         ref, rng, u = np.random.default_rng(2017), np.random.default_rng(2017), self.u.copy()
+        draws = self.draws._replace(u=u)                     # the run's draws stay untouched
         for _ in range(batches):
             want = sample_batch(self.family, ref, T, K, Q)
             rng.random(out=u)
             for t in range(T):
-                self.task_kernel(t, u, self.rg, self.xs, self.ys, self.xq, self.yq)
+                self.task_kernel(t, draws)
             if not all(a.tobytes() == getattr(want, name).tobytes() for a, name in zip(
                     (self.xs, self.ys, self.xq, self.yq),
                     ("x_support", "y_support", "x_query", "y_query"))):

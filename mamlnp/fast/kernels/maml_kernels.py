@@ -35,14 +35,14 @@ from .mlp_kernels import backward, forward, loss_and_dyhat, loss_value, rpass
 
 
 @njit(cache=True, _nrt=False)
-def support_step(th, th_next, g, xs, ys, K, alpha, sizes, woff, boff, coff, aid, lid,
-                 Z, A, S, DZ, DH):
-    """One inner SGD step: caches of the support pass at θ_k, g = ∇L_S(θ_k),
+def support_step(th, th_next, g, xs, ys, K, alpha, geom, C):
+    """One inner SGD step: the cache C (5, ·) of the support pass at θ_k, g = ∇L_S(θ_k),
     θ_{k+1} = θ_k − α ⊙ g.  Returns L_S(θ_k)."""
-    L = sizes.shape[0] - 1
-    forward(th, xs, K, sizes, woff, boff, coff, aid, Z, A, S)
-    loss = loss_and_dyhat(Z, A, DZ, K * coff[L - 1], ys, K, sizes[L], lid)
-    backward(th, xs, K, sizes, woff, boff, coff, A, S, DZ, DH, g)
+    L = geom.sizes.shape[0] - 1
+    forward(th, xs, K, geom, C)
+    loss = loss_and_dyhat(C[0], C[1], C[3], K * geom.coff[L - 1], ys, K, geom.sizes[L],
+                          geom.loss_id)
+    backward(th, xs, K, geom, C, g)
     sgd_into(th_next, th, alpha, g)
     return loss
 
@@ -99,24 +99,24 @@ def iterate(theta, TH, k):
 
 
 @njit(cache=True, _nrt=False)
-def task_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
-                   sizes, woff, boff, coff, aid, lid, TH, GS, CA, RB, SC, g, ga):
-    """One task: returns L_Q(θ_s); g (P,) = dL_Q/dθ; ga (PA,) = dL_Q/dα if ga_mode > 0
-    (1: scalar α, summed; 2: per-parameter α).  Workspace rows: TH (s+1, P) iterates
-    (row 0 unused: θ_0 = theta),
-    GS (≥s, P) support gradients, CA (s+1, 5, ·) caches (Z, A, S, DZ, DH), RB (4, ·)
-    R-pass buffers, SC (2, P) scratch (α ⊙ g, H v) — see alloc_workspace."""
-    L, P = sizes.shape[0] - 1, theta.shape[0]
-    K, Q = ys.shape[0] // sizes[L], yq.shape[0] // sizes[L]
-    v, hv = SC[0], SC[1]
+def task_meta_grad(theta, xs, ys, xq, yq, inner, geom, ws, r, t):
+    """One task, xs (K·D,), ys (K·O,), xq (Q·D,), yq (Q·O,): returns L_Q(θ_s) and writes
+    the task's rows g = ws.G[t] (P,) = dL_Q/dθ and ga = ws.GA[t] (PA,) = dL_Q/dα if
+    inner.ga_mode > 0 (1: scalar α, summed; 2: per-parameter α), on the scratch of thread
+    row r: TH (s+1, P) iterates (row 0 unused: θ_0 = theta), GS (≥s, P) support gradients,
+    CA (s+1, 5, ·) caches (Z, A, S, DZ, DH), RB (4, ·) R-pass buffers, SC (2, P) (α ⊙ g,
+    H v) — see alloc_workspace."""
+    alpha, s, first_order, ga_mode = inner.alpha, inner.s, inner.first_order, inner.ga_mode
+    TH, GS, CA, Rb, g, ga = ws.TH[r], ws.GS[r], ws.CA[r], ws.RB[r], ws.G[t], ws.GA[t]
+    L, P, O = geom.sizes.shape[0] - 1, theta.shape[0], geom.sizes[-1]
+    K, Q = ys.shape[0] // O, yq.shape[0] // O
+    v, hv = ws.SC[r, 0], ws.SC[r, 1]
     for k in range(s):                                         # inner loop (θ_0 = theta)
-        C = CA[k]
-        support_step(iterate(theta, TH, k), TH[k + 1], GS[k], xs, ys, K, alpha, sizes, woff,
-                     boff, coff, aid, lid, C[0], C[1], C[2], C[3], C[4])
+        support_step(iterate(theta, TH, k), TH[k + 1], GS[k], xs, ys, K, alpha, geom, CA[k])
     C, th_s = CA[s], iterate(theta, TH, s)                     # g = ∇L_Q(θ_s)
-    forward(th_s, xq, Q, sizes, woff, boff, coff, aid, C[0], C[1], C[2])
-    loss = loss_and_dyhat(C[0], C[1], C[3], Q * coff[L - 1], yq, Q, sizes[L], lid)
-    backward(th_s, xq, Q, sizes, woff, boff, coff, C[1], C[2], C[3], C[4], g)
+    forward(th_s, xq, Q, geom, C)
+    loss = loss_and_dyhat(C[0], C[1], C[3], Q * geom.coff[L - 1], yq, Q, O, geom.loss_id)
+    backward(th_s, xq, Q, geom, C, g)
     ga[:] = 0.0
     if not first_order:
         scale_into(v, alpha, g)                                # v = α ⊙ g
@@ -130,9 +130,7 @@ def task_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
             for i in range(P):
                 ga[i] -= GS[k, i] * g[i]                       # −∇L_S(θ_k) ⊙ g
         if not first_order:
-            C = CA[k]
-            rpass(iterate(theta, TH, k), v, xs, K, sizes, woff, boff, coff, aid, lid, C[1],
-                  C[2], C[3], C[4], RB[0], RB[1], RB[2], RB[3], hv)
+            rpass(iterate(theta, TH, k), v, xs, K, geom, CA[k], Rb, hv)
             if k > 0:
                 sub_then_scale(g, hv, alpha, v)                # g ← g − H v, v = α ⊙ g
             else:
@@ -148,7 +146,7 @@ def alloc_workspace(T, P, s, K, Q, Hsum, PA):
     max(K,Q)·Hsum) caches, RB (R, 4, K·Hsum) R-pass buffers, SC (R, 2, P) scratch.
     Per task: G (T, P) and GA (T, PA) gradients, losses (T,).  SU (2, P): the prefix
     worker's running sums of G and GA rows (``worker_meta_grad``).  CL (3,) int64: the
-    task counters of ``next_task``.
+    task counters of ``next_task``.  Returned as a Workspace (bundles.py) of these ten.
     Reused across calls: a fresh 5 MB allocation per call cost ~2 ms of page faults."""
     R = numba.config.NUMBA_NUM_THREADS
     return Workspace(np.empty((R, s + 1, P)), np.empty((R, max(s, 1), P)),
@@ -201,18 +199,17 @@ def add_to_sum(total, row, first):
 
 
 @njit(cache=True, _nrt=False)
-def worker_meta_grad(w, W, r, theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
-                     sizes, woff, boff, coff, aid, lid, ws, total, total_a):
+def worker_meta_grad(w, W, r, theta, xs, ys, xq, yq, inner, geom, ws):
     """Worker w of ``batch_meta_grad`` on thread scratch r: the rows of G, GA, losses of
-    the tasks ``next_task`` gives it; the prefix worker (w = W − 1) also keeps
-    total = Σ_{t<F} G[t], total_a = Σ_{t<F} GA[t] and stores F in CL[2]."""
-    TH, GS, CA, RB, SC, G, GA, losses, _, CL = ws
+    the tasks ``next_task`` gives it; the prefix worker (w = W − 1) also keeps the
+    running sums SU[0] = Σ_{t<F} G[t], SU[1, :PA] = Σ_{t<F} GA[t] and stores F in CL[2]."""
+    G, GA, CL = ws.G, ws.GA, ws.CL
+    total, total_a = ws.SU[0], ws.SU[1, :GA.shape[1]]
     prefix, F = w == W - 1, 0
     t = next_task(CL, xs.shape[0], prefix, F)
     while t >= 0:
-        losses[t] = task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], alpha, s, first_order,
-                                   ga_mode, sizes, woff, boff, coff, aid, lid,
-                                   TH[r], GS[r], CA[r], RB[r], SC[r], G[t], GA[t])
+        ws.losses[t] = task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], inner, geom, ws,
+                                      r, t)
         if prefix:
             add_to_sum(total, G[t], t == 0)
             add_to_sum(total_a, GA[t], t == 0)
@@ -223,10 +220,12 @@ def worker_meta_grad(w, W, r, theta, xs, ys, xq, yq, alpha, s, first_order, ga_m
 
 
 @njit(cache=True)
-def finish_mean(F, losses, G, GA, total, total_a):
-    """(Σ_t losses[t] / T, (total + G[F] + … + G[T−1]) / T, the same for GA): the rows
-    after the prefix added in order, so the bits of ``mean_rows`` (F = 0: total unused).
-    Returns fresh arrays."""
+def finish_mean(ws):
+    """(Σ_t losses[t] / T, (SU[0] + G[F] + … + G[T−1]) / T, the same for GA from
+    SU[1, :PA]), F = CL[2]: the rows after the prefix added in order, so the bits of
+    ``mean_rows`` (F = 0: the sums unused).  Returns fresh arrays."""
+    F, losses, G, GA = ws.CL[2], ws.losses, ws.G, ws.GA
+    total, total_a = ws.SU[0], ws.SU[1, :GA.shape[1]]
     T = G.shape[0]
     loss = 0.0
     for t in range(T):
@@ -243,20 +242,17 @@ def finish_mean(F, losses, G, GA, total, total_a):
 
 
 @njit(cache=True, parallel=True)
-def batch_meta_grad(theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode,
-                    sizes, woff, boff, coff, aid, lid, ws, W):
+def batch_meta_grad(theta, xs, ys, xq, yq, inner, geom, ws, W):
     """(meta_loss, ∇_θ (P,), ∇_α (PA,)) averaged over T tasks; xs (T, K·D), ys (T, K·O),
-    xq (T, Q·D), yq (T, Q·O), alpha (1,) one scalar α or (P,) one per parameter;
+    xq (T, Q·D), yq (T, Q·O); inner = Inner(alpha, s, first_order, ga_mode), alpha (1,)
+    one scalar α or (P,) one per parameter; geom = fast.api.geometry(model);
     ws = alloc_workspace(T, P, s, K, Q, Hsum, PA); W = min(numba.get_num_threads(), T)
     workers (``next_task``; any W ≥ 1 gives the same bits).  One parallel region; the
     rows are summed in the order t = 0 … T−1 (the prefix worker's part as it goes)."""
-    total, total_a = ws[8][0], ws[8][1, :ws[6].shape[1]]           # the running sums
-    start_claims(ws[9])
+    start_claims(ws.CL)
     for w in prange(W):
-        worker_meta_grad(w, W, numba.get_thread_id(), theta, xs, ys, xq, yq, alpha, s,
-                         first_order, ga_mode, sizes, woff, boff, coff, aid, lid, ws, total,
-                         total_a)
-    return finish_mean(ws[9][2], ws[7], ws[5], ws[6], total, total_a)
+        worker_meta_grad(w, W, numba.get_thread_id(), theta, xs, ys, xq, yq, inner, geom, ws)
+    return finish_mean(ws)
 
 
 @njit(cache=True)
@@ -280,23 +276,23 @@ def mean_rows(losses, G, GA):
 
 
 @njit(cache=True, parallel=True)
-def batch_adapt(theta, xs, ys, xq, yq, alpha, s, want_curve, sizes, woff, boff, coff, aid, lid,
-                ws, out, curve):
-    """Adapt T tasks: out (T, P) gets θ_s per task and, when want_curve, curve (T, s+1) gets
-    curve[t, k] = L_Q,t(θ_k) (query loss after k inner steps).
-    ws = alloc_workspace(T, P, 1, K, Q, Hsum, 1) (only its GS and CA are used)."""
-    T, L = xs.shape[0], sizes.shape[0] - 1
-    K, Q = ys.shape[1] // sizes[L], yq.shape[1] // sizes[L]
-    GS, CA = ws[1], ws[2]
+def batch_adapt(theta, xs, ys, xq, yq, inner, want_curve, geom, ws, out, curve):
+    """Adapt T tasks with inner.alpha for inner.s steps: out (T, P) gets θ_s per task and,
+    when want_curve, curve (T, s+1) gets curve[t, k] = L_Q,t(θ_k) (query loss after k
+    inner steps).  ws = alloc_workspace(T, P, 1, K, Q, Hsum, 1) (only its GS and CA are
+    used)."""
+    alpha, s, O = inner.alpha, inner.s, geom.sizes[-1]
+    T, L = xs.shape[0], geom.sizes.shape[0] - 1
+    K, Q = ys.shape[1] // O, yq.shape[1] // O
+    GS, CA = ws.GS, ws.CA
     for t in prange(T):
         r = numba.get_thread_id()                              # this thread's scratch
-        th, C, zq = out[t], CA[r, 0], Q * coff[L - 1]
+        th, C, zq = out[t], CA[r, 0], Q * geom.coff[L - 1]
         for i in range(theta.shape[0]):
             th[i] = theta[i]                                   # θ_0 = θ
         for k in range(s + 1):
             if want_curve:
-                forward(th, xq[t], Q, sizes, woff, boff, coff, aid, C[0], C[1], C[2])
-                curve[t, k] = loss_value(C[0], zq, yq[t], Q, sizes[L], lid)
+                forward(th, xq[t], Q, geom, C)
+                curve[t, k] = loss_value(C[0], zq, yq[t], Q, O, geom.loss_id)
             if k < s:
-                support_step(th, th, GS[r, 0], xs[t], ys[t], K, alpha, sizes, woff, boff,
-                             coff, aid, lid, C[0], C[1], C[2], C[3], C[4])
+                support_step(th, th, GS[r, 0], xs[t], ys[t], K, alpha, geom, C)

@@ -21,9 +21,10 @@ Through BLAS the 10×40 by 40×40 products run about 4× faster than the best ha
 loop nest we measured (Numba does not SLP-vectorise, and a vectorised axpy loop is
 store-bound).  docs/performance.md has the figures.
 
-A *cache* of one pass is five flat buffers of N·Hsum floats: Z (z_l; ŷ for the last
-layer), A (h_l; for softmax_xent the last block holds p = softmax(ŷ)), S (σ'(z_l)),
-DZ (dz_l; dŷ for the last layer), DH (dh_l).  σ'' is rebuilt from A and S without a
+A *cache* C of one pass is five rows of (at least) N·Hsum floats, C (5, ·): Z (z_l; ŷ for
+the last layer), A (h_l; for softmax_xent the last block holds p = softmax(ŷ)), S (σ'(z_l)),
+DZ (dz_l; dŷ for the last layer), DH (dh_l); the R-pass has four more, Rb (4, ·): RZ, RH,
+RDZ, RDH.  The passes take the model as a Geometry bundle (kernels/__init__.py).  σ'' is rebuilt from A and S without a
 transcendental: tanh'' = −2 h σ', softplus'' = σ'(1 − σ'), relu'' = 0 (term skipped).
 Elementwise loops run over slices indexed from 0: with ``range(off, off + n)`` indices
 LLVM cannot prove i ≥ 0, keeps Numba's negative-index wrap-around test and does not
@@ -162,8 +163,10 @@ def layer_input(x, A, N, coff, l):
 
 
 @njit(cache=True, _nrt=False)
-def forward(th, x, N, sizes, woff, boff, coff, aid, Z, A, S):
-    """Fill Z, A, S for the N points x (N·D,) at parameters th (P,)."""
+def forward(th, x, N, geom, C):
+    """Fill the cache rows Z, A, S of C for the N points x (N·D,) at parameters th (P,)."""
+    sizes, woff, boff, coff, aid = geom.sizes, geom.woff, geom.boff, geom.coff, geom.act_id
+    Z, A, S = C[0], C[1], C[2]
     L = sizes.shape[0] - 1
     for l in range(L):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
@@ -240,10 +243,13 @@ def loss_value(Z, off, y, N, O, lid):
 
 
 @njit(cache=True, _nrt=False)
-def backward(th, x, N, sizes, woff, boff, coff, A, S, DZ, DH, grad):
-    """∇L (P,) into grad, given the forward caches and dŷ in DZ; fills DZ and DH.
-    Thin layers (O = 1 output, D = 1 input) go through the fused passes of thin_layers.py;
-    ``done``: dz and db of layer l were already made by the fused pass of layer l + 1."""
+def backward(th, x, N, geom, C, grad):
+    """∇L (P,) into grad, given the forward cache C (A, S) and dŷ in its row DZ; fills the
+    rows DZ and DH. Thin layers (O = 1 output, D = 1 input) go through the fused passes of
+    thin_layers.py; ``done``: dz and db of layer l were already made by the fused pass of
+    layer l + 1."""
+    sizes, woff, boff, coff = geom.sizes, geom.woff, geom.boff, geom.coff
+    A, S, DZ, DH = C[1], C[2], C[3], C[4]
     L = sizes.shape[0] - 1
     done = False
     for l in range(L - 1, -1, -1):
@@ -257,8 +263,7 @@ def backward(th, x, N, sizes, woff, boff, coff, A, S, DZ, DH, grad):
             mul_sum(DZ, DH, S, zo, N, O, grad, boff[l])
         done = l > 0 and O == 1
         if done:                                          # dW, dh, dz and db below: one pass
-            output_backward(N, I, N * coff[l - 1], A, S, th, woff[l], zo, DZ, DH, grad,
-                            woff[l], boff[l - 1])
+            output_backward(N, I, N * coff[l - 1], zo, th, woff[l], boff[l - 1], C, grad)
             continue
         H, ho = layer_input(x, A, N, coff, l)
         gemm_acc(H, ho, True, DZ, zo, False, grad, woff[l], I, N, O, 0)   # dW = hᵀ dz
@@ -270,8 +275,11 @@ def backward(th, x, N, sizes, woff, boff, coff, A, S, DZ, DH, grad):
 
 
 @njit(cache=True, _nrt=False)
-def r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH):
-    """R-forward along v: Rz_l = h_{l-1} V_W + V_b + Rh_{l-1} W_l, Rh_l = σ'(z_l) ⊙ Rz_l."""
+def r_forward(th, v, x, N, geom, C, Rb):
+    """R-forward along v into the rows RZ, RH of Rb, from the cache C (A, S):
+    Rz_l = h_{l-1} V_W + V_b + Rh_{l-1} W_l, Rh_l = σ'(z_l) ⊙ Rz_l."""
+    sizes, woff, boff, coff = geom.sizes, geom.woff, geom.boff, geom.coff
+    A, S, RZ, RH = C[1], C[2], Rb[0], Rb[1]
     L = sizes.shape[0] - 1
     for l in range(L):
         I, O, zo = sizes[l], sizes[l + 1], N * coff[l]
@@ -298,10 +306,13 @@ def r_dz(A, S, DH, RZ, RDH, RDZ, off, n, aid):
 
 
 @njit(cache=True, _nrt=False)
-def r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
-               hv):
-    """R-backward from R{dŷ} (already in RDZ's last block) down to layer 1; hv = H v (P,).
-    Thin layers through thin_layers.py, as in ``backward`` (``done`` likewise)."""
+def r_backward(th, v, x, N, geom, C, Rb, hv):
+    """R-backward from R{dŷ} (already in the last block of Rb's row RDZ) down to layer 1;
+    hv = H v (P,).  Thin layers through thin_layers.py, as in ``backward`` (``done``
+    likewise)."""
+    sizes, woff, boff, coff, aid = geom.sizes, geom.woff, geom.boff, geom.coff, geom.act_id
+    A, S, DZ, DH = C[1], C[2], C[3], C[4]
+    RZ, RH, RDZ, RDH = Rb[0], Rb[1], Rb[2], Rb[3]
     L = sizes.shape[0] - 1
     done = False
     for l in range(L - 1, -1, -1):
@@ -318,8 +329,7 @@ def r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, 
         done = l > 0 and O == 1
         if done:                                          # RdW, Rdh, Rdz, Rdb below: fused
             ho = N * coff[l - 1]
-            output_r_backward(N, I, ho, A, S, DH, RZ, th, v, woff[l], zo, DZ, RDZ, RDH, hv,
-                              woff[l], boff[l - 1], aid)
+            output_r_backward(N, I, ho, zo, th, v, woff[l], boff[l - 1], C, Rb, hv, aid)
             output_r_backward_rest(N, I, ho, RH, DZ, zo, hv, woff[l])         # + Rhᵀ dz
             continue
         H, ho = layer_input(x, A, N, coff, l)
@@ -332,16 +342,15 @@ def r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, 
 
 
 @njit(cache=True, _nrt=False)
-def rpass(th, v, x, N, sizes, woff, boff, coff, aid, lid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
-          hv):
-    """hv = H_θ v (P,), exact (Pearlmutter), reusing the caches A, S, DZ, DH that
+def rpass(th, v, x, N, geom, C, Rb, hv):
+    """hv = H_θ v (P,), exact (Pearlmutter), reusing the cache C (A, S, DZ, DH) that
     ``forward`` and ``backward`` left for these N points at the same θ.
-    RZ, RH, RDZ, RDH: N·Hsum scratch."""
+    Rb (4, ≥ N·Hsum): scratch rows RZ, RH, RDZ, RDH."""
+    sizes, coff = geom.sizes, geom.coff
     L = sizes.shape[0] - 1
-    r_forward(th, v, x, N, sizes, woff, boff, coff, A, S, RZ, RH)
-    r_loss(A, RZ, RDZ, N * coff[L - 1], N, sizes[L], lid)             # R{dŷ}
-    r_backward(th, v, x, N, sizes, woff, boff, coff, aid, A, S, DZ, DH, RZ, RH, RDZ, RDH,
-               hv)
+    r_forward(th, v, x, N, geom, C, Rb)
+    r_loss(C[1], Rb[0], Rb[2], N * coff[L - 1], N, sizes[L], geom.loss_id)   # R{dŷ}
+    r_backward(th, v, x, N, geom, C, Rb, hv)
 
 
 @njit(cache=True, _nrt=False)

@@ -83,11 +83,13 @@ def input_backward(x, N, H, DH, S, DZ, out, wo, bo):
 
 
 @njit(cache=True, _nrt=False)
-def output_backward(N, H, ho, A, S, th, wo, zo, DZ, DH, out, gwo, gbo):
-    """Output layer (O = 1) over a hidden layer of width H whose block starts at ho, given
-    dŷ = DZ[zo:zo+N]: out[gwo:gwo+H] = hᵀ dŷ (dW), DH = dŷ ⊗ w, DZ = DH ⊙ S on the hidden
-    block, out[gbo:gbo+H] = Σ_n DZ (the hidden layer's db); sums in the order n = 0, 1, …"""
-    w, dw, db, dy = th[wo:wo + H], out[gwo:gwo + H], out[gbo:gbo + H], DZ[zo:zo + N]
+def output_backward(N, H, ho, zo, th, wo, bo, C, out):
+    """Output layer (O = 1) with weights w = th[wo:wo+H] over a hidden layer of width H whose
+    block starts at ho, given dŷ = DZ[zo:zo+N], on the cache C (rows Z, A, S, DZ, DH):
+    out[wo:wo+H] = hᵀ dŷ (dW), DH = dŷ ⊗ w, DZ = DH ⊙ S on the hidden block,
+    out[bo:bo+H] = Σ_n DZ (the hidden layer's db); sums in the order n = 0, 1, …"""
+    A, S, DZ, DH = C[1], C[2], C[3], C[4]
+    w, dw, db, dy = th[wo:wo + H], out[wo:wo + H], out[bo:bo + H], DZ[zo:zo + N]
     for n in range(N):
         d = dy[n]
         r = ho + n * H
@@ -102,15 +104,17 @@ def output_backward(N, H, ho, A, S, th, wo, zo, DZ, DH, out, gwo, gbo):
 
 
 @njit(cache=True, _nrt=False)
-def output_r_backward(N, H, ho, A, S, DH, RZ, th, v, wo, zo, DZ, RDZ, RDH, hv, gwo, gbo,
-                      aid):
-    """Output layer (O = 1) of the R-pass over a hidden layer of width H (block at ho),
-    given dŷ = DZ[zo:zo+N] and R{dŷ} = RDZ[zo:zo+N]: hv[gwo:gwo+H] = hᵀ R{dŷ} (the first
-    part of RdW; ``output_r_backward_rest`` adds Rhᵀ dŷ), RDH = R{dŷ} ⊗ w + dŷ ⊗ v_w, then
-    RDZ = RDH ⊙ σ' + DH ⊙ σ'' ⊙ RZ on the hidden block (σ'' from A, S: tanh'' = −2 h σ',
-    softplus'' = σ'(1 − σ'), relu'' = 0) and hv[gbo:gbo+H] = Σ_n RDZ."""
+def output_r_backward(N, H, ho, zo, th, v, wo, bo, C, Rb, hv, aid):
+    """Output layer (O = 1, weights at wo) of the R-pass over a hidden layer of width H
+    (block at ho), on the cache C (rows Z, A, S, DZ, DH) and the R-pass rows Rb (RZ, RH,
+    RDZ, RDH), given dŷ = DZ[zo:zo+N] and R{dŷ} = RDZ[zo:zo+N]: hv[wo:wo+H] = hᵀ R{dŷ}
+    (the first part of RdW; ``output_r_backward_rest`` adds Rhᵀ dŷ),
+    RDH = R{dŷ} ⊗ w + dŷ ⊗ v_w, then RDZ = RDH ⊙ σ' + DH ⊙ σ'' ⊙ RZ on the hidden block
+    (σ'' from A, S: tanh'' = −2 h σ', softplus'' = σ'(1 − σ'), relu'' = 0) and
+    hv[bo:bo+H] = Σ_n RDZ."""
+    A, S, DZ, DH, RZ, RDZ, RDH = C[1], C[2], C[3], C[4], Rb[0], Rb[2], Rb[3]
     w, vw = th[wo:wo + H], v[wo:wo + H]
-    dw, db, dy, rdy = hv[gwo:gwo + H], hv[gbo:gbo + H], DZ[zo:zo + N], RDZ[zo:zo + N]
+    dw, db, dy, rdy = hv[wo:wo + H], hv[bo:bo + H], DZ[zo:zo + N], RDZ[zo:zo + N]
     for n in range(N):
         d, rd = dy[n], rdy[n]
         r = ho + n * H

@@ -42,11 +42,13 @@ from .maml_kernels import add_to_sum, next_task, start_claims, task_meta_grad
 
 
 @njit(cache=True, _nrt=False)
-def sinusoid_task(t, u, rg, xs, ys, xq, yq):
-    """Task t's data from the uniform draws u (T·(2 + N),) = (amplitudes | phases | inputs):
-    A = rg[0] + rg[1]·u[t], φ = rg[2] + rg[3]·u[T + t], x_n = rg[4] + rg[5]·u[2T + tN + n],
+def sinusoid_task(t, draws):
+    """Task t's data from draws = SinusoidDraws(u, rg, xs, ys, xq, yq), the uniform draws
+    u (T·(2 + N),) = (amplitudes | phases | inputs): A = rg[0] + rg[1]·u[t],
+    φ = rg[2] + rg[3]·u[T + t], x_n = rg[4] + rg[5]·u[2T + tN + n],
     y_n = A sin(x_n + rg[6]·φ) (rg[6] = phase_sign), the first K points into xs[t], ys[t],
     the other Q into xq[t], yq[t]   (SinusoidTasks.sample_params, sample_inputs, targets)."""
+    u, rg, xs, ys, xq, yq = draws
     T, K, N = xs.shape[0], xs.shape[1], xs.shape[1] + xq.shape[1]
     amp = rg[0] + rg[1] * u[t]
     shift = rg[6] * (rg[2] + rg[3] * u[T + t])
@@ -77,19 +79,18 @@ def adam_update(theta, g, m, v, hp, theta_out, m_out, v_out):
 
 
 @njit(cache=True, _nrt=False)
-def worker_tasks(w, W, r, theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, sizes,
-                 woff, boff, coff, aid, lid, ws, total):
+def worker_tasks(w, W, r, theta, draws, inner, geom, ws):
     """Worker w (of W) on thread scratch r: the data of its tasks (``sinusoid_task``),
     then their meta-gradients, as maml_kernels.worker_meta_grad: tasks from ``next_task``,
-    the prefix worker keeps ``total`` = 0 + Σ_{t<F} g_t and stores F in CL[2]."""
-    TH, GS, CA, RB, SC, G, GA, losses, _, CL = ws
+    the prefix worker keeps ``total`` = SU[0] = 0 + Σ_{t<F} g_t and stores F in CL[2]."""
+    xs, ys, xq, yq = draws.xs, draws.ys, draws.xq, draws.yq
+    G, CL, total = ws.G, ws.CL, ws.SU[0]
     prefix, F = w == W - 1, 0
     t = next_task(CL, xs.shape[0], prefix, F)
     while t >= 0:
-        sinusoid_task(t, u, rg, xs, ys, xq, yq)
-        losses[t] = task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], alpha, s, first_order,
-                                   0, sizes, woff, boff, coff, aid, lid, TH[r], GS[r], CA[r],
-                                   RB[r], SC[r], G[t], GA[t])
+        sinusoid_task(t, draws)
+        ws.losses[t] = task_meta_grad(theta, xs[t], ys[t], xq[t], yq[t], inner, geom, ws,
+                                      r, t)
         if prefix:
             add_to_sum(total, G[t], t == 0)
             F += 1
@@ -99,11 +100,12 @@ def worker_tasks(w, W, r, theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, s
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def mean_and_adam(F, G, total, g, theta, m, v, hp, theta_out, m_out, v_out):
-    """After the tasks: total += G[F] + … + G[T−1] (rows added in order; F = 0: total
-    = 0 + G[0] + …), g = total / T, then Adam into the out buffers.  Returns whether g is
-    finite.  (error_model "numpy": no zero-division test in the loops, which then
-    vectorise; the same bits.)"""
+def mean_and_adam(theta, ws, adam):
+    """After the tasks: total = SU[0] += G[F] + … + G[T−1], F = CL[2] (rows added in order;
+    F = 0: total = 0 + G[0] + …), adam.g = total / T, then Adam into adam's out buffers.
+    Returns whether g is finite.  (error_model "numpy": no zero-division test in the loops,
+    which then vectorise; the same bits.)"""
+    F, G, total, g = ws.CL[2], ws.G, ws.SU[0], adam.g
     T, P = G.shape[0], G.shape[1]
     for t in range(F, T):
         add_to_sum(total, G[t], t == 0)
@@ -113,28 +115,25 @@ def mean_and_adam(F, G, total, g, theta, m, v, hp, theta_out, m_out, v_out):
         g[i] = x
         d = x - x                                              # 0, or NaN if x is not finite
         bad |= d != d
-    adam_update(theta, g, m, v, hp, theta_out, m_out, v_out)
+    adam_update(theta, g, adam.m, adam.v, adam.hp, adam.theta_out, adam.m_out, adam.v_out)
     return bad == 0
 
 
 @njit(cache=True, parallel=True)
-def train_step(theta, u, rg, xs, ys, xq, yq, alpha, s, first_order, sizes, woff, boff,
-               coff, aid, lid, ws, W, total, g, m, v, hp, theta_out, m_out, v_out):
-    """One meta-iteration from the draws u: (meta_loss, g finite?).  Writes the tasks
-    (``sinusoid_task``: rg (7,) ranges) into xs, ys (T, K), xq, yq (T, Q), the
+def train_step(theta, draws, inner, geom, ws, W, adam):
+    """One meta-iteration from the draws: (meta_loss, g finite?).  Writes the tasks
+    (``sinusoid_task``, draws = SinusoidDraws(u, rg, xs, ys, xq, yq)) into xs, ys (T, K),
+    xq, yq (T, Q), and, with adam = AdamStep(g, m, v, hp, theta_out, m_out, v_out), the
     meta-gradient g (P,) and Adam's θ', m', v' (P,) from θ, m, v with hyper-parameters hp
-    (see ``adam_update``).  ws = alloc_workspace(T, P, s, K, Q,
-    Hsum, 1); W = min(numba.get_num_threads(), T) workers (read in Python: inside, the
-    call would keep the function out of the on-disk cache); total (P,) scratch."""
-    T = xs.shape[0]
-    start_claims(ws[9])
+    (see ``adam_update``).  inner = Inner(alpha, s, first_order, 0); ws =
+    alloc_workspace(T, P, s, K, Q, Hsum, 1); W = min(numba.get_num_threads(), T) workers
+    (read in Python: inside, the call would keep the function out of the on-disk cache)."""
+    T = draws.xs.shape[0]
+    start_claims(ws.CL)
     for w in prange(W):                                        # the one parallel region
-        worker_tasks(w, W, numba.get_thread_id(), theta, u, rg, xs, ys, xq, yq, alpha, s,
-                     first_order, sizes, woff, boff, coff, aid, lid, ws, total)
-    losses = ws[7]
+        worker_tasks(w, W, numba.get_thread_id(), theta, draws, inner, geom, ws)
     loss = 0.0
     for t in range(T):
-        loss += losses[t]
-    finite = mean_and_adam(ws[9][2], ws[5], total, g, theta, m, v, hp, theta_out, m_out,
-                           v_out)
+        loss += ws.losses[t]
+    finite = mean_and_adam(theta, ws, adam)
     return loss / T, finite
