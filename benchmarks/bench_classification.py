@@ -15,8 +15,8 @@ N·Q points per task. Printed per configuration (N-way K-shot, SO/FO):
   * the peers, in the same run, interleaved with ours, round by round: the JAX script
     (omniglot_mlp_jax.py: jit + vmap, exact second order) and, with --torch, PyTorch
     (omniglot_mlp_torch.py --impl compile|func|loop), each run by a Python that has them
-    (--peer-python, default /tmp/peers/bin/python when it exists) from the peers' folder
-    (--peers, default ../shared/peers beside the repository).
+    (--peer-python, default $MAMLNP_PEER_PYTHON) from the peers' folder (--peers, default
+    $MAMLNP_PEERS_DIR); without both, ours only.
 
     python benchmarks/bench_classification.py                     # ~5 min with JAX
     python benchmarks/bench_classification.py --configs 5-1-1 --torch compile --rounds 3
@@ -45,8 +45,8 @@ from mamlnp.fast import api  # noqa: E402
 from mamlnp.meta.optim import Adam  # noqa: E402
 
 SIZES, T, ALPHA = (784, 256, 128, 64, 64), 32, 0.4
-DEFAULT_PEERS = os.path.join(os.path.dirname(REPO), "shared", "peers")
-DEFAULT_PY = "/tmp/peers/bin/python"
+DEFAULT_PEERS = os.environ.get("MAMLNP_PEERS_DIR")        # a folder with omniglot_mlp_*.py
+DEFAULT_PY = os.environ.get("MAMLNP_PEER_PYTHON")         # a Python with jax (and torch)
 
 
 def flops(N, K, Q, s, first_order):
@@ -135,6 +135,9 @@ def peers_for(args):
     """[(name, script, extra args)] of the peers this run times."""
     if not args.peer_python or not os.path.exists(args.peer_python):
         return []
+    if not args.peers or not os.path.isdir(args.peers):
+        raise SystemExit(f"--peers: expected the folder of the peers' omniglot_mlp_jax.py, "
+                         f"got {args.peers!r}")
     out = [("jax", "omniglot_mlp_jax.py", ["--reps", "3", "--block", "5"])]
     for impl in args.torch:
         out.append((f"torch-{impl}", "omniglot_mlp_torch.py",
