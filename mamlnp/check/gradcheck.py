@@ -45,6 +45,7 @@ from ..fast.compile_notice import first_call_notice
 from .fdcheck import (FULL_FD_LIMIT, TINY, CheckResult, compare, dense_hessian,  # noqa: F401
                       directions, fd_directional, fd_hessian_from_grad, fd_hessian_from_loss,
                       fd_hessian_richardson, format_table, rel_error, skipped)
+from .familycheck import family_checks
 from ..nn.mlp import MLP
 from ..tasks.base import TaskBatch
 from ..validation import nonneg_int, positive_float
@@ -348,7 +349,8 @@ def meta_checks(activation, seed, quick, backend, alpha=0.1, batch_norm=False):
         kind = "scalar" if np.ndim(a) == 0 else "per-param"
         label = f"{tag} Meta-SGD dM/dalpha ({kind}) s=2"
         rows += _guard(label, lambda: check_metasgd_alpha(model, theta, batch, a, 2, eps, label=label))
-    return rows
+    return rows + _guard(f"{tag} iMAML/ANIL", lambda: family_checks(          # familycheck.py
+        lambda: (model, theta, batch), tag, activation, quick, eps))
 
 
 PAPER_SIZES = (784, 256, 128, 64, 64, 5)   # "MAML, no conv" (Finn et al. 2017, sec. 5.2), 5-way
