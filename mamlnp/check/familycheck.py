@@ -16,12 +16,15 @@ iMAML (mamlnp.meta.imaml), two independent routes:
     it must differ from the FD of the 20-step loss ("differ" row, rel > 1e-4). Smooth
     activations only: ReLU's kinks make φ*(θ) non-smooth where a pre-activation is 0,
     and 200 iterates do not keep a safe margin from them.
+MAML++ (mamlnp.meta.mamlpp): ∇_θ and ∇_α (LSLR steps (s, L)) of the multi-step loss with
+the annealed MSL weights, against centred FD of mamlpp_meta_loss in θ and in α; its first
+order version (derivative-order annealing's first epochs) must differ from the FD.
 ANIL (mamlnp.meta.anil): its meta-gradient against centred FD of the head-only objective,
 written independently (the inner step updates θ[head] alone with ∇L_S's head entries).
 """
 import numpy as np
 
-from ..meta import anil, imaml
+from ..meta import anil, imaml, mamlpp
 from .fdcheck import compare, dense_hessian, directions, fd_directional, skipped
 
 LAM, ALPHA, CONVERGED_STEPS, EARLY_STEPS = 4.0, 0.05, 200, 20
@@ -98,8 +101,26 @@ def check_anil(model, theta, batch, alpha, inner_steps, eps=1e-5, tol=1e-6, labe
     return compare(label, g, fd, tol)
 
 
+def check_mamlpp(model, theta, batch, inner_steps=3, epoch=2, msl_epochs=10, eps=1e-5,
+                 tol=1e-6, seed=0, tag=""):
+    """Three rows: MAML++ ∇_θ and ∇_α vs FD (every direction), and first order (must differ)."""
+    L = len(model.layout)
+    lslr = np.random.default_rng(seed).uniform(0.05, 0.15, (inner_steps, L))   # (s, L)
+    w = mamlpp.msl_weights(inner_steps, epoch, msl_epochs)                      # (s,)
+    _, g_t, g_a = mamlpp.mamlpp_gradient(model, theta, batch, lslr, w)
+    fd_t = fd_directional(lambda t: mamlpp.mamlpp_meta_loss(model, t, batch, lslr, w), theta,
+                          np.eye(model.num_params), eps)
+    fd_a = fd_directional(lambda a: mamlpp.mamlpp_meta_loss(
+        model, theta, batch, a.reshape(lslr.shape), w), lslr.ravel(), np.eye(lslr.size), eps)
+    g_fo = mamlpp.mamlpp_gradient(model, theta, batch, lslr, w, first_order=True)[1]
+    name = f"{tag} MAML++ s={inner_steps} MSL w={np.round(w, 2).tolist()}"
+    return [compare(f"{name} dM/dtheta vs FD", g_t, fd_t, tol),
+            compare(f"{name} dM/dalpha (LSLR {inner_steps}x{L}) vs FD", g_a.ravel(), fd_a, tol),
+            compare(f"{name} first order vs FD (must differ)", g_fo, fd_t, 1e-4, "differ")]
+
+
 def family_checks(draw, tag, activation, quick, eps=1e-5):
-    """The iMAML and ANIL rows for one activation; ``draw()`` gives (model, θ, batch).
+    """The iMAML, MAML++ and ANIL rows for one activation; ``draw()`` gives (model, θ, batch).
     A case where I + H_S/λ is indefinite (CG cannot solve it) is a SKIP row saying so.
     iMAML rows only without batch norm: on the cases' K = 5 support points batch norm makes
     the support loss far from convex (H_S eigenvalues down to about −5), so at these α, λ the
@@ -116,6 +137,7 @@ def family_checks(draw, tag, activation, quick, eps=1e-5):
         rows.append(check_imaml_fd(model, theta, batch, inner_steps=EARLY_STEPS, lam=lam, eps=eps,
                                    tol=1e-4, differ=True,
                                    label=f"{tag} iMAML s={EARLY_STEPS} vs FD (must differ)"))
+    rows += check_mamlpp(model, theta, batch, 2 if quick else 3, eps=eps, tag=tag)
     for s in ((1,) if quick else (1, 3)):
         rows.append(check_anil(model, theta, batch, ALPHA, s, eps,
                                label=f"{tag} ANIL meta-grad s={s} vs FD(head-only loss)"))

@@ -349,8 +349,7 @@ def meta_checks(activation, seed, quick, backend, alpha=0.1, batch_norm=False):
         kind = "scalar" if np.ndim(a) == 0 else "per-param"
         label = f"{tag} Meta-SGD dM/dalpha ({kind}) s=2"
         rows += _guard(label, lambda: check_metasgd_alpha(model, theta, batch, a, 2, eps, label=label))
-    return rows + _guard(f"{tag} iMAML/ANIL", lambda: family_checks(          # familycheck.py
-        lambda: (model, theta, batch), tag, activation, quick, eps))
+    return rows
 
 
 PAPER_SIZES = (784, 256, 128, 64, 64, 5)   # "MAML, no conv" (Finn et al. 2017, sec. 5.2), 5-way
@@ -372,14 +371,19 @@ def paper_net_checks(seed):
 
 
 def all_checks(seed=0, quick=False, backend="numpy"):
-    """Every row of the ``gradcheck`` table: every activation, without and with batch norm,
-    and the paper's batch-norm classifier."""
+    """Every row of the ``gradcheck`` table: every activation, without and with batch norm
+    (MAML, the variants, and the family's rows of mamlnp/check/familycheck.py), and the
+    paper's batch-norm classifier."""
     rows = []
     for batch_norm in (False, True):
         for activation in ACTIVATIONS:
             for loss in ("mse", "softmax_xent"):
                 rows += model_checks(activation, loss, seed, quick, batch_norm)
             rows += meta_checks(activation, seed, quick, backend, batch_norm=batch_norm)
+            rows += _guard(f"{_bn_tag(activation, 'mse', batch_norm)} family", lambda: family_checks(
+                lambda: draw_meta_case(seed, activation, alpha=0.1, batch_norm=batch_norm),
+                _bn_tag(activation, "mse", batch_norm), activation, quick,
+                1e-6 if batch_norm else 1e-5))     # iMAML, MAML++, ANIL (familycheck.py)
     return rows + paper_net_checks(seed)
 
 
