@@ -388,7 +388,7 @@ def all_checks(seed=0, quick=False, backend="numpy"):
 
 
 # Wall time of the command on the project's 2-core machine, shared (load-dependent).
-FULL_SECONDS, QUICK_SECONDS = "35-45", "10-15"
+FULL_SECONDS, QUICK_SECONDS = "30-45", "13-20"
 
 
 def add_arguments(parser):
