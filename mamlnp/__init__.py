@@ -9,6 +9,7 @@ mamlnp.check.gradcheck (``python -m mamlnp gradcheck``).
 """
 from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from .meta.maml import adapt, meta_gradient, meta_loss
+from .meta.imaml import imaml_gradient
 from .nn.mlp import MLP
 from .tasks import EvaluationPool, OmniglotTasks, SinusoidTasks, TaskBatch, TaskFamily
 from .run.checkpoint import load_checkpoint, save_checkpoint
@@ -18,7 +19,7 @@ from ._version import __version__  # noqa: F401
 
 __all__ = [
     "MLP", "TaskBatch", "TaskFamily", "SinusoidTasks", "OmniglotTasks", "EvaluationPool",
-    "adapt", "meta_gradient", "meta_loss",
+    "adapt", "meta_gradient", "meta_loss", "imaml_gradient",
     "MamlnpError", "InputError", "CheckpointError", "DivergenceError",
     "load_checkpoint", "save_checkpoint", "meta_train",
     "adaptation_curve", "EvalResult",

@@ -231,5 +231,7 @@ def test_relu_margin_sees_a_kink():
 def test_same_seed_same_rows_and_another_seed_also_passes():
     a = GC.all_checks(seed=1, quick=True)
     b = GC.all_checks(seed=1, quick=True)
-    assert [(r.label, r.rel_err, r.max_abs_err) for r in a] == [(r.label, r.rel_err, r.max_abs_err) for r in b]
-    assert all(r.passed for r in a)
+    key = lambda rows: [(r.label, repr(r.rel_err), repr(r.max_abs_err), r.status)  # noqa: E731
+                        for r in rows]                                   # nan == nan (SKIP)
+    assert key(a) == key(b)
+    assert all(r.passed for r in a) and sum(r.skipped for r in a) <= 2

@@ -83,7 +83,7 @@ def test_train_resume_and_history(data_dir, tmp_path):
     assert resumed.config["ways"] == 5 and resumed.config["model"]["batch_norm"]
 
 
-@pytest.mark.parametrize("method", ["fomaml", "reptile", "metasgd", "pretrain"])
+@pytest.mark.parametrize("method", ["fomaml", "reptile", "metasgd", "pretrain", "imaml", "anil"])
 def test_every_method_trains_on_omniglot(data_dir, method):
     res = meta_train(task="omniglot", data_dir=data_dir, method=method, iterations=2,
                      progress=False, **SMALL_RUN)

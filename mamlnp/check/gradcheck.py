@@ -45,6 +45,7 @@ from ..fast.compile_notice import first_call_notice
 from .fdcheck import (FULL_FD_LIMIT, TINY, CheckResult, compare, dense_hessian,  # noqa: F401
                       directions, fd_directional, fd_hessian_from_grad, fd_hessian_from_loss,
                       fd_hessian_richardson, format_table, rel_error, skipped)
+from .familycheck import family_checks
 from ..nn.mlp import MLP
 from ..tasks.base import TaskBatch
 from ..validation import nonneg_int, positive_float
@@ -370,19 +371,24 @@ def paper_net_checks(seed):
 
 
 def all_checks(seed=0, quick=False, backend="numpy"):
-    """Every row of the ``gradcheck`` table: every activation, without and with batch norm,
-    and the paper's batch-norm classifier."""
+    """Every row of the ``gradcheck`` table: every activation, without and with batch norm
+    (MAML, the variants, and the family's rows of mamlnp/check/familycheck.py), and the
+    paper's batch-norm classifier."""
     rows = []
     for batch_norm in (False, True):
         for activation in ACTIVATIONS:
             for loss in ("mse", "softmax_xent"):
                 rows += model_checks(activation, loss, seed, quick, batch_norm)
             rows += meta_checks(activation, seed, quick, backend, batch_norm=batch_norm)
+            rows += _guard(f"{_bn_tag(activation, 'mse', batch_norm)} family", lambda: family_checks(
+                lambda: draw_meta_case(seed, activation, alpha=0.1, batch_norm=batch_norm),
+                _bn_tag(activation, "mse", batch_norm), activation, quick,
+                1e-6 if batch_norm else 1e-5))     # iMAML, MAML++, ANIL (familycheck.py)
     return rows + paper_net_checks(seed)
 
 
 # Wall time of the command on the project's 2-core machine, shared (load-dependent).
-FULL_SECONDS, QUICK_SECONDS = "35-45", "10-15"
+FULL_SECONDS, QUICK_SECONDS = "30-45", "13-20"
 
 
 def add_arguments(parser):

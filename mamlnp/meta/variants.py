@@ -18,13 +18,16 @@ Methods
   reptile   Nichol, Achiam & Schulman (2018), "On First-Order Meta-Learning Algorithms".
   metasgd   Li, Zhou, Chen & Li (2017), "Meta-SGD": a learned step size per parameter.
   pretrain  the paper's baseline: one network trained on all tasks jointly (sec. 5.1).
+  imaml     Rajeswaran et al. (2019): proximal inner loop, implicit meta-gradient by CG
+            (mamlnp.meta.imaml; config keys "lam", "cg_steps").
+  anil      Raghu et al. (2020): MAML with only the head adapted (mamlnp.meta.anil).
 """
 import numpy as np
 
-from . import maml as M
+from . import anil as A, imaml as I, maml as M
 from ..tasks.base import TaskBatch
 
-METHODS = ("maml", "fomaml", "reptile", "metasgd", "pretrain")
+METHODS = ("maml", "fomaml", "reptile", "metasgd", "pretrain", "imaml", "anil")
 
 
 class Method:
@@ -184,6 +187,36 @@ class Pretrain(Method):
         return loss, {"theta": g}
 
 
+class IMAML(Method):
+    """iMAML (Rajeswaran et al. 2019): φ_s of the proximal inner loop, the implicit gradient
+    (1/T) Σ_t (I + H_S,t(φ_s)/λ)⁻¹ ∇L_Q,t(φ_s) by config["cg_steps"] CG steps
+    (mamlnp.meta.imaml; NumPy on every backend: there are no iMAML kernels)."""
+
+    name = "imaml"
+
+    def step(self, model, params, batch, config, backend):
+        loss, g = I.imaml_unchecked(model, params["theta"], batch, config["alpha"],
+                                    config["inner_steps"], config["lam"], config["cg_steps"],
+                                    I.CG_TOL)
+        return loss, {"theta": g}
+
+
+class ANIL(Method):
+    """ANIL (Raghu et al. 2020): MAML's exact meta-gradient with α masked to the head
+    (mamlnp.meta.anil); adaptation at test time uses the same masked α."""
+
+    name = "anil"
+
+    def step(self, model, params, batch, config, backend):
+        loss, g = A.anil_gradient(model, params["theta"], batch, config["alpha"],
+                                  config["inner_steps"], False, backend)
+        return loss, {"theta": g}
+
+    def adapt_alpha(self, params, config):
+        from ..nn.mlp import MLP
+        return A.anil_alpha(MLP(**config["model"]), config["alpha"])
+
+
 def unchecked_batch(x_support, y_support, x_query, y_query):
     """A TaskBatch of arrays the caller guarantees (float64, finite, matching shapes),
     made C-contiguous but not re-validated: for the training loop's own data."""
@@ -194,7 +227,7 @@ def unchecked_batch(x_support, y_support, x_query, y_query):
     return batch
 
 
-_REGISTRY = {cls.name: cls for cls in (MAML, FOMAML, Reptile, MetaSGD, Pretrain)}
+_REGISTRY = {cls.name: cls for cls in (MAML, FOMAML, Reptile, MetaSGD, Pretrain, IMAML, ANIL)}
 
 
 def get_method(name):

@@ -23,7 +23,7 @@ TASKS = {"sinusoid": SinusoidTasks, "omniglot": OmniglotTasks}
 LOSS = {"sinusoid": "mse", "omniglot": "softmax_xent"}
 DEFAULTS = {
     "task": "sinusoid",        # the task family (TASKS)
-    "method": "maml",          # maml | fomaml | reptile | metasgd | pretrain (mamlnp.meta.variants)
+    "method": "maml",          # one of METHODS (mamlnp.meta.variants); imaml adds METHOD_KEYS
     "hidden": [40, 40],        # hidden widths H: the network is 1-H_1-…-1
     "activation": "relu",      # relu | tanh | softplus
     "alpha": 0.01,             # α, inner SGD step (Meta-SGD: initial value of every α_i)
@@ -43,6 +43,9 @@ DEFAULTS = {
     "val_query": 100,          # their query points,
     "val_seed": 1234,          # and their seed (the 600-task evaluation pool uses 2017)
 }
+# keys of one method only (absent from other methods' configs): iMAML's λ and CG steps
+METHOD_KEYS = {"imaml": {"lam": 1.0,         # λ, the proximal term's weight (> 0)
+                         "cg_steps": 5}}     # CG steps per task's implicit solve
 # config keys a resumed run may change without breaking bit-exact continuation
 RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every",
                      "data_dir")                # Omniglot: where the same data now lives
@@ -69,8 +72,14 @@ def make_config(config=None, **kwargs):
         given.setdefault("activation", model.activation)
         if model.batch_norm:
             given.setdefault("batch_norm", True)
-    extra = task_defaults(given.get("task", DEFAULTS["task"]), given)
+    extra = {**task_defaults(given.get("task", DEFAULTS["task"]), given),
+             **METHOD_KEYS.get(given.get("method", DEFAULTS["method"]), {})}
     unknown = sorted(set(given) - set(DEFAULTS) - set(extra) - {"first_order"})
+    foreign = [k for k in unknown if any(k in keys for keys in METHOD_KEYS.values())]
+    if foreign:
+        raise InputError(f"config: {foreign} apply only to method(s) "
+                         f"{[m for m, keys in METHOD_KEYS.items() if foreign[0] in keys]}, "
+                         f"not {given.get('method', DEFAULTS['method'])!r}")
     if unknown:
         raise InputError(f"config: unknown key(s) {unknown}; expected keys among "
                          f"{sorted(set(DEFAULTS) | set(extra))}")
@@ -149,7 +158,7 @@ def check_run_memory(cfg):
     check_memory("meta_batch", T, 8 * 2 * T * (K + Q) * (D + O), "a batch of tasks")
     check_memory("val_tasks", cfg["val_tasks"], 8 * 2 * cfg["val_tasks"] *
                  (K + cfg["val_query"]) * (D + O), "the validation tasks")
-    stored = cfg["method"] in ("maml", "metasgd") and not cfg["first_order"]
+    stored = cfg["method"] in ("maml", "metasgd", "anil") and not cfg["first_order"]
     M.check_work(model, T, K + Q, K + Q, cfg["inner_steps"], cfg["backend"], stored)
 
 
@@ -160,6 +169,9 @@ def check_config(cfg):
         if cfg["data_dir"] is not None and not isinstance(cfg["data_dir"], str):
             raise InputError(f"data_dir: expected a folder path or None, got {cfg['data_dir']!r}")
     choice("method", cfg["method"], METHODS)
+    if cfg["method"] == "imaml":
+        cfg["lam"] = positive_float("lam", cfg.get("lam"))
+        cfg["cg_steps"] = positive_int("cg_steps", cfg.get("cg_steps"))
     for name in ("alpha", "beta"):
         cfg[name] = positive_float(name, cfg[name])
     cfg["inner_steps"] = step_count("inner_steps", cfg["inner_steps"])

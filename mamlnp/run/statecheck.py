@@ -119,6 +119,8 @@ def check_config(file, config, iteration):
               "optimizer": lambda v: choice("optimizer", v, tuple(OPTIMIZERS)),
               "init": lambda v: choice("init", v, ("normal", "uniform")),
               "first_order": lambda v: boolean("first_order", v),
+              "lam": lambda v: positive_float("lam", v),                  # imaml
+              "cg_steps": lambda v: positive_int("cg_steps", v),          # imaml
               "iteration": lambda v: nonneg_int("iteration", v),
               **{k: (lambda name: lambda v: positive_int(name, v))(k) for k in _POSITIVE_INTS}}
     for key, check in checks.items():

@@ -426,6 +426,8 @@ def add_arguments(p):
     p.add_argument("--eval-every", type=int, help="iterations between validation MSEs on "
                    f"{d['val_tasks']} fixed held-out tasks (default {d['eval_every']})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--lam", type=float, help="imaml: proximal weight λ > 0 (default 1.0)")
+    p.add_argument("--cg-steps", type=int, help="imaml: CG steps per implicit solve (default 5)")
     p.add_argument("--ways", type=int, help="omniglot: N classes per episode (default 5)")
     p.add_argument("--data-dir", help="omniglot: the data folder (default $MAMLNP_DATA_DIR, "
                    "else the user cache folder; 'mamlnp download omniglot' fills it)")
@@ -434,7 +436,7 @@ def add_arguments(p):
 def run(args):
     keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
             "iterations", "hidden", "activation", "optimizer", "init", "seed", "backend",
-            "checkpoint_every", "eval_every", "ways", "data_dir")
+            "checkpoint_every", "eval_every", "ways", "data_dir", "lam", "cg_steps")
     kwargs = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     name = args.task if args.task != "omniglot" else (
         f"omniglot-{args.ways or 5}way-{args.shots or 1}shot")
