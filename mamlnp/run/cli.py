@@ -14,7 +14,7 @@ from ..errors import DivergenceError, MamlnpError
 # command -> (module, one-line help)
 COMMANDS = {
     "gradcheck": ("mamlnp.check.gradcheck", "check every hand-written derivative against finite differences"),
-    "train": ("mamlnp.run.train", "meta-train a model (MAML, FOMAML, Reptile, Meta-SGD, pretrain)"),
+    "train": ("mamlnp.run.train_cli", "meta-train a model (MAML, FOMAML, Reptile, Meta-SGD, pretrain)"),
     "evaluate": ("mamlnp.run.evaluate", "evaluate a trained run on the held-out task pool"),
     "reproduce": ("mamlnp.run.reproduce", "the paper's sinusoid experiment end to end"),
     "download": ("mamlnp.run.download", "download a dataset (omniglot) into the data folder"),

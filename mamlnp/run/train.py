@@ -24,10 +24,8 @@ Reliability (module mamlnp.run.checkpoint writes the files):
   * Ctrl-C (SIGINT) finishes the current iteration, writes a checkpoint and
     raises TrainingInterrupted (the CLI exits with code 130); SIGTERM likewise (143).
 """
-import argparse
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -36,17 +34,17 @@ import numpy as np
 from . import checkpoint as C
 from . import statecheck as S
 from ..meta import maml as M
-from ..errors import CheckpointError, DivergenceError, InputError, MamlnpError
+from ..errors import CheckpointError, DivergenceError, InputError
 from ..fast.compile_notice import first_call_notice
 from ..nn.mlp import MLP
 from ..meta.optim import OPTIMIZERS
 from .runguard import DivergenceGuard, StopSignals, metadata
-from .runconfig import (DEFAULTS, TASKS, family_for, fresh_seed, make_config, requested_keys,
+from .runconfig import (DEFAULTS, family_for, fresh_seed, make_config, requested_keys,
                         resume_config)
 from . import classify
 from ..validation import boolean
 from .trainstep import fused_step, outer_step, sample_batch
-from ..meta.variants import METHODS, get_method
+from ..meta.variants import get_method
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM: ``.signum``) stopped training after a checkpoint was written;
@@ -379,98 +377,3 @@ def _progress_bar(progress, cfg, state, initial=None):
 
 
 # ---- the command line ---------------------------------------------------------------
-
-
-EXAMPLES = """examples:
-  mamlnp train sinusoid                                   the paper's protocol, runs/sinusoid-maml
-  mamlnp train sinusoid --method pretrain                 the pretrained baseline
-  mamlnp train sinusoid --iterations 2000 --out runs/try  a short run
-  mamlnp train sinusoid --out runs/try --resume --iterations 5000   continue it (same bits)
-  mamlnp train omniglot --ways 5 --shots 1                the paper's 5-way 1-shot protocol
-                                                          (defaults: mamlnp/run/classify.py)
-
-Ctrl-C (or SIGTERM) writes a checkpoint and exits with 130 (143); --resume continues.
-Exit codes: 0 done, 1 diverged or could not write, 2 bad input, 130/143 interrupted."""
-
-
-def add_arguments(p):
-    """Options of ``mamlnp train``. Defaults are None so that --resume can tell which
-    options were given explicitly; the real defaults are in DEFAULTS."""
-    d = DEFAULTS
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = EXAMPLES
-    p.add_argument("task", choices=sorted(TASKS), help="the task family (the paper's sinusoid)")
-    p.add_argument("--method", choices=METHODS, help=f"meta-learning method (default {d['method']})")
-    p.add_argument("--shots", type=int, help=f"K support points per task (default {d['shots']})")
-    p.add_argument("--query", type=int, help=f"Q query points per task (default {d['query']})")
-    p.add_argument("--alpha", type=float, help=f"inner step size α (default {d['alpha']})")
-    p.add_argument("--beta", type=float, help=f"meta step size β of Adam (default {d['beta']})")
-    p.add_argument("--inner-steps", type=int, help=f"inner SGD steps (default {d['inner_steps']})")
-    p.add_argument("--meta-batch", type=int, help=f"tasks per meta-batch (default {d['meta_batch']})")
-    p.add_argument("--iterations", type=int, help=f"meta-iterations (default {d['iterations']})")
-    p.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths (default 40 40)")
-    p.add_argument("--activation", choices=("relu", "tanh", "softplus"),
-                   help=f"hidden activation (default {d['activation']})")
-    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
-                   help=f"outer optimizer with step β (default {d['optimizer']})")
-    p.add_argument("--init", choices=("normal", "uniform"),
-                   help=f"θ initialisation scheme, see MLP.init (default {d['init']})")
-    p.add_argument("--seed", type=int, help=f"seed of the run's only RNG (default {d['seed']})")
-    p.add_argument("--backend", choices=M.BACKENDS,
-                   help=f"meta-gradient backend (default {M.DEFAULT_BACKEND})")
-    p.add_argument("--out", help="run directory (default runs/<task>-<method>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--checkpoint-every", type=int,
-                   help=f"iterations between checkpoints (default {d['checkpoint_every']})")
-    p.add_argument("--eval-every", type=int, help="iterations between validation MSEs on "
-                   f"{d['val_tasks']} fixed held-out tasks (default {d['eval_every']})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--lam", type=float, help="imaml: proximal weight λ > 0 (default 1.0)")
-    p.add_argument("--cg-steps", type=int, help="imaml: CG steps per implicit solve (default 5)")
-    p.add_argument("--ways", type=int, help="omniglot: N classes per episode (default 5)")
-    p.add_argument("--data-dir", help="omniglot: the data folder (default $MAMLNP_DATA_DIR, "
-                   "else the user cache folder; 'mamlnp download omniglot' fills it)")
-
-
-def run(args):
-    keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
-            "iterations", "hidden", "activation", "optimizer", "init", "seed", "backend",
-            "checkpoint_every", "eval_every", "ways", "data_dir", "lam", "cg_steps")
-    kwargs = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    name = args.task if args.task != "omniglot" else (
-        f"omniglot-{args.ways or 5}way-{args.shots or 1}shot")
-    out = args.out or os.path.join("runs", f"{name}-{args.method or DEFAULTS['method']}")
-    progress = not args.no_progress and sys.stderr.isatty()
-    try:
-        result = meta_train(task=args.task, out=out, resume=args.resume,
-                            overwrite=args.overwrite, progress=progress, **kwargs)
-    except TrainingInterrupted as exc:
-        print(f"mamlnp train: {exc}", file=sys.stderr)
-        return 128 + int(exc.signum)                    # 130 for Ctrl-C, 143 for SIGTERM
-    except DivergenceError as exc:
-        print(f"mamlnp train: error: {exc}", file=sys.stderr)
-        return 1
-    except MamlnpError as exc:
-        print(f"mamlnp train: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:                       # e.g. disk full while saving
-        last = getattr(exc, "last_checkpoint", None)
-        kept = (f"the last checkpoint written there (iteration {last}) is intact (files are "
-                f"replaced atomically)" if last is not None else
-                "no checkpoint of this run had been written there yet")
-        print(f"mamlnp train: error: could not write the run in {out!r} ({exc}); {kept}",
-              file=sys.stderr)
-        return 1
-    _print_summary(result)
-    return 0
-
-
-def _print_summary(result):
-    cfg, h = result.config, result.history
-    name = classify.history_columns(cfg)[2]
-    shown = {"val_mse": "validation MSE", "val_accuracy": "validation accuracy"}[name]
-    last = (f"meta-loss {h['meta_loss'][-1]:.4f}, {shown} {h[name][-1]:.4f}"
-            if len(h["iteration"]) else "no history row")
-    print(f"{cfg['method']}: {cfg['iteration']} iterations ({last}); run saved in "
-          f"{result.out}/ (checkpoint.npz, config.json, history.csv)")
