@@ -14,7 +14,9 @@ Three layers of entry point:
   Python-side validation costs tens of µs, a meta-iteration's whole budget is ~200 µs.
 * the kernels themselves, in mamlnp/fast/kernels/.
 
-Only a :class:`mamlnp.MLP` has kernels (``supports(model)``). This module never imports
+Only a :class:`mamlnp.MLP` has kernels (``supports(model)``); a batch-norm MLP's go through
+mamlnp/fast/classify.py (first layer factored, see there), every other MLP's through
+kernels/maml_kernels.py. This module never imports
 the reference: mamlnp/meta/maml.py is the one place that dispatches, to these entry points
 for an MLP and to its own NumPy code for any other model of the model protocol.
 The NumPy twins of the batched functions (``adapt_batch``, ``adapt_curve``) are
@@ -29,6 +31,7 @@ import numpy as np
 from .kernels import ACT_IDS, LOSS_IDS
 from .kernels.bundles import Geometry, Inner
 from .kernels.maml_kernels import alloc_workspace, batch_adapt, batch_meta_grad, mean_rows
+from . import classify
 from ..nn.mlp import MLP
 
 
@@ -46,14 +49,17 @@ def _geometry(sizes, activation, loss):
 
 
 def supports(model):
-    """Whether ``model`` has compiled kernels: an MLP without batch norm (toy models of the
-    protocol and batch-norm MLPs run the NumPy reference)."""
-    return isinstance(model, MLP) and not model.batch_norm
+    """Whether ``model`` has compiled kernels: an MLP, with or without batch norm (toy models
+    of the protocol run the NumPy reference)."""
+    return isinstance(model, MLP)
 
 
 def geometry(model):
     """Geometry(sizes, woff, boff, coff, act_id, loss_id): the kernels' description of an
-    MLP (mamlnp/fast/kernels/bundles.py; shapes in mamlnp/fast/kernels/__init__.py)."""
+    MLP (mamlnp/fast/kernels/bundles.py; shapes in mamlnp/fast/kernels/__init__.py);
+    a BNGeometry for a batch-norm MLP (mamlnp/fast/classify.py)."""
+    if model.batch_norm:
+        return classify.geometry(model)
     return _geometry(tuple(model.sizes), model.activation, model.loss_name)
 
 
@@ -115,7 +121,11 @@ def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha_vec, inner_steps,
     geom = geometry(model); theta (P,), alpha_vec (1,) for a scalar α or (P,) per parameter,
     xs (T, K·D), ys (T, K·O), xq (T, Q·D), yq (T, Q·O): float64, C-contiguous (a
     TaskBatch's (T, K, D) arrays reshaped, which is free). inner_steps int ≥ 0.
+    A batch-norm geometry takes scalar α only.
     """
+    if isinstance(geom, classify.BNGeometry):
+        return classify.meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha_vec[0],
+                                                inner_steps, first_order)
     loss, g, _ = _meta_grad(geom, theta, xs, ys, xq, yq, alpha_vec, inner_steps,
                             first_order, 0)
     return loss, g
@@ -123,6 +133,8 @@ def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha_vec, inner_steps,
 
 def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False):
     """(meta_loss, ∇θ (P,)), as mamlnp.meta.maml.meta_gradient (arguments already validated)."""
+    if model.batch_norm:
+        return classify.meta_gradient(model, theta, batch, alpha, inner_steps, first_order)
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     loss, g, _ = _meta_grad(geometry(model), theta, _flat(batch.x_support),
                             _flat(batch.y_support), _flat(batch.x_query), _flat(batch.y_query),
@@ -133,6 +145,8 @@ def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False):
 
 def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=False):
     """(meta_loss, ∇θ (P,), ∇α (() or (P,))), as mamlnp.meta.maml.meta_gradient_alpha (Meta-SGD)."""
+    if model.batch_norm:
+        return classify.meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order)
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     scalar = np.ndim(alpha) == 0
     loss, g, ga = _meta_grad(geometry(model), theta, _flat(batch.x_support),
@@ -176,12 +190,16 @@ def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve):
 
 def adapt(model, theta, x_support, y_support, alpha, inner_steps):
     """θ' (P,) after ``inner_steps`` SGD steps on one task, as mamlnp.meta.maml.adapt."""
+    if model.batch_norm:
+        return classify.adapt(model, theta, x_support, y_support, alpha, inner_steps)
     xs, ys = np.asarray(x_support)[None], np.asarray(y_support)[None]
     return _adapt(model, theta, xs, ys, xs, ys, alpha, inner_steps, False)[0][0]
 
 
 def adapt_batch(model, theta, batch, alpha, inner_steps):
     """θ'_t (T, P): every task of ``batch`` adapted on its support set (query unused)."""
+    if model.batch_norm:
+        return classify.adapt_batch(model, theta, batch, alpha, inner_steps)
     return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
                   batch.y_query, alpha, inner_steps, False)[0]
 
@@ -190,5 +208,7 @@ def adapt_curve(model, theta, batch, alpha, steps):
     """Query losses during adaptation, (T, steps+1): [t, k] = L_Q,t(θ_k^{(t)}), θ_k after k
     inner SGD steps on task t's support set (k = 0 is the un-adapted θ). Evaluation's curve
     (Finn et al. 2017, Fig. 3: loss against number of gradient steps)."""
+    if model.batch_norm:
+        return classify.adapt_curve(model, theta, batch, alpha, steps)
     return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
                   batch.y_query, alpha, steps, True)[1]

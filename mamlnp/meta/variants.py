@@ -172,7 +172,8 @@ class Pretrain(Method):
         x = np.concatenate([batch.x_support, batch.x_query], axis=1)      # (T, K+Q, D)
         y = np.concatenate([batch.y_support, batch.y_query], axis=1)      # (T, K+Q, O)
         fast = M.kernels_for(model, backend)
-        if fast is not None:
+        if fast is not None and not getattr(model, "batch_norm", False):
+            # (batch norm: one batch of all T(K+Q) points is not T per-task batches)
             xf, yf = x.reshape(T, -1), y.reshape(T, -1)                    # (T, (K+Q)·D) …
             alpha = fast.alpha_vector(float(config["alpha"]))              # unused at s = 0
             loss, g = fast.meta_gradient_unchecked(fast.geometry(model), params["theta"],

@@ -1,0 +1,224 @@
+"""The classification workload of Finn et al. (2017), "MAML, no conv", timed beside the peers.
+
+784-256-128-64-64-N, each hidden layer dense -> batch norm (batch statistics) -> ReLU,
+softmax cross-entropy, α = 0.4, meta-batch T = 32, float64, s inner steps; one fixed random
+batch with 8% ink (as the peers' scripts draw it): the support set N·K points, the query set
+N·Q points per task. Printed per configuration (N-way K-shot, SO/FO):
+
+  * median ms per meta-gradient (mamlnp.fast.api.meta_gradient_unchecked, backend="numba",
+    and the NumPy reference once with --numpy) and per meta-iteration (meta-gradient + the
+    compiled Adam step on θ; the batch is fixed, as in the peers' scripts);
+  * the FLOP count of the workload as the peers run it, every adapted θ formed:
+    T·[(3 + 6·SO)·s·F(N·K) + 3·F(N·Q)] with F(n) = 2·n·Σ_l fan_in·fan_out (forward 1 F,
+    backward 2 F, R-forward 2 F, R-backward 4 F), and the GFLOP/s that count makes of our time
+    (mamlnp executes fewer: it never forms an adapted first layer, and skips zero inputs);
+  * the peers, in the same run, interleaved with ours, round by round: the JAX script
+    (omniglot_mlp_jax.py: jit + vmap, exact second order) and, with --torch, PyTorch
+    (omniglot_mlp_torch.py --impl compile|func|loop), each run by a Python that has them
+    (--peer-python, default /tmp/peers/bin/python when it exists) from the peers' folder
+    (--peers, default ../shared/peers beside the repository).
+
+    python benchmarks/bench_classification.py                     # ~5 min with JAX
+    python benchmarks/bench_classification.py --configs 5-1-1 --torch compile --rounds 3
+    python benchmarks/bench_classification.py --peer-python ''    # ours only
+    python benchmarks/bench_classification.py --threads 1         # ours on one numba thread
+
+Timings on a shared machine move with its load: compare figures of one run (each round
+times ours, then each peer, for one configuration) and quote the medians over rounds.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+import mamlnp  # noqa: E402
+from mamlnp.fast import api  # noqa: E402
+from mamlnp.meta.optim import Adam  # noqa: E402
+
+SIZES, T, ALPHA = (784, 256, 128, 64, 64), 32, 0.4
+DEFAULT_PEERS = os.path.join(os.path.dirname(REPO), "shared", "peers")
+DEFAULT_PY = "/tmp/peers/bin/python"
+
+
+def flops(N, K, Q, s, first_order):
+    """FLOP per meta-gradient of the workload with every adapted θ formed (module docstring)."""
+    sizes = SIZES + (N,)
+    per_point = 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return T * ((3 if first_order else 9) * s * per_point * N * K + 3 * per_point * N * Q)
+
+
+def batch(N, K, Q, seed=0):
+    """The peers' batch: 8% ink, one-hot labels, as flat (T, n·C) float64 rows."""
+    rng = np.random.default_rng(seed)
+    xs = (rng.random((T, N * K * 784)) < 0.08).astype(np.float64)
+    xq = (rng.random((T, N * Q * 784)) < 0.08).astype(np.float64)
+    ys = np.tile(np.eye(N), (T, K, 1)).reshape(T, -1)
+    yq = np.tile(np.eye(N), (T, Q, 1)).reshape(T, -1)
+    return xs, ys, xq, yq
+
+
+class Ours:
+    """mamlnp's compiled path on one configuration."""
+
+    def __init__(self, N, K, Q, s, first_order):
+        self.model = mamlnp.MLP(SIZES + (N,), activation="relu", loss="softmax_xent",
+                                batch_norm=True)
+        self.theta = self.model.init(0)
+        self.geom, self.data = api.geometry(self.model), batch(N, K, Q)
+        self.alpha, self.s, self.fo = api.alpha_vector(ALPHA), s, first_order
+        self.opt = Adam(lr=1e-3)
+        self.grad()                                              # compile, allocate
+
+    def grad(self):
+        return api.meta_gradient_unchecked(self.geom, self.theta, *self.data, self.alpha,
+                                           self.s, self.fo)
+
+    def iteration(self):
+        _, g = self.grad()
+        self.theta = api.adam_step(self.opt, self.theta, g)
+
+    def block(self, n=10):
+        """(median ms per meta-gradient, median ms per meta-iteration, CPU ms per
+        meta-gradient: all threads' CPU time over the n calls / n) over n calls each."""
+        out = []
+        for f in (self.grad, self.iteration):
+            ts, c0 = [], time.process_time()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - t0)
+            out.append(1e3 * statistics.median(ts))
+            if f == self.grad:
+                cpu = 1e3 * (time.process_time() - c0) / n
+        return out + [cpu]
+
+
+def numpy_ms(N, K, Q, s, first_order, n=2):
+    """The NumPy reference (mamlnp.meta.maml, backend="numpy"), median of n calls."""
+    model = mamlnp.MLP(SIZES + (N,), activation="relu", loss="softmax_xent", batch_norm=True)
+    xs, ys, xq, yq = batch(N, K, Q)
+    b = mamlnp.TaskBatch(xs.reshape(T, N * K, 784), ys.reshape(T, N * K, N),
+                         xq.reshape(T, N * Q, 784), yq.reshape(T, N * Q, N))
+    theta, ts = model.init(0), []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        mamlnp.meta_gradient(model, theta, b, ALPHA, s, first_order, backend="numpy")
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(ts)
+
+
+def peer(args, script, extra, N, K, Q, s, order):
+    """One run of a peer's script; its RESULT dict (or {'error': …})."""
+    cmd = [args.peer_python, os.path.join(args.peers, script), "--dtype", "float64",
+           "--ways", str(N), "--shots", str(K), "--query", str(Q), "--meta-batch", str(T),
+           "--steps", str(s), "--order", str(order)] + extra
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.peer_timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": "timeout"}
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"error": (out.stderr.strip().splitlines() or ["no RESULT"])[-1][:200]}
+
+
+def peers_for(args):
+    """[(name, script, extra args)] of the peers this run times."""
+    if not args.peer_python or not os.path.exists(args.peer_python):
+        return []
+    out = [("jax", "omniglot_mlp_jax.py", ["--reps", "3", "--block", "5"])]
+    for impl in args.torch:
+        out.append((f"torch-{impl}", "omniglot_mlp_torch.py",
+                    ["--impl", impl, "--reps", "3", "--block", "3"]))
+    return out
+
+
+def run_config(args, cfg, peers):
+    """Rounds of (ours, then each peer) for one configuration; the per-round figures."""
+    N, K, Q, fo = cfg
+    ours, rows = Ours(N, K, Q, args.s, fo), {"ours_grad": [], "ours_iter": [], "ours_cpu": []}
+    for _ in range(args.rounds):
+        g, it, cpu = ours.block(args.calls)
+        rows["ours_grad"].append(g)
+        rows["ours_iter"].append(it)
+        rows["ours_cpu"].append(cpu)
+        for name, script, extra in peers:
+            if name.startswith("torch") and fo:
+                continue                                         # the torch script: SO
+            r = peer(args, script, extra, N, K, Q, args.s, 1 if fo else 2)
+            rows.setdefault(name, []).append(r.get("median_ms", r.get("error")))
+    if args.numpy:
+        rows["numpy"] = [numpy_ms(N, K, Q, args.s, fo)]
+    return rows
+
+
+def med(xs):
+    nums = [x for x in xs if isinstance(x, (int, float))]
+    return statistics.median(nums) if nums else None
+
+
+def print_config(cfg, rows, s):
+    N, K, Q, fo = cfg
+    f = flops(N, K, Q, s, fo)
+    og = med(rows["ours_grad"])
+    head = f"{N}-way {K}-shot Q={Q}/class {'FO' if fo else 'SO'} s={s}"
+    print(f"\n{head}: {f / 1e9:.3f} GFLOP per meta-gradient (every adapted θ formed)")
+    print(f"  mamlnp numba     meta-gradient {og:8.2f} ms  (rounds: "
+          f"{', '.join(f'{x:.2f}' for x in rows['ours_grad'])})  = {f / og / 1e6:.1f} GFLOP/s")
+    print(f"  mamlnp numba     meta-iteration {med(rows['ours_iter']):7.2f} ms "
+          "(meta-gradient + Adam)")
+    print(f"  mamlnp numba     CPU time {med(rows['ours_cpu']):12.2f} ms per meta-gradient "
+          "(all threads)")
+    for name, xs in rows.items():
+        if name.startswith("ours_"):
+            continue
+        m = med(xs)
+        if m is None:
+            print(f"  {name:16s} {xs}")
+            continue
+        print(f"  {name:16s} meta-gradient {m:8.2f} ms  (rounds: {xs})  "
+              f"= {m / og:.1f}x ours, {f / m / 1e6:.1f} GFLOP/s")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--configs", nargs="+", default=["5-1-1", "5-5-5", "20-1-1"],
+                    help="N-K-Q: N-way K-shot, Q query points per class")
+    ap.add_argument("--orders", nargs="+", type=int, default=[2, 1], help="2 SO, 1 FO")
+    ap.add_argument("--s", type=int, default=1, help="inner steps")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=10, help="our calls per round")
+    ap.add_argument("--peer-python", default=DEFAULT_PY)
+    ap.add_argument("--peers", default=DEFAULT_PEERS)
+    ap.add_argument("--peer-timeout", type=float, default=900)
+    ap.add_argument("--torch", nargs="*", default=[], choices=["compile", "func", "loop"])
+    ap.add_argument("--numpy", action="store_true", help="also time the NumPy reference")
+    ap.add_argument("--threads", type=int, default=0, help="numba threads (0: numba's own)")
+    args = ap.parse_args(argv)
+    import numba
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    print(f"mamlnp {mamlnp.__version__}, numba {numba.__version__} "
+          f"({numba.get_num_threads()} threads), T = {T}, float64; load average "
+          f"{os.getloadavg()[0]:.1f} at start")
+    peers = peers_for(args)
+    print("peers:", [p[0] for p in peers] or "none (no --peer-python)")
+    for c in args.configs:
+        N, K, Q = map(int, c.split("-"))
+        for order in args.orders:
+            cfg = (N, K, Q, order == 1)
+            print_config(cfg, run_config(args, cfg, peers), args.s)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()

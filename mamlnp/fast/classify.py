@@ -1,0 +1,239 @@
+"""The ``backend="numba"`` entry points for batch-norm MLPs (the classification network).
+
+Dimension legend: T tasks, K support points, Q query points, D inputs, H1 = sizes[1],
+O outputs, P parameters, Pr = P − D·H1, s = inner_steps.
+
+The same maths as mamlnp/meta/maml.py on ``MLP(..., batch_norm=True)``; mamlnp/fast/api.py
+sends batch-norm models here. The first layer is never adapted as a matrix
+(kernels/classify_kernels.py): with scalar α, every W1 of the inner loop is
+W1 + x_Sᵀ Cm (rank ≤ K·s update), so
+
+    1. Z = [X_S; X_Q] W1           one product over the rows of ALL T tasks (T(K+Q), D)(D, H1)
+    2. per task (prange)           Gram matrices x x_Sᵀ, the s inner steps, the query pass
+                                   and the s HVPs on the rest of θ (Pr = P − D·H1)
+    3. ∇W1 = (1/T)(X_Qᵀ EQ + X_Sᵀ ES)   one product over the stacked per-task factors
+    4. ∇rest = (1/T) Σ_t G[t]      in the order t = 0 … T−1
+
+One parallel region per call (kernels/classify_kernels.batch_meta_grad): each task makes
+its own rows of 1. (from the inputs' CSR), then 2.; 3. and 4. follow on the calling thread.
+
+The other weights W_l (l ≥ 2) are per task, except where their updates are known to be
+factored too (kernels/bn_mlp_kernels.Direction): at s = 1 the query pass uses
+W_l − α h_Sᵀ dz_S as W_l plus a product through h_S, and the first HVP's direction has the
+W_l block α h_Qᵀ dz_Q.
+
+Products 1 and 3 skip the zero inputs (kernels/sparse_rows.py: Omniglot is mostly
+background) unless more than a quarter of the inputs are nonzero, then they are BLAS GEMMs.
+
+Memory: per call T·Pr + 2·T(K+Q)·H1 floats of per-task rows, per thread (s+1)·(Pr + K·H1 +
+6·max(K,Q)·Hsum) + 6·K·Hsum + 3·Pr; W1 is read, never copied per task. For 784-256-128-64-64-5,
+T = 32, 5-way 1-shot, s = 1: Pr = 46,917, the per-call rows 13.3 MB, the scratch of one
+thread 2.3 MB (vs 32 adapted copies of θ, 63 MB).
+
+Per-parameter α (Meta-SGD) breaks the factorisation (α ⊙ x_Sᵀ dz has no rank bound); it runs
+the model's own NumPy passes instead (``_numpy_meta_gradient_alpha``), not compiled.
+"""
+import threading
+from functools import lru_cache
+
+import numba
+import numpy as np
+
+from .kernels import ACT_IDS, LOSS_IDS
+from .kernels.bn_mlp_kernels import BNGeometry
+from .kernels.classify_kernels import (Data, Inputs, alloc_workspace, batch_adapt,
+                                       batch_meta_grad)
+from .kernels.sparse_rows import build_csr_csc, count_nonzeros, dense_enough
+
+
+@lru_cache(maxsize=64)
+def _geometry(sizes, activation, loss, eps):
+    L, D, H1 = len(sizes) - 1, sizes[0], sizes[1]
+    woff, boff, goff, eoff, coff = (np.full(L, -1, np.int64) for _ in range(5))
+    o, c = 0, 0
+    for l in range(L):
+        fi, fo = sizes[l], sizes[l + 1]
+        woff[l], boff[l], coff[l] = o, o + fi * fo, c
+        o, c = o + fi * fo + fo, c + fo
+        if l < L - 1:
+            goff[l], eoff[l] = o, o + fo
+            o += 2 * fo
+    for a in (woff, boff, goff, eoff):                     # offsets into rest = θ[D·H1:]
+        a[a >= 0] -= D * H1
+    woff[0] = -1
+    sz = np.array(sizes, np.int64)
+    for a in (sz, woff, boff, goff, eoff, coff):
+        a.setflags(write=False)
+    return BNGeometry(sz, woff, boff, goff, eoff, coff, ACT_IDS[activation], LOSS_IDS[loss],
+                      float(eps))
+
+
+def geometry(model):
+    """BNGeometry of a batch-norm MLP (offsets into θ[D·H1:])."""
+    return _geometry(tuple(model.sizes), model.activation, model.loss_name, model.bn_eps)
+
+
+_local = threading.local()          # one workspace per Python thread
+
+
+def _workspace(geom, T, s, K, Q):
+    sz = geom.sizes
+    D, H1, Hsum = int(sz[0]), int(sz[1]), int(sz[1:].sum())
+    Pr = int(geom.boff[-1] + sz[-1])
+    key = (tuple(sz), T, s, K, Q)
+    cached = getattr(_local, "ws", None)
+    if cached is None or cached[0] != key:
+        _local.ws = cached = (key, alloc_workspace(T, Pr, s, K, Q, Hsum, H1))
+    return cached[1], D, H1
+
+
+def _flat(a):
+    """(T, N, C) -> (T, N·C) float64 C-contiguous (a view when already so)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return a.reshape(a.shape[0], -1)
+
+
+_EMPTY_I, _EMPTY_F = np.zeros(1, np.int64), np.zeros(1)
+
+
+def _inputs(xs, xq, W1, Z):
+    """The kernels' Inputs for X = [X_S; X_Q]: CSR/CSC when sparse (the tasks then make their
+    own rows of Z = X W1), else Z made here by two BLAS GEMMs."""
+    D = W1.shape[0]
+    M, nnz = (xs.size + xq.size) // D, count_nonzeros(xs, xq)
+    if dense_enough(nnz, M, D):
+        Ms = xs.size // D
+        np.matmul(xs.reshape(-1, D), W1, out=Z[:Ms])
+        np.matmul(xq.reshape(-1, D), W1, out=Z[Ms:])
+        return Inputs(False, _EMPTY_I, _EMPTY_I, _EMPTY_F, _EMPTY_I, _EMPTY_I, _EMPTY_F, W1, Z)
+    rp, cp = np.empty(M + 1, np.int64), np.empty(D + 1, np.int64)
+    ci, ri, cv, rv = np.empty(nnz, np.int64), np.empty(nnz, np.int64), np.empty(nnz), np.empty(nnz)
+    build_csr_csc(xs, xq, D, rp, ci, cv, cp, ri, rv)
+    return Inputs(True, rp, ci, cv, cp, ri, rv, W1, Z)
+
+
+def _data(geom, theta, xs, ys, xq, yq, ws):
+    """(Data, Inputs) of a call: the batch, views of ws.Z, θ's rest; the first layer."""
+    T, D, H1 = xs.shape[0], int(geom.sizes[0]), int(geom.sizes[1])
+    X = _inputs(xs, xq, theta[:D * H1].reshape(D, H1), ws.Z)
+    TK = xs.size // D
+    return Data(xs, ys, xq, yq, ws.Z[:TK].reshape(T, -1), ws.Z[TK:].reshape(T, -1),
+                theta[D * H1:]), X
+
+
+def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha, inner_steps, first_order):
+    """(meta_loss, ∇θ (P,)) with NO checks; geom = geometry(model), alpha a float,
+    xs (T, K·D), ys (T, K·O), xq (T, Q·D), yq (T, Q·O) float64 C-contiguous."""
+    O, s, fo = int(geom.sizes[-1]), int(inner_steps), bool(first_order)
+    T, K, Q = xs.shape[0], ys.shape[1] // O, yq.shape[1] // O
+    ws, D, H1 = _workspace(geom, T, s, K, Q)
+    d, X = _data(geom, theta, xs, ys, xq, yq, ws)
+    grad = np.empty(theta.shape[0])
+    loss = batch_meta_grad(d, geom, ws, X, float(alpha), s, fo,
+                           min(numba.get_num_threads(), T), grad)
+    if not X.sparse:                                                   # ∇W1 = Xᵀ E / T, BLAS
+        gw = xq.reshape(-1, D).T @ ws.EQ.reshape(-1, H1)
+        if not (fo or s == 0):
+            gw += xs.reshape(-1, D).T @ ws.ES.reshape(-1, H1)
+        grad[:D * H1] = (gw / T).ravel()
+    return float(loss), grad
+
+
+def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False):
+    """(meta_loss, ∇θ (P,)), as mamlnp.meta.maml.meta_gradient (arguments validated)."""
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    flat = [_flat(a) for a in (batch.x_support, batch.y_support, batch.x_query,
+                               batch.y_query)]
+    if np.ndim(alpha) > 0:
+        return _numpy_meta_gradient_alpha(model, theta, alpha, batch, inner_steps,
+                                          first_order)[:2]
+    return meta_gradient_unchecked(geometry(model), theta, *flat, float(alpha),
+                                   int(inner_steps), bool(first_order))
+
+
+def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve, want_theta=True):
+    """(θ_s (T, P) or None, curve (T, steps+1)): batch_adapt, then W1_t = W1 + x_S,tᵀ Cm_t."""
+    if np.ndim(alpha) > 0:
+        return _numpy_adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve)
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    geom, steps = geometry(model), int(steps)
+    xs, ys, xq, yq = _flat(xs), _flat(ys), _flat(xq), _flat(yq)
+    O, T = int(geom.sizes[-1]), xs.shape[0]
+    K, Q = ys.shape[1] // O, yq.shape[1] // O
+    ws, D, H1 = _workspace(geom, T, steps, K, Q)
+    rest, cm, curve = np.empty((T, theta.shape[0] - D * H1)), np.empty((T, K * H1)), \
+        np.zeros((T, steps + 1))
+    d, X = _data(geom, theta, xs, ys, xq, yq, ws)
+    batch_adapt(d, geom, ws, X, float(alpha), steps, want_curve, rest, cm, curve)
+    if not want_theta:
+        return None, curve
+    out = np.empty((T, theta.shape[0]))
+    W1 = theta[:D * H1].reshape(D, H1)
+    for t in range(T):
+        out[t, :D * H1] = (W1 + xs[t].reshape(K, D).T @ cm[t].reshape(K, H1)).ravel()
+    out[:, D * H1:] = rest
+    return out, curve
+
+
+def adapt(model, theta, x_support, y_support, alpha, inner_steps):
+    """θ' (P,) after ``inner_steps`` SGD steps on one task, as mamlnp.meta.maml.adapt."""
+    xs, ys = np.asarray(x_support)[None], np.asarray(y_support)[None]
+    return _adapt(model, theta, xs, ys, xs, ys, alpha, inner_steps, False)[0][0]
+
+
+def adapt_batch(model, theta, batch, alpha, inner_steps):
+    """θ'_t (T, P): every task of ``batch`` adapted on its support set (query unused)."""
+    return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
+                  batch.y_query, alpha, inner_steps, False)[0]
+
+
+def adapt_curve(model, theta, batch, alpha, steps):
+    """(T, steps+1) query losses [t, k] = L_Q,t(θ_k^{(t)}); no adapted θ is formed."""
+    return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
+                  batch.y_query, alpha, steps, True, want_theta=False)[1]
+
+
+# ---- per-parameter α: the model's NumPy passes (not compiled) ---------------------------
+
+
+def _numpy_inner(model, theta, xs, ys, alpha, s):
+    thetas, grads = [theta], []
+    for _ in range(s):
+        _, g = model._loss_and_grad(thetas[-1], xs, ys)                 # ∇L_S(θ_k) (P,)
+        grads.append(g)
+        thetas.append(thetas[-1] - alpha * g)                           # θ_{k+1}
+    return thetas, grads
+
+
+def _numpy_meta_gradient_alpha(model, theta, alpha, batch, s, first_order):
+    """(meta_loss, ∇θ, ∇α): the equations of mamlnp.meta.maml.task_meta_gradient_alpha."""
+    scalar, T = np.ndim(alpha) == 0, batch.x_support.shape[0]
+    loss, gt, ga = 0.0, np.zeros(theta.shape[0]), np.zeros(np.shape(alpha))
+    for t in range(T):
+        xs, ys, xq, yq = (batch.x_support[t], batch.y_support[t], batch.x_query[t],
+                          batch.y_query[t])
+        thetas, grads = _numpy_inner(model, theta, xs, ys, alpha, s)
+        lq, g = model._loss_and_grad(thetas[-1], xq, yq)
+        for k in range(s - 1, -1, -1):
+            ga = ga - (grads[k] @ g if scalar else grads[k] * g)
+            if not first_order:
+                g = g - model._hvp(thetas[k], xs, ys, alpha * g)
+        loss, gt = loss + lq, gt + g
+    return loss / T, gt / T, ga / T
+
+
+def _numpy_adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve):
+    out, curve = np.empty((len(xs), theta.shape[0])), np.zeros((len(xs), steps + 1))
+    for t in range(len(xs)):
+        thetas, _ = _numpy_inner(model, theta, xs[t], ys[t], alpha, steps)
+        out[t] = thetas[-1]
+        if want_curve:
+            curve[t] = [model._loss_value(th, xq[t], yq[t]) for th in thetas]
+    return out, curve
+
+
+def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=False):
+    """(meta_loss, ∇θ, ∇α) for a batch-norm MLP: the NumPy passes (see the module docstring)."""
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    return _numpy_meta_gradient_alpha(model, theta, alpha, batch, int(inner_steps),
+                                      bool(first_order))
