@@ -125,6 +125,8 @@ print(net, "P =", f"{net.num_params:,}")
 
 # %%
 if family is not None:
+    alphabets = {name.split("/")[0] for name in family.keys}
+    print(f"{len(family.keys):,} characters from {len(alphabets)} alphabets, 20 drawings each")
     print(f"{'split':<6} {'characters':>10} {'classes (x4 rotations)':>23} {'drawings':>9}")
     for split in ("train", "val", "test"):
         C = len(family.split[split])
@@ -249,7 +251,8 @@ print(f"\nhidden layers: largest |∂L/∂b_l| over all of them = {max(b_hidden)
 # support rows with the support batch's μ and σ²; after adaptation the query rows are
 # normalised with the query batch's own (the reference's `tf.contrib.layers.batch_norm` runs
 # with `is_training=True` at test time too, and `mamlnp` does the same; there are no running
-# averages). With 5 drawings in each batch the two sets of statistics are far apart. Below,
+# averages). With 5 drawings in each batch the two sets of statistics differ; the line under
+# the figure measures by how much. Below,
 # the first layer's pre-normalisation $z_1 = xW_1 + b_1$ on the episode of section 1 (or on
 # synthetic inputs), per unit: the query batch's mean and standard deviation against the
 # support batch's.
@@ -399,6 +402,11 @@ else:
     trained_model, trained_theta, trained_cfg = res.model, res.theta, res.config
 
 if history is not None:
+    c = trained_cfg
+    print(f"protocol of this run: {c['meta_batch']} episodes per meta-batch, {c['inner_steps']} "
+          f"inner step(s) of α = {c['alpha']}, {'first' if c['first_order'] else 'exact second'} "
+          f"order, {c['optimizer']} β = {c['beta']}, {c['iterations']:,} iterations, network "
+          f"{'-'.join(map(str, trained_model.sizes))}")
     fig, ax1 = plt.subplots(figsize=(8.5, 3.8), constrained_layout=True)
     ax1.plot(history["iteration"], history["meta_loss"], color="C0")
     ax1.set(xlabel="meta-iteration", ylabel="meta-loss (query cross-entropy)", yscale="log")
@@ -420,7 +428,8 @@ if history is not None:
 # `eval/omniglot_results.json` (written by `python -m mamlnp evaluate RUN`). The paper's
 # Table 1 reports the MLP at 89.7 ± 1.1 % (5-way 1-shot) and 97.5 ± 0.6 % (5-way 5-shot),
 # tested with 3 steps (appendix A.1). Without an evaluation, the network of section 4 is
-# evaluated here on fewer episodes.
+# evaluated here by the same function (`classify_report.evaluate_run`) on the same episodes
+# (fast mode: only the first few).
 
 # %%
 def load_eval(run_dir):
@@ -443,11 +452,11 @@ if family is not None:
         if rows_k is not None:
             results[K] = (rows_k, f"{run_dir.relative_to(REPO)}/eval")
     if 1 not in results:
-        n_eval = 20 if FAST else 200
+        n_eval = 20 if FAST else CL.TEST_EPISODES          # 600, as `evaluate`
         r = CR.evaluate_run(trained_model, trained_theta, trained_cfg, episodes=n_eval,
                             family=family)
         results[1] = (r["rows"], f"the network of section 4 ({curve_source}), evaluated here "
-                                 f"on the first {n_eval} of the test episodes")
+                                 f"on the first {n_eval} of the {CL.TEST_EPISODES} test episodes")
 
 if results:
     fig, ax = plt.subplots(figsize=(7.5, 4), constrained_layout=True)
