@@ -179,6 +179,24 @@ def test_episode_shapes_one_hot_and_classes_from_one_rotated_character(family):
             assert len({r for *_, r in matches}) == K + Q          # distinct drawings
 
 
+def test_episode_classes_describe_the_episode_exactly(family):
+    K, Q = 2, 1
+    for seed, index in ((0, 0), (5, 3)):
+        b = family.episodes("test", 1, K, Q, seed=seed, start=index)
+        info = family.episode_classes("test", K, Q, seed=seed, index=index)
+        names = family.character_names("test")
+        chars = family.characters("test").reshape(len(names), 20, 28, 28)
+        assert [c["label"] for c in info] == list(range(family.ways))
+        for c in info:
+            img = chars[names.index(c["character"])]
+            turn = c["rotation"] // 90
+            want_s = [np.rot90(img[r], turn).ravel() for r in c["support_drawings"]]
+            want_q = [np.rot90(img[r], turn).ravel() for r in c["query_drawings"]]
+            n = c["label"]
+            np.testing.assert_array_equal(b.x_support[0, n * K:(n + 1) * K], want_s)
+            np.testing.assert_array_equal(b.x_query[0, n * Q:(n + 1) * Q], want_q)
+
+
 def test_labels_and_rotations_are_random_per_episode(family):
     b = family.sample(7, 24, 1, 1)
     found = _classes(family, b, "train", 1)

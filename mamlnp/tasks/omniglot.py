@@ -117,12 +117,31 @@ class OmniglotTasks(TaskFamily):
                              f"character), got {K} + {Q} = {K + Q}")
         return T, K, Q
 
-    def _episodes(self, rng, split, T, K, Q):
+    def episode_classes(self, split, shots, query=None, seed=0, index=0):
+        """What episode ``index`` of ``episodes(split, ·, shots, query, seed)`` is made of: one
+        dict per label n = 0 … N−1 with the character's name, its rotation (degrees,
+        counter-clockwise) and the drawings used (the first K support, the next Q query)."""
+        split = choice("split", split, SPLITS)
+        _, K, Q = self._counts(1, shots, query)
+        seed, index = nonneg_int("seed", seed), nonneg_int("index", index)
+        rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
+        chars, draws, turns = self._draw(rng, split, 1, K, Q)
+        return [{"label": n, "character": self.keys[chars[0, n]], "rotation": 90 * int(turns[0, n]),
+                 "support_drawings": draws[0, n, :K].tolist(),
+                 "query_drawings": draws[0, n, K:].tolist()} for n in range(self.ways)]
+
+    def _draw(self, rng, split, T, K, Q):
+        """(characters (T, N) indices into keys, drawings (T, N, K+Q), quarter turns (T, N))."""
         N, chars = self.ways, self.split[split]
         picked = np.argsort(rng.random((T, len(chars))), axis=1)[:, :N]    # (T, N) distinct, random order
         draws = np.argsort(rng.random((T, N, data.DRAWINGS)), axis=2)[:, :, :K + Q]  # (T, N, K+Q)
         turns = rng.integers(0, 4, size=(T, N)) if self.rotations else np.zeros((T, N), int)
-        u8 = self._ink[chars[picked][:, :, None], draws]                      # (T, N, K+Q, S, S)
+        return chars[picked], draws, turns
+
+    def _episodes(self, rng, split, T, K, Q):
+        N = self.ways
+        chars, draws, turns = self._draw(rng, split, T, K, Q)
+        u8 = self._ink[chars[:, :, None], draws]                              # (T, N, K+Q, S, S)
         for k in range(1, 4):                                                 # turned by k·90°
             sel = turns == k                                                  # (T, N)
             u8[sel] = np.rot90(u8[sel], k, axes=(-2, -1))                     # counter-clockwise
