@@ -147,7 +147,8 @@ def test_maml_methods_are_the_reference_meta_gradient(name, first_order):
 def test_unknown_method_is_refused():
     with pytest.raises(InputError, match="method"):
         get_method("protonet")
-    assert set(METHODS) == {"maml", "fomaml", "reptile", "metasgd", "pretrain", "imaml", "anil"}
+    assert set(METHODS) == {"maml", "fomaml", "reptile", "metasgd", "pretrain", "imaml", "anil",
+                            "mamlpp"}
 
 
 @pytest.mark.skipif(not HAS_FAST, reason="mamlnp.fast.api (numba backend) not available")

@@ -20,7 +20,7 @@ The HVP is applied only to vectors v = α ⊙ ḡ that vanish off the head: H v 
 the head's columns of the Hessian (head-head block and body-head cross terms; the
 body-body block is never needed). This module computes it with the full R-pass (the
 simplest correct path, both backends); what a head-only path would save is measured in
-benchmarks/family_cost.py and discussed in docs/derivations/anil.md.
+benchmarks/bench_family.py and discussed in docs/derivations/anil.md.
 """
 import numpy as np
 

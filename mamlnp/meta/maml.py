@@ -44,15 +44,29 @@ DEFAULT_BACKEND = "numba"
 # ---- argument checks shared by adapt, meta_gradient and the variants --------------
 
 
-def check_alpha(model, alpha):
-    """α: a positive scalar step size, or a finite (P,) vector of per-parameter steps.
+def check_alpha(model, alpha, schedule=False):
+    """α: a positive scalar step size, or a finite (P,) vector of per-parameter steps; with
+    ``schedule`` also a finite (S, P) table, one row per inner step (``step_alpha``).
 
     The vector form is Meta-SGD's learned α (Li et al. 2017), which is left
-    unconstrained there, so its entries may be zero or negative after training.
+    unconstrained there, so its entries may be zero or negative after training. The table
+    is MAML++'s learned per-step, per-layer steps (mamlnp.meta.mamlpp.expand), for adaptation.
     """
     if np.ndim(alpha) == 0:
         return positive_float("alpha", alpha)
+    if schedule and np.ndim(alpha) == 2:
+        a = as_float64("alpha", alpha, 2)
+        if a.shape[0] < 1 or a.shape[1] != model.num_params:
+            raise InputError(f"alpha: expected an (S >= 1, P={model.num_params}) table of "
+                             f"per-step step sizes, got shape {a.shape}")
+        return a
     return as_float64("alpha", alpha, 1, (model.num_params,))
+
+
+def step_alpha(alpha, k):
+    """The step size of inner step k (0-based): α itself, or row min(k, S−1) of an (S, P)
+    table (steps past the table reuse its last row)."""
+    return alpha[min(k, alpha.shape[0] - 1)] if np.ndim(alpha) == 2 else alpha
 
 
 def check_batch(model, batch):
@@ -107,17 +121,17 @@ def inner_loop(model, theta, x_support, y_support, alpha, inner_steps):
     """The iterates [θ_0, …, θ_s] of s SGD steps on the support loss (unchecked): O(s·P)
     memory, for the exact meta-gradient's reverse pass; see ``final_iterate``."""
     thetas = [theta]
-    for _ in range(inner_steps):
+    for k in range(inner_steps):
         _, g = model._loss_and_grad(thetas[-1], x_support, y_support)   # (P,)
-        thetas.append(thetas[-1] - alpha * g)                            # θ_{k+1} = θ_k − α g
+        thetas.append(thetas[-1] - step_alpha(alpha, k) * g)             # θ_{k+1} = θ_k − α g
     return thetas
 
 
 def final_iterate(model, theta, x_support, y_support, alpha, inner_steps):
     """θ_s of ``inner_loop`` keeping one iterate at a time (O(P) memory; unchecked)."""
-    for _ in range(inner_steps):
+    for k in range(inner_steps):
         _, g = model._loss_and_grad(theta, x_support, y_support)         # (P,)
-        theta = theta - alpha * g                                        # θ_{k+1} = θ_k − α g
+        theta = theta - step_alpha(alpha, k) * g                         # θ_{k+1} = θ_k − α g
     return theta
 
 
@@ -128,10 +142,10 @@ def adapt(model, theta, x_support, y_support, alpha, inner_steps, backend=None):
     """
     theta = check_model(model).check_theta(theta)
     x_support, y_support = model.check_xy(x_support, y_support, "x_support", "y_support")
-    alpha = check_alpha(model, alpha)
+    alpha = check_alpha(model, alpha, schedule=True)
     inner_steps = step_count("inner_steps", inner_steps)
     check_work(model, 1, x_support.shape[0], 1, inner_steps, backend, False)
-    fast = kernels_for(model, backend)
+    fast = kernels_for(model, backend) if np.ndim(alpha) < 2 else None   # tables: NumPy
     if fast is not None:
         return fast.adapt(model, theta, x_support, y_support, alpha, inner_steps)
     return final_iterate(model, theta, x_support, y_support, alpha, inner_steps).copy()
@@ -251,14 +265,14 @@ def adapt_curve_numpy(model, theta, batch, alpha, steps):
         th = theta
         for k in range(steps + 1):                               # one iterate at a time: O(P)
             if k:
-                th = th - alpha * model._loss_and_grad(th, xs, ys)[1]     # θ_k
+                th = th - step_alpha(alpha, k - 1) * model._loss_and_grad(th, xs, ys)[1]  # θ_k
             curve[t, k] = model._loss_value(th, xq, yq)          # L_Q(θ_k)
     return curve
 
 
 def adapt_batch(model, theta, batch, alpha, inner_steps, backend=None):
     """θ'_t (T, P) for every task of a validated batch, on the chosen backend."""
-    fast = kernels_for(model, backend)
+    fast = kernels_for(model, backend) if np.ndim(alpha) < 2 else None   # tables: NumPy
     if fast is not None:
         return fast.adapt_batch(model, theta, batch, alpha, inner_steps)
     return adapt_batch_numpy(model, theta, batch, alpha, inner_steps)
@@ -266,7 +280,7 @@ def adapt_batch(model, theta, batch, alpha, inner_steps, backend=None):
 
 def adapt_curve(model, theta, batch, alpha, steps, backend=None):
     """(T, steps+1) query losses after 0 … steps inner steps, on the chosen backend."""
-    fast = kernels_for(model, backend)
+    fast = kernels_for(model, backend) if np.ndim(alpha) < 2 else None   # tables: NumPy
     if fast is not None:
         return fast.adapt_curve(model, theta, batch, alpha, steps)
     return adapt_curve_numpy(model, theta, batch, alpha, steps)

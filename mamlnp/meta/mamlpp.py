@@ -46,6 +46,31 @@ def layer_index(model):
     return idx
 
 
+def expand(model, lslr):
+    """The (s, P) per-step, per-parameter table A_k of LSLR steps ``lslr`` (s, L) (or its
+    flat (s·L,) form, as the trainer stores it): A[k, i] = lslr[k, layer of i]."""
+    L = len(model.layout)
+    lslr = as_float64("lslr", lslr)
+    if lslr.ndim == 1 and lslr.size % L == 0 and lslr.size:
+        lslr = lslr.reshape(-1, L)                                       # (s·L,) -> (s, L)
+    if lslr.ndim != 2 or lslr.shape[1] != L or lslr.shape[0] < 1:
+        raise InputError(f"lslr: expected (inner_steps >= 1, L={L}) step sizes, got shape "
+                         f"{lslr.shape}")
+    return lslr[:, layer_index(model)]                                   # (s, P)
+
+
+def schedule(epoch, inner_steps, msl_epochs, fo_epochs):
+    """(MSL weights w (s,), first_order) at ``epoch`` of training: the annealed multi-step
+    loss for the first ``msl_epochs`` (then the last step's loss alone, as in the paper), and
+    derivative-order annealing, first order while epoch < ``fo_epochs``."""
+    s = positive_int("inner_steps", inner_steps)
+    if epoch < msl_epochs:
+        w = msl_weights(s, epoch, msl_epochs)
+    else:
+        w = np.eye(s)[-1]
+    return w, epoch < fo_epochs
+
+
 def msl_weights(inner_steps, epoch, msl_epochs, min_fraction=0.03):
     """The paper's annealed MSL weights w (s,) at ``epoch``: all 1/s at epoch 0; each
     non-final weight falls by 1/(s·msl_epochs) per epoch to a floor of min_fraction/s, the

@@ -21,13 +21,20 @@ Methods
   imaml     Rajeswaran et al. (2019): proximal inner loop, implicit meta-gradient by CG
             (mamlnp.meta.imaml; config keys "lam", "cg_steps").
   anil      Raghu et al. (2020): MAML with only the head adapted (mamlnp.meta.anil).
+  mamlpp    Antoniou et al. (2019), MAML++: learned per-step, per-layer steps (LSLR), the
+            annealed multi-step loss, derivative-order annealing (mamlnp.meta.mamlpp;
+            config keys "epoch_length", "msl_epochs", "fo_epochs").
+
+A method whose step depends on training time (MAML++'s annealing) reads the iteration the
+trainer passes to ``step_at``.
 """
 import numpy as np
 
-from . import anil as A, imaml as I, maml as M
+from . import anil as A, imaml as I, maml as M, mamlpp as PP
+from ..errors import InputError
 from ..tasks.base import TaskBatch
 
-METHODS = ("maml", "fomaml", "reptile", "metasgd", "pretrain", "imaml", "anil")
+METHODS = ("maml", "fomaml", "reptile", "metasgd", "pretrain", "imaml", "anil", "mamlpp")
 
 
 class Method:
@@ -41,6 +48,10 @@ class Method:
 
     def step(self, model, params, batch, config, backend):
         raise NotImplementedError
+
+    def step_at(self, iteration, model, params, batch, config, backend):
+        """``step`` at meta-iteration ``iteration`` (0-based; only MAML++ reads it)."""
+        return self.step(model, params, batch, config, backend)
 
     def adapt_alpha(self, params, config):
         return config["alpha"]
@@ -217,6 +228,57 @@ class ANIL(Method):
         return A.anil_alpha(MLP(**config["model"]), config["alpha"])
 
 
+class MAMLPP(Method):
+    """MAML++ (Antoniou, Edwards & Storkey 2019): θ and the LSLR steps α_{k,l} (stored flat,
+    (s·L,), starting at config["alpha"]) are meta-learned on the multi-step loss
+    (mamlnp.meta.mamlpp). Epoch e = iteration // config["epoch_length"] sets the MSL weights
+    (annealed for config["msl_epochs"] epochs) and the order (first while e <
+    config["fo_epochs"]). NumPy on every backend: there are no MAML++ kernels."""
+
+    name = "mamlpp"
+    groups = ("theta", "lslr")
+
+    def init_params(self, model, theta, config):
+        return {"theta": np.array(theta, dtype=np.float64),
+                "lslr": np.full(config["inner_steps"] * len(model.layout), float(config["alpha"]))}
+
+    def step(self, model, params, batch, config, backend):
+        return self.step_at(0, model, params, batch, config, backend)
+
+    def step_at(self, iteration, model, params, batch, config, backend):
+        s, L = config["inner_steps"], len(model.layout)
+        weights, fo = PP.schedule(iteration // config["epoch_length"], s,
+                                  config["msl_epochs"], config["fo_epochs"])
+        lslr, layer = params["lslr"].reshape(s, L), PP.layer_index(model)
+        total = [0.0, 0.0, 0.0]
+        for t in range(batch.num_tasks):                # unchecked: the learned α may be <= 0
+            out = PP.task_mamlpp_gradient(model, params["theta"], *batch.task(t), lslr,
+                                          weights, layer, fo)
+            total = [a + b for a, b in zip(total, out)]
+        T = batch.num_tasks
+        return total[0] / T, {"theta": total[1] / T, "lslr": (total[2] / T).ravel()}
+
+    def adapt_alpha(self, params, config):
+        from ..nn.mlp import MLP
+        return PP.expand(MLP(**config["model"]), params["lslr"])          # (s, P)
+
+
+def run_alpha(config, model=None):
+    """The step size a trained run adapts with, as it adapted in training: Meta-SGD's learned
+    vector (P,), MAML++'s learned per-step table (s, P), ANIL's α masked to the head (P,)
+    (the last two need the run's ``model``), else the scalar α."""
+    if config.get("learned_alpha") is not None:
+        return np.asarray(config["learned_alpha"], dtype=np.float64)
+    if config.get("method") in ("anil", "mamlpp") and model is None:
+        raise InputError(f"run_alpha: a {config['method']} run adapts with a per-parameter "
+                         f"step: pass its model (mamlnp.load_checkpoint gives it)")
+    if config.get("learned_lslr") is not None:
+        return PP.expand(model, config["learned_lslr"])                    # (s, P)
+    if config.get("method") == "anil":
+        return A.anil_alpha(model, float(config["alpha"]))                # (P,)
+    return float(config["alpha"])
+
+
 def unchecked_batch(x_support, y_support, x_query, y_query):
     """A TaskBatch of arrays the caller guarantees (float64, finite, matching shapes),
     made C-contiguous but not re-validated: for the training loop's own data."""
@@ -227,7 +289,8 @@ def unchecked_batch(x_support, y_support, x_query, y_query):
     return batch
 
 
-_REGISTRY = {cls.name: cls for cls in (MAML, FOMAML, Reptile, MetaSGD, Pretrain, IMAML, ANIL)}
+_REGISTRY = {cls.name: cls for cls in (MAML, FOMAML, Reptile, MetaSGD, Pretrain, IMAML, ANIL,
+                                        MAMLPP)}
 
 
 def get_method(name):

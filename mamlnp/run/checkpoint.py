@@ -393,12 +393,12 @@ def read_arrays(file, arrays):
     for name, value in arrays.items():
         head, _, rest = name.partition(".")
         if head == "param":
-            out["params"][rest] = S.vector(file, name, value, P,
+            out["params"][rest] = S.vector(file, name, value, S.group_size(rest, config, model),
                                            "θ" if rest == "theta" else rest)
         elif head == "optim":
             group, _, key = rest.partition(".")
             out["optimizer_state"].setdefault(group, {})[key] = S.optimizer_entry(
-                file, name, key, value, P)
+                file, name, key, value, S.group_size(group, config, model))
         elif head == "train":
             if value.size > max(P, 1024) or np.isnan(value).any():
                 raise S.fail(file, name, f"expected at most {max(P, 1024)} numbers, no NaN")
@@ -414,7 +414,8 @@ def load_checkpoint(path):
     path : a run directory (``path/checkpoint.npz``) or an ``.npz`` checkpoint.
     model : the ``mamlnp.MLP`` the run trained; theta (P,) float64;
     config : the run's config dict, with config["iteration"] the iterations done
-    and, for Meta-SGD, config["learned_alpha"] the learned step sizes (P,).
+    and, for Meta-SGD, config["learned_alpha"] the learned step sizes (P,); for MAML++,
+    config["learned_lslr"] its learned per-step, per-layer steps (s, L).
     """
     state = read_checkpoint(path)
     config, model = dict(state["config"]), state["model"]
@@ -425,4 +426,6 @@ def load_checkpoint(path):
     theta = state["params"]["theta"]
     if "alpha" in state["params"]:
         config["learned_alpha"] = np.array(state["params"]["alpha"], dtype=np.float64)
+    if "lslr" in state["params"]:                               # MAML++: (s, L)
+        config["learned_lslr"] = state["params"]["lslr"].reshape(config["inner_steps"], -1)
     return model, theta, config

@@ -76,7 +76,8 @@ def accuracy_curve(model, theta, batch, alpha, max_steps=10):
     """Query accuracy after 0 … max_steps SGD steps of size α on each episode's support set:
     (T, S+1); column 0 is the accuracy at θ itself (NumPy reference inner loop)."""
     theta, batch = model.check_theta(theta), check_batch(model, batch)
-    alpha, max_steps = check_alpha(model, alpha), nonneg_int("max_steps", max_steps)
+    alpha = check_alpha(model, alpha, schedule=True)                   # scalar, (P,) or (S, P)
+    max_steps = nonneg_int("max_steps", max_steps)
     acc = np.empty((batch.num_tasks, max_steps + 1))
     with np.errstate(all="ignore"):                       # a blown-up task scores what it scores
         for t in range(batch.num_tasks):

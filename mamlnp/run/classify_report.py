@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from . import classify as CL
+from ..meta.variants import run_alpha
 from ..validation import nonneg_int
 
 CHUNK = 50                           # episodes built and scored at a time (memory)
@@ -34,14 +35,16 @@ def evaluate_run(model, theta, config, alpha=None, max_steps=10, episodes=CL.TES
     """{"rows": [{steps, mean, ci95, std, n}], "accuracy": (T, S+1), …} on the test episodes."""
     from .runconfig import family_for
     family = family_for(config) if family is None else family
-    alpha = float(config["alpha"]) if alpha is None else alpha
+    alpha = run_alpha(config, model) if alpha is None else alpha        # as in training
     max_steps = nonneg_int("max_steps", max_steps)
     K = config["shots"]
     acc = np.concatenate([
         CL.accuracy_curve(model, theta, family.episodes("test", min(CHUNK, episodes - s), K, K,
                                                         seed=seed, start=s), alpha, max_steps)
         for s in range(0, episodes, CHUNK)])                              # (T, S+1)
-    rows = [{"ways": config["ways"], "shots": K, "steps": s, "alpha": alpha,
+    shown = float(alpha) if np.ndim(alpha) == 0 else "learned" if config["method"] in (
+        "metasgd", "mamlpp") else "head only"
+    rows = [{"ways": config["ways"], "shots": K, "steps": s, "alpha": shown,
              **CL.summarize_accuracy(acc[:, s])} for s in range(max_steps + 1)]
     return {"rows": rows, "accuracy": acc, "seed": seed, "ways": config["ways"], "shots": K,
             "trained_inner_steps": config["inner_steps"], "method": config["method"]}

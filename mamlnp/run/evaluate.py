@@ -34,6 +34,7 @@ import numpy as np
 from ..errors import InputError
 from ..fast.compile_notice import first_call_notice
 from ..meta.maml import adapt_curve, check_alpha, check_batch, check_work
+from ..meta.variants import run_alpha  # noqa: F401  (re-exported: the step a run adapts with)
 from ..tasks.pool import EvaluationPool, _shot_list
 from ..tasks.sinusoid import SinusoidTasks
 from ..validation import check_memory, check_model, step_count
@@ -62,7 +63,7 @@ def adaptation_curve(model, theta, batch, alpha, max_steps=10, backend=None):
     """
     theta = check_model(model).check_theta(theta)
     batch = check_batch(model, batch)
-    alpha = check_alpha(model, alpha)
+    alpha = check_alpha(model, alpha, schedule=True)
     max_steps = step_count("max_steps", max_steps)
     check_memory("max_steps", max_steps, 8 * batch.num_tasks * (max_steps + 1), "the curve")
     check_work(model, batch.num_tasks, batch.x_support.shape[1], batch.x_query.shape[1],
@@ -197,19 +198,12 @@ def write_results(results, out_dir, meta=None):
     return csv_path, json_path
 
 
-def default_alpha(config, shots):
+def default_alpha(config, shots, model=None):
     """The test-time step of a run evaluated without --alpha: the paper's tuned steps
     (PRETRAIN_ALPHA, per K) for a pretrained baseline, as reproduce uses; else run_alpha."""
     if config.get("method") == "pretrain":
         return {k: PRETRAIN_ALPHA.get(k, float(config["alpha"])) for k in shots}
-    return run_alpha(config)
-
-
-def run_alpha(config):
-    """The step size a trained run adapts with: Meta-SGD's learned vector, else α."""
-    if config.get("learned_alpha") is not None:
-        return np.asarray(config["learned_alpha"], dtype=np.float64)
-    return float(config["alpha"])
+    return run_alpha(config, model)
 
 
 # ---- command line ----------------------------------------------------------------------
@@ -267,7 +261,7 @@ def load_and_evaluate(path, alpha, shots, max_steps, backend, label=None):
     from .checkpoint import load_checkpoint
     model, theta, config = load_checkpoint(path)
     shots = tuple(dict.fromkeys(_shot_list(shots)))
-    alpha = default_alpha(config, shots) if alpha is None else alpha
+    alpha = default_alpha(config, shots, model) if alpha is None else alpha
     label = label or config.get("method", "model")
     res = evaluate(model, theta, alpha, shots=shots, max_steps=max_steps,
                    backend=backend, label=label)

@@ -45,7 +45,11 @@ DEFAULTS = {
 }
 # keys of one method only (absent from other methods' configs): iMAML's λ and CG steps
 METHOD_KEYS = {"imaml": {"lam": 1.0,         # λ, the proximal term's weight (> 0)
-                         "cg_steps": 5}}     # CG steps per task's implicit solve
+                         "cg_steps": 5},     # CG steps per task's implicit solve
+               # MAML++ (Antoniou et al. 2019, sec. 4): an epoch is epoch_length iterations;
+               # the multi-step loss is annealed over msl_epochs; first order for fo_epochs
+               # (the paper's DA: "the first 50 epochs"), then second order
+               "mamlpp": {"epoch_length": 500, "msl_epochs": 10, "fo_epochs": 50}}
 # config keys a resumed run may change without breaking bit-exact continuation
 RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every",
                      "data_dir")                # Omniglot: where the same data now lives
@@ -63,7 +67,8 @@ def make_config(config=None, **kwargs):
     if config is not None and not isinstance(config, dict):
         raise InputError(f"config: expected a dict of config keys, got {type(config).__name__}")
     given = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
-    given.pop("iteration", None), given.pop("learned_alpha", None), given.pop("metadata", None)
+    for key in ("iteration", "learned_alpha", "learned_lslr", "metadata"):
+        given.pop(key, None)
     model = given.pop("model", None)
     if model is not None:
         model = _model_of("config.model", model, given.get("task", DEFAULTS["task"]),
@@ -158,7 +163,7 @@ def check_run_memory(cfg):
     check_memory("meta_batch", T, 8 * 2 * T * (K + Q) * (D + O), "a batch of tasks")
     check_memory("val_tasks", cfg["val_tasks"], 8 * 2 * cfg["val_tasks"] *
                  (K + cfg["val_query"]) * (D + O), "the validation tasks")
-    stored = cfg["method"] in ("maml", "metasgd", "anil") and not cfg["first_order"]
+    stored = cfg["method"] in ("maml", "metasgd", "anil", "mamlpp") and not cfg["first_order"]
     M.check_work(model, T, K + Q, K + Q, cfg["inner_steps"], cfg["backend"], stored)
 
 
@@ -172,6 +177,10 @@ def check_config(cfg):
     if cfg["method"] == "imaml":
         cfg["lam"] = positive_float("lam", cfg.get("lam"))
         cfg["cg_steps"] = positive_int("cg_steps", cfg.get("cg_steps"))
+    if cfg["method"] == "mamlpp":
+        cfg["epoch_length"] = positive_int("epoch_length", cfg.get("epoch_length"))
+        for name in ("msl_epochs", "fo_epochs"):
+            cfg[name] = nonneg_int(name, cfg.get(name))
     for name in ("alpha", "beta"):
         cfg[name] = positive_float(name, cfg[name])
     cfg["inner_steps"] = step_count("inner_steps", cfg["inner_steps"])
@@ -215,7 +224,7 @@ def resume_config(saved, requested):
 def requested_keys(requested, saved):
     """Normalise the explicitly requested keys to compare them with a saved config."""
     req = {k: v for k, v in requested.items()
-           if k not in ("hidden", "activation", "model", "iteration", "learned_alpha",
+           if k not in ("hidden", "activation", "model", "iteration", "learned_alpha", "learned_lslr",
                         "metadata", "first_order")}
     if any(k in requested for k in ("hidden", "activation", "model")):
         keep = set(DEFAULTS) | set(task_defaults(saved.get("task"), saved))

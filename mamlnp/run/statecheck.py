@@ -121,6 +121,9 @@ def check_config(file, config, iteration):
               "first_order": lambda v: boolean("first_order", v),
               "lam": lambda v: positive_float("lam", v),                  # imaml
               "cg_steps": lambda v: positive_int("cg_steps", v),          # imaml
+              "epoch_length": lambda v: positive_int("epoch_length", v),  # mamlpp
+              "msl_epochs": lambda v: nonneg_int("msl_epochs", v),        # mamlpp
+              "fo_epochs": lambda v: nonneg_int("fo_epochs", v),          # mamlpp
               "iteration": lambda v: nonneg_int("iteration", v),
               **{k: (lambda name: lambda v: positive_int(name, v))(k) for k in _POSITIVE_INTS}}
     for key, check in checks.items():
@@ -160,11 +163,19 @@ def _int_in(v, bound):
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < bound
 
 
+def group_size(group, config, model):
+    """The length of a meta-learned array: P, or for MAML++'s "lslr" s·L (steps × layers)."""
+    if group == "lslr":
+        return int(config.get("inner_steps", 1)) * len(model.layout)
+    return model.num_params
+
+
 def vector(file, field, arr, P, what="θ"):
     """A finite float64 (P,) array (θ, Meta-SGD's α, Adam's m and v)."""
     if arr.dtype.kind != "f" or arr.shape != (P,):
-        raise fail(file, field, f"{what} has shape {arr.shape} (dtype {arr.dtype}), but the "
-                                f"model has {P} parameters (expected ({P},) float64)")
+        size = f"the model has {P} parameters" if what != "lslr" else f"{P} = steps × layers"
+        raise fail(file, field, f"{what} has shape {arr.shape} (dtype {arr.dtype}), but {size} "
+                                f"(expected ({P},) float64)")
     if not np.isfinite(arr).all():
         raise fail(file, field, f"expected finite values, got "
                                 f"{int(np.count_nonzero(~np.isfinite(arr)))} NaN or inf")

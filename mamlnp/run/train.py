@@ -310,7 +310,8 @@ def _iteration(model, method, cfg, state, val, out, fused=None):
         batch = sample_batch(family_for(cfg), state.rng, cfg["meta_batch"], cfg["shots"],
                              cfg["query"])                              # T tasks, K + Q points
         with np.errstate(over="ignore", invalid="ignore"):      # a blow-up is the guard's
-            loss, grads = method.step(model, state.params, batch, cfg, cfg["backend"])
+            loss, grads = method.step_at(state.iteration, model, state.params, batch, cfg,
+                                         cfg["backend"])
         loss = float(loss)
         state.guard.check(state.iteration + 1, loss, grads, hint)
         for g, opt in state.optimizers.items():            # unchecked: finite, (P,), ours
@@ -355,6 +356,8 @@ def _result(model, cfg, state, out, interrupted):
     cfg = dict(cfg, iteration=state.iteration)
     if "alpha" in state.params:
         cfg["learned_alpha"] = state.params["alpha"].copy()
+    if "lslr" in state.params:                                   # MAML++: (s, L)
+        cfg["learned_lslr"] = state.params["lslr"].reshape(cfg["inner_steps"], -1).copy()
     h = np.array(state.history, dtype=np.float64).reshape(-1, 3)
     history = {name: h[:, i] for i, name in enumerate(classify.history_columns(cfg))}
     history["iteration"] = history["iteration"].astype(np.int64)

@@ -66,6 +66,11 @@ def add_arguments(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--lam", type=float, help="imaml: proximal weight λ > 0 (default 1.0)")
     p.add_argument("--cg-steps", type=int, help="imaml: CG steps per implicit solve (default 5)")
+    p.add_argument("--epoch-length", type=int, help="mamlpp: iterations per epoch (default 500)")
+    p.add_argument("--msl-epochs", type=int, help="mamlpp: epochs of annealed multi-step loss "
+                   "(default 10)")
+    p.add_argument("--fo-epochs", type=int, help="mamlpp: first-order epochs before second "
+                   "order (default 50)")
     p.add_argument("--ways", type=int, help="omniglot: N classes per episode (default 5)")
     p.add_argument("--data-dir", help="omniglot: the data folder (default $MAMLNP_DATA_DIR, "
                    "else the user cache folder; 'mamlnp download omniglot' fills it)")
@@ -74,7 +79,8 @@ def add_arguments(p):
 def run(args):
     keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
             "iterations", "hidden", "activation", "optimizer", "init", "seed", "backend",
-            "checkpoint_every", "eval_every", "ways", "data_dir", "lam", "cg_steps")
+            "checkpoint_every", "eval_every", "ways", "data_dir", "lam", "cg_steps",
+            "epoch_length", "msl_epochs", "fo_epochs")
     kwargs = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     name = args.task if args.task != "omniglot" else (
         f"omniglot-{args.ways or 5}way-{args.shots or 1}shot")
