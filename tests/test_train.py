@@ -311,7 +311,9 @@ def test_cli_disk_full_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
         if calls[0] > 3:                     # checkpoint.npz, history.csv, config.json once
             raise OSError(28, "No space left on device")
         write(path, w)
-    monkeypatch.setattr(C, "atomic_write", fill_disk_after_the_first_checkpoint)
+    from mamlnp.run import rundir
+    for module in (C, rundir):                   # the checkpoint; config.json, history.csv
+        monkeypatch.setattr(module, "atomic_write", fill_disk_after_the_first_checkpoint)
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "intact" in err and "Traceback" not in err

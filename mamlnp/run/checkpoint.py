@@ -5,18 +5,12 @@ Dimension legend: P parameters, R history rows.
 A run directory ``OUT/`` holds
 
 * ``checkpoint.npz`` — everything needed to continue the run to the same bits:
-  the meta-learned arrays (θ (P,), and Meta-SGD's α (P,)), the optimizer
+  the meta-learned arrays (θ (P,), Meta-SGD's α (P,), MAML++'s lslr (s·L,)), the optimizer
   states (Adam m, v (P,), t), the RNG state (``rng.bit_generator.state``), the
   iteration count, the history (R, 3), the trainer's bookkeeping, the config
   (as JSON), a format version and a SHA-256 checksum over all of the above;
-* ``config.json`` — the config plus reproducibility metadata, for humans;
-* ``history.csv`` — iteration, meta-loss, validation MSE;
-* ``.lock`` — an advisory lock (flock) held by the run writing the directory.
-
-Writes are atomic: each file is written to a temporary file in the same
-directory, flushed, fsync'ed and moved into place with ``os.replace``, so a
-crash (or SIGKILL) leaves either the old file or the new one, never half of one;
-a symbolic link planted at the path is replaced, never written through.
+* ``config.json``, ``history.csv``, ``.lock`` — mamlnp/run/rundir.py, which also writes
+  every file atomically (never through a symbolic link).
 
 Loading reads nothing unchecked (the threat model is in docs/errors.md): sizes are
 checked before anything is decompressed (mamlnp.run.npzread), then the format version
@@ -24,13 +18,10 @@ and the checksum, then every field against the model and config it describes
 (mamlnp.run.statecheck). The checksum detects corruption, not tampering: it is not a
 signature. Every failure is a :class:`mamlnp.errors.CheckpointError` naming the field.
 """
-import errno
 import hashlib
 import io
 import json
 import os
-import stat
-import tempfile
 import zipfile
 
 import numpy as np
@@ -40,189 +31,12 @@ from ..validation import as_float64, nonneg_int
 from . import statecheck as S
 from .npzread import NpzReader
 
+from .rundir import (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_COLUMNS, HISTORY_NAME,  # noqa: F401
+                     LOCK_NAME, atomic_write, lock_run_dir, make_output_dir,
+                     prepare_run_dir, release_run_dir, remove_stale_temp_files, write_history_csv,
+                     write_json, _json_default)
+
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.npz"
-CONFIG_NAME = "config.json"
-HISTORY_NAME = "history.csv"
-LOCK_NAME = ".lock"
-HISTORY_COLUMNS = ("iteration", "meta_loss", "val_mse")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-# ---- atomic file writes ---------------------------------------------------------------
-
-
-def atomic_write(path, write):
-    """Call ``write(fileobj)`` on a temp file next to ``path``, fsync, then os.replace."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=directory)                # O_EXCL: never a link
-        os.fchmod(fd, 0o666 & ~_UMASK)          # mkstemp makes 0600; use the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)                   # replaces a link at path, never follows it
-    except BaseException as exc:
-        if tmp is not None and os.path.lexists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:    # e.g. ENOSPC in write()
-            raise type(exc)(exc.errno, f"{exc.strerror or exc}; {path!r} was not written "
-                            f"(its previous version, if any, is kept)", path) from None
-        raise
-    _fsync_dir(directory)
-
-
-def make_output_dir(directory):
-    """Create ``directory`` (and parents) for outputs; refuse one that is a symbolic link
-    (planted links are never written through)."""
-    directory = os.fspath(directory)
-    if os.path.islink(directory):
-        raise InputError(f"out: {directory!r} is a symbolic link; expected a directory "
-                         f"(mamlnp never writes through a link: remove it or pass its target)")
-    os.makedirs(directory, exist_ok=True)
-    return directory
-
-
-def remove_stale_temp_files(directory):
-    """Delete temp files a killed writer left behind (``.checkpoint.npz.*.tmp`` etc.)."""
-    for name in os.listdir(directory):
-        if name.endswith(".tmp") and any(name.startswith(f".{base}.") for base in
-                                         (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME)):
-            try:
-                os.unlink(os.path.join(directory, name))
-            except OSError:
-                pass
-
-
-def _fsync_dir(directory):
-    try:                                    # make the rename itself durable (POSIX)
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_json(path, obj):
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def write_history_csv(path, history, columns=HISTORY_COLUMNS):
-    """history (R, 3): iteration, meta_loss, val_mse (classification: val_accuracy; NaN
-    where not evaluated), under the header ``columns``."""
-    lines = [",".join(columns)]
-    for it, loss, val in np.asarray(history).reshape(-1, 3):
-        lines.append(f"{int(it)},{float(loss)!r},{'' if np.isnan(val) else repr(float(val))}")
-    text = "\n".join(lines) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def _json_default(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
-# ---- the run directory --------------------------------------------------------------
-
-
-def prepare_run_dir(out, resume=False, overwrite=False):
-    """Create the run directory ``out`` and check it is writable (call before training).
-
-    Refuses to start over a run already there unless ``resume`` or ``overwrite``."""
-    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
-        raise InputError(f"out: expected a non-empty directory path, got {out!r}")
-    out = os.fspath(out)
-    ckpt = os.path.join(out, CHECKPOINT_NAME)
-    if resume and overwrite:
-        raise InputError("resume, overwrite: expected at most one of them (--resume continues "
-                         "the run in --out, --overwrite replaces it)")
-    if resume and not os.path.exists(ckpt):            # check before creating anything
-        raise CheckpointError(f"resume: {out!r} holds no {CHECKPOINT_NAME} to resume from; "
-                              f"drop --resume to start a new run there")
-    try:
-        make_output_dir(out)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(f"out: cannot write the run directory {out!r} ({exc.strerror or exc}); "
-                         f"expected a writable directory path") from None
-    if not resume and not overwrite and os.path.exists(ckpt):
-        raise InputError(f"out: {out!r} already holds a run ({CHECKPOINT_NAME}); pass --resume "
-                         f"to continue it, --overwrite to replace it, or choose another --out")
-    lock = lock_run_dir(out)
-    remove_stale_temp_files(out)                # safe: no other writer holds the lock
-    return out, lock
-
-
-def lock_run_dir(out):
-    """An exclusive advisory lock on ``out/.lock`` (POSIX flock), held while the returned
-    file stays open and released by the OS when the process dies, even by SIGKILL.
-    Two runs writing one directory would interleave their checkpoints. A finished run
-    removes the file (``release_run_dir``); a lock taken on a file that was removed
-    meanwhile is not a lock, so the path is checked to still be the locked file."""
-    try:
-        import fcntl
-    except ImportError:                         # not POSIX: no lock
-        return None
-    path = os.path.join(out, LOCK_NAME)
-    for _ in range(100):
-        f = _open_lock_file(path)
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            raise InputError(f"out: another process is training in {out!r} right now (it "
-                             f"holds {LOCK_NAME}); wait for it to finish or choose another "
-                             f"--out") from None
-        try:
-            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(f.fileno()).st_ino
-        except OSError:
-            same = False
-        if same:
-            f.lock_path = path
-            return f
-        f.close()                               # removed by a run that just finished: again
-    raise InputError(f"out: could not take the lock {path!r}: it keeps being replaced")
-
-
-def _open_lock_file(path):
-    try:                                        # O_NOFOLLOW: a planted link is refused
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW |
-                     os.O_NONBLOCK, 0o666)             # a FIFO planted there: no blocking
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise OSError(errno.EINVAL, "not a regular file")
-    except OSError as exc:
-        raise InputError(f"out: cannot open the lock file {path!r} ({exc.strerror}); expected "
-                         f"a regular file or none (mamlnp never writes through a symbolic "
-                         f"link)") from None
-    return os.fdopen(fd, "a")
-
-
-def release_run_dir(lock):
-    """Remove the run directory's .lock while still holding it, then release it: a finished
-    or stopped run leaves no lock file behind."""
-    if lock is None:
-        return
-    try:
-        os.unlink(lock.lock_path)
-    except OSError:
-        pass
-    lock.close()
 
 
 # ---- the checksum -------------------------------------------------------------------
