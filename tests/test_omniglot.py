@@ -434,3 +434,12 @@ def test_real_cache_is_read_back_and_episodes_drawn(real, monkeypatch):
     np.testing.assert_array_equal(again.characters("val"), real.characters("val"))
     b = again.episodes("test", 4, 1, seed=2017)
     assert b.x_support.shape == (4, 5, 784) and b.y_query.shape == (4, 5, 5)
+
+
+@pytest.mark.parametrize("C,n", [(1100, 5), (100, 20), (7, 7), (30, 1)])
+def test_the_partial_sort_picks_what_argsort_picks(C, n):
+    """Episodes pick their classes by _smallest, argsort's first n columns by a partial sort:
+    the same indices in the same order for distinct draws (the same episodes, bit for bit)."""
+    from mamlnp.tasks.omniglot import _smallest
+    u = np.random.default_rng(C).random((64, C))
+    assert np.array_equal(_smallest(u, n), np.argsort(u, axis=1)[:, :n])

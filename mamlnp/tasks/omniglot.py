@@ -133,7 +133,7 @@ class OmniglotTasks(TaskFamily):
     def _draw(self, rng, split, T, K, Q):
         """(characters (T, N) indices into keys, drawings (T, N, K+Q), quarter turns (T, N))."""
         N, chars = self.ways, self.split[split]
-        picked = np.argsort(rng.random((T, len(chars))), axis=1)[:, :N]    # (T, N) distinct, random order
+        picked = _smallest(rng.random((T, len(chars))), N)                  # (T, N) distinct, random order
         draws = np.argsort(rng.random((T, N, data.DRAWINGS)), axis=2)[:, :, :K + Q]  # (T, N, K+Q)
         turns = rng.integers(0, 4, size=(T, N)) if self.rotations else np.zeros((T, N), int)
         return chars[picked], draws, turns
@@ -145,13 +145,14 @@ class OmniglotTasks(TaskFamily):
         for k in range(1, 4):                                                 # turned by k·90°
             sel = turns == k                                                  # (T, N)
             u8[sel] = np.rot90(u8[sel], k, axes=(-2, -1))                     # counter-clockwise
-        x = u8.reshape(T, N, K + Q, -1) / 255.0                               # (T, N, K+Q, D), ink = 1
+        D, u8 = self.input_dim, u8.reshape(T, N, K + Q, -1)                   # (T, N, K+Q, D)
+        xs, xq = np.empty((T, N, K, D)), np.empty((T, N, Q, D))
+        np.divide(u8[:, :, :K], 255.0, out=xs)                                # ink = 1, one pass
+        np.divide(u8[:, :, K:], 255.0, out=xq)
         eye = np.eye(N)
         ys = np.broadcast_to(np.repeat(eye, K, axis=0), (T, N * K, N))        # (T, N·K, N)
         yq = np.broadcast_to(np.repeat(eye, Q, axis=0), (T, N * Q, N))        # (T, N·Q, N)
-        D = self.input_dim
-        return TaskBatch(x[:, :, :K].reshape(T, N * K, D), ys,
-                         x[:, :, K:].reshape(T, N * Q, D), yq)
+        return TaskBatch(xs.reshape(T, N * K, D), ys, xq.reshape(T, N * Q, D), yq)
 
     # --- the regression-family interface does not describe episodes ------------------------
 
@@ -160,6 +161,17 @@ class OmniglotTasks(TaskFamily):
                          "query) or family.episodes(split, T, shots, query, seed)")
 
     sample_inputs = targets = sample_params
+
+
+def _smallest(u, n):
+    """Per row of u (T, C), the columns of its n smallest entries in increasing order of value:
+    ``np.argsort(u, axis=1)[:, :n]`` (the same indices for distinct values, as random draws
+    are), by a partial sort: O(C) instead of O(C log C) per row."""
+    if n >= u.shape[1]:
+        return np.argsort(u, axis=1)[:, :n]
+    part = np.argpartition(u, n - 1, axis=1)[:, :n]                      # (T, n) unordered
+    order = np.argsort(np.take_along_axis(u, part, axis=1), axis=1)
+    return np.take_along_axis(part, order, axis=1)
 
 
 def _make_split(num_chars, num_train, num_val, split_seed):
