@@ -83,7 +83,8 @@ def test_train_resume_and_history(data_dir, tmp_path):
     assert resumed.config["ways"] == 5 and resumed.config["model"]["batch_norm"]
 
 
-@pytest.mark.parametrize("method", ["fomaml", "reptile", "metasgd", "pretrain", "imaml", "anil"])
+@pytest.mark.parametrize("method", ["fomaml", "reptile", "metasgd", "pretrain", "imaml", "anil",
+                                    "mamlpp"])
 def test_every_method_trains_on_omniglot(data_dir, method):
     res = meta_train(task="omniglot", data_dir=data_dir, method=method, iterations=2,
                      progress=False, **SMALL_RUN)
@@ -107,6 +108,22 @@ def test_evaluate_rows_and_files(data_dir, tmp_path):
         assert np.array(json.load(f)["accuracy"]).shape == (30, 4)
 
 
+@pytest.mark.parametrize("method", ["anil", "metasgd", "mamlpp"])
+def test_evaluation_adapts_as_training_did(data_dir, method):
+    """ANIL's run is scored adapting the head only, Meta-SGD's with its learned α, MAML++'s
+    with its learned table: the same accuracies as the curve at that step size."""
+    res = meta_train(task="omniglot", data_dir=data_dir, method=method, iterations=2,
+                     progress=False, **SMALL_RUN)
+    from mamlnp.meta.variants import run_alpha
+    from mamlnp.run import classify as CL
+    out = CR.evaluate_run(res.model, res.theta, res.config, max_steps=2, episodes=6)
+    family = RC.family_for(res.config)
+    batch = family.episodes("test", 6, 1, 1, seed=CL.TEST_SEED)
+    want = CL.accuracy_curve(res.model, res.theta, batch, run_alpha(res.config, res.model), 2)
+    np.testing.assert_array_equal(out["accuracy"], want)
+    assert out["rows"][0]["alpha"] == ("head only" if method == "anil" else "learned")
+
+
 def test_the_command_line(data_dir, tmp_path, capsys):
     run = str(tmp_path / "run")
     assert main(["train", "omniglot", "--data-dir", data_dir, "--iterations", "2", "--hidden",
@@ -116,6 +133,9 @@ def test_the_command_line(data_dir, tmp_path, capsys):
     assert main(["evaluate", run, "--max-steps", "2", "--no-plots"]) == 0
     text = capsys.readouterr().out
     assert "test accuracy" in text and os.path.exists(os.path.join(run, "eval", "omniglot_results.csv"))
+    for given, code in ((["0.5"], 0), (["1=0.5"], 0), (["5=0.5"], 2)):      # the run's K is 1
+        assert main(["evaluate", run, "--max-steps", "1", "--no-plots", "--alpha", *given]) == code
+        assert ("no step size for K=1" in capsys.readouterr().err) == (code == 2)
     assert main(["train", "omniglot", "--data-dir", data_dir, "--shots", "10", "--query", "11",
                  "--iterations", "1", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
     assert "shots + query" in capsys.readouterr().err

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from . import classify as CL
+from ..errors import InputError
 from ..meta.variants import run_alpha
 from ..validation import nonneg_int
 
@@ -114,7 +115,14 @@ def run_evaluate(args):
     model, theta, config = load_checkpoint(args.run)
     if getattr(args, "data_dir", None):
         config = dict(config, data_dir=args.data_dir)
-    result = evaluate_run(model, theta, config, args.alpha, args.max_steps)
+    from .evaluate import alpha_option
+    alpha = alpha_option(args.alpha)                         # None, a float, or {K: α}
+    if isinstance(alpha, dict):
+        if config["shots"] not in alpha:
+            raise InputError(f"alpha: no step size for K={config['shots']} (the run's shots) "
+                             f"in {sorted(alpha)}")
+        alpha = alpha[config["shots"]]
+    result = evaluate_run(model, theta, config, alpha, args.max_steps)
     print(format_rows(result))
     run_dir = os.path.dirname(os.path.abspath(args.run)) if args.run.endswith(".npz") else args.run
     paths = write_outputs(result, args.out or os.path.join(run_dir, "eval"),
