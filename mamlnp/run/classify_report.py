@@ -109,14 +109,13 @@ def accuracy_figure(results, path):
     return path
 
 
-def run_evaluate(args):
-    """``mamlnp evaluate RUN`` for a classification run."""
+def run_evaluate(args, alpha=None):
+    """``mamlnp evaluate RUN`` for a classification run; ``alpha`` the parsed --alpha
+    (None, a float, or {K: α})."""
     from .checkpoint import load_checkpoint
     model, theta, config = load_checkpoint(args.run)
     if getattr(args, "data_dir", None):
         config = dict(config, data_dir=args.data_dir)
-    from .evaluate import alpha_option
-    alpha = alpha_option(args.alpha)                         # None, a float, or {K: α}
     if isinstance(alpha, dict):
         if config["shots"] not in alpha:
             raise InputError(f"alpha: no step size for K={config['shots']} (the run's shots) "

@@ -274,7 +274,7 @@ def run(args):
             raise InputError(f"{name}: no such run directory or checkpoint file: {path!r}")
     if _is_classification_run(args.run):          # Omniglot: accuracy on 600 test episodes
         from .classify_report import run_evaluate
-        return run_evaluate(args)
+        return run_evaluate(args, alpha_option(args.alpha))
     with first_call_notice(backend=args.backend):           # kernels compile once
         runs = [load_and_evaluate(args.run, alpha_option(args.alpha), args.shots,
                                   args.max_steps, args.backend)]
