@@ -118,6 +118,11 @@ def mamlpp_gradient(model, theta, batch, lslr, weights=None, first_order=False):
     weights = np.eye(s)[-1] if weights is None else as_float64("weights", weights, 1, (s,))
     first_order = boolean("first_order", first_order)
     check_work(model, 1, 1, 1, 2 * s, "numpy", True)                    # iterates, gradients
+    return mamlpp_unchecked(model, theta, batch, lslr, weights, first_order)
+
+
+def mamlpp_unchecked(model, theta, batch, lslr, weights, first_order):
+    """``mamlpp_gradient`` without its checks (the trainer's path: its arrays are its own)."""
     layer, total = layer_index(model), [0.0, 0.0, 0.0]
     for t in range(batch.num_tasks):
         out = task_mamlpp_gradient(model, theta, *batch.task(t), lslr, weights, layer,

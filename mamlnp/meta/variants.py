@@ -249,14 +249,9 @@ class MAMLPP(Method):
         s, L = config["inner_steps"], len(model.layout)
         weights, fo = PP.schedule(iteration // config["epoch_length"], s,
                                   config["msl_epochs"], config["fo_epochs"])
-        lslr, layer = params["lslr"].reshape(s, L), PP.layer_index(model)
-        total = [0.0, 0.0, 0.0]
-        for t in range(batch.num_tasks):                # unchecked: the learned α may be <= 0
-            out = PP.task_mamlpp_gradient(model, params["theta"], *batch.task(t), lslr,
-                                          weights, layer, fo)
-            total = [a + b for a, b in zip(total, out)]
-        T = batch.num_tasks
-        return total[0] / T, {"theta": total[1] / T, "lslr": (total[2] / T).ravel()}
+        loss, g_theta, g_lslr = PP.mamlpp_unchecked(model, params["theta"], batch,
+                                                    params["lslr"].reshape(s, L), weights, fo)
+        return loss, {"theta": g_theta, "lslr": g_lslr.ravel()}
 
     def adapt_alpha(self, params, config):
         from ..nn.mlp import MLP
