@@ -33,11 +33,49 @@ def test_the_mask_is_the_output_layer():
 @pytest.mark.parametrize("activation", ["relu", "tanh", "softplus"])
 @pytest.mark.parametrize("batch_norm", [False, True])
 @pytest.mark.parametrize("s", [1, 2, 4])
-def test_anil_gradient_matches_fd_of_the_head_only_objective(activation, batch_norm, s):
+@pytest.mark.parametrize("path", anil.PATHS)
+def test_anil_gradient_matches_fd_of_the_head_only_objective(activation, batch_norm, s, path):
     model, theta, batch = draw_meta_case(0, activation, batch_norm=batch_norm)
-    row = FC.check_anil(model, theta, batch, 0.1, s, eps=1e-6 if batch_norm else 1e-5)
-    print(f"\n{activation} bn={batch_norm} s={s}: rel {row.rel_err:.1e}")
+    row = FC.check_anil(model, theta, batch, 0.1, s, eps=1e-6 if batch_norm else 1e-5, path=path)
+    print(f"\n{path} {activation} bn={batch_norm} s={s}: rel {row.rel_err:.1e}")
     assert row.rel_err <= 1e-6
+
+
+@pytest.mark.parametrize("loss", ["mse", "softmax_xent"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "softplus"])
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_the_head_path_is_mamls_masked_gradient(loss, activation, batch_norm, first_order):
+    """The head-only path (features once, the head's HVPs, one body backward per set) gives
+    meta_gradient's numbers with α masked to the head, at s = 0 … 3."""
+    model, theta, batch = draw_meta_case(2, activation, loss, sizes=(3, 6, 5, 1), tasks=3,
+                                         batch_norm=batch_norm)
+    for s in range(4):
+        l_m, g_m = anil.anil_gradient(model, theta, batch, 0.2, s, first_order,
+                                      backend="numpy", path="masked")
+        l_h, g_h = anil.anil_gradient(model, theta, batch, 0.2, s, first_order, path="head")
+        assert abs(l_h - l_m) <= 1e-13 * max(1.0, abs(l_m))
+        assert rel_error(g_h, g_m) < 1e-12, (s, rel_error(g_h, g_m))
+
+
+def test_the_head_path_on_the_omniglot_network_matches_the_numba_masked_gradient():
+    model = MLP((784, 256, 128, 64, 64, 5), "relu", "softmax_xent", batch_norm=True)
+    theta = model.init(0)
+    rng = np.random.default_rng(0)
+    x = (rng.random((2, 10, 784)) < 0.08).astype(float)                  # (T, K+Q, D)
+    y = np.eye(5)[np.tile(np.arange(5), (2, 2))]                         # (T, K+Q, 5)
+    batch = mamlnp.TaskBatch.make(x[:, :5], y[:, :5], x[:, 5:], y[:, 5:])
+    g_m = anil.anil_gradient(model, theta, batch, 0.4, 2, backend="numba", path="masked")[1]
+    g_h = anil.anil_gradient(model, theta, batch, 0.4, 2)[1]
+    assert anil.default_path(model, "numba") == "head" and rel_error(g_h, g_m) < 1e-12
+    assert anil.default_path(MLP((1, 40, 40, 1)), "numba") == "masked"
+    assert anil.default_path(MLP((1, 40, 40, 1)), "numpy") == "head"
+
+
+def test_the_path_argument_is_checked():
+    model, theta, batch = draw_meta_case(0, "tanh")
+    with pytest.raises(InputError, match="^path:"):
+        anil.anil_gradient(model, theta, batch, 0.1, 1, path="fast")
 
 
 def test_the_inner_loop_moves_only_the_head_and_matches_head_only_sgd():

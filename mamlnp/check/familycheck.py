@@ -91,10 +91,11 @@ def head_only_meta_loss(model, theta, batch, alpha, inner_steps):
     return float(np.mean(losses))
 
 
-def check_anil(model, theta, batch, alpha, inner_steps, eps=1e-5, tol=1e-6, label=None):
-    """anil_gradient vs centred FD of ``head_only_meta_loss`` (every basis direction)."""
-    label = label or f"ANIL meta-grad s={inner_steps} vs FD(head-only loss)"
-    _, g = anil.anil_gradient(model, theta, batch, alpha, inner_steps, backend="numpy")
+def check_anil(model, theta, batch, alpha, inner_steps, eps=1e-5, tol=1e-6, label=None,
+               path="head"):
+    """anil_gradient (its ``path``) vs centred FD of ``head_only_meta_loss`` (every direction)."""
+    label = label or f"ANIL ({path}) meta-grad s={inner_steps} vs FD(head-only loss)"
+    _, g = anil.anil_gradient(model, theta, batch, alpha, inner_steps, backend="numpy", path=path)
     P = model.num_params
     fd = fd_directional(lambda t: head_only_meta_loss(model, t, batch, alpha, inner_steps),
                         theta, np.eye(P), eps)
@@ -139,6 +140,7 @@ def family_checks(draw, tag, activation, quick, eps=1e-5):
                                    label=f"{tag} iMAML s={EARLY_STEPS} vs FD (must differ)"))
     rows += check_mamlpp(model, theta, batch, 2 if quick else 3, eps=eps, tag=tag)
     for s in ((1,) if quick else (1, 3)):
-        rows.append(check_anil(model, theta, batch, ALPHA, s, eps,
-                               label=f"{tag} ANIL meta-grad s={s} vs FD(head-only loss)"))
+        for path in anil.PATHS:
+            rows.append(check_anil(model, theta, batch, ALPHA, s, eps, path=path,
+                                   label=f"{tag} ANIL ({path}) s={s} vs FD(head-only loss)"))
     return rows

@@ -207,14 +207,15 @@ class MLP:
         theta = self.check_theta(theta)
         return self._forward(theta, self.check_xy(x))[0]
 
-    def _forward(self, theta, x):
+    def _forward(self, theta, x, stop=None):
         """(ŷ, caches); caches[l] = (lin_cache, act_cache): lin_cache is the dense cache, or
         (dense cache, batch-norm cache) for a batch-norm layer; act_cache is None for the
-        linear output layer and its first entry is the activation's input."""
+        linear output layer and its first entry is the activation's input.
+        ``stop`` = l runs only the first l layers and returns (h_l, their caches)."""
         caches = []
         h = x                                                   # (N, D)
         params = self._unflatten(theta)
-        for l, p in enumerate(params):
+        for l, p in enumerate(params[:stop]):
             z, lcache = LY.dense_forward(h, p[0], p[1])         # (N, fan_out)
             if len(p) == 4:                                     # batch-norm hidden layer
                 z, bcache = BN.batchnorm_forward(z, p[2], p[3], self.bn_eps)  # (N, fan_out)
@@ -255,8 +256,17 @@ class MLP:
         loss, lcache = self._loss[0](y_hat, y)
         grad = np.empty_like(theta)
         dz = self._loss[1](lcache)                              # ∂L/∂ŷ (N, O)
+        dzs, dhs, dus = self._backprop(caches, dz, grad)
+        return loss, (caches, lcache, dzs, dhs, dus), grad
+
+    def _backprop(self, caches, d, grad):
+        """Backpropagate d = ∂L/∂(output of the last layer in ``caches``) down to x, writing
+        each layer's ∂L/∂θ_l into grad (P,); returns (dzs, dhs, dus) for the R-pass.
+        The last cached layer is the output layer (d = ∂L/∂ŷ) or, for a body (mamlnp.meta.anil),
+        a hidden layer (d = ∂L/∂h_l)."""
         n = len(caches)
         dzs, dhs, dus = [None] * n, [None] * n, [None] * n
+        dh = dz = d
         for l in range(n - 1, -1, -1):
             dcache, acache = caches[l]
             if acache is not None:                              # hidden layer
@@ -273,7 +283,7 @@ class MLP:
             (w0, w1), (b0, b1), _ = self.layout[l]
             grad[w0:w1] = dW.ravel()
             grad[b0:b1] = db
-        return loss, (caches, lcache, dzs, dhs, dus), grad
+        return dzs, dhs, dus
 
     # ---- R-pass: the exact Hessian-vector product ------------------------------------
 
