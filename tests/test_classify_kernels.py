@@ -197,6 +197,32 @@ def test_adapt_batch_and_curve_match_reference(ink):
     assert rel(mamlnp.adapt(model, theta, xs, ys, 0.4, 2, backend="numba"), want) < TOL
 
 
+@pytest.mark.parametrize("ink", [0.15, 0.6])
+def test_accuracy_curve_on_the_kernels_matches_the_numpy_loop(ink):
+    """The evaluation's accuracies (mamlnp.run.classify.accuracy_curve) from the compiled
+    batch_adapt equal the NumPy inner loop's, episode by episode and step by step."""
+    from mamlnp.run import classify as CL
+    model, theta = net(5)
+    batch = episodes(np.random.default_rng(7), 12, 5, 1, 3, 20, ink)
+    want = CL.accuracy_curve(model, theta, batch, 0.4, 6, backend="numpy")
+    got = CL.accuracy_curve(model, theta, batch, 0.4, 6, backend="numba")
+    assert got.shape == (12, 7) and np.array_equal(got, want)
+    assert 0 < want.min() <= want.max() <= 1 and len(np.unique(want)) > 2   # not all alike
+    acc = CL.accuracy_curve(model, theta, batch, 100.0, 3, backend="numba")  # blows up
+    ref = CL.accuracy_curve(model, theta, batch, 100.0, 3, backend="numpy")
+    assert np.array_equal(acc, ref)
+
+
+def test_accuracy_kernel_breaks_ties_and_nans_as_np_argmax():
+    from mamlnp.fast.kernels.classify_kernels import accuracy_value
+    z = np.array([1.0, 3.0, 3.0, 0.0, np.nan, 5.0, np.nan, 7.0, 2.0, 2.0, 2.0, 2.0])  # 4 rows
+    for label in range(3):
+        y = np.zeros(12)
+        y[label::3] = 1.0
+        want = np.mean(z.reshape(4, 3).argmax(axis=1) == y.reshape(4, 3).argmax(axis=1))
+        assert accuracy_value(z, 0, y, 4, 3) == want
+
+
 def test_per_parameter_alpha_runs_the_numpy_passes():
     """Meta-SGD's α (P,) has no factored first layer: the same numbers, by NumPy."""
     model, theta = net(3)

@@ -212,3 +212,10 @@ def adapt_curve(model, theta, batch, alpha, steps):
         return classify.adapt_curve(model, theta, batch, alpha, steps)
     return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
                   batch.y_query, alpha, steps, True)[1]
+
+
+def adapt_accuracy(model, theta, batch, alpha, steps):
+    """Query accuracies during adaptation, (T, steps+1), of a batch-norm classification MLP
+    (mamlnp.fast.classify.adapt_accuracy; only those: mamlnp.run.classify.accuracy_curve
+    runs its NumPy loop for the others)."""
+    return classify.adapt_accuracy(model, theta, batch, alpha, steps)

@@ -41,8 +41,8 @@ import numpy as np
 
 from .kernels import ACT_IDS, LOSS_IDS
 from .kernels.bn_mlp_kernels import BNGeometry
-from .kernels.classify_kernels import (Data, Inputs, alloc_workspace, batch_adapt,
-                                       batch_meta_grad)
+from .kernels.classify_kernels import (CURVE_ACCURACY, CURVE_LOSS, CURVE_NONE, Data, Inputs,
+                                       alloc_workspace, batch_adapt, batch_meta_grad)
 from .kernels.sparse_rows import build_csr_csc, count_nonzeros, dense_enough
 
 
@@ -151,10 +151,11 @@ def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False):
                                    int(inner_steps), bool(first_order))
 
 
-def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve, want_theta=True):
-    """(θ_s (T, P) or None, curve (T, steps+1)): batch_adapt, then W1_t = W1 + x_S,tᵀ Cm_t."""
+def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, curve_kind, want_theta=True):
+    """(θ_s (T, P) or None, curve (T, steps+1)): batch_adapt, then W1_t = W1 + x_S,tᵀ Cm_t.
+    curve_kind: CURVE_NONE, CURVE_LOSS (query losses) or CURVE_ACCURACY (query accuracies)."""
     if np.ndim(alpha) > 0:
-        return _numpy_adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve)
+        return _numpy_adapt(model, theta, xs, ys, xq, yq, alpha, steps, curve_kind)
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     geom, steps = geometry(model), int(steps)
     xs, ys, xq, yq = _flat(xs), _flat(ys), _flat(xq), _flat(yq)
@@ -164,7 +165,7 @@ def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve, want_theta=Tr
     rest, cm, curve = np.empty((T, theta.shape[0] - D * H1)), np.empty((T, K * H1)), \
         np.zeros((T, steps + 1))
     d, X = _data(geom, theta, xs, ys, xq, yq, ws)
-    batch_adapt(d, geom, ws, X, float(alpha), steps, want_curve, rest, cm, curve)
+    batch_adapt(d, geom, ws, X, float(alpha), steps, curve_kind, rest, cm, curve)
     if not want_theta:
         return None, curve
     out = np.empty((T, theta.shape[0]))
@@ -178,19 +179,26 @@ def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve, want_theta=Tr
 def adapt(model, theta, x_support, y_support, alpha, inner_steps):
     """θ' (P,) after ``inner_steps`` SGD steps on one task, as mamlnp.meta.maml.adapt."""
     xs, ys = np.asarray(x_support)[None], np.asarray(y_support)[None]
-    return _adapt(model, theta, xs, ys, xs, ys, alpha, inner_steps, False)[0][0]
+    return _adapt(model, theta, xs, ys, xs, ys, alpha, inner_steps, CURVE_NONE)[0][0]
 
 
 def adapt_batch(model, theta, batch, alpha, inner_steps):
     """θ'_t (T, P): every task of ``batch`` adapted on its support set (query unused)."""
     return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
-                  batch.y_query, alpha, inner_steps, False)[0]
+                  batch.y_query, alpha, inner_steps, CURVE_NONE)[0]
 
 
 def adapt_curve(model, theta, batch, alpha, steps):
     """(T, steps+1) query losses [t, k] = L_Q,t(θ_k^{(t)}); no adapted θ is formed."""
     return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
-                  batch.y_query, alpha, steps, True, want_theta=False)[1]
+                  batch.y_query, alpha, steps, CURVE_LOSS, want_theta=False)[1]
+
+
+def adapt_accuracy(model, theta, batch, alpha, steps):
+    """(T, steps+1) query accuracies [t, k]: the fraction of task t's query points whose
+    largest logit at θ_k^{(t)} is the true class (as mamlnp.run.classify.query_accuracy)."""
+    return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
+                  batch.y_query, alpha, steps, CURVE_ACCURACY, want_theta=False)[1]
 
 
 # ---- per-parameter α: the model's NumPy passes (not compiled) ---------------------------
@@ -222,13 +230,16 @@ def _numpy_meta_gradient_alpha(model, theta, alpha, batch, s, first_order):
     return loss / T, gt / T, ga / T
 
 
-def _numpy_adapt(model, theta, xs, ys, xq, yq, alpha, steps, want_curve):
+def _numpy_adapt(model, theta, xs, ys, xq, yq, alpha, steps, curve_kind):
     out, curve = np.empty((len(xs), theta.shape[0])), np.zeros((len(xs), steps + 1))
     for t in range(len(xs)):
         thetas, _ = _numpy_inner(model, theta, xs[t], ys[t], alpha, steps)
         out[t] = thetas[-1]
-        if want_curve:
+        if curve_kind == CURVE_LOSS:
             curve[t] = [model._loss_value(th, xq[t], yq[t]) for th in thetas]
+        elif curve_kind == CURVE_ACCURACY:
+            curve[t] = [np.mean(model._forward(th, xq[t])[0].argmax(axis=1) ==
+                                yq[t].argmax(axis=1)) for th in thetas]
     return out, curve
 
 

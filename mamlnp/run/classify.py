@@ -32,7 +32,7 @@ steps. :func:`accuracy_curve` records 0 … 10.
 """
 import numpy as np
 
-from ..meta.maml import check_alpha, check_batch, inner_loop
+from ..meta.maml import check_alpha, check_batch, inner_loop, kernels_for
 from ..validation import nonneg_int
 
 CLASSIFICATION_TASKS = ("omniglot",)
@@ -72,18 +72,29 @@ def query_accuracy(model, theta, x_query, y_query):
     return float(np.mean(logits.argmax(axis=1) == y_query.argmax(axis=1)))
 
 
-def accuracy_curve(model, theta, batch, alpha, max_steps=10):
+def accuracy_curve(model, theta, batch, alpha, max_steps=10, backend=None):
     """Query accuracy after 0 … max_steps SGD steps of size α on each episode's support set:
-    (T, S+1); column 0 is the accuracy at θ itself (NumPy reference inner loop)."""
+    (T, S+1); column 0 is the accuracy at θ itself. A scalar α on a batch-norm MLP runs the
+    compiled kernels (mamlnp.fast.classify.adapt_accuracy) unless ``backend="numpy"``;
+    a vector or table α, or ``accuracy_curve_numpy``'s reference, runs the NumPy inner loop."""
     theta, batch = model.check_theta(theta), check_batch(model, batch)
     alpha = check_alpha(model, alpha, schedule=True)                   # scalar, (P,) or (S, P)
     max_steps = nonneg_int("max_steps", max_steps)
-    acc = np.empty((batch.num_tasks, max_steps + 1))
+    fast = (kernels_for(model, backend) if np.ndim(alpha) == 0 and getattr(model, "batch_norm",
+                                                                             False) else None)
     with np.errstate(all="ignore"):                       # a blown-up task scores what it scores
-        for t in range(batch.num_tasks):
-            xs, ys, xq, yq = batch.task(t)
-            for s, th in enumerate(inner_loop(model, theta, xs, ys, alpha, max_steps)):
-                acc[t, s] = query_accuracy(model, th, xq, yq)
+        if fast is not None:
+            return fast.adapt_accuracy(model, theta, batch, alpha, max_steps)
+        return accuracy_curve_numpy(model, theta, batch, alpha, max_steps)
+
+
+def accuracy_curve_numpy(model, theta, batch, alpha, max_steps):
+    """The reference of ``accuracy_curve`` (unchecked): per task, the inner loop's iterates."""
+    acc = np.empty((batch.num_tasks, max_steps + 1))
+    for t in range(batch.num_tasks):
+        xs, ys, xq, yq = batch.task(t)
+        for s, th in enumerate(inner_loop(model, theta, xs, ys, alpha, max_steps)):
+            acc[t, s] = query_accuracy(model, th, xq, yq)
     return acc
 
 
@@ -105,11 +116,9 @@ def validation_batch(family, cfg):
 
 
 def validation_accuracy(model, method, params, cfg, batch):
-    """Mean query accuracy over ``batch`` after the run's inner steps at its α."""
+    """Mean query accuracy over ``batch`` after the run's inner steps at its α (the run's
+    backend: the compiled kernels for a scalar α on a batch-norm MLP)."""
     alpha = method.adapt_alpha(params, cfg)
-    total = 0.0
-    for t in range(batch.num_tasks):
-        xs, ys, xq, yq = batch.task(t)
-        theta_s = inner_loop(model, params["theta"], xs, ys, alpha, cfg["inner_steps"])[-1]
-        total += query_accuracy(model, theta_s, xq, yq)
-    return total / batch.num_tasks
+    s = cfg["inner_steps"]
+    return float(accuracy_curve(model, params["theta"], batch, alpha, s,
+                                cfg.get("backend"))[:, s].mean())

@@ -32,8 +32,9 @@ TABLE_STEPS = (0, 1, 3, 5, 10)       # 1: 5-way training; 3: the paper's test (A
 
 
 def evaluate_run(model, theta, config, alpha=None, max_steps=10, episodes=CL.TEST_EPISODES,
-                 seed=CL.TEST_SEED, family=None):
-    """{"rows": [{steps, mean, ci95, std, n}], "accuracy": (T, S+1), …} on the test episodes."""
+                 seed=CL.TEST_SEED, family=None, backend=None):
+    """{"rows": [{steps, mean, ci95, std, n}], "accuracy": (T, S+1), …} on the test episodes;
+    adapting on ``backend`` (None: mamlnp.meta.maml.DEFAULT_BACKEND)."""
     from .runconfig import family_for
     family = family_for(config) if family is None else family
     alpha = run_alpha(config, model) if alpha is None else alpha        # as in training
@@ -41,7 +42,8 @@ def evaluate_run(model, theta, config, alpha=None, max_steps=10, episodes=CL.TES
     K = config["shots"]
     acc = np.concatenate([
         CL.accuracy_curve(model, theta, family.episodes("test", min(CHUNK, episodes - s), K, K,
-                                                        seed=seed, start=s), alpha, max_steps)
+                                                        seed=seed, start=s), alpha, max_steps,
+                          backend)
         for s in range(0, episodes, CHUNK)])                              # (T, S+1)
     shown = float(alpha) if np.ndim(alpha) == 0 else "learned" if config["method"] in (
         "metasgd", "mamlpp") else "head only"
@@ -121,7 +123,8 @@ def run_evaluate(args, alpha=None):
             raise InputError(f"alpha: no step size for K={config['shots']} (the run's shots) "
                              f"in {sorted(alpha)}")
         alpha = alpha[config["shots"]]
-    result = evaluate_run(model, theta, config, alpha, args.max_steps)
+    result = evaluate_run(model, theta, config, alpha, args.max_steps,
+                          backend=getattr(args, "backend", None))
     print(format_rows(result))
     run_dir = os.path.dirname(os.path.abspath(args.run)) if args.run.endswith(".npz") else args.run
     paths = write_outputs(result, args.out or os.path.join(run_dir, "eval"),

@@ -274,10 +274,36 @@ def batch_meta_grad(d, g, ws, X, alpha, s, first_order, W, grad):
     return loss / T
 
 
+CURVE_NONE, CURVE_LOSS, CURVE_ACCURACY = 0, 1, 2      # batch_adapt's ``curve_kind``
+
+
+@njit(cache=True, _nrt=False)
+def accuracy_value(Z, off, y, N, O):
+    """Fraction of the N rows of ŷ = Z[off:off+N·O] (N, O) whose argmax is y's argmax; the
+    argmax as np.argmax takes it: the first largest entry, a NaN counting as the largest."""
+    hits = 0
+    for n in range(N):
+        r, q = off + n * O, n * O
+        bz, by = 0, 0
+        for o in range(O):
+            v = Z[r + o]
+            if v != v:                                                  # NaN: np.argmax's pick
+                bz = o
+                break
+            if v > Z[r + bz]:
+                bz = o
+        for o in range(1, O):
+            if y[q + o] > y[q + by]:
+                by = o
+        hits += bz == by
+    return hits / N
+
+
 @njit(cache=True, parallel=True)
-def batch_adapt(d, g, ws, X, alpha, s, want_curve, out_rest, out_cm, curve):
+def batch_adapt(d, g, ws, X, alpha, s, curve_kind, out_rest, out_cm, curve):
     """Adapt T tasks: out_rest (T, Pr) the rest of θ_s, out_cm (T, K·H1) its Cm_s
-    (W1^(s) = W1 + x_Sᵀ Cm_s); curve (T, s+1) the query losses L_Q(θ_k) when want_curve."""
+    (W1^(s) = W1 + x_Sᵀ Cm_s); curve (T, s+1) the query losses L_Q(θ_k) (curve_kind
+    CURVE_LOSS) or query accuracies (CURVE_ACCURACY), nothing for CURVE_NONE."""
     K, Q, H1, L = (d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1],
                    g.sizes.shape[0] - 1)
     for t in prange(d.xs.shape[0]):
@@ -286,12 +312,15 @@ def batch_adapt(d, g, ws, X, alpha, s, want_curve, out_rest, out_cm, curve):
         inner_loop(d, t, g, ws, r, alpha, s, False)
         copy_into(out_rest[t], iterate(d.rest, ws.TH[r], s))
         copy_into(out_cm[t], ws.CM[r, s])
-        if want_curve:
+        if curve_kind != CURVE_NONE:
             c = cache_of(ws, r, s)
             plain = Direction(False, c, K, 0.0, ws.PK[r])
             for k in range(s + 1):
                 first_layer(c, d.zq[t], ws.GR[r], K * K, Q, K, H1, ws.CM[r, k], k > 0)
                 th = iterate(d.rest, ws.TH[r], k)
                 forward(g, th, th, Q, c, plain)
-                curve[t, k] = loss_value(c.XH, Q * g.coff[L - 1], d.yq[t], Q, g.sizes[L],
-                                         g.lid)
+                off = Q * g.coff[L - 1]
+                if curve_kind == CURVE_LOSS:
+                    curve[t, k] = loss_value(c.XH, off, d.yq[t], Q, g.sizes[L], g.lid)
+                else:
+                    curve[t, k] = accuracy_value(c.XH, off, d.yq[t], Q, g.sizes[L])
