@@ -296,3 +296,32 @@ def test_gemm_in_row_blocks_matches_numpy(ta, tb, acc):
     want = acc * C[2:].reshape(M, W) + opA @ opB
     gemm_st(A, 3, ta, B, 5, tb, C, 2, M, R, W, acc)
     assert rel(C[2:].reshape(M, W), want) < TOL
+
+
+def test_the_sums_split_over_workers_give_the_same_bits():
+    """batch_meta_grad's second region: share() partitions the entries, and the split
+    csc_t_rows / mean_rows_into give the whole call's bits."""
+    from mamlnp.fast.kernels.sparse_rows import (build_csr_csc, count_nonzeros, csc_t_rows,
+                                                 mean_rows_into, share)
+    for n in (0, 1, 5, 784, 46917):
+        for W in (1, 2, 3, 8):
+            parts = [share(n, W, w) for w in range(W)]
+            assert parts[0][0] == 0 and parts[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            assert max(b - a for a, b in parts) - min(b - a for a, b in parts) <= 1
+    rng = np.random.default_rng(8)
+    xs, xq = ((rng.random((4, 3 * 20)) < 0.2) * 1.0 for _ in range(2))
+    M, nnz = 24, count_nonzeros(xs, xq)
+    rp, cp = np.empty(M + 1, np.int64), np.empty(21, np.int64)
+    ci, ri, cv, rv = (np.empty(nnz, np.int64), np.empty(nnz, np.int64), np.empty(nnz),
+                      np.empty(nnz))
+    build_csr_csc(xs, xq, 20, rp, ci, cv, cp, ri, rv)
+    E, Gr = rng.standard_normal((M, 7)), rng.standard_normal((4, 33))
+    whole, split = np.empty(140), np.empty(140)
+    csc_t_rows(cp, ri, rv, E, 0, 4, whole)
+    m_whole, m_split = np.empty(33), np.empty(33)
+    mean_rows_into(Gr, m_whole)
+    for w in range(3):
+        csc_t_rows(cp, ri, rv, E, 0, 4, split, *share(20, 3, w))
+        mean_rows_into(Gr, m_split, *share(33, 3, w))
+    assert whole.tobytes() == split.tobytes() and m_whole.tobytes() == m_split.tobytes()

@@ -14,8 +14,9 @@ W1 + x_Sᵀ Cm (rank ≤ K·s update), so
     3. ∇W1 = (1/T)(X_Qᵀ EQ + X_Sᵀ ES)   one product over the stacked per-task factors
     4. ∇rest = (1/T) Σ_t G[t]      in the order t = 0 … T−1
 
-One parallel region per call (kernels/classify_kernels.batch_meta_grad): each task makes
-its own rows of 1. (from the inputs' CSR), then 2.; 3. and 4. follow on the calling thread.
+Two parallel regions per call (kernels/classify_kernels.batch_meta_grad): in the first each
+task makes its own rows of 1. (from the inputs' CSR), then 2.; in the second the threads
+split the entries of 3. and 4. (each entry summed in the same order by whichever thread).
 
 The other weights W_l (l ≥ 2) are per task, except where their updates are known to be
 factored too (kernels/bn_mlp_kernels.Direction): at s = 1 the query pass uses

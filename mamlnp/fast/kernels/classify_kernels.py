@@ -36,7 +36,7 @@ from .bn_kernels import Cache, RCache
 from .bn_mlp_kernels import Direction, forward, loss_and_grad, r_backward, r_forward
 from .gemm_chunks import gemm_st
 from .mlp_kernels import loss_value
-from .sparse_rows import csc_t_rows, csr_rows, mean_rows_into
+from .sparse_rows import csc_t_rows, csr_rows, mean_rows_into, share
 
 
 
@@ -250,8 +250,9 @@ def batch_meta_grad(d, g, ws, X, alpha, s, first_order, W, grad):
     """The meta-gradient of the T tasks of d into grad (P,); returns the meta-loss.
     One parallel region: W workers take tasks as they ask (``fetch_add`` on a counter:
     a core the host slows takes fewer), each writing only its task's rows (Z, G, EQ, ES,
-    losses); then this thread sums the rows in task order (the same bits for any W):
-    ∇W1 = Xᵀ E / T (the query rows only for FO), ∇rest = Σ_t G[t] / T."""
+    losses); then a second parallel region sums the rows in task order, the W workers
+    splitting the OUTPUT entries (each entry's sum is the same whichever worker makes it: the
+    same bits for any W): ∇W1 = Xᵀ E / T (the query rows only for FO), ∇rest = Σ_t G[t] / T."""
     T = d.xs.shape[0]
     K, Q = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1]
     losses, CL = ws.losses, ws.CL
@@ -264,10 +265,13 @@ def batch_meta_grad(d, g, ws, X, alpha, s, first_order, W, grad):
             losses[t] = task_meta_grad(d, t, g, ws, r, alpha, s, first_order)
             t = fetch_add(CL, 0, 1)
     D, H1 = g.sizes[0], g.sizes[1]
-    if X.sparse:
-        csc_t_rows(X.cp, X.ri, X.rv, ws.E, T * K if first_order or s == 0 else 0, T,
-                   grad[:D * H1])
-    mean_rows_into(ws.G, grad[D * H1:])
+    row0, Pr = T * K if first_order or s == 0 else 0, ws.G.shape[1]
+    for w in prange(W):                  # the sums, split by output entries over the workers
+        if X.sparse:
+            d0, d1 = share(D, W, w)
+            csc_t_rows(X.cp, X.ri, X.rv, ws.E, row0, T, grad[:D * H1], d0, d1)
+        i0, i1 = share(Pr, W, w)
+        mean_rows_into(ws.G, grad[D * H1:], i0, i1)
     loss = 0.0
     for t in range(T):
         loss += losses[t]

@@ -78,11 +78,13 @@ def csr_rows(rp, ci, cv, W, Z, m0, m1):
 
 
 @njit(cache=True, _nrt=False)
-def csc_t_rows(cp, ri, rv, E, row0, T, G):
+def csc_t_rows(cp, ri, rv, E, row0, T, G, d0=0, d1=-1):
     """G (D·H,) flat = Xᵀ E / T over the rows m ≥ row0 of X (CSC) and E (M, H): row d of G
-    sums its entries in increasing m."""
+    sums its entries in increasing m. Only the rows d0 ≤ d < d1 of G (d1 = −1: all, D), so
+    that threads can split G by rows: each row's sum is the same whichever thread makes it."""
     H = E.shape[1]
-    for d in range(cp.shape[0] - 1):
+    d1 = cp.shape[0] - 1 if d1 < 0 else d1
+    for d in range(d0, d1):
         g = G[d * H:(d + 1) * H]
         for h in range(H):
             g[h] = 0.0
@@ -97,14 +99,24 @@ def csc_t_rows(cp, ri, rv, E, row0, T, G):
 
 
 @njit(cache=True, _nrt=False)
-def mean_rows_into(G, out):
-    """out (P,) = (Σ_t G[t]) / T, rows t = 0, 1, … in order."""
+def mean_rows_into(G, out, i0=0, i1=-1):
+    """out (P,) = (Σ_t G[t]) / T, rows t = 0, 1, … in order; only the entries i0 ≤ i < i1
+    (i1 = −1: all, P), for threads that split out by entries (the same bits either way)."""
     T, P = G.shape
-    for i in range(P):
+    i1 = P if i1 < 0 else i1
+    for i in range(i0, i1):
         out[i] = G[0, i]
     for t in range(1, T):
         g = G[t]
-        for i in range(P):
+        for i in range(i0, i1):
             out[i] += g[i]
-    for i in range(P):
+    for i in range(i0, i1):
         out[i] /= T
+
+
+@njit(cache=True, _nrt=False)
+def share(n, W, w):
+    """(start, stop) of worker w's contiguous share of n items split over W workers."""
+    q, r = n // W, n % W
+    start = w * q + min(w, r)
+    return start, start + q + (1 if w < r else 0)
