@@ -299,3 +299,143 @@ plt.show()
 # (the HVPs), not a factor of P. The compiled backend computes the same numbers
 # (`tests/test_kernels.py` checks them to 1e-12) several times faster. That is the whole point of the R-operator: the exact
 # second-order meta-gradient is affordable without ever forming a Hessian.
+
+# %% [markdown]
+# ## 6 · The MAML family: the same chain, other meta-gradients
+#
+# Every member of the family that `mamlnp` implements is built from the same two pieces, the
+# gradient and the HVP, assembled differently (derivations in `docs/derivations/`:
+# [imaml.md](../docs/derivations/imaml.md), [anil.md](../docs/derivations/anil.md),
+# [mamlpp.md](../docs/derivations/mamlpp.md)):
+#
+# | method | inner loop | meta-gradient per task | HVPs |
+# |---|---|---|---|
+# | MAML | $\theta_{k+1} = \theta_k - \alpha\nabla L_S$ | reverse pass $g \leftarrow g - \alpha H_S(\theta_k) g$ | s |
+# | FOMAML | the same | $\nabla L_Q(\theta_s)$ | 0 |
+# | Reptile | the same on support ∪ query | $(\theta - \theta_s)/(\alpha s)$ | 0 |
+# | Meta-SGD | $\theta_k - \alpha\odot\nabla L_S$, α learned | MAML's reverse pass, plus $\partial/\partial\alpha$ | s |
+# | iMAML | proximal: $+\lambda(\phi_k-\theta)$ | $(I + H_S(\phi_s)/\lambda)^{-1}\nabla L_Q(\phi_s)$ by CG | ≤ `cg_steps` |
+# | ANIL | the head only | MAML's with α masked to the head; or on the body's features | s (head only) |
+# | MAML++ | per-layer, per-step learned α | a weighted sum over steps (MSL), plus $\partial/\partial\alpha$ | s |
+#
+# Below, each method's meta-gradient (its update direction for θ) on one batch of 25
+# sinusoid tasks, from the trainer's own method objects (`mamlnp.meta.variants`), at the same θ:
+# how far it points from MAML's exact gradient (cosine), its norm, what it costs, and the
+# peak memory of one NumPy call (`tracemalloc`). MAML++ is shown once annealing is over
+# (second order, the last step's loss), which is how it trains after its first 25,000 iterations.
+
+# %%
+import tracemalloc
+
+from mamlnp.meta.variants import METHODS, get_method
+from mamlnp.run import runconfig
+
+fam_batch = tasks.sample(rng=4, num_tasks=25, shots=10, query=10)
+fam_theta = relu_net.init(seed=0)
+LATE = 25_000                                    # MAML++: past derivative-order annealing
+
+
+def family_step(name, backend="numpy"):
+    """(meta-loss, θ-gradient) of method ``name`` at fam_theta, as the trainer computes it."""
+    cfg = runconfig.make_config(method=name)
+    method = get_method(name)
+    params = method.init_params(relu_net, fam_theta, cfg)
+    it = LATE if name == "mamlpp" else 0
+    loss, grads = method.step_at(it, relu_net, params, fam_batch, cfg, backend)
+    return loss, grads["theta"]
+
+
+def peak_kib(fn):
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 1024
+
+
+g_maml = family_step("maml")[1]
+fam = {}
+for name in METHODS:
+    _, g = family_step(name)
+    cos = float(g @ g_maml / (np.linalg.norm(g) * np.linalg.norm(g_maml)))
+    ms_np = 1e3 * best_time(lambda: family_step(name), TIMING_REPEATS)
+    fam[name] = (cos, float(np.linalg.norm(g)), ms_np, peak_kib(lambda: family_step(name)))
+print(f"{'method':<9} {'cos to MAML':>11} {'|g|':>9} {'ms (NumPy)':>11} {'peak KiB':>9}")
+for name, (cos, norm, ms_np, kib) in fam.items():
+    print(f"{name:<9} {cos:11.3f} {norm:9.3f} {ms_np:11.2f} {kib:9.0f}")
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+names = list(fam)
+axes[0].barh(names, [fam[n][0] for n in names], color="tab:blue")
+axes[0].set(xlabel="cosine to MAML's exact meta-gradient", xlim=(-1, 1.05),
+            title="where each method's θ-update points")
+axes[0].axvline(0, color="k", lw=0.8)
+axes[0].invert_yaxis()
+axes[1].barh(names, [fam[n][2] for n in names], color="tab:orange")
+axes[1].set(xlabel="ms per meta-gradient (NumPy, T = 25, best of repeats)", xscale="log",
+            title="what it costs")
+axes[1].invert_yaxis()
+plt.show()
+
+# %% [markdown]
+# Reading the table (θ and the batch are fixed, so the cosines and norms are the same on
+# every run; the times are this machine's). At initialisation Meta-SGD and MAML++ *are* MAML:
+# their learned step sizes all start at α, so their θ-gradients equal MAML's (cosine 1.000)
+# until training moves α. FOMAML (0.965) and ANIL (0.950) point close to MAML here, where
+# the Hessian term is small (section 4). With one inner step, Reptile's update is the
+# joint-training gradient on support ∪ query, so it points exactly where the pretrained
+# baseline's gradient points (0.912 both; only the scale differs). iMAML's implicit gradient
+# is another object, the gradient of the *proximal* objective at its inner solution (0.715).
+# Costs follow the HVP count: the baseline and the first-order methods are the cheapest,
+# iMAML's five CG steps (five HVPs per task) make it the dearest.
+#
+# **iMAML's point is memory.** MAML's reverse pass keeps every inner iterate, so its memory
+# grows with s; iMAML needs only the final $\phi_s$ and the CG vectors, whatever s. Measured:
+
+# %%
+s_grid = [1, 5, 10] if FAST else [1, 5, 10, 20, 40]
+mem = {"MAML (exact)": [], "iMAML (λ = 1, 5 CG steps)": []}
+for s in s_grid:
+    mem["MAML (exact)"].append(peak_kib(lambda: maml.meta_gradient(
+        relu_net, fam_theta, fam_batch, 0.01, s, backend="numpy")))
+    mem["iMAML (λ = 1, 5 CG steps)"].append(peak_kib(lambda: mamlnp.imaml_gradient(
+        relu_net, fam_theta, fam_batch, 0.01, s, 1.0, cg_steps=5)))
+print(f"{'s':>3} " + " ".join(f"{k + ' KiB':>28}" for k in mem))
+for i, s in enumerate(s_grid):
+    print(f"{s:3d} " + " ".join(f"{v[i]:28.0f}" for v in mem.values()))
+fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)
+for k, v in mem.items():
+    ax.plot(s_grid, v, "o-", label=k)
+ax.set(xlabel="inner steps s", ylabel="peak KiB of one meta-gradient (NumPy)",
+       title="memory against inner steps: MAML grows, iMAML stays flat")
+ax.legend()
+ax.grid(alpha=0.3)
+plt.show()
+
+# %% [markdown]
+# **ANIL, two ways.** ANIL is MAML with α masked to the head, and `mamlnp` runs it both
+# ways: the masked α through MAML's full reverse pass, and a head-only path that computes
+# the body's features once per set, does the inner loop and the HVPs on the linear head, and
+# sends the body one backward pass per set ([anil.md](../docs/derivations/anil.md) §2).
+# The two agree to rounding, checked live:
+
+# %%
+from mamlnp.check.fdcheck import rel_error
+from mamlnp.meta import anil
+
+for s in (1, 5):
+    _, g_masked = anil.anil_gradient(relu_net, fam_theta, fam_batch, 0.01, s, backend="numpy",
+                                     path="masked")
+    _, g_head = anil.anil_gradient(relu_net, fam_theta, fam_batch, 0.01, s, path="head")
+    t_m = 1e3 * best_time(lambda: anil.anil_gradient(relu_net, fam_theta, fam_batch, 0.01, s,
+                                                     backend="numpy", path="masked"),
+                          TIMING_REPEATS)
+    t_h = 1e3 * best_time(lambda: anil.anil_gradient(relu_net, fam_theta, fam_batch, 0.01, s,
+                                                     path="head"), TIMING_REPEATS)
+    print(f"s = {s}: rel. difference {rel_error(g_head, g_masked):.1e}; NumPy ms: masked "
+          f"{t_m:.1f}, head-only {t_h:.1f}")
+
+# %% [markdown]
+# The head-only path skips the R-pass through the body and the body's forward pass at every
+# inner step, so its cost barely grows with s. The trained results of every method on one
+# budget are in [docs/results.md](../docs/results.md) ("The MAML family on one budget").

@@ -11,6 +11,7 @@ absolute rules apply), or when a meta-gradient holds NaN or inf. For the sinusoi
 the meta-loss starts near E[A²]/2 ≈ 4 and normal training noise stays well within
 a factor 10 of the median, so 1e3 only fires on a real explosion.
 """
+import functools
 import math
 import os
 import platform
@@ -143,8 +144,11 @@ def metadata(backend, seed, wall_time, iteration):
     return meta
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit():
-    """HEAD of the git checkout mamlnp is imported from, or None."""
+    """HEAD of the git checkout mamlnp is imported from, or None: asked once per process, at
+    the run's first config write, so a run records the commit it started from (the code it
+    runs), not a commit made while it trained."""
     try:
         res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5, cwd=os.path.dirname(os.path.abspath(__file__)))
