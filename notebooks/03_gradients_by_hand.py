@@ -366,10 +366,13 @@ for name, (cos, norm, ms_np, kib) in fam.items():
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
 names = list(fam)
-axes[0].barh(names, [fam[n][0] for n in names], color="tab:blue")
-axes[0].set(xlabel="cosine to MAML's exact meta-gradient", xlim=(-1, 1.05),
+cosines = [fam[n][0] for n in names]
+axes[0].barh(names, cosines, color="tab:blue")
+for i, c in enumerate(cosines):
+    axes[0].text(c, i, f" {c:.3f}", va="center", fontsize=8)
+axes[0].set(xlabel="cosine to MAML's exact meta-gradient",
+            xlim=(min(0.0, min(cosines)) if min(cosines) < 0.2 else min(cosines) - 0.15, 1.08),
             title="where each method's θ-update points")
-axes[0].axvline(0, color="k", lw=0.8)
 axes[0].invert_yaxis()
 axes[1].barh(names, [fam[n][2] for n in names], color="tab:orange")
 axes[1].set(xlabel="ms per meta-gradient (NumPy, T = 25, best of repeats)", xscale="log",
