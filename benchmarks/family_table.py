@@ -21,6 +21,8 @@ The data folder comes from --data-dir or MAMLNP_DATA_DIR, as for ``mamlnp train`
     python benchmarks/family_table.py                           # all 8 methods, ~15 min on 2 cores
     python benchmarks/family_table.py --methods maml anil --iterations 5000
     python benchmarks/family_table.py --task omniglot --iterations 500
+    python benchmarks/family_table.py --methods imaml --lam 100 --iterations 5000   # λ = 1/α
+    python benchmarks/family_table.py --methods imaml --set inner_steps=10 --set alpha=0.05 --set lam=10
 """
 import argparse
 import os
@@ -38,11 +40,20 @@ SHOTS, STEPS = (5, 10), (1, 10)
 OMNI_STEPS = (0, 1, 10)
 
 
-def train_and_score(method, iterations, seed):
+def method_keys(method, a):
+    """Config keys given on the command line: iMAML's --lam, and every --set KEY=VALUE."""
+    keys = {"lam": a.lam} if method == "imaml" and a.lam is not None else {}
+    for item in a.set or ():
+        k, _, v = item.partition("=")
+        keys[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+    return keys
+
+
+def train_and_score(method, iterations, seed, keys=None):
     """(wall seconds of training, {(K, steps): (mean, ci95)})."""
     t0 = time.perf_counter()
     r = mamlnp.meta_train(task="sinusoid", method=method, iterations=iterations, seed=seed,
-                          shots=10, query=10, progress=False)
+                          shots=10, query=10, progress=False, **(keys or {}))
     wall = time.perf_counter() - t0
     alpha = E.default_alpha(r.config, SHOTS, r.model)
     res = E.evaluate(r.model, r.theta, alpha, shots=SHOTS, max_steps=max(STEPS), label=method)
@@ -50,12 +61,12 @@ def train_and_score(method, iterations, seed):
     return wall, cells
 
 
-def train_and_score_omniglot(method, iterations, seed, data_dir):
+def train_and_score_omniglot(method, iterations, seed, data_dir, keys=None):
     """(wall seconds of training, {steps: (mean, ci95)}) of 5-way 1-shot accuracy."""
     from mamlnp.run.classify_report import evaluate_run
     t0 = time.perf_counter()
     r = mamlnp.meta_train(task="omniglot", ways=5, shots=1, method=method, iterations=iterations,
-                          seed=seed, data_dir=data_dir, progress=False)
+                          seed=seed, data_dir=data_dir, progress=False, **(keys or {}))
     wall = time.perf_counter() - t0
     res = evaluate_run(r.model, r.theta, r.config, max_steps=max(OMNI_STEPS))
     return wall, {row["steps"]: (row["mean"], row["ci95"]) for row in res["rows"]}
@@ -66,9 +77,12 @@ def omniglot_table(a):
     lines = [f"| method ({a.iterations:,} iterations, 5-way 1-shot) | {head} | training wall s |",
              "|---|" + "---:|" * (len(OMNI_STEPS) + 1)]
     for m in a.methods:
-        wall, cells = train_and_score_omniglot(m, a.iterations, a.seed, a.data_dir)
+        wall, cells = train_and_score_omniglot(m, a.iterations, a.seed, a.data_dir,
+                                               method_keys(m, a))
         row = " | ".join(f"{100 * cells[s][0]:.2f} ± {100 * cells[s][1]:.2f}" for s in OMNI_STEPS)
-        lines.append(f"| {m} | {row} | {wall:.0f} |")
+        keys = method_keys(m, a)
+        name = m + (" (" + ", ".join(f"{k} = {v:g}" for k, v in keys.items()) + ")" if keys else "")
+        lines.append(f"| {name} | {row} | {wall:.0f} |")
         print(lines[-1], flush=True)
     print("\ntest accuracy %, mean ± 95% CI over 600 test episodes\n")
     print("\n".join(lines))
@@ -81,6 +95,9 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", choices=("sinusoid", "omniglot"), default="sinusoid")
     p.add_argument("--data-dir", default=None, help="the Omniglot folder (else MAMLNP_DATA_DIR)")
+    p.add_argument("--lam", type=float, default=None, help="iMAML's λ (default: its own, 1.0)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="another config key for every method, e.g. inner_steps=10")
     a = p.parse_args()
     if a.task == "omniglot":
         return omniglot_table(a)
@@ -88,9 +105,11 @@ def main():
     lines = [f"| method ({a.iterations:,} iterations, K=10 training) | {head} | training wall s |",
              "|---|" + "---:|" * (len(SHOTS) * len(STEPS) + 1)]
     for m in a.methods:
-        wall, cells = train_and_score(m, a.iterations, a.seed)
+        wall, cells = train_and_score(m, a.iterations, a.seed, method_keys(m, a))
         row = " | ".join(f"{cells[k, s][0]:.3f} ± {cells[k, s][1]:.3f}" for k in SHOTS for s in STEPS)
-        lines.append(f"| {m} | {row} | {wall:.0f} |")
+        keys = method_keys(m, a)
+        name = m + (" (" + ", ".join(f"{k} = {v:g}" for k, v in keys.items()) + ")" if keys else "")
+        lines.append(f"| {name} | {row} | {wall:.0f} |")
         print(lines[-1], flush=True)
     print("\nquery MSE, mean ± 95% CI over 600 held-out tasks\n")
     print("\n".join(lines))
