@@ -72,20 +72,43 @@ def train_and_score_omniglot(method, iterations, seed, data_dir, keys=None):
     return wall, {row["steps"]: (row["mean"], row["ci95"]) for row in res["rows"]}
 
 
-def omniglot_table(a):
-    head = " | ".join(f"{s} step{'' if s == 1 else 's'}" for s in OMNI_STEPS)
-    lines = [f"| method ({a.iterations:,} iterations, 5-way 1-shot) | {head} | training wall s |",
-             "|---|" + "---:|" * (len(OMNI_STEPS) + 1)]
+def run_name(method, keys):
+    """The table's row label: the method, and the config keys given for it."""
+    return method + (" (" + ", ".join(f"{k} = {v:g}" for k, v in keys.items()) + ")"
+                     if keys else "")
+
+
+def print_table(a, title, head, columns, score, fmt, caption):
+    """Train and score every method of ``a.methods`` (``score(method, keys) -> (wall,
+    cells)``), printing each markdown row as it is measured, then the whole table."""
+    lines = [f"| method ({a.iterations:,} iterations, {title}) | {head} | training wall s |",
+             "|---|" + "---:|" * (len(columns) + 1)]
     for m in a.methods:
-        wall, cells = train_and_score_omniglot(m, a.iterations, a.seed, a.data_dir,
-                                               method_keys(m, a))
-        row = " | ".join(f"{100 * cells[s][0]:.2f} ± {100 * cells[s][1]:.2f}" for s in OMNI_STEPS)
         keys = method_keys(m, a)
-        name = m + (" (" + ", ".join(f"{k} = {v:g}" for k, v in keys.items()) + ")" if keys else "")
-        lines.append(f"| {name} | {row} | {wall:.0f} |")
+        wall, cells = score(m, keys)
+        row = " | ".join(fmt(*cells[c]) for c in columns)
+        lines.append(f"| {run_name(m, keys)} | {row} | {wall:.0f} |")
         print(lines[-1], flush=True)
-    print("\ntest accuracy %, mean ± 95% CI over 600 test episodes\n")
+    print(f"\n{caption}\n")
     print("\n".join(lines))
+
+
+def omniglot_table(a):
+    print_table(a, "5-way 1-shot", " | ".join(f"{s} step{'' if s == 1 else 's'}"
+                                              for s in OMNI_STEPS),
+                OMNI_STEPS, lambda m, keys: train_and_score_omniglot(
+                    m, a.iterations, a.seed, a.data_dir, keys),
+                lambda mean, ci: f"{100 * mean:.2f} ± {100 * ci:.2f}",
+                "test accuracy %, mean ± 95% CI over 600 test episodes")
+
+
+def sinusoid_table(a):
+    print_table(a, "K=10 training", " | ".join(f"K={k}, {s} step{'s' if s > 1 else ''}"
+                                               for k in SHOTS for s in STEPS),
+                [(k, s) for k in SHOTS for s in STEPS],
+                lambda m, keys: train_and_score(m, a.iterations, a.seed, keys),
+                lambda mean, ci: f"{mean:.3f} ± {ci:.3f}",
+                "query MSE, mean ± 95% CI over 600 held-out tasks")
 
 
 def main():
@@ -99,20 +122,15 @@ def main():
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="another config key for every method, e.g. inner_steps=10")
     a = p.parse_args()
-    if a.task == "omniglot":
-        return omniglot_table(a)
-    head = " | ".join(f"K={k}, {s} step{'s' if s > 1 else ''}" for k in SHOTS for s in STEPS)
-    lines = [f"| method ({a.iterations:,} iterations, K=10 training) | {head} | training wall s |",
-             "|---|" + "---:|" * (len(SHOTS) * len(STEPS) + 1)]
-    for m in a.methods:
-        wall, cells = train_and_score(m, a.iterations, a.seed, method_keys(m, a))
-        row = " | ".join(f"{cells[k, s][0]:.3f} ± {cells[k, s][1]:.3f}" for k in SHOTS for s in STEPS)
-        keys = method_keys(m, a)
-        name = m + (" (" + ", ".join(f"{k} = {v:g}" for k, v in keys.items()) + ")" if keys else "")
-        lines.append(f"| {name} | {row} | {wall:.0f} |")
-        print(lines[-1], flush=True)
-    print("\nquery MSE, mean ± 95% CI over 600 held-out tasks\n")
-    print("\n".join(lines))
+    for item in a.set or ():
+        k, _, v = item.partition("=")
+        try:
+            float(v)
+        except ValueError:
+            k = ""
+        if not k:
+            p.error(f"--set: expected KEY=NUMBER (e.g. inner_steps=10), got {item!r}")
+    return omniglot_table(a) if a.task == "omniglot" else sinusoid_table(a)
 
 
 if __name__ == "__main__":

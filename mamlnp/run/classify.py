@@ -80,8 +80,8 @@ def accuracy_curve(model, theta, batch, alpha, max_steps=10, backend=None):
     theta, batch = model.check_theta(theta), check_batch(model, batch)
     alpha = check_alpha(model, alpha, schedule=True)                   # scalar, (P,) or (S, P)
     max_steps = nonneg_int("max_steps", max_steps)
-    fast = (kernels_for(model, backend) if np.ndim(alpha) == 0 and getattr(model, "batch_norm",
-                                                                             False) else None)
+    compiled = np.ndim(alpha) == 0 and getattr(model, "batch_norm", False)
+    fast = kernels_for(model, backend) if compiled else None
     with np.errstate(all="ignore"):                       # a blown-up task scores what it scores
         if fast is not None:
             return fast.adapt_accuracy(model, theta, batch, alpha, max_steps)
