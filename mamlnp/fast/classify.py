@@ -44,7 +44,10 @@ from .kernels import ACT_IDS, LOSS_IDS
 from .kernels.bn_mlp_kernels import BNGeometry
 from .kernels.classify_kernels import (CURVE_ACCURACY, CURVE_LOSS, CURVE_NONE, Data, Inputs,
                                        alloc_workspace, batch_adapt, batch_meta_grad)
+from .kernels.classify_groups import Compact, Targets, alloc_group_workspace, group_meta_grad
+from .kernels.first_layer_rows import Rows
 from .kernels.sparse_rows import build_csr_csc, count_nonzeros, dense_enough
+from .blas_threads import one_blas_thread
 
 
 @lru_cache(maxsize=64)
@@ -88,6 +91,40 @@ def _workspace(geom, T, s, K, Q):
     return cached[1], D, H1
 
 
+_compacts = {}
+
+
+def compact(geom):
+    """Compact (kernels/classify_groups.py) of a BNGeometry: the b, γ, β entries of
+    θ[D·H1:], layer by layer, and where each sits in θ[D·H1:]."""
+    key = tuple(int(v) for v in geom.sizes)
+    if key not in _compacts:
+        L, o, src = len(key) - 1, 0, []
+        boff, goff, eoff = (np.full(L, -1, np.int64) for _ in range(3))
+        for l in range(L):
+            for off, blocks in ((boff, geom.boff), (goff, geom.goff), (eoff, geom.eoff)):
+                if blocks[l] >= 0:
+                    off[l], o = o, o + key[l + 1]
+                    src.extend(range(blocks[l], blocks[l] + key[l + 1]))
+        out = Compact(boff, goff, eoff, np.array(src, np.int64))
+        for arr in out:
+            arr.setflags(write=False)
+        _compacts[key] = out
+    return _compacts[key]
+
+
+def _group_workspace(geom, cp, T, K, Q):
+    sz = geom.sizes
+    key = ("groups", tuple(sz), T, K, Q)
+    cached = getattr(_local, "gws", None)
+    if cached is None or cached[0] != key:
+        Hsum, Pr = int(sz[1:].sum()), int(geom.boff[-1] + sz[-1])
+        maxio = max(int(sz[l] * sz[l + 1]) for l in range(1, len(sz) - 1))
+        _local.gws = cached = (key, alloc_group_workspace(T, Pr, len(cp.src), K, Q, Hsum,
+                                                          int(sz[0]), int(sz[1]), maxio))
+    return cached[1]
+
+
 def _flat(a):
     """(T, N, C) -> (T, N·C) float64 C-contiguous (a view when already so)."""
     a = np.ascontiguousarray(a, dtype=np.float64)
@@ -122,10 +159,34 @@ def _data(geom, theta, xs, ys, xq, yq, ws):
                 theta[D * H1:]), X
 
 
-def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha, inner_steps, first_order):
+def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha, inner_steps, first_order,
+                            path="auto"):
     """(meta_loss, ∇θ (P,)) with NO checks; geom = geometry(model), alpha a float,
-    xs (T, K·D), ys (T, K·O), xq (T, Q·D), yq (T, Q·O) float64 C-contiguous."""
-    O, s, fo = int(geom.sizes[-1]), int(inner_steps), bool(first_order)
+    xs (T, K·D), ys (T, K·O), xq (T, Q·D), yq (T, Q·O) float64 C-contiguous.
+    path: "auto" runs s = 1 in task groups (kernels/classify_groups.py) and any other s one
+    task at a time (kernels/classify_kernels.py); "tasks" runs s = 1 that way too."""
+    s, fo = int(inner_steps), bool(first_order)
+    with one_blas_thread() as pinned:
+        if s == 1 and path != "tasks":
+            return _group_meta_gradient(geom, theta, xs, ys, xq, yq, alpha, fo, pinned)
+        return _task_meta_gradient(geom, theta, xs, ys, xq, yq, alpha, s, fo)
+
+
+def _group_meta_gradient(geom, theta, xs, ys, xq, yq, alpha, fo, pinned):
+    O, D, H1 = int(geom.sizes[-1]), int(geom.sizes[0]), int(geom.sizes[1])
+    T, K, Q = xs.shape[0], ys.shape[1] // O, yq.shape[1] // O
+    cp = compact(geom)
+    ws = _group_workspace(geom, cp, T, K, Q)
+    sparse = not dense_enough(count_nonzeros(xs, xq), T * (K + Q), D)
+    F = Rows(sparse, xs.ravel(), xq.ravel(), theta[:D * H1], ws.NZ, ws.CI, ws.CV)
+    grad = np.empty(theta.shape[0])
+    loss = group_meta_grad(Targets(ys, yq, theta[D * H1:]), F, geom, cp, ws, pinned,
+                           float(alpha), fo, min(numba.get_num_threads(), ws.G.shape[0]), grad)
+    return float(loss), grad
+
+
+def _task_meta_gradient(geom, theta, xs, ys, xq, yq, alpha, s, fo):
+    O = int(geom.sizes[-1])
     T, K, Q = xs.shape[0], ys.shape[1] // O, yq.shape[1] // O
     ws, D, H1 = _workspace(geom, T, s, K, Q)
     d, X = _data(geom, theta, xs, ys, xq, yq, ws)

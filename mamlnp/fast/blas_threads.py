@@ -1,0 +1,80 @@
+"""Hold the kernels' BLAS on one thread for the length of a call.
+
+The compiled kernels call SciPy's BLAS ``dgemm`` (kernels/linalg.py) from inside their own
+parallel region, one call per thread. OpenBLAS, given a product above its threshold
+(M·R·W > 65536·4 multiply-adds), starts its own thread pool inside that region, and the
+two pools then fight over the cores (kernels/gemm_chunks.py: 183 ms of CPU for a 5-way
+5-shot meta-gradient instead of 50). ``one_blas_thread()`` sets SciPy's OpenBLAS to one
+thread for the duration of a ``with`` block and restores the count after it, so a kernel
+may hand OpenBLAS a product of any size. NumPy's own OpenBLAS (a separate library) is
+left alone.
+
+Where SciPy's BLAS is not an OpenBLAS this module can find (no /proc/self/maps, another
+BLAS), ``one_blas_thread()`` yields False and the kernels cut big products into row
+blocks under the threshold instead (the same numbers, a little slower).
+"""
+import contextlib
+import ctypes
+import threading
+from functools import lru_cache
+
+_SETTERS = ("scipy_openblas_set_num_threads", "openblas_set_num_threads")
+_GETTERS = ("scipy_openblas_get_num_threads", "openblas_get_num_threads")
+_lock = threading.Lock()
+
+
+def _loaded_openblas():
+    """Paths of the loaded shared libraries whose name says OpenBLAS (Linux only)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
+    except OSError:
+        return []
+    return sorted(p for p in paths if p.startswith("/"))
+
+
+@lru_cache(maxsize=1)
+def _scipy_openblas():
+    """(get, set) of the OpenBLAS that SciPy's cython_blas uses, or None. NumPy's bundled
+    OpenBLAS exports only the ``…64_`` names (ILP64), so the names here pick SciPy's."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
+    for path in _loaded_openblas():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get, put in zip(_GETTERS, _SETTERS):
+            if hasattr(lib, get) and hasattr(lib, put):
+                getter, setter = getattr(lib, get), getattr(lib, put)
+                getter.restype, getter.argtypes = ctypes.c_int, []
+                setter.restype, setter.argtypes = None, [ctypes.c_int]
+                return getter, setter
+    return None
+
+
+_held = [0, 1]                        # [blocks open now, the thread count before the first]
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """``with one_blas_thread() as pinned:`` SciPy's OpenBLAS on one thread inside the
+    block (pinned True), or nothing changed (pinned False: no OpenBLAS found). Blocks may
+    nest or overlap across Python threads: the first to open saves the count, the last to
+    close restores it."""
+    fns = _scipy_openblas()
+    if fns is None:
+        yield False
+        return
+    getter, setter = fns
+    with _lock:
+        if _held[0] == 0:
+            _held[1] = getter()
+            setter(1)
+        _held[0] += 1
+    try:
+        yield True
+    finally:
+        with _lock:
+            _held[0] -= 1
+            if _held[0] == 0:
+                setter(_held[1])

@@ -1,0 +1,147 @@
+"""The first layer of the task-group kernels (classify_groups.py): x W1, the Gram matrices
+x x_Sᵀ and ∇W1 = Xᵀ E / T.
+
+Dimension legend: T tasks, K support and Q query points per task, M = T(K+Q) stacked rows
+(support row t·K + k, then query row T·K + t·Q + q), D inputs, H1 = sizes[1], nz[m] the
+nonzero inputs of row m, NCH column chunks of ∇W1 (dense inputs).
+
+Sparse inputs (Omniglot is mostly background): row m's nonzeros are packed into a padded
+CSR, columns CI[m, :nz[m]] in increasing order and values CV[m, :nz[m]], by the group that
+owns the row, inside the drivers' parallel region (no serial pass over the inputs first):
+
+    z_m          = Σ_j CV[m,j] W1[CI[m,j]]         row m of x W1 (nz[m]·H1 multiply-adds)
+    (x_a x_bᵀ)   = Σ_j CV[b,j] x_a[CI[b,j]]         a Gram entry over the nonzeros of b
+    ∇W1[d]       = (1/T) Σ_m x_m[d] E[m]           rows m in increasing order
+
+The last is made after the tasks, each thread the rows d0 ≤ d < d1 of ∇W1, scanning every
+row's entries for its columns: each entry is the same sum whichever thread makes it.
+
+Dense inputs (``sparse`` False, more than a quarter nonzero): a group's rows of x W1 are
+one BLAS product, the Gram entries plain dot products, ∇W1 NCH fixed column chunks of
+Xᵀ E, each one product (threads take whole chunks: the same bits for any thread count).
+"""
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from .linalg import _N, _T, _dgemm
+from .sparse_rows import share
+
+NCH = 16                       # column chunks of a dense ∇W1
+
+
+class Rows(NamedTuple):
+    """A call's inputs as the first layer sees them."""
+    sparse: bool
+    xs: np.ndarray           # (T·K·D,) support inputs, flat
+    xq: np.ndarray           # (T·Q·D,) query inputs, flat
+    W1: np.ndarray           # (D·H1,) θ's first weight matrix, flat (a view)
+    NZ: np.ndarray           # (M,) int64 nonzeros per row (sparse)
+    CI: np.ndarray           # (M, D) int32 their columns
+    CV: np.ndarray           # (M, D) their values
+
+
+@njit(cache=True, _nrt=False)
+def pack_row(F, x, xo, D, m):
+    """Row m of the padded CSR from the dense row x[xo : xo + D]."""
+    ci, cv, k = F.CI[m], F.CV[m], 0
+    for c in range(D):
+        v = x[xo + c]
+        if v != 0.0:
+            ci[k], cv[k] = c, v
+            k += 1
+    F.NZ[m] = k
+
+
+@njit(cache=True, _nrt=False)
+def sparse_times(F, m, H, out, oo):
+    """out[oo : oo + H1] = x_m W1 over row m's nonzeros, in increasing column order."""
+    z = out[oo:oo + H]
+    for h in range(H):
+        z[h] = 0.0
+    ci, cv = F.CI[m], F.CV[m]
+    for j in range(F.NZ[m]):
+        w, x = F.W1[ci[j] * H:(ci[j] + 1) * H], cv[j]
+        for h in range(H):
+            z[h] += x * w[h]
+
+
+@njit(cache=True, _nrt=False)
+def group_rows(F, D, H1, T, t0, n, K, Q, xh_s, xh_q):
+    """Rows of x W1 of the group's tasks t0 … t0+n−1 (stacked in task order) into xh_s
+    (n·K, H1) and xh_q (n·Q, H1), packing their CSR rows first when sparse. Dense: one
+    product per set (the caller holds BLAS on one thread)."""
+    if not F.sparse:
+        _dgemm(_N, _N, H1, n * K, D, F.W1, 0, H1, F.xs, t0 * K * D, D, 0.0, xh_s, 0, H1)
+        _dgemm(_N, _N, H1, n * Q, D, F.W1, 0, H1, F.xq, t0 * Q * D, D, 0.0, xh_q, 0, H1)
+        return
+    for i in range(n * K):
+        m = t0 * K + i
+        pack_row(F, F.xs, m * D, D, m)
+        sparse_times(F, m, H1, xh_s, i * H1)
+    for i in range(n * Q):
+        m = T * K + t0 * Q + i
+        pack_row(F, F.xq, (t0 * Q + i) * D, D, m)
+        sparse_times(F, m, H1, xh_q, i * H1)
+
+
+@njit(cache=True, _nrt=False)
+def gram_entry(F, x, xo, mb, D):
+    """x[xo : xo + D] · x_{mb}: over row mb's nonzeros (sparse) or all D entries."""
+    acc = 0.0
+    if F.sparse:
+        ci, cv = F.CI[mb], F.CV[mb]
+        for j in range(F.NZ[mb]):
+            acc += x[xo + ci[j]] * cv[j]
+        return acc
+    b0 = mb * D                                             # support rows only (mb < T·K)
+    for c in range(D):
+        acc += x[xo + c] * F.xs[b0 + c]
+    return acc
+
+
+@njit(cache=True, _nrt=False)
+def task_grams(F, t, K, Q, D, GR):
+    """GR (K·K + Q·K,) = [x_S x_Sᵀ, x_Q x_Sᵀ] of task t (row-major (K, K) then (Q, K))."""
+    for b in range(K):
+        mb = t * K + b
+        for a in range(K):
+            GR[a * K + b] = gram_entry(F, F.xs, (t * K + a) * D, mb, D)
+        for a in range(Q):
+            GR[K * K + a * K + b] = gram_entry(F, F.xq, (t * Q + a) * D, mb, D)
+
+
+@njit(cache=True, _nrt=False)
+def w1_grad_sparse(F, E, row0, T, G, d0, d1):
+    """G (D·H1,) rows d0 ≤ d < d1 = (1/T) Σ_{m ≥ row0} x_m[d] E[m], m in increasing order."""
+    H = E.shape[1]
+    for i in range(d0 * H, d1 * H):
+        G[i] = 0.0
+    for m in range(row0, E.shape[0]):
+        e, ci, cv = E[m], F.CI[m], F.CV[m]
+        for j in range(F.NZ[m]):
+            c = ci[j]
+            if c >= d1:
+                break
+            if c >= d0:
+                x, o = cv[j], c * H
+                for h in range(H):
+                    G[o + h] += x * e[h]
+    for i in range(d0 * H, d1 * H):
+        G[i] /= T
+
+
+@njit(cache=True, _nrt=False)
+def w1_grad_dense(F, Ef, TK, TQ, H, D, with_support, T, G, c0, c1):
+    """G (D·H1,) chunks c0 ≤ c < c1 of NCH: G[d] = (1/T)(X_Qᵀ EQ + X_Sᵀ ES)[d], each chunk
+    of columns one product per set (Ef = E flat, its TK support rows first)."""
+    for c in range(c0, c1):
+        d0, d1 = share(D, NCH, c)
+        if d1 == d0:
+            continue
+        _dgemm(_N, _T, H, d1 - d0, TQ, Ef, TK * H, H, F.xq, d0, D, 0.0, G, d0 * H, H)
+        if with_support:
+            _dgemm(_N, _T, H, d1 - d0, TK, Ef, 0, H, F.xs, d0, D, 1.0, G, d0 * H, H)
+        for i in range(d0 * H, d1 * H):
+            G[i] /= T
