@@ -22,6 +22,17 @@ N·Q points per task. Printed per configuration (N-way K-shot, SO/FO):
     python benchmarks/bench_classification.py --configs 5-1-1 --torch compile --rounds 3
     python benchmarks/bench_classification.py --peer-python ''    # ours only
     python benchmarks/bench_classification.py --threads 1         # ours on one numba thread
+    python benchmarks/bench_classification.py --path tasks        # s = 1 one task at a time
+    python benchmarks/bench_classification.py --ink 0.05 0.12 0.25 --peer-python ''
+    MAMLNP_DATA_DIR=… python benchmarks/bench_classification.py --real --peer-python ''
+
+``--path``: "auto" (the default, what training runs) takes s = 1 in task groups
+(mamlnp/fast/kernels/classify_groups.py), "tasks" one task at a time
+(classify_kernels.py). ``--ink``: the fraction of nonzero inputs of our batch (the peers
+draw 8%); several values time ours at each (where the first layer's packed rows stop paying,
+first_layer_rows.sparse_pays). ``--real``: ours on real Omniglot training episodes
+(grey-level strokes, about a quarter of the inputs nonzero), the batches the training loop
+sees; the peers still time their 8% batch.
 
 Timings on a shared machine move with its load: compare figures of one run (each round
 times ours, then each peer, for one configuration) and quote the medians over rounds.
@@ -41,7 +52,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
 import mamlnp  # noqa: E402
-from mamlnp.fast import api  # noqa: E402
+from mamlnp.fast import api, classify  # noqa: E402
 from mamlnp.meta.optim import Adam  # noqa: E402
 
 SIZES, T, ALPHA = (784, 256, 128, 64, 64), 32, 0.4
@@ -56,11 +67,17 @@ def flops(N, K, Q, s, first_order):
     return T * ((3 if first_order else 9) * s * per_point * N * K + 3 * per_point * N * Q)
 
 
-def batch(N, K, Q, seed=0):
-    """The peers' batch: 8% ink, one-hot labels, as flat (T, n·C) float64 rows."""
+def batch(N, K, Q, seed=0, ink=0.08, real=False):
+    """The peers' batch (8% ink, one-hot labels), or a real Omniglot training batch (real:
+    from $MAMLNP_DATA_DIR), as flat (T, n·C) float64 rows."""
+    if real:
+        from mamlnp.tasks.omniglot import OmniglotTasks
+        b = OmniglotTasks(ways=N).sample(np.random.default_rng(seed), T, K, Q)
+        return tuple(np.ascontiguousarray(a, dtype=np.float64).reshape(T, -1)
+                     for a in (b.x_support, b.y_support, b.x_query, b.y_query))
     rng = np.random.default_rng(seed)
-    xs = (rng.random((T, N * K * 784)) < 0.08).astype(np.float64)
-    xq = (rng.random((T, N * Q * 784)) < 0.08).astype(np.float64)
+    xs = (rng.random((T, N * K * 784)) < ink).astype(np.float64)
+    xq = (rng.random((T, N * Q * 784)) < ink).astype(np.float64)
     ys = np.tile(np.eye(N), (T, K, 1)).reshape(T, -1)
     yq = np.tile(np.eye(N), (T, Q, 1)).reshape(T, -1)
     return xs, ys, xq, yq
@@ -69,16 +86,21 @@ def batch(N, K, Q, seed=0):
 class Ours:
     """mamlnp's compiled path on one configuration."""
 
-    def __init__(self, N, K, Q, s, first_order):
+    def __init__(self, N, K, Q, s, first_order, path="auto", ink=0.08, real=False):
         self.model = mamlnp.MLP(SIZES + (N,), activation="relu", loss="softmax_xent",
                                 batch_norm=True)
-        self.theta = self.model.init(0)
-        self.geom, self.data = api.geometry(self.model), batch(N, K, Q)
+        self.theta, self.path = self.model.init(0), path
+        self.geom, self.data = api.geometry(self.model), batch(N, K, Q, ink=ink, real=real)
+        self.ink = float(np.mean(self.data[0] != 0))
         self.alpha, self.s, self.fo = api.alpha_vector(ALPHA), s, first_order
         self.opt = Adam(lr=1e-3)
         self.grad()                                              # compile, allocate
 
     def grad(self):
+        if self.path == "tasks":
+            return classify.meta_gradient_unchecked(self.geom, self.theta, *self.data,
+                                                    float(self.alpha[0]), self.s, self.fo,
+                                                    path="tasks")
         return api.meta_gradient_unchecked(self.geom, self.theta, *self.data, self.alpha,
                                            self.s, self.fo)
 
@@ -146,14 +168,17 @@ def peers_for(args):
 
 
 def run_config(args, cfg, peers):
-    """Rounds of (ours, then each peer) for one configuration; the per-round figures."""
+    """Rounds of (ours at each ink, then each peer) for one configuration; the per-round
+    figures (rows "ours_grad" etc. for the first ink, "ours_grad@ink" for the others)."""
     N, K, Q, fo = cfg
-    ours, rows = Ours(N, K, Q, args.s, fo), {"ours_grad": [], "ours_iter": [], "ours_cpu": []}
+    inks = [None] if args.real else args.ink
+    ours = [Ours(N, K, Q, args.s, fo, args.path, ink or 0.0, args.real) for ink in inks]
+    rows = {"inks": [o.ink for o in ours]}
     for _ in range(args.rounds):
-        g, it, cpu = ours.block(args.calls)
-        rows["ours_grad"].append(g)
-        rows["ours_iter"].append(it)
-        rows["ours_cpu"].append(cpu)
+        for i, o in enumerate(ours):
+            sfx = "" if i == 0 else f"@{i}"
+            for key, x in zip(("ours_grad", "ours_iter", "ours_cpu"), o.block(args.calls)):
+                rows.setdefault(key + sfx, []).append(x)
         for name, script, extra in peers:
             if name.startswith("torch") and fo:
                 continue                                         # the torch script: SO
@@ -175,14 +200,18 @@ def print_config(cfg, rows, s):
     og = med(rows["ours_grad"])
     head = f"{N}-way {K}-shot Q={Q}/class {'FO' if fo else 'SO'} s={s}"
     print(f"\n{head}: {f / 1e9:.3f} GFLOP per meta-gradient (every adapted θ formed)")
-    print(f"  mamlnp numba     meta-gradient {og:8.2f} ms  (rounds: "
-          f"{', '.join(f'{x:.2f}' for x in rows['ours_grad'])})  = {f / og / 1e6:.1f} GFLOP/s")
-    print(f"  mamlnp numba     meta-iteration {med(rows['ours_iter']):7.2f} ms "
-          "(meta-gradient + Adam)")
-    print(f"  mamlnp numba     CPU time {med(rows['ours_cpu']):12.2f} ms per meta-gradient "
-          "(all threads)")
+    for i, ink in enumerate(rows["inks"]):
+        sfx = "" if i == 0 else f"@{i}"
+        g = med(rows["ours_grad" + sfx])
+        print(f"  mamlnp numba     meta-gradient {g:8.2f} ms  (rounds: "
+              f"{', '.join(f'{x:.2f}' for x in rows['ours_grad' + sfx])})  = "
+              f"{f / g / 1e6:.1f} GFLOP/s, inputs {100 * ink:.1f}% nonzero")
+        print(f"  mamlnp numba     meta-iteration {med(rows['ours_iter' + sfx]):7.2f} ms "
+              "(meta-gradient + Adam)")
+        print(f"  mamlnp numba     CPU time {med(rows['ours_cpu' + sfx]):12.2f} ms per "
+              "meta-gradient (all threads)")
     for name, xs in rows.items():
-        if name.startswith("ours_"):
+        if name.startswith("ours_") or name == "inks":
             continue
         m = med(xs)
         if m is None:
@@ -206,12 +235,21 @@ def main(argv=None):
     ap.add_argument("--torch", nargs="*", default=[], choices=["compile", "func", "loop"])
     ap.add_argument("--numpy", action="store_true", help="also time the NumPy reference")
     ap.add_argument("--threads", type=int, default=0, help="numba threads (0: numba's own)")
+    ap.add_argument("--path", choices=["auto", "tasks"], default="auto",
+                    help="s = 1: task groups (auto) or one task at a time")
+    ap.add_argument("--ink", nargs="+", type=float, default=[0.08],
+                    help="fraction of nonzero inputs of our batch (one run per value)")
+    ap.add_argument("--real", action="store_true",
+                    help="ours on real Omniglot episodes ($MAMLNP_DATA_DIR)")
     args = ap.parse_args(argv)
+    if any(not 0.0 <= x <= 1.0 for x in args.ink):
+        ap.error(f"--ink: expected fractions in [0, 1], got {args.ink}")
     import numba
     if args.threads:
         numba.set_num_threads(args.threads)
     print(f"mamlnp {mamlnp.__version__}, numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads), T = {T}, float64; load average "
+          f"({numba.get_num_threads()} threads), T = {T}, float64, path {args.path}"
+          f"{', real Omniglot episodes' if args.real else ''}; load average "
           f"{os.getloadavg()[0]:.1f} at start")
     peers = peers_for(args)
     print("peers:", [p[0] for p in peers] or "none (no --peer-python)")

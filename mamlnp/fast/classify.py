@@ -45,7 +45,7 @@ from .kernels.bn_mlp_kernels import BNGeometry
 from .kernels.classify_kernels import (CURVE_ACCURACY, CURVE_LOSS, CURVE_NONE, Data, Inputs,
                                        alloc_workspace, batch_adapt, batch_meta_grad)
 from .kernels.classify_groups import Compact, Targets, alloc_group_workspace, group_meta_grad
-from .kernels.first_layer_rows import Rows
+from .kernels.first_layer_rows import Rows, sparse_pays
 from .kernels.sparse_rows import build_csr_csc, count_nonzeros, dense_enough
 from .blas_threads import one_blas_thread
 
@@ -177,7 +177,7 @@ def _group_meta_gradient(geom, theta, xs, ys, xq, yq, alpha, fo, pinned):
     T, K, Q = xs.shape[0], ys.shape[1] // O, yq.shape[1] // O
     cp = compact(geom)
     ws = _group_workspace(geom, cp, T, K, Q)
-    sparse = not dense_enough(count_nonzeros(xs, xq), T * (K + Q), D)
+    sparse = sparse_pays(count_nonzeros(xs, xq), T * (K + Q), D)
     F = Rows(sparse, xs.ravel(), xq.ravel(), theta[:D * H1], ws.NZ, ws.CI, ws.CV)
     grad = np.empty(theta.shape[0])
     loss = group_meta_grad(Targets(ys, yq, theta[D * H1:]), F, geom, cp, ws, pinned,

@@ -42,7 +42,7 @@ from numba import njit, prange
 from .atomics import fetch_add
 from .bn_kernels import Cache, RCache, bn_backward, bn_forward, bn_rbackward, bn_rforward
 from .bn_mlp_kernels import scale
-from .first_layer_rows import group_rows, task_grams, w1_grad_dense, w1_grad_sparse, NCH
+from .first_layer_rows import NCH, group_grams, group_rows, w1_grad_dense, w1_grad_sparse
 from .gemm_chunks import gemm_st
 from .linalg import gemm_acc
 from .mlp_kernels import add_row, loss_and_dyhat, r_loss, sum_rows
@@ -77,6 +77,7 @@ class GroupWorkspace(NamedTuple):
     RQ: np.ndarray           # (R, GMAX·Hsum) its q
     SM: np.ndarray           # (R, 5, GMAX, Pc) per task: θ_1, g_S, g_Q, v, H v (compact)
     GR: np.ndarray           # (R, GMAX, K·K + Q·K) x_S x_Sᵀ, x_Q x_Sᵀ per task
+    GS2: np.ndarray          # (R, GMAX·(K+Q)·GMAX·K) the group's Gram products (dense inputs)
     PK: np.ndarray           # (R, max(K,Q)²) scratch of the small products
     TW: np.ndarray           # (R, max I·O) scratch of a W_l block
     TH0: np.ndarray          # (Pc,) θ's own b, γ, β
@@ -104,7 +105,8 @@ def alloc_group_workspace(T, Pr, Pc, K, Q, Hsum, D, H1, maxio):
         np.empty((R, 6, GMAX * K * Hsum)), np.empty((R, GMAX * Hsum)),
         np.empty((R, 6, GMAX * Q * Hsum)), np.empty((R, GMAX * Hsum)),
         np.empty((R, 6, GMAX * K * Hsum)), np.empty((R, GMAX * Hsum)),
-        np.empty((R, 5, GMAX, Pc)), np.empty((R, GMAX, K * K + Q * K)), np.empty((R, N * N)),
+        np.empty((R, 5, GMAX, Pc)), np.empty((R, GMAX, K * K + Q * K)),
+        np.empty((R, GMAX * GMAX * (K + Q) * K)), np.empty((R, N * N)),
         np.empty((R, maxio)), np.empty(Pc), np.empty((ngroups(T), Pr)),
         E[T * K:].reshape(T, Q * H1), E[:T * K].reshape(T, K * H1), np.empty(T), E,
         np.empty(T * (K + Q), np.int64), np.empty((T * (K + Q), D), np.int32),
@@ -161,8 +163,7 @@ def group_inputs(F, g, ws, r, T, t0, n, K, Q, cs, cq):
     rows, stacked in task order), and the Gram matrices of its tasks (first_layer_rows)."""
     D, H1 = g.sizes[0], g.sizes[1]
     group_rows(F, D, H1, T, t0, n, K, Q, cs.XH, cq.XH)
-    for j in range(n):
-        task_grams(F, t0 + j, K, Q, D, ws.GR[r, j])
+    group_grams(F, t0, n, K, Q, D, ws.GS2[r], ws.GR[r])
 
 
 @njit(cache=True, _nrt=False)

@@ -16,9 +16,10 @@ owns the row, inside the drivers' parallel region (no serial pass over the input
 The last is made after the tasks, each thread the rows d0 ≤ d < d1 of ∇W1, scanning every
 row's entries for its columns: each entry is the same sum whichever thread makes it.
 
-Dense inputs (``sparse`` False, more than a quarter nonzero): a group's rows of x W1 are
-one BLAS product, the Gram entries plain dot products, ∇W1 NCH fixed column chunks of
-Xᵀ E, each one product (threads take whole chunks: the same bits for any thread count).
+Dense inputs (``sparse`` False: more than one entry in ``SPARSE_BELOW`` nonzero): a
+group's rows of x W1 are one BLAS product per set, its Gram matrices the diagonal blocks
+of two products, ∇W1 NCH fixed column chunks of Xᵀ E, one product each (threads take
+whole chunks: the same bits for any thread count).
 """
 from typing import NamedTuple
 
@@ -29,6 +30,13 @@ from .linalg import _N, _T, _dgemm
 from .sparse_rows import share
 
 NCH = 16                       # column chunks of a dense ∇W1
+SPARSE_BELOW = 1 / 8           # the packed rows pay below this fraction of nonzero inputs
+
+
+def sparse_pays(nnz, M, D):
+    """Whether the packed CSR rows beat BLAS for M rows of D inputs with nnz nonzero
+    (measured: ``benchmarks/bench_classification.py --ink``, about 1 in 8 on two cores)."""
+    return nnz < SPARSE_BELOW * M * D
 
 
 class Rows(NamedTuple):
@@ -87,29 +95,39 @@ def group_rows(F, D, H1, T, t0, n, K, Q, xh_s, xh_q):
 
 
 @njit(cache=True, _nrt=False)
-def gram_entry(F, x, xo, mb, D):
-    """x[xo : xo + D] · x_{mb}: over row mb's nonzeros (sparse) or all D entries."""
-    acc = 0.0
-    if F.sparse:
-        ci, cv = F.CI[mb], F.CV[mb]
-        for j in range(F.NZ[mb]):
-            acc += x[xo + ci[j]] * cv[j]
-        return acc
-    b0 = mb * D                                             # support rows only (mb < T·K)
-    for c in range(D):
-        acc += x[xo + c] * F.xs[b0 + c]
-    return acc
+def sparse_gram(F, t, K, Q, D, GR):
+    """GR (K·K + Q·K,) = [x_S x_Sᵀ, x_Q x_Sᵀ] of task t (row-major (K, K) then (Q, K)),
+    each entry x_a · x_b over the nonzeros of the support row b (its packed CSR row)."""
+    for b in range(K):
+        ci, cv, nz = F.CI[t * K + b], F.CV[t * K + b], F.NZ[t * K + b]
+        for a in range(K + Q):
+            x, xo = (F.xs, (t * K + a) * D) if a < K else (F.xq, (t * Q + a - K) * D)
+            acc = 0.0
+            for j in range(nz):
+                acc += x[xo + ci[j]] * cv[j]
+            GR[a * K + b] = acc
 
 
 @njit(cache=True, _nrt=False)
-def task_grams(F, t, K, Q, D, GR):
-    """GR (K·K + Q·K,) = [x_S x_Sᵀ, x_Q x_Sᵀ] of task t (row-major (K, K) then (Q, K))."""
-    for b in range(K):
-        mb = t * K + b
+def group_grams(F, t0, n, K, Q, D, S, GRs):
+    """GRs[j] = [x_S x_Sᵀ, x_Q x_Sᵀ] of the group's tasks t0 + j: sparse, over each support
+    row's nonzeros; dense, the blocks on the diagonal of two products over the group's
+    rows, S = [X_S X_Sᵀ (nK, nK); X_Q X_Sᵀ (nQ, nK)] (scratch)."""
+    if F.sparse:
+        for j in range(n):
+            sparse_gram(F, t0 + j, K, Q, D, GRs[j])
+        return
+    nK, nQ = n * K, n * Q
+    _dgemm(_T, _N, nK, nK, D, F.xs, t0 * K * D, D, F.xs, t0 * K * D, D, 0.0, S, 0, nK)
+    _dgemm(_T, _N, nK, nQ, D, F.xs, t0 * K * D, D, F.xq, t0 * Q * D, D, 0.0, S, nK * nK, nK)
+    for j in range(n):
+        GR = GRs[j]
         for a in range(K):
-            GR[a * K + b] = gram_entry(F, F.xs, (t * K + a) * D, mb, D)
+            for b in range(K):
+                GR[a * K + b] = S[(j * K + a) * nK + j * K + b]
         for a in range(Q):
-            GR[K * K + a * K + b] = gram_entry(F, F.xq, (t * Q + a) * D, mb, D)
+            for b in range(K):
+                GR[K * K + a * K + b] = S[nK * nK + (j * Q + a) * nK + j * K + b]
 
 
 @njit(cache=True, _nrt=False)
