@@ -1,35 +1,31 @@
 """The ``backend="numba"`` entry points for batch-norm MLPs (the classification network).
 
 Dimension legend: T tasks, K support points, Q query points, D inputs, H1 = sizes[1],
-O outputs, P parameters, Pr = P − D·H1, s = inner_steps.
+O outputs, P parameters, Pr = P − D·H1, Pc the b, γ, β entries, s = inner_steps.
 
 The same maths as mamlnp/meta/maml.py on ``MLP(..., batch_norm=True)``; mamlnp/fast/api.py
-sends batch-norm models here. The first layer is never adapted as a matrix
-(kernels/classify_kernels.py): with scalar α, every W1 of the inner loop is
-W1 + x_Sᵀ Cm (rank ≤ K·s update), so
+sends batch-norm models here. The first layer is never adapted as a matrix: with scalar α,
+every W1 of the inner loop is W1 + x_Sᵀ Cm (a rank ≤ K·s update), so x W1' = x W1 +
+(x x_Sᵀ) Cm, and ∇W1 = (1/T)(X_Qᵀ EQ + X_Sᵀ ES) is one product over the stacked rows.
 
-    1. Z = [X_S; X_Q] W1           one product over the rows of ALL T tasks (T(K+Q), D)(D, H1)
-    2. per task (prange)           Gram matrices x x_Sᵀ, the s inner steps, the query pass
-                                   and the s HVPs on the rest of θ (Pr = P − D·H1)
-    3. ∇W1 = (1/T)(X_Qᵀ EQ + X_Sᵀ ES)   one product over the stacked per-task factors
-    4. ∇rest = (1/T) Σ_t G[t]      in the order t = 0 … T−1
+Two kernels make the meta-gradient:
 
-Two parallel regions per call (kernels/classify_kernels.batch_meta_grad): in the first each
-task makes its own rows of 1. (from the inputs' CSR), then 2.; in the second the threads
-split the entries of 3. and 4. (each entry summed in the same order by whichever thread).
+* s = 1 (the paper's Omniglot training): **task groups**, kernels/classify_groups.py. The
+  tasks are cut into groups of at most 8 (fixed by T); every product with θ's own weights
+  runs once over a group's stacked rows, and the adapted weights W_l − α h_Sᵀ dz_S and the
+  HVP's direction α h_Qᵀ dz_Q stay factored (small per-task products). The first layer
+  comes from packed CSR rows of the inputs when fewer than 1 in 8 are nonzero, else from
+  BLAS (kernels/first_layer_rows.py). Memory per call at 5-way 1-shot, T = 32: 3.9 MB of
+  scratch per thread, 5.2 MB per call (19.9 and 16.5 MB per call at 5-way 5-shot and
+  20-way 1-shot); never a per-task copy of any weight matrix.
+* any other s, or ``path="tasks"``: **one task at a time**, kernels/classify_kernels.py,
+  with θ_k's rest formed per task (s ≥ 2) and the first layer from a CSR/CSC of all the
+  inputs. Memory: T·Pr + 2·T(K+Q)·H1 floats per call, (s+1)·(Pr + K·H1 + 6·max(K,Q)·Hsum)
+  + 6·K·Hsum + 3·Pr per thread (13.3 MB and 2.3 MB at 5-way 1-shot, T = 32, s = 1).
 
-The other weights W_l (l ≥ 2) are per task, except where their updates are known to be
-factored too (kernels/bn_mlp_kernels.Direction): at s = 1 the query pass uses
-W_l − α h_Sᵀ dz_S as W_l plus a product through h_S, and the first HVP's direction has the
-W_l block α h_Qᵀ dz_Q.
-
-Products 1 and 3 skip the zero inputs (kernels/sparse_rows.py: Omniglot is mostly
-background) unless more than a quarter of the inputs are nonzero, then they are BLAS GEMMs.
-
-Memory: per call T·Pr + 2·T(K+Q)·H1 floats of per-task rows, per thread (s+1)·(Pr + K·H1 +
-6·max(K,Q)·Hsum) + 6·K·Hsum + 3·Pr; W1 is read, never copied per task. For 784-256-128-64-64-5,
-T = 32, 5-way 1-shot, s = 1: Pr = 46,917, the per-call rows 13.3 MB, the scratch of one
-thread 2.3 MB (vs 32 adapted copies of θ, 63 MB).
+Both hold SciPy's OpenBLAS on one thread for the call (blas_threads.py) and give the same
+bits for any number of Numba threads; tests/test_classify_kernels.py and
+tests/test_classify_groups.py check them against the NumPy reference to 1e-12.
 
 Per-parameter α (Meta-SGD) breaks the factorisation (α ⊙ x_Sᵀ dz has no rank bound); it runs
 the model's own NumPy passes instead (``_numpy_meta_gradient_alpha``), not compiled.
