@@ -75,6 +75,86 @@ def test_fast_adam_step_gives_the_bits_of_adam_step():
     assert same(TS.outer_step(opt, theta, g, "numpy"), ref._step(theta_ref, g))
 
 
+@pytest.mark.parametrize("kernel", ["compiled", "py_func"])
+@pytest.mark.parametrize("W", [1, 2, 3, 7])
+def test_parallel_adam_gives_the_bits_of_adam_step(kernel, W):
+    """adam_update_parallel: m, v in place, θ' into a buffer, W contiguous shares (any W,
+    hence any thread count: the split never changes an entry's operations)."""
+    update = TK.adam_update_parallel if kernel == "compiled" else \
+        TK.adam_update_parallel.py_func
+    rng = np.random.default_rng(W)
+    P = 1001
+    ref, opt = Adam(0.37, 0.5, 0.7, 1e-3), Adam(0.37, 0.5, 0.7, 1e-3)
+    theta_ref = theta = rng.standard_normal(P)
+    m, v = np.zeros(P), np.zeros(P)
+    for t in range(1, 8):
+        g = rng.standard_normal(P) * 10.0 ** rng.integers(-150, 150, P)
+        g[:3] = (0.0, -0.0, 1e-320)
+        theta_ref = ref._step(theta_ref, g)
+        out = np.empty(P)
+        update(theta, g, m, v, adam_hp(opt, t), out, W)
+        theta = out
+        assert same(theta, theta_ref) and same(m, ref.m) and same(v, ref.v), f"step {t}"
+
+
+@pytest.mark.parametrize("threads", sorted({1, numba.config.NUMBA_NUM_THREADS}))
+def test_fast_adam_step_for_large_P_gives_the_bits_and_reuses_its_arrays(threads):
+    """P >= PARALLEL_ADAM: the parallel in-place path, as the trainer calls it (θ replaced
+    by the returned one); after the first steps it writes into the same two θ buffers and
+    the same m, v, and the bits stay Adam._step's."""
+    rng = np.random.default_rng(11)
+    P = fast.PARALLEL_ADAM + 5
+    ref, opt = Adam(0.01), Adam(0.01)
+    params = {"theta": rng.standard_normal(P)}
+    theta_ref = params["theta"].copy()
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        thetas, ms = set(), set()
+        for t in range(6):
+            g = rng.standard_normal(P) * 10.0 ** rng.integers(-20, 20, P)
+            theta_ref = ref._step(theta_ref, g)
+            params["theta"] = TS.outer_step(opt, params["theta"], g, "numba")
+            assert same(params["theta"], theta_ref) and same(opt.m, ref.m) and same(opt.v, ref.v)
+            assert opt.t == ref.t == t + 1
+            if t >= 2:
+                thetas.add(id(params["theta"]))
+                ms.add((id(opt.m), id(opt.v)))
+    finally:
+        numba.set_num_threads(before)
+    assert len(thetas) == 2 and len(ms) == 1
+
+
+def test_fast_adam_step_never_writes_an_array_someone_holds():
+    """Arrays the caller kept (old θs, opt.m / opt.v taken out, a state dict, a loaded
+    state's arrays, a view of θ) keep their values: those steps write into fresh memory."""
+    rng = np.random.default_rng(12)
+    P = fast.PARALLEL_ADAM + 1
+    ref, opt = Adam(0.01), Adam(0.01)
+    theta_ref = theta = rng.standard_normal(P)
+    kept = []
+    for t in range(8):
+        g = rng.standard_normal(P)
+        if t == 3:
+            kept += [opt.m, opt.v]                    # held by a caller from now on
+        if t == 5:
+            state = opt.state_dict()
+            opt.load_state_dict(state)                # opt.m is state["m"] (or a view)
+            kept += [state["m"], state["v"]]
+        kept.append(theta)
+        snapshot = [a.copy() for a in kept]
+        theta_ref, theta = ref._step(theta_ref, g), fast.adam_step(opt, theta, g)
+        assert same(theta, theta_ref) and same(opt.m, ref.m) and same(opt.v, ref.v)
+        assert all(same(a, b) for a, b in zip(kept, snapshot)), f"step {t}"
+    big = np.concatenate([theta, theta])              # θ as a view of a bigger array
+    view, whole = big[:P], big.copy()
+    theta_ref, theta = ref._step(theta_ref, g), fast.adam_step(opt, view, g)
+    theta_ref, theta = ref._step(theta_ref, g), fast.adam_step(opt, theta, g)
+    del view
+    theta_ref, theta = ref._step(theta_ref, g), fast.adam_step(opt, theta, g)
+    assert same(big, whole) and same(theta, theta_ref)
+
+
 # ---- task data: the kernel (math.sin) against SinusoidTasks.sample (numpy.sin) -------------
 
 

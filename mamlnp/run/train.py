@@ -308,7 +308,7 @@ def _iteration(model, method, cfg, state, val, out, fused=None):
                      state.iteration + 1, hint)
     else:
         batch = sample_batch(family_for(cfg), state.rng, cfg["meta_batch"], cfg["shots"],
-                             cfg["query"])                              # T tasks, K + Q points
+                             cfg["query"], cfg["backend"])              # T tasks, K + Q points
         with np.errstate(over="ignore", invalid="ignore"):      # a blow-up is the guard's
             loss, grads = method.step_at(state.iteration, model, state.params, batch, cfg,
                                          cfg["backend"])

@@ -38,12 +38,15 @@ CHUNK = 32                  # at most fast.CHUNK tasks: one kernel call (fast is
                             # here: numba loads only when a numba run starts)
 
 
-def sample_batch(family, rng, T, K, Q):
+def sample_batch(family, rng, T, K, Q, backend="numpy"):
     """``family.sample(rng, T, K, Q)`` without its argument checks and TaskBatch
     validation (~0.1 ms): the same draws in the same order, hence the same bits.
     For the training loop, whose T, K, Q were checked once and whose data are fresh.
-    Families of whole episodes (``episodic``, e.g. OmniglotTasks) draw with their ``sample``."""
+    Families of whole episodes (``episodic``, e.g. OmniglotTasks) draw with their ``sample``,
+    or on the numba backend with their ``sample_compiled`` if they have one (the same bits)."""
     if getattr(family, "episodic", False):
+        if backend == "numba" and hasattr(family, "sample_compiled"):
+            return family.sample_compiled(rng, T, K, Q)
         return family.sample(rng, T, K, Q)
     params = family.sample_params(rng, T)
     x = family.sample_inputs(rng, T, K + Q)                                # (T, K+Q, D)

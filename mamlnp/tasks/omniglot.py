@@ -130,10 +130,30 @@ class OmniglotTasks(TaskFamily):
                  "support_drawings": draws[0, n, :K].tolist(),
                  "query_drawings": draws[0, n, K:].tolist()} for n in range(self.ways)]
 
-    def _draw(self, rng, split, T, K, Q):
-        """(characters (T, N) indices into keys, drawings (T, N, K+Q), quarter turns (T, N))."""
+    def sample_compiled(self, rng, num_tasks, shots, query):
+        """``sample(rng, num_tasks, shots, query)`` on the "train" split with the work on the
+        draws done by compiled kernels (mamlnp/fast/kernels/episode_kernels.py): the same
+        draws in the same order, the same episodes bit for bit, ~0.4 ms instead of ~1.3 ms
+        for 32 5-way 1-shot episodes. For the numba backend's training loop, whose rng,
+        T, K and Q were checked once (mamlnp.run.trainstep.sample_batch); loads Numba."""
+        from ..fast.kernels.episode_kernels import episode_rows, smallest_columns
+        T, K, Q, N, D = int(num_tasks), int(shots), int(query), self.ways, self.input_dim
+        chars, draws, turns = self._draw(rng, "train", T, K, Q, smallest_columns)
+        xs, xq = np.empty((T, N * K, D)), np.empty((T, N * Q, D))
+        episode_rows(self._ink, chars, np.ascontiguousarray(draws), turns, xs, xq)
+        ys, yq = _one_hot(T, N, K, Q)
+        return TaskBatch(xs, ys, xq, yq)
+
+    def _draw(self, rng, split, T, K, Q, smallest_columns=None):
+        """(characters (T, N) indices into keys, drawings (T, N, K+Q), quarter turns (T, N));
+        smallest_columns: the compiled twin of ``_smallest`` to use (the same indices)."""
         N, chars = self.ways, self.split[split]
-        picked = _smallest(rng.random((T, len(chars))), N)                  # (T, N) distinct, random order
+        u = rng.random((T, len(chars)))                                     # (T, C)
+        if smallest_columns is None or N >= len(chars):
+            picked = _smallest(u, N)                                        # (T, N) distinct, random order
+        else:
+            picked = np.empty((T, N), np.int64)
+            smallest_columns(u, picked)
         draws = np.argsort(rng.random((T, N, data.DRAWINGS)), axis=2)[:, :, :K + Q]  # (T, N, K+Q)
         turns = rng.integers(0, 4, size=(T, N)) if self.rotations else np.zeros((T, N), int)
         return chars[picked], draws, turns
@@ -149,9 +169,7 @@ class OmniglotTasks(TaskFamily):
         xs, xq = np.empty((T, N, K, D)), np.empty((T, N, Q, D))
         np.divide(u8[:, :, :K], 255.0, out=xs)                                # ink = 1, one pass
         np.divide(u8[:, :, K:], 255.0, out=xq)
-        eye = np.eye(N)
-        ys = np.broadcast_to(np.repeat(eye, K, axis=0), (T, N * K, N))        # (T, N·K, N)
-        yq = np.broadcast_to(np.repeat(eye, Q, axis=0), (T, N * Q, N))        # (T, N·Q, N)
+        ys, yq = _one_hot(T, N, K, Q)
         return TaskBatch(xs.reshape(T, N * K, D), ys, xq.reshape(T, N * Q, D), yq)
 
     # --- the regression-family interface does not describe episodes ------------------------
@@ -161,6 +179,15 @@ class OmniglotTasks(TaskFamily):
                          "query) or family.episodes(split, T, shots, query, seed)")
 
     sample_inputs = targets = sample_params
+
+
+def _one_hot(T, N, K, Q):
+    """(ys (T, N·K, N), yq (T, N·Q, N)): the one-hot targets of class-major rows, broadcast
+    views (every episode has the same)."""
+    eye = np.eye(N)
+    ys = np.broadcast_to(np.repeat(eye, K, axis=0), (T, N * K, N))
+    yq = np.broadcast_to(np.repeat(eye, Q, axis=0), (T, N * Q, N))
+    return ys, yq
 
 
 def _smallest(u, n):
