@@ -137,7 +137,8 @@ class OmniglotTasks(TaskFamily):
         for 32 5-way 1-shot episodes. For the numba backend's training loop, whose rng,
         T, K and Q were checked once (mamlnp.run.trainstep.sample_batch); loads Numba."""
         from ..fast.kernels.episode_kernels import episode_rows, smallest_columns
-        T, K, Q, N, D = int(num_tasks), int(shots), int(query), self.ways, self.input_dim
+        T, K, Q = self._counts(num_tasks, shots, query)        # K + Q ≤ 20: the kernel's reads
+        N, D = self.ways, self.input_dim
         chars, draws, turns = self._draw(rng, "train", T, K, Q, smallest_columns)
         xs, xq = np.empty((T, N * K, D)), np.empty((T, N * Q, D))
         episode_rows(self._ink, chars, np.ascontiguousarray(draws), turns, xs, xq)
