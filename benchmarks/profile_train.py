@@ -3,8 +3,9 @@
     MAMLNP_DATA_DIR=... python benchmarks/profile_train.py [--iterations 1500] [--ways 5]
         [--shots 1] [--out DIR]
 
-Runs ``mamlnp.meta_train`` as ``python -m mamlnp train omniglot`` does (validation every 500
-iterations, a checkpoint every 1000 into a temporary run directory) with the functions
+Runs ``mamlnp.meta_train`` as ``python -m mamlnp train omniglot`` does (the same settings:
+GOMP_SPINCOUNT, malloc; validation every 500 iterations, a checkpoint every 1000 into a
+temporary run directory) with the functions
 below wrapped in ``time.perf_counter`` timers (a few µs each, far less than cProfile's
 per-call cost), then prints ms per iteration of each piece (nested pieces are included in
 their parents: ``_iteration`` holds ``step_at``, which holds the kernel). The first
@@ -20,8 +21,10 @@ import time
 import numpy as np
 
 from mamlnp.fast.kernels import spin_threads
+from mamlnp.run.malloc import keep_freed_memory
 
-spin_threads()      # the CLI's thread-spin setting
+spin_threads()      # the CLI's thread-spin and malloc settings (MAMLNP_SPIN=0,
+keep_freed_memory() # MAMLNP_MALLOC=0 turn them off)
 
 PIECES = [          # (module, attribute, label): wrapped where the caller looks them up
     ("mamlnp.run.train", "_iteration", "_iteration (all of one iteration)"),

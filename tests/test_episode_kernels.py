@@ -48,19 +48,29 @@ def test_smallest_columns_puts_ties_lower_column_first():
     assert out.tolist() == [[1, 2, 4]]
 
 
+@pytest.mark.parametrize("kernel", ["compiled", "py_func"])
 @pytest.mark.parametrize("k", [0, 1, 2, 3])
-def test_rotated_pixel_is_rot90(k):
-    img = np.random.default_rng(k).integers(0, 256, (5, 5)).astype(np.uint8)
-    want = np.rot90(img, k)
-    got = [[EK.rotated_pixel(img, a, b, k) for b in range(5)] for a in range(5)]
-    assert same(np.array(got, np.uint8), want)
+def test_rotated_row_is_rot90_divided_by_255(kernel, k):
+    f = EK.rotated_row if kernel == "compiled" else EK.rotated_row.py_func
+    img = np.random.default_rng(k).integers(0, 256, (28, 28)).astype(np.uint8)
+    img[0, :4] = (0, 1, 254, 255)
+    row = np.empty(28 * 28)
+    f(img, k, EK.LUT, row)
+    assert same(row, (np.rot90(img, k) / 255.0).ravel())
+
+
+def test_the_table_holds_numpys_quotients():
+    u8 = np.arange(256, dtype=np.uint8)
+    want = np.empty(256)
+    np.divide(u8, 255.0, out=want)                  # as OmniglotTasks._episodes divides
+    assert same(EK.LUT, want) and same(EK.LUT, np.array([float(i) / 255.0 for i in range(256)]))
 
 
 @pytest.mark.parametrize("kernel", ["compiled", "py_func"])
 @pytest.mark.parametrize("T,K,Q", [(4, 1, 1), (3, 2, 3), (1, 5, 1)])
 def test_sample_compiled_gives_the_bits_of_sample(family, kernel, T, K, Q, monkeypatch):
     if kernel == "py_func":
-        for name in ("smallest_columns", "episode_rows"):
+        for name in ("smallest_columns", "episode_rows", "rotated_row"):
             monkeypatch.setattr(EK, name, getattr(EK, name).py_func)
     ref, rng = np.random.default_rng(3), np.random.default_rng(3)
     for _ in range(5):

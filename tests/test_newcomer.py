@@ -214,6 +214,17 @@ def test_spin_threads_is_a_choice_the_user_can_override_or_turn_off():
     assert "GOMP_SPINCOUNT" not in env
 
 
+def test_keep_freed_memory_is_a_choice_the_user_can_override_or_turn_off():
+    """mamlnp.run.malloc: the commands' glibc thresholds, skipped when turned off or chosen."""
+    import platform
+    from mamlnp.run.malloc import keep_freed_memory
+    assert keep_freed_memory({"MAMLNP_MALLOC": "0"}) is False
+    for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        assert keep_freed_memory({key: "1"}) is False
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory({}) is glibc
+
+
 def test_import_mamlnp_leaves_the_environment_alone():
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     code = "import os, mamlnp; print(os.environ.get('GOMP_SPINCOUNT'))"

@@ -58,7 +58,9 @@ def main(argv=None):
     if extra:                                   # the sub-command's usage, not the top level's
         parser._subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     from ..fast.kernels import spin_threads
+    from .malloc import keep_freed_memory
     spin_threads()                              # GOMP_SPINCOUNT for our commands only
+    keep_freed_memory()                         # glibc: big arrays reuse freed memory
     if getattr(args, "_missing", False):
         print(f"mamlnp {args.command}: not available in this version", file=sys.stderr)
         return 2

@@ -136,12 +136,12 @@ class OmniglotTasks(TaskFamily):
         draws in the same order, the same episodes bit for bit, ~0.4 ms instead of ~1.3 ms
         for 32 5-way 1-shot episodes. For the numba backend's training loop, whose rng,
         T, K and Q were checked once (mamlnp.run.trainstep.sample_batch); loads Numba."""
-        from ..fast.kernels.episode_kernels import episode_rows, smallest_columns
+        from ..fast.kernels.episode_kernels import LUT, episode_rows, smallest_columns
         T, K, Q = self._counts(num_tasks, shots, query)        # K + Q ≤ 20: the kernel's reads
         N, D = self.ways, self.input_dim
         chars, draws, turns = self._draw(rng, "train", T, K, Q, smallest_columns)
         xs, xq = np.empty((T, N * K, D)), np.empty((T, N * Q, D))
-        episode_rows(self._ink, chars, np.ascontiguousarray(draws), turns, xs, xq)
+        episode_rows(self._ink, chars, np.ascontiguousarray(draws), turns, LUT, xs, xq)
         ys, yq = _one_hot(T, N, K, Q)
         return TaskBatch(xs, ys, xq, yq)
 
