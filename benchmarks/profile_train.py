@@ -4,7 +4,7 @@
         [--shots 1] [--out DIR]
 
 Runs ``mamlnp.meta_train`` as ``python -m mamlnp train omniglot`` does (the same settings:
-GOMP_SPINCOUNT, malloc; validation every 500 iterations, a checkpoint every 1000 into a
+GOMP_SPINCOUNT, malloc, one BLAS thread; validation every 500 iterations, a checkpoint every 1000 into a
 temporary run directory) with the functions
 below wrapped in ``time.perf_counter`` timers (a few µs each, far less than cProfile's
 per-call cost), then prints ms per iteration of each piece (nested pieces are included in
@@ -21,10 +21,11 @@ import time
 import numpy as np
 
 from mamlnp.fast.kernels import spin_threads
-from mamlnp.run.malloc import keep_freed_memory
+from mamlnp.run.process import keep_freed_memory, single_blas_thread
 
-spin_threads()      # the CLI's thread-spin and malloc settings (MAMLNP_SPIN=0,
-keep_freed_memory() # MAMLNP_MALLOC=0 turn them off)
+spin_threads()          # the CLI's settings (MAMLNP_SPIN=0, MAMLNP_MALLOC=0, MAMLNP_BLAS=0
+keep_freed_memory()     # turn them off)
+single_blas_thread()
 
 PIECES = [          # (module, attribute, label): wrapped where the caller looks them up
     ("mamlnp.run.train", "_iteration", "_iteration (all of one iteration)"),

@@ -215,14 +215,28 @@ def test_spin_threads_is_a_choice_the_user_can_override_or_turn_off():
 
 
 def test_keep_freed_memory_is_a_choice_the_user_can_override_or_turn_off():
-    """mamlnp.run.malloc: the commands' glibc thresholds, skipped when turned off or chosen."""
+    """mamlnp.run.process: the commands' glibc thresholds, skipped when turned off or chosen."""
     import platform
-    from mamlnp.run.malloc import keep_freed_memory
+    from mamlnp.run.process import keep_freed_memory
     assert keep_freed_memory({"MAMLNP_MALLOC": "0"}) is False
     for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
         assert keep_freed_memory({key: "1"}) is False
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory({}) is glibc
+
+
+def test_single_blas_thread_is_a_choice_the_user_can_override_or_turn_off():
+    from mamlnp.run.process import single_blas_thread
+    assert single_blas_thread({"MAMLNP_BLAS": "0"}) == 0
+    for key in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        assert single_blas_thread({key: "2"}) == 0
+    code = ("import numpy, scipy.linalg; from mamlnp.run.process import single_blas_thread, "
+            "loaded_openblas; print(single_blas_thread({}), len(loaded_openblas()))")
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "MAMLNP_BLAS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[0] == out[1]                       # every OpenBLAS loaded was set
 
 
 def test_import_mamlnp_leaves_the_environment_alone():

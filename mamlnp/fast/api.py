@@ -32,6 +32,7 @@ import numpy as np
 from .kernels import ACT_IDS, LOSS_IDS
 from .kernels.bundles import Geometry, Inner
 from .kernels.maml_kernels import alloc_workspace, batch_adapt, batch_meta_grad, mean_rows
+from .kernels.train_kernels import adam_inplace, adam_update, adam_update_parallel
 from . import classify
 from ..nn.mlp import MLP
 
@@ -200,7 +201,6 @@ def adam_step(opt, theta, grad):
     earlier θ a callback kept, an m taken from opt.m, a loaded checkpoint's array — never
     changes, the step then writes into fresh memory as Adam._step does. (Fresh 2 MB arrays
     cost ~1.5 ms of page faults each on this machine: the reason for the reuse.)"""
-    from .kernels.train_kernels import adam_update, adam_update_parallel
     P = grad.shape[0]
     if opt.m is None:
         opt.m, opt.v = np.zeros_like(grad), np.zeros_like(grad)
@@ -218,7 +218,11 @@ def adam_step(opt, theta, grad):
     free = _alone(opt, "_spare_theta") and _reusable(getattr(opt, "_spare_theta", None), P)
     out = opt._spare_theta if free else np.empty(P)     # θ' (P,)
     opt._spare_theta = None
-    adam_update_parallel(theta, grad, opt.m, opt.v, hp, out, numba.get_num_threads())
+    W = numba.get_num_threads()
+    if W == 1:                                          # no parallel region to start
+        adam_inplace(theta, grad, opt.m, opt.v, hp, out)
+    else:
+        adam_update_parallel(theta, grad, opt.m, opt.v, hp, out, W)
     if _reusable(theta, P):
         opt._spare_theta = theta                        # written next step if let go
     return out

@@ -58,9 +58,10 @@ def main(argv=None):
     if extra:                                   # the sub-command's usage, not the top level's
         parser._subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     from ..fast.kernels import spin_threads
-    from .malloc import keep_freed_memory
+    from .process import keep_freed_memory, single_blas_thread
     spin_threads()                              # GOMP_SPINCOUNT for our commands only
     keep_freed_memory()                         # glibc: big arrays reuse freed memory
+    single_blas_thread()                        # OpenBLAS: no threads of its own
     if getattr(args, "_missing", False):
         print(f"mamlnp {args.command}: not available in this version", file=sys.stderr)
         return 2
