@@ -4,7 +4,7 @@ twins in mamlnp/tasks/omniglot.py: the SAME BITS, not a tolerance.
 Dimension legend: T tasks, N ways, K shots, Q query per class, C characters, S = 28 pixels a
 side, D = 784 inputs.
 
-The numba backend's training loop draws its episodes with ``OmniglotTasks.sample_compiled``
+The numba backend's training loop draws its episodes with ``mamlnp.fast.episodes.sample_compiled``
 (mamlnp.run.trainstep.sample_batch); a run must not change by one bit, so each kernel is
 checked against the NumPy code (compiled and run as Python), and the compiled sampler
 against ``sample`` batch after batch with the generator's state after each.
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mamlnp import OmniglotTasks
+from mamlnp.fast import episodes as FE
 from mamlnp.fast.kernels import episode_kernels as EK
 from mamlnp.run import trainstep as TS
 from mamlnp.tasks.omniglot import _smallest
@@ -74,7 +75,7 @@ def test_sample_compiled_gives_the_bits_of_sample(family, kernel, T, K, Q, monke
             monkeypatch.setattr(EK, name, getattr(EK, name).py_func)
     ref, rng = np.random.default_rng(3), np.random.default_rng(3)
     for _ in range(5):
-        want, got = family.sample(ref, T, K, Q), family.sample_compiled(rng, T, K, Q)
+        want, got = family.sample(ref, T, K, Q), FE.sample_compiled(family, rng, T, K, Q)
         for name in ("x_support", "y_support", "x_query", "y_query"):
             assert same(getattr(got, name), getattr(want, name)), name
         assert got.x_support.flags.c_contiguous and got.x_query.flags.c_contiguous
@@ -83,8 +84,8 @@ def test_sample_compiled_gives_the_bits_of_sample(family, kernel, T, K, Q, monke
 
 def test_sample_batch_uses_the_compiled_sampler_on_numba_only(family, monkeypatch):
     calls = []
-    monkeypatch.setattr(type(family), "sample_compiled",
-                        lambda self, *a: calls.append(a) or self.sample(*a), raising=True)
+    monkeypatch.setattr(FE, "sample_compiled",
+                        lambda fam, *a: calls.append(a) or fam.sample(*a), raising=True)
     TS.sample_batch(family, np.random.default_rng(0), 2, 1, 1, "numpy")
     assert calls == []
     TS.sample_batch(family, np.random.default_rng(0), 2, 1, 1, "numba")
@@ -96,7 +97,7 @@ def test_no_rotations_compiled(tmp_path_factory):
     f = OmniglotTasks(tree, ways=3, cache_dir=tmp_path_factory.mktemp("c"), rotations=False,
                       **SMALL)
     a = f.sample(np.random.default_rng(1), 6, 2, 1)
-    b = f.sample_compiled(np.random.default_rng(1), 6, 2, 1)
+    b = FE.sample_compiled(f, np.random.default_rng(1), 6, 2, 1)
     assert same(a.x_support, b.x_support) and same(a.x_query, b.x_query)
 
 
@@ -106,6 +107,6 @@ def test_sample_compiled_on_the_real_data():
     real = OmniglotTasks(real_data_dir(), ways=5)                 # the user cache folder
     ref, rng = np.random.default_rng(2017), np.random.default_rng(2017)
     for _ in range(20):
-        want, got = real.sample(ref, 32, 1, 1), real.sample_compiled(rng, 32, 1, 1)
+        want, got = real.sample(ref, 32, 1, 1), FE.sample_compiled(real, rng, 32, 1, 1)
         assert same(got.x_support, want.x_support) and same(got.x_query, want.x_query)
     assert rng.bit_generator.state == ref.bit_generator.state

@@ -15,6 +15,7 @@ blocks under the threshold instead (the same numbers, a little slower).
 """
 import contextlib
 import ctypes
+import os
 import threading
 from functools import lru_cache
 
@@ -23,14 +24,14 @@ _GETTERS = ("scipy_openblas_get_num_threads", "openblas_get_num_threads")
 _lock = threading.Lock()
 
 
-def _loaded_openblas():
-    """Paths of the loaded shared libraries whose name says OpenBLAS (Linux only)."""
+def loaded_openblas(maps="/proc/self/maps"):
+    """The paths of the OpenBLAS libraries this process has loaded (Linux; else [])."""
     try:
-        with open("/proc/self/maps") as f:
+        with open(maps) as f:
             paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
     except OSError:
         return []
-    return sorted(p for p in paths if p.startswith("/"))
+    return sorted(p for p in paths if p.startswith("/") and ".so" in os.path.basename(p))
 
 
 @lru_cache(maxsize=1)
@@ -38,7 +39,7 @@ def _scipy_openblas():
     """(get, set) of the OpenBLAS that SciPy's cython_blas uses, or None. NumPy's bundled
     OpenBLAS exports only the ``…64_`` names (ILP64), so the names here pick SciPy's."""
     import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
-    for path in _loaded_openblas():
+    for path in loaded_openblas():
         try:
             lib = ctypes.CDLL(path)
         except OSError:

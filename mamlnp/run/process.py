@@ -39,6 +39,8 @@ import ctypes
 import os
 import platform
 
+from ..fast.blas_threads import loaded_openblas
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # glibc's mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 32 * 2 ** 20                    # glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
 TRIM_THRESHOLD = 512 * 2 ** 20
@@ -65,16 +67,6 @@ def keep_freed_memory(environ=os.environ):
 BLAS_KEYS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 _SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
             "scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_")
-
-
-def loaded_openblas(maps="/proc/self/maps"):
-    """The paths of the OpenBLAS libraries this process has loaded (Linux; else [])."""
-    try:
-        with open(maps) as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
-    except OSError:
-        return []
-    return sorted(p for p in paths if p.startswith("/") and ".so" in os.path.basename(p))
 
 
 def single_blas_thread(environ=os.environ):

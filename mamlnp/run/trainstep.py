@@ -43,10 +43,12 @@ def sample_batch(family, rng, T, K, Q, backend="numpy"):
     validation (~0.1 ms): the same draws in the same order, hence the same bits.
     For the training loop, whose T, K, Q were checked once and whose data are fresh.
     Families of whole episodes (``episodic``, e.g. OmniglotTasks) draw with their ``sample``,
-    or on the numba backend with their ``sample_compiled`` if they have one (the same bits)."""
+    or on the numba backend through mamlnp.fast.episodes.sample_compiled when they have
+    ``sample_with`` (the same bits)."""
     if getattr(family, "episodic", False):
-        if backend == "numba" and hasattr(family, "sample_compiled"):
-            return family.sample_compiled(rng, T, K, Q)
+        if backend == "numba" and hasattr(family, "sample_with"):
+            from ..fast import episodes
+            return episodes.sample_compiled(family, rng, T, K, Q)
         return family.sample(rng, T, K, Q)
     params = family.sample_params(rng, T)
     x = family.sample_inputs(rng, T, K + Q)                                # (T, K+Q, D)

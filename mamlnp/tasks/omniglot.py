@@ -130,18 +130,18 @@ class OmniglotTasks(TaskFamily):
                  "support_drawings": draws[0, n, :K].tolist(),
                  "query_drawings": draws[0, n, K:].tolist()} for n in range(self.ways)]
 
-    def sample_compiled(self, rng, num_tasks, shots, query):
-        """``sample(rng, num_tasks, shots, query)`` on the "train" split with the work on the
-        draws done by compiled kernels (mamlnp/fast/kernels/episode_kernels.py): the same
-        draws in the same order, the same episodes bit for bit, ~0.4 ms instead of ~1.3 ms
-        for 32 5-way 1-shot episodes. For the numba backend's training loop, whose rng,
-        T, K and Q were checked once (mamlnp.run.trainstep.sample_batch); loads Numba."""
-        from ..fast.kernels.episode_kernels import LUT, episode_rows, smallest_columns
+    def sample_with(self, rng, num_tasks, shots, query, kernels):
+        """``sample(rng, num_tasks, shots, query)`` on the "train" split, the work on the draws
+        done by ``kernels`` = (smallest_columns, episode_rows, lut): the compiled ones of
+        mamlnp/fast/kernels/episode_kernels.py through mamlnp.fast.episodes.sample_compiled,
+        the numba backend's training loop's sampler. The same draws in the same order, the
+        same episodes bit for bit."""
+        smallest_columns, episode_rows, lut = kernels
         T, K, Q = self._counts(num_tasks, shots, query)        # K + Q ≤ 20: the kernel's reads
         N, D = self.ways, self.input_dim
         chars, draws, turns = self._draw(rng, "train", T, K, Q, smallest_columns)
         xs, xq = np.empty((T, N * K, D)), np.empty((T, N * Q, D))
-        episode_rows(self._ink, chars, np.ascontiguousarray(draws), turns, LUT, xs, xq)
+        episode_rows(self._ink, chars, np.ascontiguousarray(draws), turns, lut, xs, xq)
         ys, yq = _one_hot(T, N, K, Q)
         return TaskBatch(xs, ys, xq, yq)
 

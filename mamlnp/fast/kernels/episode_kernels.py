@@ -3,7 +3,7 @@
 Dimension legend: T tasks (episodes), N ways, K shots and Q query drawings per class,
 C characters of a split, R = 20 drawings per character, S = 28 pixels a side, D = S·S.
 
-For the numba backend's training loop (``OmniglotTasks.sample_compiled``, called by
+For the numba backend's training loop (``mamlnp.fast.episodes.sample_compiled``, called by
 mamlnp.run.trainstep.sample_batch): the same draws from the run's generator as
 ``OmniglotTasks.sample``, made in NumPy by the caller; these kernels only replace the NumPy
 work done on them (~1 ms per 5-way 1-shot meta-batch of 32: a partial sort, fancy
