@@ -66,6 +66,32 @@ class Targets(NamedTuple):
     rest: np.ndarray         # (Pr,) θ[D·H1:]
 
 
+class Ctx(NamedTuple):
+    """One group on one thread: the model, the call's settings, the thread's scratch."""
+    g: tuple                 # BNGeometry (bn_mlp_kernels.py)
+    cp: Compact
+    pinned: bool             # BLAS held on one thread (``product``)
+    rest: np.ndarray         # (Pr,) θ[D·H1:] (the W_l blocks are read here)
+    th0: np.ndarray          # (Pc,) θ's own b, γ, β
+    alpha: float
+    t0: int                  # the group's first task
+    n: int                   # its tasks
+    K: int                   # support points per task
+    Q: int                   # query points per task
+    PK: np.ndarray           # (max(K,Q)²,) scratch of the small products
+    GR: np.ndarray           # (GMAX, K·K + Q·K) the Gram matrices of the group's tasks
+
+
+class Lowrank(NamedTuple):
+    """A rank-≤Kf factor pair of ``lowrank_acc``: coeff · (· F1ᵀ) F2."""
+    F1: np.ndarray
+    f1o: int                 # F1 (Kf, R1) at F1[f1o:]
+    F2: np.ndarray
+    f2o: int                 # F2 (Kf, W2) at F2[f2o:]
+    Kf: int
+    coeff: float
+
+
 class GroupWorkspace(NamedTuple):
     """Per thread r (rows of R = NUMBA_NUM_THREADS): a group's caches and small vectors;
     per group i: G[i]; per task: the rows of E = [ES; EQ], losses; per row: its CSR."""
@@ -121,28 +147,39 @@ def group_range(T, i):
 
 
 @njit(cache=True, _nrt=False)
-def product(pinned, A, ao, ta, B, bo, tb, C, co, M, R, W, acc):
-    """C[M, W] = acc·C + op(A) op(B) (linalg.gemm_acc): one dgemm when BLAS is pinned to
-    one thread, else in row blocks under OpenBLAS's threading threshold."""
+def product(pinned, A, ao, ta, B, bo, tb, C, co, M, R, W):
+    """C[M, W] = op(A) op(B) (linalg.gemm_acc): one dgemm when BLAS is pinned to one
+    thread, else in row blocks under OpenBLAS's threading threshold."""
     if pinned:
-        gemm_acc(A, ao, ta, B, bo, tb, C, co, M, R, W, acc)
+        gemm_acc(A, ao, ta, B, bo, tb, C, co, M, R, W, 0)
     else:
-        gemm_st(A, ao, ta, B, bo, tb, C, co, M, R, W, acc)
+        gemm_st(A, ao, ta, B, bo, tb, C, co, M, R, W, 0)
 
 
 @njit(cache=True, _nrt=False)
-def lowrank_acc(X, xo, F1, f1o, F2, f2o, N, Kf, R1, W2, coeff, PK, out, oo):
-    """out (N, W2) at oo += coeff · (X F1ᵀ) F2: X (N, R1) at xo, F1 (Kf, R1) at f1o,
-    F2 (Kf, W2) at f2o: a rank-≤Kf update through PK (N, Kf)."""
-    gemm_st(X, xo, False, F1, f1o, True, PK, 0, N, R1, Kf, 0)
-    scale(PK, N * Kf, coeff)
-    gemm_st(PK, 0, False, F2, f2o, False, out, oo, N, Kf, W2, 1)
+def product_add(pinned, A, ao, ta, B, bo, tb, C, co, M, R, W):
+    """C[M, W] += op(A) op(B), as ``product``."""
+    if pinned:
+        gemm_acc(A, ao, ta, B, bo, tb, C, co, M, R, W, 1)
+    else:
+        gemm_st(A, ao, ta, B, bo, tb, C, co, M, R, W, 1)
 
 
 @njit(cache=True, _nrt=False)
-def gram_acc(GR, go, ta, N, Kf, coeff, F, fo, W, PK, out, oo, acc):
-    """out (N, W) at oo = acc·out + coeff · op(Gm) F: Gm at GR[go:] stored (N, Kf), or
-    (Kf, N) read transposed (ta); F (Kf, W) at fo."""
+def lowrank_acc(X, xo, lr, N, R1, W2, PK, out, oo):
+    """out (N, W2) at oo += coeff · (X F1ᵀ) F2: X (N, R1) at xo, the factors of ``lr``
+    (Lowrank): a rank-≤Kf update through PK (N, Kf)."""
+    gemm_st(X, xo, False, lr.F1, lr.f1o, True, PK, 0, N, R1, lr.Kf, 0)
+    scale(PK, N * lr.Kf, lr.coeff)
+    gemm_st(PK, 0, False, lr.F2, lr.f2o, False, out, oo, N, lr.Kf, W2, 1)
+
+
+@njit(cache=True, _nrt=False)
+def gram_acc(cx, j, ta, coeff, F, fo, W, out, oo, acc):
+    """out at oo = acc·out + coeff · op(x_Q x_Sᵀ) F for task j of the group: x_Q x_Sᵀ (Q, K)
+    (out (Q, W), F (K, W) at fo), or its transpose with ta (out (K, W), F (Q, W))."""
+    N, Kf = (cx.K, cx.Q) if ta else (cx.Q, cx.K)
+    GR, go, PK = cx.GR[j], cx.K * cx.K, cx.PK
     for i in range(N * Kf):
         PK[i] = coeff * GR[go + i]
     gemm_st(PK, 0, ta, F, fo, False, out, oo, N, Kf, W, acc)
@@ -167,15 +204,17 @@ def group_inputs(F, g, ws, r, T, t0, n, K, Q, cs, cq):
 
 
 @njit(cache=True, _nrt=False)
-def support_forward(g, cp, pinned, rest, th0, n, K, cs):
+def support_forward(cx, cs):
     """The support pass of the group's tasks at θ: every h W_l one product over NS rows,
     the batch norms per task. cs.XH's first block holds x_S W1 on entry."""
+    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
     L, NS, Hs = g.sizes.shape[0] - 1, n * K, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
     for l in range(L):
         I, O, zo = g.sizes[l], g.sizes[l + 1], NS * g.coff[l]
         if l > 0:
             product(pinned, cs.A, NS * g.coff[l - 1], False, rest, g.woff[l], False, cs.XH, zo,
-                    NS, I, O, 0)                                                 # h W
+                    NS, I, O)                                                    # h W
         add_row(cs.XH, zo, NS, O, th0, cp.boff[l])                              # + b
         if l < L - 1:
             for j in range(n):
@@ -184,10 +223,12 @@ def support_forward(g, cp, pinned, rest, th0, n, K, cs):
 
 
 @njit(cache=True, _nrt=False)
-def support_backward(g, cp, pinned, rest, th0, y, t0, n, K, cs, GS):
+def support_backward(cx, y, cs, GS):
     """Backward of the support losses at θ: dz of every layer in cs.DZ, the b, γ, β
     gradients per task in GS[j] (compact). The W_l gradients are never formed: θ_1's W_l
     stay factored, W_l − α h_Sᵀ dz_S."""
+    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
     L, NS, Hs = g.sizes.shape[0] - 1, n * K, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
     for j in range(n):
         loss_and_dyhat(cs.XH, cs.A, cs.DZ, NS * g.coff[L - 1] + j * K * g.sizes[L], y[t0 + j],
@@ -201,27 +242,28 @@ def support_backward(g, cp, pinned, rest, th0, y, t0, n, K, cs, GS):
             sum_rows(cs.DZ, zo + j * K * O, K, O, GS[j], cp.boff[l])            # db
         if l > 0:
             product(pinned, cs.DZ, zo, False, rest, g.woff[l], True, cs.DH, NS * g.coff[l - 1],
-                    NS, O, I, 0)                                                 # dz Wᵀ
+                    NS, O, I)                                                    # dz Wᵀ
 
 
 @njit(cache=True, _nrt=False)
-def query_forward(g, cp, pinned, rest, TH1, alpha, ws, r, n, K, Q, cs, cq):
+def query_forward(cx, TH1, cs, cq):
     """The query pass at θ_1 of every task: θ_1's b, γ, β in TH1[j]; its W_l factored
     (h W_l − α (h h_Sᵀ) dz_S); its W1 through Cm = −α dz_{S,1}. cq.XH's first block holds
     x_Q W1 on entry."""
+    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
     L, NS, NQ, Hs = g.sizes.shape[0] - 1, n * K, n * Q, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
     for l in range(L):
         I, O, zo, zs = g.sizes[l], g.sizes[l + 1], NQ * g.coff[l], NS * g.coff[l]
         if l > 0:
             ho, hs = NQ * g.coff[l - 1], NS * g.coff[l - 1]
-            product(pinned, cq.A, ho, False, rest, g.woff[l], False, cq.XH, zo, NQ, I, O, 0)
+            product(pinned, cq.A, ho, False, rest, g.woff[l], False, cq.XH, zo, NQ, I, O)
         for j in range(n):
             if l == 0:                                          # + (x_Q x_Sᵀ)(−α dz_S,1)
-                gram_acc(ws.GR[r, j], K * K, False, Q, K, -alpha, cs.DZ, j * K * O, O,
-                         ws.PK[r], cq.XH, j * Q * O, 1)
+                gram_acc(cx, j, False, -alpha, cs.DZ, j * K * O, O, cq.XH, j * Q * O, 1)
             else:                                               # − α (h h_Sᵀ) dz_S
-                lowrank_acc(cq.A, ho + j * Q * I, cs.A, hs + j * K * I, cs.DZ, zs + j * K * O,
-                            Q, K, I, O, -alpha, ws.PK[r], cq.XH, zo + j * Q * O)
+                lr = Lowrank(cs.A, hs + j * K * I, cs.DZ, zs + j * K * O, K, -alpha)
+                lowrank_acc(cq.A, ho + j * Q * I, lr, Q, I, O, cx.PK, cq.XH, zo + j * Q * O)
             add_row(cq.XH, zo + j * Q * O, Q, O, TH1[j], cp.boff[l])
             if l < L - 1:
                 bn_forward(cq, TH1[j], zo + j * Q * O, Q, O, cp.goff[l], cp.eoff[l],
@@ -229,13 +271,15 @@ def query_forward(g, cp, pinned, rest, TH1, alpha, ws, r, n, K, Q, cs, cq):
 
 
 @njit(cache=True, _nrt=False)
-def query_backward(g, cp, pinned, rest, TH1, alpha, ws, r, yq, t0, n, K, Q, cs, cq, GQ, Gi):
+def query_backward(cx, TH1, yq, losses, cs, cq, GQ, Gi):
     """The query losses' gradient at θ_1: returns Σ_j L_Q; the b, γ, β blocks per task
     in GQ[j]; the W_l blocks summed over the group into Gi (one product each); the dz of
     every layer in cq.DZ (its first block: Eq). dh = dz W_lᵀ − α (dz dz_Sᵀ) h_S."""
+    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
     L, NS, NQ, Hs = g.sizes.shape[0] - 1, n * K, n * Q, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
     for j in range(n):
-        ws.losses[t0 + j] = loss_and_dyhat(cq.XH, cq.A, cq.DZ, NQ * g.coff[L - 1] +
+        losses[t0 + j] = loss_and_dyhat(cq.XH, cq.A, cq.DZ, NQ * g.coff[L - 1] +
                                            j * Q * g.sizes[L], yq[t0 + j], Q, g.sizes[L], g.lid)
     for l in range(L - 1, -1, -1):
         I, O, zo, zs = g.sizes[l], g.sizes[l + 1], NQ * g.coff[l], NS * g.coff[l]
@@ -246,31 +290,32 @@ def query_backward(g, cp, pinned, rest, TH1, alpha, ws, r, yq, t0, n, K, Q, cs, 
             sum_rows(cq.DZ, zo + j * Q * O, Q, O, GQ[j], cp.boff[l])            # db
         if l > 0:
             ho, hs = NQ * g.coff[l - 1], NS * g.coff[l - 1]
-            product(pinned, cq.A, ho, True, cq.DZ, zo, False, Gi, g.woff[l], I, NQ, O, 0)  # hᵀdz
-            product(pinned, cq.DZ, zo, False, rest, g.woff[l], True, cq.DH, ho, NQ, O, I, 0)
+            product(pinned, cq.A, ho, True, cq.DZ, zo, False, Gi, g.woff[l], I, NQ, O)  # hᵀdz
+            product(pinned, cq.DZ, zo, False, rest, g.woff[l], True, cq.DH, ho, NQ, O, I)
             for j in range(n):                                  # − α (dz dz_Sᵀ) h_S
-                lowrank_acc(cq.DZ, zo + j * Q * O, cs.DZ, zs + j * K * O, cs.A, hs + j * K * I,
-                            Q, K, O, I, -alpha, ws.PK[r], cq.DH, ho + j * Q * I)
+                lr = Lowrank(cs.DZ, zs + j * K * O, cs.A, hs + j * K * I, K, -alpha)
+                lowrank_acc(cq.DZ, zo + j * Q * O, lr, Q, O, I, cx.PK, cq.DH, ho + j * Q * I)
 
 
 @njit(cache=True, _nrt=False)
-def r_forward_group(g, cp, pinned, rest, th0, alpha, V, ws, r, n, K, Q, cs, cq, rc):
+def r_forward_group(cx, V, cs, cq, rc):
     """R-forward of the support pass at θ along v = α g_Q of each task: V[j] its b, γ, β
     (compact), its W_l block α h_Qᵀ dz_Q and W1 block α x_Qᵀ Eq factored:
     Rz_l = Rh W_l + α (h_S h_Qᵀ) dz_Q + V_b, Rz_1 = α (x_S x_Qᵀ) Eq + V_b1."""
+    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
     L, NS, NQ, Hs = g.sizes.shape[0] - 1, n * K, n * Q, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
     for l in range(L):
         I, O, zo, zq = g.sizes[l], g.sizes[l + 1], NS * g.coff[l], NQ * g.coff[l]
         if l > 0:
             ho, hq = NS * g.coff[l - 1], NQ * g.coff[l - 1]
-            product(pinned, rc.RH, ho, False, rest, g.woff[l], False, rc.RXH, zo, NS, I, O, 0)
+            product(pinned, rc.RH, ho, False, rest, g.woff[l], False, rc.RXH, zo, NS, I, O)
         for j in range(n):
             if l == 0:
-                gram_acc(ws.GR[r, j], K * K, True, K, Q, alpha, cq.DZ, j * Q * O, O,
-                         ws.PK[r], rc.RXH, j * K * O, 0)
+                gram_acc(cx, j, True, alpha, cq.DZ, j * Q * O, O, rc.RXH, j * K * O, 0)
             else:
-                lowrank_acc(cs.A, ho + j * K * I, cq.A, hq + j * Q * I, cq.DZ, zq + j * Q * O,
-                            K, Q, I, O, alpha, ws.PK[r], rc.RXH, zo + j * K * O)
+                lr = Lowrank(cq.A, hq + j * Q * I, cq.DZ, zq + j * Q * O, Q, alpha)
+                lowrank_acc(cs.A, ho + j * K * I, lr, K, I, O, cx.PK, rc.RXH, zo + j * K * O)
             add_row(rc.RXH, zo + j * K * O, K, O, V[j], cp.boff[l])
             if l < L - 1:
                 bn_rforward(cs, rc, th0, V[j], zo + j * K * O, K, O, cp.goff[l], cp.eoff[l],
@@ -278,15 +323,16 @@ def r_forward_group(g, cp, pinned, rest, th0, alpha, V, ws, r, n, K, Q, cs, cq, 
 
 
 @njit(cache=True, _nrt=False)
-def r_backward_group(g, cp, pinned, rest, th0, alpha, V, HV, ws, r, n, K, Q, cs, cq, rc, Gi):
+def r_backward_group(cx, V, HV, TW, cs, cq, rc, Gi):
     """R-backward from Rŷ: H v per task, its b, γ, β into HV[j]; its W_l blocks summed
     over the group and taken off Gi (Gi_W −= H_Sᵀ RDZ + RH_Sᵀ DZ_S); Rdz_1 in rc.RDZ's
     first block. Rdh = Rdz W_lᵀ + α (dz_S dz_Qᵀ) h_Q."""
+    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
     L, NS, NQ, Hs = g.sizes.shape[0] - 1, n * K, n * Q, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
     for j in range(n):
         r_loss(cs.A, rc.RXH, rc.RDZ, NS * g.coff[L - 1] + j * K * g.sizes[L], K, g.sizes[L],
                g.lid)                                                            # R{dŷ}
-    TW = ws.TW[r]
     for l in range(L - 1, -1, -1):
         I, O, zo, zq = g.sizes[l], g.sizes[l + 1], NS * g.coff[l], NQ * g.coff[l]
         for j in range(n):
@@ -296,14 +342,14 @@ def r_backward_group(g, cp, pinned, rest, th0, alpha, V, HV, ws, r, n, K, Q, cs,
             sum_rows(rc.RDZ, zo + j * K * O, K, O, HV[j], cp.boff[l])           # Rdb
         if l > 0:
             ho, hq, wo = NS * g.coff[l - 1], NQ * g.coff[l - 1], g.woff[l]
-            product(pinned, cs.A, ho, True, rc.RDZ, zo, False, TW, 0, I, NS, O, 0)   # hᵀ Rdz
-            product(pinned, rc.RH, ho, True, cs.DZ, zo, False, TW, 0, I, NS, O, 1)   # + Rhᵀ dz
+            product(pinned, cs.A, ho, True, rc.RDZ, zo, False, TW, 0, I, NS, O)   # hᵀ Rdz
+            product_add(pinned, rc.RH, ho, True, cs.DZ, zo, False, TW, 0, I, NS, O)   # + Rhᵀ dz
             for k in range(I * O):
                 Gi[wo + k] -= TW[k]
-            product(pinned, rc.RDZ, zo, False, rest, wo, True, rc.RDH, ho, NS, O, I, 0)
+            product(pinned, rc.RDZ, zo, False, rest, wo, True, rc.RDH, ho, NS, O, I)
             for j in range(n):                                  # + α (dz_S dz_Qᵀ) h_Q
-                lowrank_acc(cs.DZ, zo + j * K * O, cq.DZ, zq + j * Q * O, cq.A, hq + j * Q * I,
-                            K, Q, O, I, alpha, ws.PK[r], rc.RDH, ho + j * K * I)
+                lr = Lowrank(cq.DZ, zq + j * Q * O, cq.A, hq + j * Q * I, Q, alpha)
+                lowrank_acc(cs.DZ, zo + j * K * O, lr, K, O, I, cx.PK, rc.RDH, ho + j * K * I)
 
 
 @njit(cache=True, _nrt=False)
@@ -327,13 +373,14 @@ def group_task(d, F, g, cp, ws, pinned, alpha, first_order, r, i):
     TH1, GS, GQ, V, HV = ws.SM[r, 0], ws.SM[r, 1], ws.SM[r, 2], ws.SM[r, 3], ws.SM[r, 4]
     Gi, th0, rest = ws.G[i], ws.TH0, d.rest
     group_inputs(F, g, ws, r, T, t0, n, K, Q, cs, cq)
-    support_forward(g, cp, pinned, rest, th0, n, K, cs)
-    support_backward(g, cp, pinned, rest, th0, d.ys, t0, n, K, cs, GS)
+    cx = Ctx(g, cp, pinned, rest, th0, alpha, t0, n, K, Q, ws.PK[r], ws.GR[r])
+    support_forward(cx, cs)
+    support_backward(cx, d.ys, cs, GS)
     for j in range(n):
         for c in range(th0.shape[0]):
             TH1[j, c] = th0[c] - alpha * GS[j, c]                  # θ_1's b, γ, β
-    query_forward(g, cp, pinned, rest, TH1, alpha, ws, r, n, K, Q, cs, cq)
-    query_backward(g, cp, pinned, rest, TH1, alpha, ws, r, d.yq, t0, n, K, Q, cs, cq, GQ, Gi)
+    query_forward(cx, TH1, cs, cq)
+    query_backward(cx, TH1, d.yq, ws.losses, cs, cq, GQ, Gi)
     e0, s0 = T * K + t0 * Q, t0 * K
     for m in range(n * Q):
         for h in range(H1):
@@ -347,8 +394,8 @@ def group_task(d, F, g, cp, ws, pinned, alpha, first_order, r, i):
     for j in range(n):
         for c in range(th0.shape[0]):
             V[j, c] = alpha * GQ[j, c]                             # v = α g_Q
-    r_forward_group(g, cp, pinned, rest, th0, alpha, V, ws, r, n, K, Q, cs, cq, rc)
-    r_backward_group(g, cp, pinned, rest, th0, alpha, V, HV, ws, r, n, K, Q, cs, cq, rc, Gi)
+    r_forward_group(cx, V, cs, cq, rc)
+    r_backward_group(cx, V, HV, ws.TW[r], cs, cq, rc, Gi)
     for m in range(n * K):
         for h in range(H1):
             ws.E[s0 + m, h] = -rc.RDZ[m * H1 + h]                  # Es = −Rdz_{S,1}
