@@ -46,7 +46,7 @@ from .first_layer_rows import NCH, group_grams, group_rows, w1_grad_dense, w1_gr
 from .gemm_chunks import gemm_st
 from .linalg import gemm_acc
 from .mlp_kernels import add_row, loss_and_dyhat, r_loss, sum_rows
-from .sparse_rows import share
+from .sparse_rows import mean_rows_into, share
 
 GMAX = 8                       # tasks per group at most (groups depend on T only)
 
@@ -402,19 +402,6 @@ def group_task(d, F, g, cp, ws, pinned, alpha, first_order, r, i):
     small_into(Gi, cp, GQ, HV, n, True)
 
 
-@njit(cache=True, _nrt=False)
-def sum_rows_over(G, out, i0, i1, T):
-    """out[i0:i1] = (Σ_i G[i, i0:i1]) / T, rows i = 0, 1, … in order."""
-    for k in range(i0, i1):
-        out[k] = G[0, k]
-    for i in range(1, G.shape[0]):
-        gi = G[i]
-        for k in range(i0, i1):
-            out[k] += gi[k]
-    for k in range(i0, i1):
-        out[k] /= T
-
-
 @njit(cache=True, parallel=True)
 def group_meta_grad(d, F, g, cp, ws, pinned, alpha, first_order, W, grad):
     """The s = 1 meta-gradient of the T tasks of d into grad (P,); returns the meta-loss.
@@ -435,16 +422,17 @@ def group_meta_grad(d, F, g, cp, ws, pinned, alpha, first_order, W, grad):
             i = fetch_add(CL, 0, 1)
     D, H1, Pr = g.sizes[0], g.sizes[1], ws.G.shape[1]
     Q = d.yq.shape[1] // g.sizes[-1]
+    Ef = ws.E.reshape(ws.E.size)                                   # a flat view, made once
     for w in prange(W):
         if F.sparse:
             d0, d1 = share(D, W, w)
             w1_grad_sparse(F, ws.E, T * K if first_order else 0, T, grad[:D * H1], d0, d1)
         else:
             c0, c1 = share(NCH, W, w)
-            w1_grad_dense(F, ws.E.ravel(), T * K, T * Q, H1, D, not first_order, T,
+            w1_grad_dense(F, Ef, T * K, T * Q, H1, D, not first_order, T,
                           grad[:D * H1], c0, c1)
         i0, i1 = share(Pr, W, w)
-        sum_rows_over(ws.G, grad[D * H1:], i0, i1, T)
+        mean_rows_into(ws.G, grad[D * H1:], i0, i1, T)
     loss = 0.0
     for t in range(T):
         loss += ws.losses[t]

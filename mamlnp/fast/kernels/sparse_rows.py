@@ -99,11 +99,14 @@ def csc_t_rows(cp, ri, rv, E, row0, T, G, d0=0, d1=-1):
 
 
 @njit(cache=True, _nrt=False)
-def mean_rows_into(G, out, i0=0, i1=-1):
-    """out (P,) = (Σ_t G[t]) / T, rows t = 0, 1, … in order; only the entries i0 ≤ i < i1
-    (i1 = −1: all, P), for threads that split out by entries (the same bits either way)."""
+def mean_rows_into(G, out, i0=0, i1=-1, n=0):
+    """out (P,) = (Σ_t G[t]) / n, rows t = 0, 1, … in order (n = 0: n = the number of rows
+    T; the task groups pass their T tasks, G holding one row per group); only the entries
+    i0 ≤ i < i1 (i1 = −1: all, P), for threads that split out by entries (the same bits
+    either way)."""
     T, P = G.shape
     i1 = P if i1 < 0 else i1
+    n = T if n <= 0 else n
     for i in range(i0, i1):
         out[i] = G[0, i]
     for t in range(1, T):
@@ -111,7 +114,7 @@ def mean_rows_into(G, out, i0=0, i1=-1):
         for i in range(i0, i1):
             out[i] += g[i]
     for i in range(i0, i1):
-        out[i] /= T
+        out[i] /= n
 
 
 @njit(cache=True, _nrt=False)
