@@ -29,9 +29,8 @@ x W1' = x W1 + (x x_Sᵀ) Cm with Cm = −α dz_{S,1}, and the factors Eq, Es of
 
 Groups depend on T alone (``group_range``) and are handed to the threads on request; a
 group's row G[i] (Pr,) is summed over its tasks in order, the rows over i in order: the
-same bits for any thread count. ``Flags.pinned``: the caller holds BLAS on one thread
-(fast/blas_threads.py), so a product of any size is one dgemm call; else products above
-OpenBLAS's threading threshold are cut into row blocks (gemm_chunks.gemm_st).
+same bits for any thread count. The products themselves, with W_l and the factored
+corrections, are in group_products.py.
 """
 from typing import NamedTuple
 
@@ -41,10 +40,8 @@ from numba import njit, prange
 
 from .atomics import fetch_add
 from .bn_kernels import Cache, RCache, bn_backward, bn_forward, bn_rbackward, bn_rforward
-from .bn_mlp_kernels import scale
 from .first_layer_rows import NCH, group_grams, group_rows, w1_grad_dense, w1_grad_sparse
-from .gemm_chunks import gemm_st
-from .linalg import gemm_acc
+from .group_products import Ctx, Lowrank, gram_acc, lowrank_acc, product, product_add
 from .mlp_kernels import add_row, loss_and_dyhat, r_loss, sum_rows
 from .sparse_rows import mean_rows_into, share
 
@@ -64,32 +61,6 @@ class Targets(NamedTuple):
     ys: np.ndarray           # (T, K·O) support targets
     yq: np.ndarray           # (T, Q·O) query targets
     rest: np.ndarray         # (Pr,) θ[D·H1:]
-
-
-class Ctx(NamedTuple):
-    """One group on one thread: the model, the call's settings, the thread's scratch."""
-    g: tuple                 # BNGeometry (bn_mlp_kernels.py)
-    cp: Compact
-    pinned: bool             # BLAS held on one thread (``product``)
-    rest: np.ndarray         # (Pr,) θ[D·H1:] (the W_l blocks are read here)
-    th0: np.ndarray          # (Pc,) θ's own b, γ, β
-    alpha: float
-    t0: int                  # the group's first task
-    n: int                   # its tasks
-    K: int                   # support points per task
-    Q: int                   # query points per task
-    PK: np.ndarray           # (max(K,Q)²,) scratch of the small products
-    GR: np.ndarray           # (GMAX, K·K + Q·K) the Gram matrices of the group's tasks
-
-
-class Lowrank(NamedTuple):
-    """A rank-≤Kf factor pair of ``lowrank_acc``: coeff · (· F1ᵀ) F2."""
-    F1: np.ndarray
-    f1o: int                 # F1 (Kf, R1) at F1[f1o:]
-    F2: np.ndarray
-    f2o: int                 # F2 (Kf, W2) at F2[f2o:]
-    Kf: int
-    coeff: float
 
 
 class GroupWorkspace(NamedTuple):
@@ -144,45 +115,6 @@ def group_range(T, i):
     """(first task, number of tasks) of group i: T split into ngroups(T) near-equal runs."""
     t0, t1 = share(T, (T + GMAX - 1) // GMAX, i)
     return t0, t1 - t0
-
-
-@njit(cache=True, _nrt=False)
-def product(pinned, A, ao, ta, B, bo, tb, C, co, M, R, W):
-    """C[M, W] = op(A) op(B) (linalg.gemm_acc): one dgemm when BLAS is pinned to one
-    thread, else in row blocks under OpenBLAS's threading threshold."""
-    if pinned:
-        gemm_acc(A, ao, ta, B, bo, tb, C, co, M, R, W, 0)
-    else:
-        gemm_st(A, ao, ta, B, bo, tb, C, co, M, R, W, 0)
-
-
-@njit(cache=True, _nrt=False)
-def product_add(pinned, A, ao, ta, B, bo, tb, C, co, M, R, W):
-    """C[M, W] += op(A) op(B), as ``product``."""
-    if pinned:
-        gemm_acc(A, ao, ta, B, bo, tb, C, co, M, R, W, 1)
-    else:
-        gemm_st(A, ao, ta, B, bo, tb, C, co, M, R, W, 1)
-
-
-@njit(cache=True, _nrt=False)
-def lowrank_acc(X, xo, lr, N, R1, W2, PK, out, oo):
-    """out (N, W2) at oo += coeff · (X F1ᵀ) F2: X (N, R1) at xo, the factors of ``lr``
-    (Lowrank): a rank-≤Kf update through PK (N, Kf)."""
-    gemm_st(X, xo, False, lr.F1, lr.f1o, True, PK, 0, N, R1, lr.Kf, 0)
-    scale(PK, N * lr.Kf, lr.coeff)
-    gemm_st(PK, 0, False, lr.F2, lr.f2o, False, out, oo, N, lr.Kf, W2, 1)
-
-
-@njit(cache=True, _nrt=False)
-def gram_acc(cx, j, ta, coeff, F, fo, W, out, oo, acc):
-    """out at oo = acc·out + coeff · op(x_Q x_Sᵀ) F for task j of the group: x_Q x_Sᵀ (Q, K)
-    (out (Q, W), F (K, W) at fo), or its transpose with ta (out (K, W), F (Q, W))."""
-    N, Kf = (cx.K, cx.Q) if ta else (cx.Q, cx.K)
-    GR, go, PK = cx.GR[j], cx.K * cx.K, cx.PK
-    for i in range(N * Kf):
-        PK[i] = coeff * GR[go + i]
-    gemm_st(PK, 0, ta, F, fo, False, out, oo, N, Kf, W, acc)
 
 
 @njit(cache=True)
