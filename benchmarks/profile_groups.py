@@ -33,8 +33,6 @@ import mamlnp  # noqa: E402
 from mamlnp.fast import classify  # noqa: E402
 from mamlnp.fast.blas_threads import one_blas_thread  # noqa: E402
 from mamlnp.fast.kernels import classify_groups as cg  # noqa: E402
-from mamlnp.fast.kernels.first_layer_rows import Rows, sparse_pays  # noqa: E402
-from mamlnp.fast.kernels.sparse_rows import count_nonzeros  # noqa: E402
 
 SIZES, T, ALPHA = (784, 256, 128, 64, 64), 32, 0.4
 
@@ -82,13 +80,15 @@ def run_stages(first, upto, reps, d, F, g, cp, ws, pinned, alpha):
         if first <= 2 <= upto:
             cg.support_backward(cx, d.ys, cs, GS)
             for j in range(n):
-                TH1[j] = ws.TH0 - alpha * GS[j]                     # θ_1's b, γ, β
+                for c in range(ws.TH0.shape[0]):
+                    TH1[j, c] = ws.TH0[c] - alpha * GS[j, c]        # θ_1's b, γ, β
         if first <= 3 <= upto:
             cg.query_forward(cx, TH1, cs, cq)
         if first <= 4 <= upto:
             cg.query_backward(cx, TH1, d.yq, ws.losses, cs, cq, GQ, ws.G[0])
             for j in range(n):
-                V[j] = alpha * GQ[j]                                # v = α g_Q
+                for c in range(ws.TH0.shape[0]):
+                    V[j, c] = alpha * GQ[j, c]                      # v = α g_Q
         if first <= 5 <= upto:
             cg.r_forward_group(cx, V, cs, cq, rc)
         if first <= 6 <= upto:
@@ -113,18 +113,14 @@ def median_ms(f, reps, repeats):
 
 
 def setup(N, shots, query, ink, real):
-    """Everything group_task sees, for group 0 on thread 0 (K = N·shots, Q = N·query)."""
-    K, Q = N * shots, N * query
+    """Everything group_task sees, as a call sets it up (classify.group_call), θ's b, γ, β
+    already in ws.TH0 (group_meta_grad's first step)."""
     model = mamlnp.MLP(SIZES + (N,), activation="relu", loss="softmax_xent", batch_norm=True)
     theta, geom = model.init(0), classify.geometry(model)
-    xs, ys, xq, yq = batch(N, shots, query, ink, real)
-    cp, D = classify.compact(geom), SIZES[0]
-    ws = classify._group_workspace(geom, cp, T, K, Q)
-    sparse = sparse_pays(count_nonzeros(xs, xq), T * (K + Q), D)
-    F = Rows(sparse, xs.ravel(), xq.ravel(), theta[:D * SIZES[1]], ws.NZ, ws.CI, ws.CV)
-    d = cg.Targets(ys, yq, theta[D * SIZES[1]:])
+    data = batch(N, shots, query, ink, real)
+    d, F, cp, ws = classify.group_call(geom, theta, *data)
     ws.TH0[:] = d.rest[cp.src]
-    return theta, geom, (xs, ys, xq, yq), cp, ws, F, d, sparse
+    return theta, geom, data, cp, ws, F, d
 
 
 def parse(argv):
@@ -158,13 +154,12 @@ def time_group(d, F, geom, cp, ws, fo, reps, repeats):
 def main(argv=None):
     args = parse(argv)
     N, fo = args.ways, args.fo
-    theta, geom, data, cp, ws, F, d, sparse = setup(N, args.shots, args.query, args.ink,
-                                                    args.real)
+    theta, geom, data, cp, ws, F, d = setup(N, args.shots, args.query, args.ink, args.real)
     full = lambda: classify.meta_gradient_unchecked(geom, theta, *data, ALPHA, 1, fo)  # noqa: E731
     full()                                       # compile, allocate, fill every buffer
     print(f"{N}-way {args.shots}-shot, {args.query} query/class, {'FO' if fo else 'SO'}, "
           f"T = {T}, groups of {cg.group_range(T, 0)[1]} tasks, inputs "
-          f"{np.mean(data[0] != 0):.1%} nonzero ({'packed rows' if sparse else 'BLAS'}), "
+          f"{np.mean(data[0] != 0):.1%} nonzero ({'packed rows' if F.sparse else 'BLAS'}), "
           f"median of {args.repeats} timings of {args.reps} runs each, ms")
     alone, passes, group = time_group(d, F, geom, cp, ws, fo, args.reps, args.repeats)
     for lab, t in zip(STAGES, alone):

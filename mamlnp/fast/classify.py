@@ -168,16 +168,23 @@ def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha, inner_steps, fir
         return _task_meta_gradient(geom, theta, xs, ys, xq, yq, alpha, s, fo)
 
 
-def _group_meta_gradient(geom, theta, xs, ys, xq, yq, alpha, fo, pinned):
+def group_call(geom, theta, xs, ys, xq, yq):
+    """(Targets, Rows, Compact, workspace) of one task-group call on these arrays: the
+    thread's cached workspace, the first layer on packed rows or BLAS (sparse_pays)."""
     O, D, H1 = int(geom.sizes[-1]), int(geom.sizes[0]), int(geom.sizes[1])
     T, K, Q = xs.shape[0], ys.shape[1] // O, yq.shape[1] // O
     cp = compact(geom)
     ws = _group_workspace(geom, cp, T, K, Q)
     sparse = sparse_pays(count_nonzeros(xs, xq), T * (K + Q), D)
     F = Rows(sparse, xs.ravel(), xq.ravel(), theta[:D * H1], ws.NZ, ws.CI, ws.CV)
+    return Targets(ys, yq, theta[D * H1:]), F, cp, ws
+
+
+def _group_meta_gradient(geom, theta, xs, ys, xq, yq, alpha, fo, pinned):
+    d, F, cp, ws = group_call(geom, theta, xs, ys, xq, yq)
     grad = np.empty(theta.shape[0])
-    loss = group_meta_grad(Targets(ys, yq, theta[D * H1:]), F, geom, cp, ws, pinned,
-                           float(alpha), fo, min(numba.get_num_threads(), ws.G.shape[0]), grad)
+    loss = group_meta_grad(d, F, geom, cp, ws, pinned, float(alpha), fo,
+                           min(numba.get_num_threads(), ws.G.shape[0]), grad)
     return float(loss), grad
 
 
