@@ -23,8 +23,8 @@ import numba
 import numpy as np
 
 from mamlnp.fast import api
-from mamlnp.fast.kernels import spin_threads
-from mamlnp.fast.kernels.train_kernels import adam_inplace, adam_update
+from mamlnp.fast import spin_threads
+from mamlnp.fast.mlp.train_kernels import adam_inplace, adam_update
 from mamlnp.meta.optim import Adam
 
 spin_threads()

@@ -27,7 +27,7 @@ N·Q points per task. Printed per configuration (N-way K-shot, SO/FO):
     MAMLNP_DATA_DIR=… python benchmarks/bench_classification.py --real --peer-python ''
 
 ``--path``: "auto" (the default, what training runs) takes s = 1 in task groups
-(mamlnp/fast/kernels/classify_groups.py), "tasks" one task at a time
+(mamlnp/fast/bn_mlp/classify_groups.py), "tasks" one task at a time
 (classify_kernels.py). ``--ink``: the fraction of nonzero inputs of our batch (the peers
 draw 8%); several values time ours at each (where the first layer's packed rows stop paying,
 first_layer_rows.sparse_pays). ``--real``: ours on real Omniglot training episodes

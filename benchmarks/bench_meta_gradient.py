@@ -50,15 +50,15 @@ import time
 import numpy as np
 
 import mamlnp
-from mamlnp.fast import api as fast
+from mamlnp.fast.mlp import kernelset as fast
 from mamlnp.meta import maml
 from mamlnp.run import train as TR
 from mamlnp.run.runconfig import family_for, make_config
 from mamlnp.run.trainstep import fused_step
 from mamlnp.meta.variants import get_method
-from mamlnp.fast.kernels import spin_threads
+from mamlnp.fast import spin_threads
 
-spin_threads()      # the CLI's thread-spin setting (mamlnp/fast/kernels/__init__.py)
+spin_threads()      # the CLI's thread-spin setting (mamlnp/fast/__init__.py)
 
 SIZES, T, K, Q, ALPHA = (1, 40, 40, 1), 25, 10, 10, 0.01
 CONFIGS = [(1, False), (1, True), (5, False), (5, True)]          # (s, first_order)
@@ -183,7 +183,7 @@ FIRST_CALL = """
 import time
 t0 = time.perf_counter()
 import numpy as np, mamlnp
-from mamlnp.fast import api as fast
+from mamlnp.fast.mlp import kernelset as fast
 t1 = time.perf_counter()
 m = mamlnp.MLP((1, 40, 40, 1), "relu", "mse")
 b = mamlnp.SinusoidTasks().sample(0, 25, 10, 10)

@@ -19,11 +19,11 @@ import numpy as np
 
 from mamlnp import SinusoidTasks
 from mamlnp.meta.maml import BACKENDS
-from mamlnp.fast.kernels import spin_threads
+from mamlnp.fast import spin_threads
 from mamlnp.run.train import make_config, meta_train
 from mamlnp.meta.variants import METHODS, get_method
 
-spin_threads()      # the CLI's thread-spin setting (mamlnp/fast/kernels/__init__.py)
+spin_threads()      # the CLI's thread-spin setting (mamlnp/fast/__init__.py)
 
 
 def per_iteration_times(method, backend, iterations):

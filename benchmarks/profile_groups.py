@@ -31,8 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import mamlnp  # noqa: E402
 from mamlnp.fast import classify  # noqa: E402
-from mamlnp.fast.blas_threads import one_blas_thread  # noqa: E402
-from mamlnp.fast.kernels import classify_groups as cg  # noqa: E402
+from mamlnp.fast.common.blas_threads import one_blas_thread  # noqa: E402
+from mamlnp.fast.bn_mlp import classify_groups as cg  # noqa: E402
 
 SIZES, T, ALPHA = (784, 256, 128, 64, 64), 32, 0.4
 

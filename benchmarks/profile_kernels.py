@@ -23,15 +23,15 @@ import numpy as np
 from numba import njit
 
 import mamlnp
-from mamlnp.fast import api as fast
-from mamlnp.fast.kernels import spin_threads
-from mamlnp.fast.kernels import maml_kernels as MK
-from mamlnp.fast.kernels.bundles import AdamStep, Inner
-from mamlnp.fast.kernels.linalg import gemm_acc
-from mamlnp.fast.kernels.mlp_kernels import backward, forward, loss_and_dyhat, rpass
-from mamlnp.fast.kernels.train_kernels import mean_and_adam
+from mamlnp.fast.mlp import kernelset as fast
+from mamlnp.fast import spin_threads
+from mamlnp.fast.mlp import maml_kernels as MK
+from mamlnp.fast.common.bundles import AdamStep, Inner
+from mamlnp.fast.common.linalg import gemm_acc
+from mamlnp.fast.mlp.mlp_kernels import backward, forward, loss_and_dyhat, rpass
+from mamlnp.fast.mlp.train_kernels import mean_and_adam
 
-spin_threads()      # the CLI's thread-spin setting (mamlnp/fast/kernels/__init__.py)
+spin_threads()      # the CLI's thread-spin setting (mamlnp/fast/__init__.py)
 
 T, K, Q, ALPHA = 25, 10, 10, 0.01
 
@@ -59,7 +59,7 @@ def loop_rpass_products(n, th, v, x, A, DZ, R, hv):
     """The 8 BLAS dgemm calls of one 1-40-40-1 R-pass, nothing else (offsets hard-coded):
     6 of shape 10×40·40×40 (the hidden layer), 2 of 10×40·40×1 (Rz of the O = 1 output
     layer). The thin products of the D = 1 and O = 1 layers are in the fused loops of
-    kernels/thin_layers.py, with the elementwise work, and not counted here."""
+    mlp/thin_layers.py, with the elementwise work, and not counted here."""
     RZ, RH, RDZ, RDH = R[0], R[1], R[2], R[3]
     for _ in range(n):
         gemm_acc(A, 0, False, v, 80, False, RZ, 400, 10, 40, 40, 0)            # h V_W, l = 1

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from mamlnp.fast.kernels import spin_threads
+from mamlnp.fast import spin_threads
 from mamlnp.run.process import keep_freed_memory, single_blas_thread
 
 spin_threads()          # the CLI's settings (MAMLNP_SPIN=0, MAMLNP_MALLOC=0, MAMLNP_BLAS=0

@@ -139,10 +139,10 @@ CASES = [
     ("mg-theta", lambda: M.meta_gradient(MODEL, THETA.astype(complex), BATCH, 0.1, 1), "theta", "complex"),
     ("ml-alpha", lambda: M.meta_loss(MODEL, THETA, BATCH, -0.5, 1), "alpha", "-0.5"),
     ("ml-batch", lambda: M.meta_loss(MODEL, THETA, None, 0.1, 1), "batch", "NoneType"),
-    ("mga-alpha-len", lambda: M.meta_gradient_alpha(MODEL, THETA, np.ones(P + 1), BATCH, 1), "alpha", "(13,)"),
-    ("mga-alpha-inf", lambda: M.meta_gradient_alpha(MODEL, THETA, np.full(P, np.inf), BATCH, 1), "alpha", "inf"),
-    ("mga-first_order", lambda: M.meta_gradient_alpha(MODEL, THETA, 0.1, BATCH, 1, 1), "first_order", "1 (int)"),
-    ("mga-swapped", lambda: M.meta_gradient_alpha(MODEL, THETA, BATCH, 0.1, 1), "batch", "float"),
+    ("mga-alpha-len", lambda: M.meta_gradient_alpha(MODEL, THETA, BATCH, np.ones(P + 1), 1), "alpha", "(13,)"),
+    ("mga-alpha-inf", lambda: M.meta_gradient_alpha(MODEL, THETA, BATCH, np.full(P, np.inf), 1), "alpha", "inf"),
+    ("mga-first_order", lambda: M.meta_gradient_alpha(MODEL, THETA, BATCH, 0.1, 1, 1), "first_order", "1 (int)"),
+    ("mga-swapped", lambda: M.meta_gradient_alpha(MODEL, THETA, 0.1, BATCH, 1), "batch", "float"),
     # TaskBatch (constructed directly, and .make)
     ("tb-T0", lambda: TaskBatch(*batch_arrays(T=0)), "x_support", "non-empty"),
     ("tb-K0", lambda: TaskBatch(*batch_arrays(K=0)), "x_support", "non-empty"),
@@ -284,7 +284,7 @@ def test_non_contiguous_views_and_metasgd_alpha_of_any_sign_work():
     assert np.array_equal(MODEL.forward(THETA, xt), MODEL.forward(THETA, X))
     alpha = np.full(P, 0.05)
     alpha[:3] = [-0.01, 0.0, -0.2]                       # Meta-SGD's learned α may change sign
-    loss, g_theta, g_alpha = M.meta_gradient_alpha(MODEL, THETA, alpha, BATCH, 2)
+    loss, g_theta, g_alpha = M.meta_gradient_alpha(MODEL, THETA, BATCH, alpha, 2)
     assert np.isfinite(loss) and g_alpha.shape == (P,)
 
 

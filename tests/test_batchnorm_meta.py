@@ -130,12 +130,13 @@ def test_meta_gradient_rows_of_the_command_pass(activation):
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_numba_backend_matches_the_reference(first_order):
-    """backend="numba" on a batch-norm MLP runs the factored kernels of mamlnp/fast/classify.py
-    (tests/test_classify_kernels.py has the rest): the reference's numbers to 1e-12."""
-    from mamlnp.fast import api
+    """backend="numba" on a batch-norm MLP runs the factored kernels of its kernel set,
+    mamlnp/fast/bn_mlp/ (tests/test_classify_kernels.py has the rest): the reference's numbers
+    to 1e-12."""
+    from mamlnp.fast.bn_mlp.kernelset import BNMLPKernels
     from mamlnp.meta.maml import kernels_for
     model, theta, batch = meta_case(0, "softplus")
-    assert api.supports(model) and kernels_for(model, "numba") is api
+    assert isinstance(kernels_for(model, "numba"), BNMLPKernels)
     for s in (1, 3, 5):
         a = meta_gradient(model, theta, batch, 0.1, s, first_order, backend="numba")
         b = meta_gradient(model, theta, batch, 0.1, s, first_order, backend="numpy")

@@ -1,4 +1,4 @@
-"""How the parallel drivers hand out tasks: the atomic counter (mamlnp/fast/kernels/atomics.py)
+"""How the parallel drivers hand out tasks: the atomic counter (mamlnp/fast/common/atomics.py)
 and ``maml_kernels.next_task``.
 
 Dimension legend: T tasks, W workers, n tickets.
@@ -14,10 +14,10 @@ import pytest
 from numba import njit, prange
 
 import mamlnp
-from mamlnp.fast import api as fast
-from mamlnp.fast.kernels import maml_kernels as MK
-from mamlnp.fast.kernels.bundles import Inner
-from mamlnp.fast.kernels.atomics import fetch_add
+from mamlnp.fast.mlp import kernelset as fast
+from mamlnp.fast.mlp import maml_kernels as MK
+from mamlnp.fast.common.bundles import Inner
+from mamlnp.fast.common.atomics import fetch_add
 
 
 @njit(parallel=True)

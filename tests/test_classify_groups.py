@@ -1,5 +1,5 @@
-"""The s = 1 task-group kernels (mamlnp/fast/kernels/classify_groups.py, first_layer_rows.py)
-and BLAS pinning (mamlnp/fast/blas_threads.py): the meta-gradient against the NumPy reference
+"""The s = 1 task-group kernels (mamlnp/fast/bn_mlp/classify_groups.py, first_layer.py)
+and BLAS pinning (mamlnp/fast/common/blas_threads.py): the meta-gradient against the NumPy reference
 and the one-task-at-a-time kernels, with several groups of unequal size, sparse and dense
 inputs; the first-layer pieces against NumPy; the same bits for 1 and 2 threads."""
 import numba
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import mamlnp
-from mamlnp.fast import classify as FC
-from mamlnp.fast.blas_threads import _scipy_openblas, one_blas_thread
-from mamlnp.fast.kernels.classify_groups import GMAX, group_range, ngroups
-from mamlnp.fast.kernels.first_layer_rows import (NCH, Rows, group_grams, group_rows,
+from mamlnp.fast.bn_mlp import kernelset as FC
+from mamlnp.fast.common.blas_threads import _scipy_openblas, one_blas_thread
+from mamlnp.fast.bn_mlp.classify_groups import GMAX, group_range, ngroups
+from mamlnp.fast.bn_mlp.first_layer import (NCH, Rows, group_grams, group_rows,
                                                   w1_grad_dense, w1_grad_sparse)
 from mamlnp.meta import maml as M
 from mamlnp.nn.mlp import MLP
@@ -18,7 +18,7 @@ from test_classify_kernels import TOL, episodes, net, rel
 
 
 def flat(batch):
-    return [FC._flat(a) for a in (batch.x_support, batch.y_support, batch.x_query,
+    return [FC.flat(a) for a in (batch.x_support, batch.y_support, batch.x_query,
                                   batch.y_query)]
 
 
@@ -111,7 +111,7 @@ def test_groups_depend_on_T_only():
 
 def rows_of(batch, W1, sparse):
     T, D = batch.x_support.shape[0], W1.shape[0]
-    xs, xq = (FC._flat(a) for a in (batch.x_support, batch.x_query))
+    xs, xq = (FC.flat(a) for a in (batch.x_support, batch.x_query))
     M_ = (xs.size + xq.size) // D
     return Rows(sparse, xs.ravel(), xq.ravel(), W1.ravel(), np.zeros(M_, np.int64),
                 np.zeros((M_, D), np.int32), np.zeros((M_, D))), xs.reshape(-1, D), \

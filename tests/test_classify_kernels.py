@@ -1,5 +1,5 @@
-"""The batch-norm classification path of backend="numba" (mamlnp/fast/classify.py and
-kernels/bn_kernels.py, bn_mlp_kernels.py, classify_kernels.py) against the NumPy reference:
+"""The batch-norm classification path of backend="numba" (mamlnp/fast/bn_mlp/kernelset.py and
+bn_mlp/bn_kernels.py, bn_mlp_kernels.py, classify_kernels.py) against the NumPy reference:
 each batch-norm kernel against its twin in mamlnp/nn/batchnorm.py, the meta-gradient (first
 layer factored) against mamlnp.meta.maml with backend="numpy", the same bits for 1 and 2
 threads. Small nets (20-16-8-N) for most cases, one at the paper's 784-256-128-64-64-5."""
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import mamlnp
-from mamlnp.fast.kernels import ACT_IDS
-from mamlnp.fast.kernels.bn_kernels import (Cache, RCache, bn_backward, bn_forward,
+from mamlnp.fast.common import ACT_IDS
+from mamlnp.fast.bn_mlp.bn_kernels import (Cache, RCache, bn_backward, bn_forward,
                                             bn_rbackward, bn_rforward)
 from mamlnp.meta import maml as M
 from mamlnp.nn import batchnorm as BN
@@ -214,7 +214,7 @@ def test_accuracy_curve_on_the_kernels_matches_the_numpy_loop(ink):
 
 
 def test_accuracy_kernel_breaks_ties_and_nans_as_np_argmax():
-    from mamlnp.fast.kernels.classify_kernels import accuracy_value
+    from mamlnp.fast.bn_mlp.classify_kernels import accuracy_value
     z = np.array([1.0, 3.0, 3.0, 0.0, np.nan, 5.0, np.nan, 7.0, 2.0, 2.0, 2.0, 2.0])  # 4 rows
     for label in range(3):
         y = np.zeros(12)
@@ -223,25 +223,25 @@ def test_accuracy_kernel_breaks_ties_and_nans_as_np_argmax():
         assert accuracy_value(z, 0, y, 4, 3) == want
 
 
-def test_per_parameter_alpha_runs_the_numpy_passes():
-    """Meta-SGD's α (P,) has no factored first layer: the same numbers, by NumPy."""
+def test_per_parameter_alpha_runs_the_reference():
+    """Meta-SGD's α (P,) has no factored first layer: the kernel set does not compile it
+    (kernels_for answers None) and mamlnp/meta/maml.py's reference runs, the same numbers."""
     model, theta = net(3)
     batch = episodes(np.random.default_rng(7), 3, 3, 1, 2, 20)
     alpha = np.random.default_rng(8).uniform(0.05, 0.5, model.num_params)
     want = M.meta_gradient(model, theta, batch, alpha, 2, False, backend="numpy")
     got = M.meta_gradient(model, theta, batch, alpha, 2, False, backend="numba")
     assert rel(got[1], want[1]) < TOL
-    want = M.meta_gradient_alpha(model, theta, alpha, batch, 2)
-    from mamlnp.fast import api
-    got = api.meta_gradient_alpha(model, theta, alpha, batch, 2)
-    assert all(rel(a, b) < TOL for a, b in zip(got, want))
+    assert M.kernels_for(model, "numba", "meta_gradient", alpha) is None
+    assert M.kernels_for(model, "numba", "meta_gradient_alpha", 0.1) is None
+    assert M.kernels_for(model, "numba", "meta_gradient", 0.1) is not None
 
 
 def test_the_cases_take_both_first_layer_paths():
-    """ink 0.15 runs the sparse products (kernels/sparse_rows.py), ink 0.6 BLAS; the sparse
+    """ink 0.15 runs the sparse products (bn_mlp/first_layer.py), ink 0.6 BLAS; the sparse
     ones give X W1 and Xᵀ E to rounding."""
-    from mamlnp.fast.classify import _inputs
-    from mamlnp.fast.kernels.sparse_rows import csc_t_rows, csr_rows
+    from mamlnp.fast.bn_mlp.kernelset import _inputs
+    from mamlnp.fast.bn_mlp.first_layer import csc_t_rows, csr_rows
     rng = np.random.default_rng(9)
     W, E = rng.standard_normal((20, 16)), rng.standard_normal((36, 16))   # M = 4·(3 + 6)
     for ink, sparse in ((0.15, True), (0.6, False)):
@@ -284,7 +284,7 @@ def test_training_steps_on_a_batch_norm_net(method):
 def test_gemm_in_row_blocks_matches_numpy(ta, tb, acc):
     """gemm_chunks.gemm_st above OpenBLAS's threading threshold (M·R·W = 1.2M > 262,144)
     against NumPy, offsets included."""
-    from mamlnp.fast.kernels.gemm_chunks import LIMIT, gemm_st
+    from mamlnp.fast.common.linalg import LIMIT, gemm_st
     M, R, W = 75, 128, 130
     assert M * R * W > LIMIT
     rng = np.random.default_rng(12)
@@ -301,7 +301,7 @@ def test_gemm_in_row_blocks_matches_numpy(ta, tb, acc):
 def test_the_sums_split_over_workers_give_the_same_bits():
     """batch_meta_grad's second region: share() partitions the entries, and the split
     csc_t_rows / mean_rows_into give the whole call's bits."""
-    from mamlnp.fast.kernels.sparse_rows import (build_csr_csc, count_nonzeros, csc_t_rows,
+    from mamlnp.fast.bn_mlp.first_layer import (build_csr_csc, count_nonzeros, csc_t_rows,
                                                  mean_rows_into, share)
     for n in (0, 1, 5, 784, 46917):
         for W in (1, 2, 3, 8):

@@ -1,4 +1,4 @@
-"""The compiled Omniglot episodes (mamlnp/fast/kernels/episode_kernels.py) against their NumPy
+"""The compiled Omniglot episodes (mamlnp/fast/episode_kernels.py) against their NumPy
 twins in mamlnp/tasks/omniglot.py: the SAME BITS, not a tolerance.
 
 Dimension legend: T tasks, N ways, K shots, Q query per class, C characters, S = 28 pixels a
@@ -14,7 +14,7 @@ import pytest
 
 from mamlnp import OmniglotTasks
 from mamlnp.fast import episodes as FE
-from mamlnp.fast.kernels import episode_kernels as EK
+from mamlnp.fast import episode_kernels as EK
 from mamlnp.run import trainstep as TS
 from mamlnp.tasks.omniglot import _smallest
 

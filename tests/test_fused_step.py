@@ -1,4 +1,4 @@
-"""The fused training meta-iteration (mamlnp/run/trainstep.py, mamlnp/fast/kernels/train_kernels.py)
+"""The fused training meta-iteration (mamlnp/fast/mlp/fused.py and train_kernels.py)
 against the step-by-step one: the SAME BITS, not a tolerance.
 
 Dimension legend: T tasks, K support points, Q query points, N = K + Q, P parameters,
@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 
 import mamlnp
-from mamlnp.fast import api as fast
+from mamlnp.fast.mlp import kernelset as fast
+from mamlnp.fast.mlp import fused as FU
+from mamlnp.fast.common import adam as CA
 from mamlnp.run import trainstep as TS
 from mamlnp.errors import DivergenceError
-from mamlnp.fast.kernels import maml_kernels as MK
-from mamlnp.fast.kernels import mlp_kernels as MLK
-from mamlnp.fast.kernels import train_kernels as TK
-from mamlnp.fast.kernels.bundles import Inner, SinusoidDraws
+from mamlnp.fast.mlp import maml_kernels as MK
+from mamlnp.fast.mlp import mlp_kernels as MLK
+from mamlnp.fast.mlp import train_kernels as TK
+from mamlnp.fast.common.bundles import Inner, SinusoidDraws
 from mamlnp.meta.optim import Adam
 from mamlnp.run.runguard import DivergenceGuard
 from mamlnp.run.runconfig import make_config
@@ -46,7 +48,7 @@ def adam_hp(opt, t):
 @pytest.mark.parametrize("lr, beta1, beta2, eps", [(1e-3, 0.9, 0.999, 1e-8),
                                                    (0.37, 0.5, 0.7, 1e-3)])
 def test_adam_update_gives_the_bits_of_adam_step(kernel, lr, beta1, beta2, eps):
-    update = TK.adam_update if kernel == "compiled" else TK.adam_update.py_func
+    update = CA.adam_update if kernel == "compiled" else CA.adam_update.py_func
     rng = np.random.default_rng(5)
     P = 257
     ref, opt = Adam(lr, beta1, beta2, eps), Adam(lr, beta1, beta2, eps)
@@ -63,16 +65,18 @@ def test_adam_update_gives_the_bits_of_adam_step(kernel, lr, beta1, beta2, eps):
 
 
 def test_fast_adam_step_gives_the_bits_of_adam_step():
-    """fast.adam_step: the compiled outer step of the numba backend's step-by-step path."""
+    """adam_step (common/adam.py): the compiled outer step of the numba backend's
+    step-by-step path, as the trainer reaches it through the kernel set."""
     rng = np.random.default_rng(8)
     ref, opt = Adam(0.01), Adam(0.01)
     theta_ref = theta = rng.standard_normal(300)
+    ks = fast.MLPKernels(mamlnp.MLP((1, 5, 1)))
     for t in range(5):
         g = rng.standard_normal(300)
-        theta_ref, theta = ref._step(theta_ref, g), TS.outer_step(opt, theta, g, "numba")
+        theta_ref, theta = ref._step(theta_ref, g), TS.outer_step(opt, theta, g, ks)
         assert same(theta, theta_ref) and same(opt.m, ref.m) and same(opt.v, ref.v)
         assert opt.t == ref.t == t + 1
-    assert same(TS.outer_step(opt, theta, g, "numpy"), ref._step(theta_ref, g))
+    assert same(TS.outer_step(opt, theta, g, None), ref._step(theta_ref, g))
 
 
 @pytest.mark.parametrize("kernel", ["compiled", "py_func"])
@@ -80,8 +84,8 @@ def test_fast_adam_step_gives_the_bits_of_adam_step():
 def test_parallel_adam_gives_the_bits_of_adam_step(kernel, W):
     """adam_update_parallel: m, v in place, θ' into a buffer, W contiguous shares (any W,
     hence any thread count: the split never changes an entry's operations)."""
-    update = TK.adam_update_parallel if kernel == "compiled" else \
-        TK.adam_update_parallel.py_func
+    update = CA.adam_update_parallel if kernel == "compiled" else \
+        CA.adam_update_parallel.py_func
     rng = np.random.default_rng(W)
     P = 1001
     ref, opt = Adam(0.37, 0.5, 0.7, 1e-3), Adam(0.37, 0.5, 0.7, 1e-3)
@@ -98,38 +102,39 @@ def test_parallel_adam_gives_the_bits_of_adam_step(kernel, W):
 
 
 @pytest.mark.parametrize("threads", sorted({1, numba.config.NUMBA_NUM_THREADS}))
-def test_fast_adam_step_for_large_P_gives_the_bits_and_reuses_its_arrays(threads):
-    """P >= PARALLEL_ADAM: the parallel in-place path, as the trainer calls it (θ replaced
-    by the returned one); after the first steps it writes into the same two θ buffers and
-    the same m, v, and the bits stay Adam._step's."""
+def test_adam_step_for_large_P_gives_the_bits_and_updates_its_own_m_v_in_place(threads):
+    """P >= PARALLEL_ADAM: the parallel path, as the trainer calls it (θ replaced by the
+    returned one): the optimizer's private m, v are written in place (the same two buffers
+    after step 1), θ' is fresh memory, and the bits stay Adam._step's."""
     rng = np.random.default_rng(11)
-    P = fast.PARALLEL_ADAM + 5
+    P = CA.PARALLEL_ADAM + 5
     ref, opt = Adam(0.01), Adam(0.01)
     params = {"theta": rng.standard_normal(P)}
     theta_ref = params["theta"].copy()
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        thetas, ms = set(), set()
+        ms = set()
         for t in range(6):
             g = rng.standard_normal(P) * 10.0 ** rng.integers(-20, 20, P)
             theta_ref = ref._step(theta_ref, g)
-            params["theta"] = TS.outer_step(opt, params["theta"], g, "numba")
+            old = params["theta"]
+            params["theta"] = CA.adam_step(opt, params["theta"], g)
+            assert params["theta"] is not old
             assert same(params["theta"], theta_ref) and same(opt.m, ref.m) and same(opt.v, ref.v)
             assert opt.t == ref.t == t + 1
-            if t >= 2:
-                thetas.add(id(params["theta"]))
-                ms.add((id(opt.m), id(opt.v)))
+            ms.add((id(opt._m), id(opt._v)))
     finally:
         numba.set_num_threads(before)
-    assert len(thetas) == 2 and len(ms) == 1
+    assert len(ms) == 1
 
 
-def test_fast_adam_step_never_writes_an_array_someone_holds():
-    """Arrays the caller kept (old θs, opt.m / opt.v taken out, a state dict, a loaded
-    state's arrays, a view of θ) keep their values: those steps write into fresh memory."""
+def test_adam_step_never_writes_an_array_someone_holds():
+    """Arrays the caller kept (old θs, opt.m / opt.v taken out, a state dict, the arrays a
+    state was loaded from, a view of θ) keep their values: the optimizer hands out copies
+    and takes copies in, and θ' is always fresh memory."""
     rng = np.random.default_rng(12)
-    P = fast.PARALLEL_ADAM + 1
+    P = CA.PARALLEL_ADAM + 1
     ref, opt = Adam(0.01), Adam(0.01)
     theta_ref = theta = rng.standard_normal(P)
     kept = []
@@ -139,19 +144,17 @@ def test_fast_adam_step_never_writes_an_array_someone_holds():
             kept += [opt.m, opt.v]                    # held by a caller from now on
         if t == 5:
             state = opt.state_dict()
-            opt.load_state_dict(state)                # opt.m is state["m"] (or a view)
+            opt.load_state_dict(state)
             kept += [state["m"], state["v"]]
         kept.append(theta)
         snapshot = [a.copy() for a in kept]
-        theta_ref, theta = ref._step(theta_ref, g), fast.adam_step(opt, theta, g)
+        theta_ref, theta = ref._step(theta_ref, g), CA.adam_step(opt, theta, g)
         assert same(theta, theta_ref) and same(opt.m, ref.m) and same(opt.v, ref.v)
         assert all(same(a, b) for a, b in zip(kept, snapshot)), f"step {t}"
     big = np.concatenate([theta, theta])              # θ as a view of a bigger array
     view, whole = big[:P], big.copy()
-    theta_ref, theta = ref._step(theta_ref, g), fast.adam_step(opt, view, g)
-    theta_ref, theta = ref._step(theta_ref, g), fast.adam_step(opt, theta, g)
-    del view
-    theta_ref, theta = ref._step(theta_ref, g), fast.adam_step(opt, theta, g)
+    theta_ref, theta = ref._step(theta_ref, g), CA.adam_step(opt, view, g)
+    theta_ref, theta = ref._step(theta_ref, g), CA.adam_step(opt, theta, g)
     assert same(big, whole) and same(theta, theta_ref)
 
 
@@ -200,7 +203,7 @@ def one_step_pair(activation, s, first_order, threads):
     theta0 = model.init(3)
     params = {"theta": theta0.copy()}
     fused = TS.fused_step(model, get_method(cfg["method"]), cfg, family, {"theta": opt})
-    assert isinstance(fused, TS.FusedMAML)
+    assert isinstance(fused, FU.FusedMAML)
     rng_ref, rng = np.random.default_rng(4), np.random.default_rng(4)
     theta_ref, geom, P = theta0, fast.geometry(model), model.num_params
     n = numba.get_num_threads()
@@ -211,8 +214,8 @@ def one_step_pair(activation, s, first_order, threads):
             batch = TS.sample_batch(family, rng_ref, 5, 4, 3)
             flat = [a.reshape(5, -1) for a in (batch.x_support, batch.y_support,
                                                batch.x_query, batch.y_query)]
-            loss_ref, g = fast.meta_gradient_unchecked(geom, theta_ref, *flat,
-                                                       np.full(P, 0.01), s, first_order)
+            loss_ref, g, _ = fast.meta_grad(geom, theta_ref, *flat, np.full(P, 0.01), s,
+                                            first_order, 0)
             theta_ref = opt_ref._step(theta_ref, g)
             assert loss == loss_ref and same(fused.g, g), f"iteration {it + 1}"
             assert same(params["theta"], theta_ref) and same(opt.m, opt_ref.m)
@@ -232,22 +235,13 @@ def test_fused_step_gives_the_bits_of_the_step_by_step_iteration(activation, s, 
 
 def test_fused_kernels_as_python_give_the_same_bits(monkeypatch):
     """Every kernel's ``py_func`` (prange = range), so coverage sees the kernels' source;
-    the reference (fast.meta_gradient_unchecked) then runs as Python too."""
-    for mod in (MLK, MK, TK, fast):
+    the reference (fast.meta_grad) then runs as Python too."""
+    for mod in (MLK, MK, TK, CA, fast, FU):
         for name, obj in list(vars(mod).items()):
             if isinstance(obj, numba.core.registry.CPUDispatcher):
                 monkeypatch.setattr(mod, name, obj.py_func)
-    monkeypatch.setattr(TS.FusedMAML, "__init__", _init_with_python_kernels)
     one_step_pair("relu", 1, False, 1)
     one_step_pair("tanh", 2, True, 1)
-
-
-_init = TS.FusedMAML.__init__
-
-
-def _init_with_python_kernels(self, *args):
-    _init(self, *args)
-    self.task_kernel, self.step_kernel = TK.sinusoid_task, TK.train_step
 
 
 def test_any_number_of_workers_gives_the_same_bits():
@@ -289,8 +283,8 @@ def assert_same_run(a, b):
 @pytest.mark.parametrize("method, s", [("maml", 1), ("maml", 3), ("fomaml", 2)])
 def test_meta_train_fused_and_step_by_step_give_the_same_bits(monkeypatch, method, s):
     calls = []
-    monkeypatch.setattr(TS.FusedMAML, "__call__",
-                        lambda self, *a, _c=TS.FusedMAML.__call__: calls.append(1) or _c(self, *a))
+    monkeypatch.setattr(FU.FusedMAML, "__call__",
+                        lambda self, *a, _c=FU.FusedMAML.__call__: calls.append(1) or _c(self, *a))
     cfg = dict(method=method, inner_steps=s, iterations=60, meta_batch=7, eval_every=20,
                val_tasks=5, backend="numba")
     fused, plain = run_pair(monkeypatch, **cfg)
@@ -337,7 +331,7 @@ def test_no_fused_path_when_the_kernel_sine_differs_from_numpy(monkeypatch):
     cfg = make_config(backend="numba", meta_batch=3)
     model, opts = mamlnp.MLP(**cfg["model"]), {"theta": Adam(1e-3)}
     fused = TS.fused_step(model, get_method("maml"), cfg, mamlnp.SinusoidTasks(), opts)
-    assert isinstance(fused, TS.FusedMAML) and fused.sine_agrees_with_numpy()
+    assert isinstance(fused, FU.FusedMAML) and fused.sine_agrees_with_numpy()
     monkeypatch.setattr(np, "sin", lambda x: np.cos(x))              # a different sine
     assert not fused.sine_agrees_with_numpy(batches=1)
     assert TS.fused_step(model, get_method("maml"), cfg, mamlnp.SinusoidTasks(), opts) is None

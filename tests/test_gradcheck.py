@@ -96,7 +96,7 @@ def test_missing_backend_is_skipped_not_failed(monkeypatch):
 
     def no_numba(*args, **kwargs):
         if args[-1] == "numba" or kwargs.get("backend") == "numba":
-            raise ImportError("No module named 'mamlnp.fast.api'")
+            raise ImportError("No module named 'numba'")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(maml, "meta_gradient", no_numba)
@@ -169,8 +169,8 @@ def test_wrong_metasgd_alpha_gradient_fails(monkeypatch):
     assert GC.check_metasgd_alpha(model, theta, batch, alpha, 2).status == "PASS"
     real = maml.meta_gradient_alpha
 
-    def off_by_one_step(m, t, a, b, s, first_order=False):              # forgets the last step
-        return real(m, t, a, b, s - 1, first_order)
+    def off_by_one_step(m, t, b, a, s, first_order=False):              # forgets the last step
+        return real(m, t, b, a, s - 1, first_order)
 
     monkeypatch.setattr(maml, "meta_gradient_alpha", off_by_one_step)
     assert GC.check_metasgd_alpha(model, theta, batch, alpha, 2).status == "FAIL"

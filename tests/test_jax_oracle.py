@@ -122,7 +122,7 @@ def test_metasgd_alpha_gradient_matches_jax(sizes, activation, loss):
     alpha = np.random.default_rng(4).uniform(0.02, 0.2, model.num_params)     # (P,)
     args = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
     for s in (1, 2, 3):
-        m, g, ga = maml.meta_gradient_alpha(model, theta, alpha, batch, s)
+        m, g, ga = maml.meta_gradient_alpha(model, theta, batch, alpha, s)
         _, (g_jax, ga_jax) = jax.value_and_grad(jax_meta_loss(L, s, False), argnums=(0, 1))(
             theta, alpha, *args)
         err = max(rel(g, g_jax), rel(ga, ga_jax))

@@ -1,4 +1,4 @@
-"""The Numba kernels (mamlnp/kernels, entry points mamlnp/fast/api.py) against their NumPy twins.
+"""The plain MLP's kernels (mamlnp/fast/mlp/, its set mlp/kernelset.py) against their NumPy twins.
 
 Dimension legend: T tasks, K support points, Q query points, N points, D inputs,
 O outputs, P parameters, s = inner_steps, Hsum = Σ_{l≥1} sizes[l].
@@ -15,18 +15,18 @@ import numba
 import pytest
 
 import mamlnp
-from mamlnp.fast import api as fast
+from mamlnp.fast.mlp import kernelset as fast
 from mamlnp.meta import maml as M
-from mamlnp.fast.kernels import maml_kernels as MK
-from mamlnp.fast.kernels import mlp_kernels as K
-from mamlnp.fast.kernels.bundles import Inner
-from mamlnp.fast.kernels.linalg import gemm_acc
+from mamlnp.fast.mlp import maml_kernels as MK
+from mamlnp.fast.mlp import mlp_kernels as K
+from mamlnp.fast.common.bundles import Inner
+from mamlnp.fast.common.linalg import gemm_acc
 from mamlnp.tasks import TaskBatch
 
 TOL = 1e-12
 # (sizes, activation, loss): every activation with both losses, architectures of 1 to 3
 # hidden layers, D and O of 1 and more (softmax_xent needs O ≥ 2); D = O = 1 with two hidden
-# layers takes every fused thin-layer pass (kernels/thin_layers.py) with σ'' ≠ 0.
+# layers takes every fused thin-layer pass (mamlnp/fast/mlp/thin_layers.py) with σ'' ≠ 0.
 CASES = [((1, 7, 1), "relu", "mse"), ((3, 6, 5, 2), "relu", "softmax_xent"),
          ((2, 5, 4, 3), "tanh", "mse"), ((1, 8, 3), "tanh", "softmax_xent"),
          ((2, 4, 6, 3, 2), "softplus", "mse"), ((3, 5, 4), "softplus", "softmax_xent"),
@@ -132,7 +132,7 @@ def test_meta_gradient_matches_numpy(sizes, activation, loss):
         for s in range(1, 6):
             for first_order in (False, True):
                 want = M.meta_gradient(model, theta, batch, alpha, s, first_order, "numpy")
-                got = fast.meta_gradient(model, theta, batch, alpha, s, first_order)
+                got = fast.MLPKernels(model).meta_gradient(theta, batch, alpha, s, first_order)
                 name = f"s={s} fo={first_order} α={'vec' if np.ndim(alpha) else 'scalar'}"
                 check(f"{name} meta-loss", got[0], want[0])
                 check(f"{name} meta-gradient", got[1], want[1])
@@ -141,7 +141,7 @@ def test_meta_gradient_matches_numpy(sizes, activation, loss):
 def test_zero_inner_steps_is_the_query_gradient():
     model, theta, batch, _ = make_case(*CASES[2])
     want = M.meta_gradient(model, theta, batch, 0.1, 0, False, "numpy")
-    got = fast.meta_gradient(model, theta, batch, 0.1, 0, False)
+    got = fast.MLPKernels(model).meta_gradient(theta, batch, 0.1, 0, False)
     check("s=0 meta-gradient", got[1], want[1])
 
 
@@ -151,8 +151,8 @@ def test_meta_gradient_alpha_matches_numpy(sizes, activation, loss):
     for alpha in (0.1, alpha_vec):
         for s in (1, 3):
             for first_order in (False, True):
-                want = M.meta_gradient_alpha(model, theta, alpha, batch, s, first_order)
-                got = fast.meta_gradient_alpha(model, theta, alpha, batch, s, first_order)
+                want = M.meta_gradient_alpha(model, theta, batch, alpha, s, first_order)
+                got = fast.MLPKernels(model).meta_gradient_alpha(theta, batch, alpha, s, first_order)
                 name = f"Meta-SGD s={s} fo={first_order} α={'vec' if np.ndim(alpha) else 'scalar'}"
                 assert np.shape(got[2]) == np.shape(want[2])
                 for part, g, w in zip(("loss", "∇θ", "∇α"), got, want):
@@ -164,8 +164,8 @@ def test_unchecked_entry_matches_checked():
     flat = [a.reshape(a.shape[0], -1) for a in (batch.x_support, batch.y_support,
                                                 batch.x_query, batch.y_query)]
     for s, fo in ((1, False), (2, True)):
-        want = fast.meta_gradient(model, theta, batch, alpha_vec, s, fo)
-        got = fast.meta_gradient_unchecked(fast.geometry(model), theta, *flat, alpha_vec, s, fo)
+        want = fast.MLPKernels(model).meta_gradient(theta, batch, alpha_vec, s, fo)
+        got = fast.MLPKernels(model).meta_gradient_unchecked(theta, *flat, alpha_vec, s, fo)
         assert got[0] == want[0] and np.array_equal(got[1], want[1])
 
 
@@ -174,7 +174,7 @@ def test_maml_backend_numba_calls_the_kernels():
     want = M.meta_gradient(model, theta, batch, 0.1, 2, False, backend="numpy")
     got = M.meta_gradient(model, theta, batch, 0.1, 2, False, backend="numba")
     check("maml.meta_gradient(backend='numba')", got[1], want[1])
-    direct = fast.meta_gradient(model, theta, batch, 0.1, 2, False)
+    direct = fast.MLPKernels(model).meta_gradient(theta, batch, 0.1, 2, False)
     assert np.array_equal(got[1], direct[1])
 
 
@@ -189,15 +189,15 @@ def test_adapt_matches_numpy(sizes, activation, loss):
         for s in (0, 1, 4):
             check(f"adapt s={s}", M.adapt(model, theta, xs, ys, alpha, s, backend="numba"),
                   M.adapt(model, theta, xs, ys, alpha, s, backend="numpy"))
-        check("adapt_batch", fast.adapt_batch(model, theta, batch, alpha, 3),
+        check("adapt_batch", fast.MLPKernels(model).adapt_batch(theta, batch, alpha, 3),
               M.adapt_batch_numpy(model, theta, batch, alpha, 3))
-        check("adapt_curve", fast.adapt_curve(model, theta, batch, alpha, 4),
+        check("adapt_curve", fast.MLPKernels(model).adapt_curve(theta, batch, alpha, 4),
               M.adapt_curve_numpy(model, theta, batch, alpha, 4))
 
 
 def test_adapt_curve_shape_and_first_column():
     model, theta, batch, _ = make_case(*CASES[0], T=2, Q=7)
-    curve = fast.adapt_curve(model, theta, batch, 0.05, 3)                # (T, s+1)
+    curve = fast.MLPKernels(model).adapt_curve(theta, batch, 0.05, 3)                # (T, s+1)
     assert curve.shape == (2, 4)
     for t in range(2):                                                    # k = 0: L_Q(θ)
         assert abs(curve[t, 0] - model.loss(theta, batch.x_query[t], batch.y_query[t])) \
@@ -209,14 +209,14 @@ def test_adapt_curve_shape_and_first_column():
 
 def test_same_bits_repeated_and_any_thread_count():
     model, theta, batch, alpha_vec = make_case(*CASES[4], T=7)
-    ref = fast.meta_gradient(model, theta, batch, alpha_vec, 3, False)
-    again = fast.meta_gradient(model, theta, batch, alpha_vec, 3, False)
+    ref = fast.MLPKernels(model).meta_gradient(theta, batch, alpha_vec, 3, False)
+    again = fast.MLPKernels(model).meta_gradient(theta, batch, alpha_vec, 3, False)
     assert again[0] == ref[0] and np.array_equal(again[1], ref[1])
     n = numba.get_num_threads()
     try:
         for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
             numba.set_num_threads(threads)
-            got = fast.meta_gradient(model, theta, batch, alpha_vec, 3, False)
+            got = fast.MLPKernels(model).meta_gradient(theta, batch, alpha_vec, 3, False)
             assert got[0] == ref[0] and np.array_equal(got[1], ref[1]), f"{threads} threads"
     finally:
         numba.set_num_threads(n)
@@ -230,15 +230,15 @@ def test_scalar_alpha_has_the_bits_of_a_filled_vector():
         model, theta, batch, _ = make_case(*case, T=4)
         P, alpha = model.num_params, 0.05
         for s, fo in ((1, False), (3, False), (2, True)):
-            a = fast.meta_gradient(model, theta, batch, alpha, s, fo)
-            b = fast.meta_gradient(model, theta, batch, np.full(P, alpha), s, fo)
+            a = fast.MLPKernels(model).meta_gradient(theta, batch, alpha, s, fo)
+            b = fast.MLPKernels(model).meta_gradient(theta, batch, np.full(P, alpha), s, fo)
             assert a[0] == b[0] and a[1].tobytes() == b[1].tobytes(), (case, s, fo)
-        a = fast.meta_gradient_alpha(model, theta, alpha, batch, 2)
-        b = fast.meta_gradient_alpha(model, theta, np.full(P, alpha), batch, 2)
+        a = fast.MLPKernels(model).meta_gradient_alpha(theta, batch, alpha, 2)
+        b = fast.MLPKernels(model).meta_gradient_alpha(theta, batch, np.full(P, alpha), 2)
         assert a[1].tobytes() == b[1].tobytes()
         assert abs(a[2] - b[2].sum()) <= 1e-12 * abs(a[2])  # ∇α: one sum vs Σ of the entries
-        a = fast.adapt_batch(model, theta, batch, alpha, 3)
-        b = fast.adapt_batch(model, theta, batch, np.full(P, alpha), 3)
+        a = fast.MLPKernels(model).adapt_batch(theta, batch, alpha, 3)
+        b = fast.MLPKernels(model).adapt_batch(theta, batch, np.full(P, alpha), 3)
         assert a.tobytes() == b.tobytes()
 
 
@@ -261,7 +261,8 @@ def test_non_mlp_model_falls_back_to_numpy():
     on backend="numba", with the reference's bits."""
     model, theta, batch, _ = make_case(*CASES[2])
     wrapped = WrappedMLP(model)
-    assert M.kernels_for(wrapped, "numba") is None and M.kernels_for(model, "numba") is fast
+    assert M.kernels_for(wrapped, "numba") is None
+    assert isinstance(M.kernels_for(model, "numba"), fast.MLPKernels)
     assert M.kernels_for(model, "numpy") is None
     want = M.meta_gradient(model, theta, batch, 0.1, 2, False, "numpy")
     got = M.meta_gradient(wrapped, theta, batch, 0.1, 2, False, "numba")
@@ -287,7 +288,7 @@ def test_kernels_as_python_match_compiled(monkeypatch):
     assert not isinstance(MK.batch_meta_grad, numba.core.registry.CPUDispatcher)
     for sizes, activation, loss in (CASES[0], CASES[3], CASES[4]):
         model, theta, batch, alpha_vec = make_case(sizes, activation, loss, T=2, K=3, Q=3)
-        want = M.meta_gradient_alpha(model, theta, alpha_vec, batch, 2, False)
+        want = M.meta_gradient_alpha(model, theta, batch, alpha_vec, 2, False)
         geom = fast.geometry(model)
         flat = [a.reshape(2, -1) for a in (batch.x_support, batch.y_support, batch.x_query,
                                            batch.y_query)]
@@ -296,7 +297,7 @@ def test_kernels_as_python_match_compiled(monkeypatch):
         got = MK.batch_meta_grad(theta, *flat, Inner(alpha_vec, 2, False, 2), geom, ws, 2)
         for part, g, w in zip(("loss", "∇θ", "∇α"), got, want):
             check(f"py_func {activation}/{loss} {part}", g, w)
-        want = M.meta_gradient_alpha(model, theta, 0.1, batch, 1, True)          # scalar α, FO
+        want = M.meta_gradient_alpha(model, theta, batch, 0.1, 1, True)          # scalar α, FO
         ws1 = MK.alloc_workspace(T, P, 1, 3, 3, Hsum, 1)
         got = MK.batch_meta_grad(theta, *flat, Inner(np.full(1, 0.1), 1, True, 1), geom, ws1,
                                  2)
@@ -311,14 +312,14 @@ def test_kernels_as_python_match_compiled(monkeypatch):
 def test_chunked_calls_match_one_call(monkeypatch):
     """fast splits big batches (evaluation's 600 tasks) into CHUNK-task kernel calls."""
     model, theta, batch, _ = make_case(*CASES[2], T=5)
-    whole = fast.adapt_curve(model, theta, batch, 0.1, 3)
-    grad = fast.meta_gradient_alpha(model, theta, 0.1, batch, 2, False)
+    whole = fast.MLPKernels(model).adapt_curve(theta, batch, 0.1, 3)
+    grad = fast.MLPKernels(model).meta_gradient_alpha(theta, batch, 0.1, 2, False)
     monkeypatch.setattr(fast, "CHUNK", 2)                                # chunks 2 + 2 + 1
-    assert np.array_equal(fast.adapt_curve(model, theta, batch, 0.1, 3), whole)
-    chunked = fast.meta_gradient_alpha(model, theta, 0.1, batch, 2, False)
+    assert np.array_equal(fast.MLPKernels(model).adapt_curve(theta, batch, 0.1, 3), whole)
+    chunked = fast.MLPKernels(model).meta_gradient_alpha(theta, batch, 0.1, 2, False)
     assert chunked[0] == grad[0] and np.array_equal(chunked[1], grad[1])  # same fixed order
     assert chunked[2] == grad[2]
-    check("chunked adapt_batch", fast.adapt_batch(model, theta, batch, 0.1, 3),
+    check("chunked adapt_batch", fast.MLPKernels(model).adapt_batch(theta, batch, 0.1, 3),
           M.adapt_batch_numpy(model, theta, batch, 0.1, 3))
 
 
@@ -328,7 +329,7 @@ def test_chunked_calls_match_one_call(monkeypatch):
 def test_no_compiled_kernel_takes_more_than_12_arguments():
     """Every @njit function of mamlnp/fast/kernels (read with ast) takes at most 12
     positional arguments: geometry, workspace and per-call settings arrive as the named
-    bundles of kernels/bundles.py (conventions: mamlnp/fast/kernels/__init__.py)."""
+    bundles of kernels/bundles.py (conventions: mamlnp/fast/__init__.py)."""
     import ast
     import pathlib
     src = pathlib.Path(MK.__file__).parent
@@ -337,7 +338,7 @@ def test_no_compiled_kernel_takes_more_than_12_arguments():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef) and any(
                     "njit" in ast.unparse(d) for d in node.decorator_list):
-                counts[f"{path.name}:{node.name}"] = len(node.args.args)
+                counts[f"{path.relative_to(src)}:{node.name}"] = len(node.args.args)
     assert len(counts) > 30                                 # the kernels were found
     longest = max(counts, key=counts.get)
     print(f"{len(counts)} compiled kernels; longest signature {longest}: {counts[longest]}")

@@ -5,6 +5,9 @@ Dimension legend: none (a check of the source tree).
 Layers from the bottom (docs/architecture.md):
     errors, validation, _version  →  nn, tasks  →  fast  →  meta  →  check, run
 Every import, at module level or inside a function, is read from the source with ``ast``.
+Inside fast/, one folder per model kind (mlp/, bn_mlp/) and common/; the rest of the package
+reaches it only through its face: ``mamlnp.fast.kernels_for`` (asked by meta/maml.py) and
+``spin_threads`` (run/cli.py), plus three helpers that are no kernel set.
 """
 import ast
 import pathlib
@@ -107,4 +110,42 @@ def test_no_import_cycle():
 def test_model_and_data_parts_import_only_the_floor(sub):
     bad = sorted(f"{m} -> {d}" for m, deps in graph().items() if part(m) == sub
                  for d in deps if part(d) not in (sub, "errors", "validation", "_version"))
+    assert not bad, bad
+
+
+# what the rest of the package may import from fast/: the face and three non-kernel helpers
+FAST_FACE = {"mamlnp.fast", "mamlnp.fast.compile_notice", "mamlnp.fast.episodes",
+             "mamlnp.fast.common.blas_threads"}
+
+
+def test_the_rest_reaches_the_compiled_path_only_through_its_face():
+    bad = sorted(f"{m} -> {d}" for m, deps in graph().items() if part(m) != "fast"
+                 for d in deps if part(d) == "fast" and d not in FAST_FACE)
+    assert not bad, bad
+
+
+def test_only_meta_maml_dispatches_to_the_kernel_sets():
+    """``kernels_for`` is asked by mamlnp/meta/maml.py alone (run/cli.py imports the package
+    for spin_threads); everything else asks meta.maml.kernels_for."""
+    users = sorted(m for m, deps in graph().items() if part(m) != "fast" and "mamlnp.fast" in deps)
+    assert users == ["mamlnp.meta.maml", "mamlnp.run.cli"], users
+
+
+def test_kernel_sets_share_only_common_and_the_plain_mlp_kernels():
+    """A kind's folder imports common/ and the face (kernelset.py); the batch-norm MLP also
+    reuses the plain MLP's loss and activation kernels. No set imports another set's module."""
+    bad = []
+    for m, deps in graph().items():
+        kind = m.split(".")[2] if m.count(".") >= 3 else None
+        if kind not in ("mlp", "bn_mlp"):
+            continue
+        for d in deps:
+            if not d.startswith("mamlnp.fast.") or d.count(".") < 3:
+                continue
+            other = d.split(".")[2]
+            ok = other in (kind, "common") or (kind == "bn_mlp" and d in (
+                "mamlnp.fast.mlp.mlp_kernels", "mamlnp.fast.mlp.thin_layers",
+                "mamlnp.fast.mlp.kernelset"))
+            if not ok:
+                bad.append(f"{m} -> {d}")
     assert not bad, bad

@@ -29,7 +29,7 @@ def test_constant_lslr_and_last_step_weight_is_maml():
     loss, g, g_a = PP.mamlpp_gradient(model, theta, batch, np.full((3, 3), 0.1))
     want = maml.meta_gradient(model, theta, batch, 0.1, 3, backend="numpy")
     assert loss == want[0] and rel_error(g, want[1]) < 1e-15
-    _, _, ga_sgd = maml.meta_gradient_alpha(model, theta, 0.1, batch, 3)
+    _, _, ga_sgd = maml.meta_gradient_alpha(model, theta, batch, 0.1, 3)
     assert abs(g_a.sum() - ga_sgd) < 1e-12 * abs(ga_sgd)   # Meta-SGD's scalar α: the sum
 
 

@@ -138,7 +138,7 @@ def test_metasgd_alpha_gradient_matches_fd(fd, activation, vector):
     model, theta, batch = _case(4, activation, s)
     rng = np.random.default_rng(4)
     alpha = rng.uniform(0.05, 0.15, model.num_params) if vector else ALPHA
-    loss, g_theta, g_alpha = maml.meta_gradient_alpha(model, theta, alpha, batch, s)
+    loss, g_theta, g_alpha = maml.meta_gradient_alpha(model, theta, batch, alpha, s)
     g_alpha_fd = fd.num_grad(lambda a: meta_loss(model, theta, batch, a if vector else float(a), s),
                              np.asarray(alpha))
     err = fd.rel_error(g_alpha, g_alpha_fd)

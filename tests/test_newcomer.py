@@ -18,7 +18,7 @@ import time
 import pytest
 
 from mamlnp.fast import compile_notice
-from mamlnp.fast.kernels import SPINCOUNT, spin_threads
+from mamlnp.fast import SPINCOUNT, spin_threads
 from mamlnp.run import evaluate as E
 from mamlnp.run import reproduce as R
 from mamlnp.run import train as TR

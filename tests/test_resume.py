@@ -14,7 +14,7 @@ import pytest
 import mamlnp
 
 ITERATIONS = 300
-BACKENDS = ["numpy"] + (["numba"] if importlib.util.find_spec("mamlnp.fast.api") else [])
+BACKENDS = ["numpy"] + (["numba"] if importlib.util.find_spec("numba") else [])
 
 
 def command(out, backend, *extra):

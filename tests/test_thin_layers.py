@@ -1,4 +1,4 @@
-"""The fused thin-layer passes (mamlnp/fast/kernels/thin_layers.py) against the unfused kernels.
+"""The fused thin-layer passes (mamlnp/fast/mlp/thin_layers.py) against the unfused kernels.
 
 Dimension legend: N points, H width of the hidden layer next to the thin layer.
 
@@ -11,9 +11,9 @@ through the whole MLP, in tests/test_kernels.py.
 import numpy as np
 import pytest
 
-from mamlnp.fast.kernels import mlp_kernels as MK
-from mamlnp.fast.kernels import thin_layers as TL
-from mamlnp.fast.kernels.linalg import gemm_acc
+from mamlnp.fast.mlp import mlp_kernels as MK
+from mamlnp.fast.mlp import thin_layers as TL
+from mamlnp.fast.common.linalg import gemm_acc
 
 SHAPES = [(10, 40), (3, 7), (1, 5), (6, 1)]                   # (N, H)
 

@@ -150,7 +150,7 @@ def check_meta_gradient(model, theta, batch, alpha, inner_steps, first_order=Fal
     label = label or f"meta-grad s={inner_steps} {order}" + ("" if backend == "numpy" else f" [{backend}]")
     try:
         _, g = maml.meta_gradient(model, theta, batch, alpha, inner_steps, first_order, backend)
-        fallback = backend == "numba" and maml.kernels_for(model, backend) is None
+        fallback = backend == "numba" and maml.kernels_for(model, backend, "meta_gradient", alpha) is None
     except ImportError as exc:
         return skipped(label, tol, f"backend {backend!r} unavailable: {exc}")
     note = "no kernels for this model: the NumPy reference ran" if fallback else ""
@@ -206,7 +206,7 @@ def check_metasgd_alpha(model, theta, batch, alpha, inner_steps, eps=1e-5, tol=1
     if np.ndim(alpha) == 0 and alpha <= 10 * eps:
         raise InputError(f"eps: expected eps < alpha / 10 = {alpha / 10!r}, got {eps!r}")
     label = label or f"Meta-SGD dM/dalpha ({'scalar' if np.ndim(alpha) == 0 else 'per-param'}) s={inner_steps}"
-    _, _, g_alpha = maml.meta_gradient_alpha(model, theta, alpha, batch, inner_steps)
+    _, _, g_alpha = maml.meta_gradient_alpha(model, theta, batch, alpha, inner_steps)
     loss_of_alpha = lambda a: maml.meta_loss(model, theta, batch, a, inner_steps)  # noqa: E731
     if np.ndim(alpha) == 0:
         return compare(label, g_alpha, fd_directional(loss_of_alpha, alpha, np.ones((1,)), eps), tol)

@@ -4,12 +4,12 @@ Dimension legend: T tasks (episodes), K shots and Q query drawings per class.
 
 ``sample_compiled(family, rng, T, K, Q)`` is ``family.sample(rng, T, K, Q)`` (an
 OmniglotTasks, "train" split) with the classes' pick and the episodes' input rows made by
-the kernels of kernels/episode_kernels.py: the same draws from ``rng`` in the same order, the
+the kernels of fast/episode_kernels.py: the same draws from ``rng`` in the same order, the
 same episodes bit for bit (tests/test_episode_kernels.py), about a third of the time.
 """
 
 
 def sample_compiled(family, rng, T, K, Q):
     """T episodes of K support and Q query drawings per class, as ``family.sample``."""
-    from .kernels.episode_kernels import LUT, episode_rows, smallest_columns
+    from .episode_kernels import LUT, episode_rows, smallest_columns
     return family.sample_with(rng, T, K, Q, (smallest_columns, episode_rows, LUT))

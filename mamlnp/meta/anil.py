@@ -68,8 +68,8 @@ def anil_alpha(model, alpha):
 
 def default_path(model, backend):
     """"masked" where compiled kernels run a per-parameter α, else "head" (module docstring)."""
-    fast = kernels_for(model, backend)
-    return "masked" if fast is not None and not model.batch_norm else "head"
+    fast = kernels_for(model, backend, "meta_gradient", alpha=np.ones(model.num_params))
+    return "masked" if fast is not None else "head"
 
 
 def anil_gradient(model, theta, batch, alpha, inner_steps, first_order=False, backend=None,

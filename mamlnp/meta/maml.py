@@ -24,12 +24,10 @@ and the evaluation curve keep one iterate at a time: O(P).
 step sizes); the formulas above then read α ⊙ ·, and H_S(θ_k)(α ⊙ g).
 
 This module is the reference (``backend="numpy"``): one task at a time, one
-readable line per equation. ``backend="numba"`` runs the same maths in compiled
-kernels (mamlnp/fast/api.py) and is tested against this file. ``kernels_for`` below
-is the one place that chooses between them.
+readable line per equation. ``backend="numba"`` runs the same maths in the compiled kernel
+set of the model's kind (mamlnp/fast/, ``mamlnp.fast.kernels_for``), tested against this
+file; where the kind compiles no such method (or not for this form of α) this file runs.
 """
-import os
-
 import numpy as np
 
 from ..errors import InputError
@@ -91,27 +89,26 @@ def check_backend(backend):
 def check_work(model, T, K, Q, steps, backend, stored, name="inner_steps"):
     """Refuse (InputError naming ``name``) a call whose arrays would not fit in memory, before
     anything is allocated. NumPy: the s+1 iterates of the exact reverse pass when ``stored``,
-    else a few (P,) vectors; numba: the kernels' workspace (mamlnp.fast.kernels.maml_kernels.
-    alloc_workspace), per thread (s+1)·(2P + 5·max(K, Q)·ΣH) floats, plus (T, P) rows."""
-    P, H = int(model.num_params), int(sum(model.sizes[1:]))
-    if check_backend(backend) == "numba" and type(model).__name__ == "MLP":
-        R = int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1))
-        floats = R * (steps + 1) * (2 * P + 5 * max(K, Q) * H) + 2 * T * P
-        what = "the compiled kernels' workspace"
+    else a few (P,) vectors; numba: what the kernel set says its workspace takes."""
+    fast = kernels_for(model, backend, "workspace_bytes")
+    if fast is not None:
+        nbytes, what = fast.workspace_bytes(T, K, Q, steps), "the compiled kernels' workspace"
     else:
-        floats = (steps + 1) * P if stored else 4 * P
+        P = int(model.num_params)
+        nbytes = 8 * ((steps + 1) * P if stored else 4 * P)
         what = "the inner iterates (P,) each" if stored else "(P,) vectors"
-    check_memory(name, steps, 8 * floats, what)
+    check_memory(name, steps, nbytes, what)
 
 
-def kernels_for(model, backend):
-    """The compiled entry points (mamlnp.fast.api.api) when ``backend`` is "numba" and the model
-    has kernels (an MLP), else None: the NumPy code of this module runs. The one place the
-    backend is chosen; the fast path never imports this module back."""
+def kernels_for(model, backend, method="meta_gradient", alpha=0.0):
+    """The kernel set of the model's kind (mamlnp/fast/kernelset.py) when ``backend`` is
+    "numba" and the set compiles ``method`` for this form of α, else None: the NumPy code of
+    this module runs. The backend is chosen here, the kind in ``mamlnp.fast.kernels_for``;
+    the fast path never imports this module back."""
     if check_backend(backend) != "numba":
         return None
-    from ..fast import api
-    return api if api.supports(model) else None
+    from ..fast import kernels_for as compiled
+    return compiled(model, method, alpha)
 
 
 # ---- adaptation --------------------------------------------------------------------
@@ -145,9 +142,9 @@ def adapt(model, theta, x_support, y_support, alpha, inner_steps, backend=None):
     alpha = check_alpha(model, alpha, schedule=True)
     inner_steps = step_count("inner_steps", inner_steps)
     check_work(model, 1, x_support.shape[0], 1, inner_steps, backend, False)
-    fast = kernels_for(model, backend) if np.ndim(alpha) < 2 else None   # tables: NumPy
+    fast = kernels_for(model, backend, "adapt", alpha)                  # tables: never
     if fast is not None:
-        return fast.adapt(model, theta, x_support, y_support, alpha, inner_steps)
+        return fast.adapt(theta, x_support, y_support, alpha, inner_steps)
     return final_iterate(model, theta, x_support, y_support, alpha, inner_steps).copy()
 
 
@@ -180,9 +177,9 @@ def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False, ba
     first_order = boolean("first_order", first_order)
     check_work(model, batch.num_tasks, batch.x_support.shape[1], batch.x_query.shape[1],
                inner_steps, backend, not first_order)
-    fast = kernels_for(model, backend)
+    fast = kernels_for(model, backend, "meta_gradient", alpha)
     if fast is not None:
-        return fast.meta_gradient(model, theta, batch, alpha, inner_steps, first_order)
+        return fast.meta_gradient(theta, batch, alpha, inner_steps, first_order)
     total_loss, total_grad = 0.0, np.zeros(model.num_params)
     for t in range(batch.num_tasks):
         loss_q, g = task_meta_gradient(model, theta, *batch.task(t), alpha, inner_steps,
@@ -214,7 +211,7 @@ def task_meta_gradient_alpha(model, theta, xs, ys, xq, yq, alpha, inner_steps, f
     return loss_q, g, g_alpha
 
 
-def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=False):
+def meta_gradient_alpha(model, theta, batch, alpha, inner_steps, first_order=False):
     """(meta_loss, ∇_θ, ∇_α) averaged over the batch (NumPy reference, Meta-SGD)."""
     theta = check_model(model).check_theta(theta)
     batch = check_batch(model, batch)
@@ -251,14 +248,14 @@ def meta_loss(model, theta, batch, alpha, inner_steps):
 
 def adapt_batch_numpy(model, theta, batch, alpha, inner_steps):
     """θ'_t (T, P): every task of ``batch`` adapted on its support set (unchecked reference
-    of mamlnp.fast.api.api.adapt_batch)."""
+    of the kernel sets' ``adapt_batch``)."""
     return np.stack([final_iterate(model, theta, *batch.task(t)[:2], alpha, inner_steps)
                      for t in range(batch.num_tasks)])
 
 
 def adapt_curve_numpy(model, theta, batch, alpha, steps):
     """(T, steps+1) query losses [t, k] = L_Q,t(θ_k^{(t)}) along inner_loop (unchecked
-    reference of mamlnp.fast.api.api.adapt_curve)."""
+    reference of the kernel sets' ``adapt_curve``)."""
     curve = np.empty((batch.num_tasks, steps + 1))
     for t in range(batch.num_tasks):
         xs, ys, xq, yq = batch.task(t)
@@ -272,15 +269,15 @@ def adapt_curve_numpy(model, theta, batch, alpha, steps):
 
 def adapt_batch(model, theta, batch, alpha, inner_steps, backend=None):
     """θ'_t (T, P) for every task of a validated batch, on the chosen backend."""
-    fast = kernels_for(model, backend) if np.ndim(alpha) < 2 else None   # tables: NumPy
+    fast = kernels_for(model, backend, "adapt_batch", alpha)            # tables: never
     if fast is not None:
-        return fast.adapt_batch(model, theta, batch, alpha, inner_steps)
+        return fast.adapt_batch(theta, batch, alpha, inner_steps)
     return adapt_batch_numpy(model, theta, batch, alpha, inner_steps)
 
 
 def adapt_curve(model, theta, batch, alpha, steps, backend=None):
     """(T, steps+1) query losses after 0 … steps inner steps, on the chosen backend."""
-    fast = kernels_for(model, backend) if np.ndim(alpha) < 2 else None   # tables: NumPy
+    fast = kernels_for(model, backend, "adapt_curve", alpha)            # tables: never
     if fast is not None:
-        return fast.adapt_curve(model, theta, batch, alpha, steps)
+        return fast.adapt_curve(theta, batch, alpha, steps)
     return adapt_curve_numpy(model, theta, batch, alpha, steps)

@@ -43,6 +43,10 @@ class Adam:
         m ← β1 m + (1 − β1) g              v ← β2 v + (1 − β2) g²        (P,)
         m̂ = m / (1 − β1^t)                 v̂ = v / (1 − β2^t)
         θ ← θ − lr · m̂ / (√v̂ + ε)
+
+    m and v are this optimizer's own buffers (``_m``, ``_v``): it never hands them out
+    (``m``, ``v`` and ``state_dict`` give copies, ``load_state_dict`` copies in), so its
+    compiled twin (mamlnp/fast/common/adam.py ``adam_step``) may update them in place.
     """
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -50,33 +54,53 @@ class Adam:
         self.beta1 = float_in("beta1", beta1, 0.0, 1.0)
         self.beta2 = float_in("beta2", beta2, 0.0, 1.0)
         self.eps = positive_float("eps", eps)
-        self.m = self.v = None
+        self._m = self._v = None
         self.t = 0
+
+    @property
+    def m(self):
+        """A copy of the first-moment estimate m (P,), or None before the first step;
+        assigning copies in."""
+        return None if self._m is None else self._m.copy()
+
+    @m.setter
+    def m(self, value):
+        self._m = None if value is None else np.array(value, dtype=np.float64)
+
+    @property
+    def v(self):
+        """A copy of the second-moment estimate v (P,), or None before the first step;
+        assigning copies in."""
+        return None if self._v is None else self._v.copy()
+
+    @v.setter
+    def v(self, value):
+        self._v = None if value is None else np.array(value, dtype=np.float64)
 
     def step(self, theta, grad):
         theta, grad = _check_step(theta, grad)
-        if self.m is not None and self.m.shape != grad.shape:
-            raise InputError(f"grad: this Adam holds state for shape {self.m.shape}, "
+        if self._m is not None and self._m.shape != grad.shape:
+            raise InputError(f"grad: this Adam holds state for shape {self._m.shape}, "
                              f"got {grad.shape} (use one optimizer per parameter vector)")
         return self._step(theta, grad)
 
     def _step(self, theta, grad):
         """The update without argument checks (for a training loop's own θ and g)."""
-        if self.m is None:
-            self.m, self.v = np.zeros_like(grad), np.zeros_like(grad)
+        if self._m is None:
+            self._m, self._v = np.zeros_like(grad), np.zeros_like(grad)
         self.t += 1
-        self.m = self.beta1 * self.m + (1.0 - self.beta1) * grad            # (P,)
-        self.v = self.beta2 * self.v + (1.0 - self.beta2) * grad * grad     # (P,)
-        m_hat = self.m / (1.0 - self.beta1 ** self.t)
-        v_hat = self.v / (1.0 - self.beta2 ** self.t)
+        self._m = self.beta1 * self._m + (1.0 - self.beta1) * grad          # m (P,)
+        self._v = self.beta2 * self._v + (1.0 - self.beta2) * grad * grad   # v (P,)
+        m_hat = self._m / (1.0 - self.beta1 ** self.t)
+        v_hat = self._v / (1.0 - self.beta2 ** self.t)
         return theta - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
     def state_dict(self):
         state = {"lr": np.float64(self.lr), "beta1": np.float64(self.beta1),
                  "beta2": np.float64(self.beta2), "eps": np.float64(self.eps),
                  "t": np.int64(self.t)}
-        if self.m is not None:
-            state["m"], state["v"] = self.m.copy(), self.v.copy()
+        if self._m is not None:
+            state["m"], state["v"] = self._m.copy(), self._v.copy()
         return state
 
     def load_state_dict(self, state):
@@ -85,13 +109,13 @@ class Adam:
             self.beta1 = float_in("beta1", state["beta1"], 0.0, 1.0)
             self.beta2 = float_in("beta2", state["beta2"], 0.0, 1.0)
             self.eps, self.t = positive_float("eps", state["eps"]), nonneg_int("t", state["t"])
-            self.m = as_float64("m", state["m"], 1) if "m" in state else None
-            self.v = as_float64("v", state["v"], 1) if "v" in state else None
-            if (self.m is None) != (self.v is None) or (
-                    self.m is not None and self.m.shape != self.v.shape):
+            m = np.array(as_float64("m", state["m"], 1)) if "m" in state else None   # copies:
+            v = np.array(as_float64("v", state["v"], 1)) if "v" in state else None   # ours
+            if (m is None) != (v is None) or (m is not None and m.shape != v.shape):
                 raise InputError("m, v: expected both or neither, of the same shape")
-            if self.v is not None and np.any(self.v < 0):
+            if v is not None and np.any(v < 0):
                 raise InputError("v: expected a running mean of g² (>= 0), got negative entries")
+            self._m, self._v = m, v
 
 
 def _check_step(theta, grad):

@@ -65,21 +65,20 @@ class MAML(Method):
     first_order = False
 
     def step(self, model, params, batch, config, backend):
-        fast = M.kernels_for(model, backend)
+        fast = M.kernels_for(model, backend, "meta_gradient_unchecked")
         if fast is not None:
-            return self._step_numba(fast, model, params["theta"], batch, config)
+            return self._step_numba(fast, params["theta"], batch, config)
         loss, g = M.meta_gradient(model, params["theta"], batch, config["alpha"],
                                   config["inner_steps"], self.first_order, backend)
         return loss, {"theta": g}
 
-    def _step_numba(self, fast, model, theta, batch, config):
-        """The trainer's hot path: mamlnp.fast.api's unchecked entry, skipping the argument
+    def _step_numba(self, fast, theta, batch, config):
+        """The trainer's hot path: the kernel set's unchecked entry, skipping the argument
         checks of mamlnp.meta.maml.meta_gradient (the trainer made θ and the batch itself)."""
         T = batch.num_tasks
         flat = [a.reshape(T, -1) for a in (batch.x_support, batch.y_support,      # (T, K·D) …
                                            batch.x_query, batch.y_query)]
-        alpha = fast.alpha_vector(float(config["alpha"]))                  # scalar α: (1,)
-        loss, g = fast.meta_gradient_unchecked(fast.geometry(model), theta, *flat, alpha,
+        loss, g = fast.meta_gradient_unchecked(theta, *flat, float(config["alpha"]),
                                                config["inner_steps"], self.first_order)
         return float(loss), {"theta": g}
 
@@ -113,9 +112,9 @@ class Reptile(Method):
         x = np.concatenate([batch.x_support, batch.x_query], axis=1)      # (T, K+Q, D)
         y = np.concatenate([batch.y_support, batch.y_query], axis=1)      # (T, K+Q, O)
         alpha, s = config["alpha"], config["inner_steps"]
-        fast = M.kernels_for(model, backend)
+        fast = M.kernels_for(model, backend, "adapt_batch", alpha)
         if fast is not None:
-            adapted = fast.adapt_batch(model, theta, unchecked_batch(x, y, x, y), alpha, s)
+            adapted = fast.adapt_batch(theta, unchecked_batch(x, y, x, y), alpha, s)
         else:
             adapted = [M.final_iterate(model, theta, x[t], y[t], alpha, s)      # θ̃_t (P,)
                        for t in range(batch.num_tasks)]
@@ -146,9 +145,9 @@ class MetaSGD(Method):
     def step(self, model, params, batch, config, backend):
         theta, alpha = params["theta"], params["alpha"]
         s, fo = config["inner_steps"], bool(config.get("first_order", False))
-        fast = M.kernels_for(model, backend)
+        fast = M.kernels_for(model, backend, "meta_gradient_alpha", alpha)
         if fast is not None:
-            loss, g_theta, g_alpha = fast.meta_gradient_alpha(model, theta, alpha, batch, s, fo)
+            loss, g_theta, g_alpha = fast.meta_gradient_alpha(theta, batch, alpha, s, fo)
             return loss, {"theta": g_theta, "alpha": g_alpha}
         # NumPy reference, unchecked: the learned α may hold entries <= 0, which the
         # public meta_gradient_alpha (for user input) refuses.
@@ -185,13 +184,12 @@ class Pretrain(Method):
         T, K, D = batch.x_support.shape
         x = np.concatenate([batch.x_support, batch.x_query], axis=1)      # (T, K+Q, D)
         y = np.concatenate([batch.y_support, batch.y_query], axis=1)      # (T, K+Q, O)
-        fast = M.kernels_for(model, backend)
+        fast = M.kernels_for(model, backend, "meta_gradient_unchecked")
         if fast is not None and not getattr(model, "batch_norm", False):
             # (batch norm: one batch of all T(K+Q) points is not T per-task batches)
             xf, yf = x.reshape(T, -1), y.reshape(T, -1)                    # (T, (K+Q)·D) …
-            alpha = fast.alpha_vector(float(config["alpha"]))              # unused at s = 0
-            loss, g = fast.meta_gradient_unchecked(fast.geometry(model), params["theta"],
-                                                   xf, yf, xf, yf, alpha, 0, True)
+            loss, g = fast.meta_gradient_unchecked(params["theta"], xf, yf, xf, yf,
+                                                   float(config["alpha"]), 0, True)  # α unused
             return float(loss), {"theta": g}
         loss, g = model._loss_and_grad(params["theta"], x.reshape(-1, D),
                                        y.reshape(T * x.shape[1], -1))

@@ -74,17 +74,16 @@ def query_accuracy(model, theta, x_query, y_query):
 
 def accuracy_curve(model, theta, batch, alpha, max_steps=10, backend=None):
     """Query accuracy after 0 … max_steps SGD steps of size α on each episode's support set:
-    (T, S+1); column 0 is the accuracy at θ itself. A scalar α on a batch-norm MLP runs the
-    compiled kernels (mamlnp.fast.classify.adapt_accuracy) unless ``backend="numpy"``;
-    a vector or table α, or ``accuracy_curve_numpy``'s reference, runs the NumPy inner loop."""
+    (T, S+1); column 0 is the accuracy at θ itself. A model whose kernel set compiles
+    ``adapt_accuracy`` for this α (a batch-norm MLP, scalar α) runs it unless
+    ``backend="numpy"``; otherwise ``accuracy_curve_numpy``'s reference runs."""
     theta, batch = model.check_theta(theta), check_batch(model, batch)
     alpha = check_alpha(model, alpha, schedule=True)                   # scalar, (P,) or (S, P)
     max_steps = nonneg_int("max_steps", max_steps)
-    compiled = np.ndim(alpha) == 0 and getattr(model, "batch_norm", False)
-    fast = kernels_for(model, backend) if compiled else None
+    fast = kernels_for(model, backend, "adapt_accuracy", alpha)
     with np.errstate(all="ignore"):                       # a blown-up task scores what it scores
         if fast is not None:
-            return fast.adapt_accuracy(model, theta, batch, alpha, max_steps)
+            return fast.adapt_accuracy(theta, batch, alpha, max_steps)
         return accuracy_curve_numpy(model, theta, batch, alpha, max_steps)
 
 

@@ -57,7 +57,7 @@ def main(argv=None):
         return 0
     if extra:                                   # the sub-command's usage, not the top level's
         parser._subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
-    from ..fast.kernels import spin_threads
+    from ..fast import spin_threads
     from .process import keep_freed_memory, single_blas_thread
     spin_threads()                              # GOMP_SPINCOUNT for our commands only
     keep_freed_memory()                         # glibc: big arrays reuse freed memory

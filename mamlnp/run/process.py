@@ -39,7 +39,7 @@ import ctypes
 import os
 import platform
 
-from ..fast.blas_threads import loaded_openblas
+from ..fast.common.blas_threads import loaded_openblas
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # glibc's mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 32 * 2 ** 20                    # glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)

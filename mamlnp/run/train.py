@@ -314,8 +314,9 @@ def _iteration(model, method, cfg, state, val, out, fused=None):
                                          cfg["backend"])
         loss = float(loss)
         state.guard.check(state.iteration + 1, loss, grads, hint)
+        fast = M.kernels_for(model, cfg["backend"], "adam_step")   # Adam's compiled twin
         for g, opt in state.optimizers.items():            # unchecked: finite, (P,), ours
-            state.params[g] = outer_step(opt, state.params[g], grads[g], cfg["backend"])  # Adam
+            state.params[g] = outer_step(opt, state.params[g], grads[g], fast)     # Adam
     state.iteration += 1
     state.guard.record(loss)
     state.window = [state.window[0] + loss, state.window[1] + 1]

@@ -14,13 +14,8 @@ Twins (tests/test_fused_step.py checks each bit for bit, not to a tolerance):
     this kernel, and runs the step-by-step iteration when they do not. Each task makes
     its own data inside the parallel region: 500 sines cost ~8 µs on fresh arguments,
     serial in NumPy, ~4 µs on the critical path here;
-  * ``adam_update`` = ``mamlnp.meta.optim.Adam._step``, in its order of operations:
-        m' = β1 m + (1 − β1) g,   v' = β2 v + ((1 − β2) g) g,
-        θ' = θ − (lr · (m' / bc1)) / (√(v' / bc2) + ε),   bc_i = 1 − β_i^t (from Python);
-  * ``adam_update_parallel`` (``adam_inplace`` on W contiguous shares, m and v in place) =
-    ``adam_update`` = ``Adam._step``: the same operations per entry, for the step-by-step
-    trainer's large P (mamlnp.fast.api.adam_step);
-  * ``train_step`` = ``batch_meta_grad`` (maml_kernels.py) then Adam: the per-task
+  * ``train_step`` = ``batch_meta_grad`` (maml_kernels.py) then Adam (``adam_update``,
+    mamlnp/fast/common/adam.py = ``mamlnp.meta.optim.Adam._step``): the per-task
     meta-gradients are summed in the order t = 0 … T−1 starting from 0.0, as
     ``mean_rows``, whichever thread computed them.
 
@@ -41,6 +36,7 @@ import math
 import numba
 from numba import njit, prange
 
+from ..common.adam import adam_update
 from .maml_kernels import add_to_sum, next_task, start_claims, task_meta_grad
 
 
@@ -63,49 +59,6 @@ def sinusoid_task(t, draws):
             xs[t, n], ys[t, n] = x, y
         else:
             xq[t, n - K], yq[t, n - K] = x, y
-
-
-@njit(cache=True, error_model="numpy", _nrt=False)
-def adam_update(theta, g, m, v, hp, theta_out, m_out, v_out):
-    """Adam on every entry of these (equal-length) vectors, out of place; hp (8,) =
-    (lr, β1, 1 − β1, β2, 1 − β2, ε, bc1, bc2) with bc_i = 1 − β_i^t.  error_model "numpy":
-    the divisions raise no ZeroDivisionError (NumPy's semantics, and Adam._step's), so
-    the loop vectorises: 3.5 µs instead of 12 µs for P = 1761."""
-    lr, b1, c1, b2, c2, eps, bc1, bc2 = hp[0], hp[1], hp[2], hp[3], hp[4], hp[5], hp[6], hp[7]
-    for i in range(theta.shape[0]):
-        gi = g[i]
-        mi = b1 * m[i] + c1 * gi
-        vi = b2 * v[i] + (c2 * gi) * gi
-        m_out[i] = mi
-        v_out[i] = vi
-        theta_out[i] = theta[i] - (lr * (mi / bc1)) / (math.sqrt(vi / bc2) + eps)
-
-
-@njit(cache=True, error_model="numpy", _nrt=False)
-def adam_inplace(theta, g, m, v, hp, theta_out):
-    """``adam_update`` with m, v updated in place (m ← m', v ← v') and θ' into theta_out:
-    the same operations in the same order, so the same bits. Its own loop: adam_update
-    with m_out = m fails LLVM's runtime alias check and runs scalar, ~4× slower."""
-    lr, b1, c1, b2, c2, eps, bc1, bc2 = hp[0], hp[1], hp[2], hp[3], hp[4], hp[5], hp[6], hp[7]
-    for i in range(theta.shape[0]):
-        gi = g[i]
-        mi = b1 * m[i] + c1 * gi
-        vi = b2 * v[i] + (c2 * gi) * gi
-        m[i] = mi
-        v[i] = vi
-        theta_out[i] = theta[i] - (lr * (mi / bc1)) / (math.sqrt(vi / bc2) + eps)
-
-
-@njit(cache=True, parallel=True)
-def adam_update_parallel(theta, g, m, v, hp, theta_out, W):
-    """Adam on θ, g, m, v (P,) as ``adam_inplace`` (m, v in place, θ' into theta_out (P,)),
-    the entries cut into W contiguous shares [w·P/W, (w+1)·P/W), one per worker. Each entry
-    is computed alone, by the same operations: the same bits for any W. W from Python
-    (numba.get_num_threads() inside would keep the function out of the on-disk cache)."""
-    P = theta.shape[0]
-    for w in prange(W):
-        lo, hi = w * P // W, (w + 1) * P // W          # slices: the loop inside vectorises
-        adam_inplace(theta[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], hp, theta_out[lo:hi])
 
 
 @njit(cache=True, _nrt=False)

@@ -31,12 +31,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .atomics import fetch_add
+from ..common.linalg import gemm_st
+from ..common.atomics import fetch_add
+from ..mlp.mlp_kernels import loss_value
 from .bn_kernels import Cache, RCache
 from .bn_mlp_kernels import Direction, forward, loss_and_grad, r_backward, r_forward
-from .gemm_chunks import gemm_st
-from .mlp_kernels import loss_value
-from .sparse_rows import csc_t_rows, csr_rows, mean_rows_into, share
+from .first_layer import csc_t_rows, csr_rows, mean_rows_into, share
 
 
 

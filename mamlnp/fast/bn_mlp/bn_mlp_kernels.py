@@ -26,9 +26,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from ..common.linalg import gemm_st
+from ..mlp.mlp_kernels import add_row, loss_and_dyhat, r_loss, sum_rows
 from .bn_kernels import Cache, bn_backward, bn_forward, bn_rbackward, bn_rforward
-from .gemm_chunks import gemm_st
-from .mlp_kernels import add_row, loss_and_dyhat, r_loss, sum_rows
 
 
 

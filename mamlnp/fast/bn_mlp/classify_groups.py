@@ -38,12 +38,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .atomics import fetch_add
+from ..common.atomics import fetch_add
+from ..mlp.mlp_kernels import add_row, loss_and_dyhat, r_loss, sum_rows
 from .bn_kernels import Cache, RCache, bn_backward, bn_forward, bn_rbackward, bn_rforward
-from .first_layer_rows import NCH, group_grams, group_rows, w1_grad_dense, w1_grad_sparse
+from .first_layer import (NCH, group_grams, group_rows, mean_rows_into, share, w1_grad_dense,
+                          w1_grad_sparse)
 from .group_products import Ctx, Lowrank, gram_acc, lowrank_acc, product, product_add
-from .mlp_kernels import add_row, loss_and_dyhat, r_loss, sum_rows
-from .sparse_rows import mean_rows_into, share
 
 GMAX = 8                       # tasks per group at most (groups depend on T only)
 

@@ -21,6 +21,17 @@ of a temporary and an addition.  Row-major C = op(A) op(B) is column-major
 Cᵀ = op(B)ᵀ op(A)ᵀ: dgemm is called with the operands swapped.
 
 In Python (a kernel's ``py_func``), ``_dgemm`` is a NumPy twin of the same product.
+
+``gemm_st`` (below): ``gemm_acc`` in pieces small enough that OpenBLAS never starts its own threads.
+
+OpenBLAS runs a dgemm on one thread when M·R·W ≤ 65536·4 (its SMP_THRESHOLD_MIN times
+GEMM_MULTITHREAD_THRESHOLD) and on its thread pool above. Inside the drivers' ``prange``
+region that pool competes with the drivers' own threads for the two cores: one 5-way
+5-shot meta-gradient took 183 ms of CPU instead of 50 ms (OPENBLAS_NUM_THREADS=1). The
+sinusoid kernels' products never reach the threshold; the classification network's do
+(25 points × 256 × 128). ``gemm_st`` cuts C into blocks of rows under the threshold, each
+one dgemm call with the full leading dimensions: the same product, single-threaded, in a
+fixed order (so the same bits for any thread count).
 """
 import llvmlite.binding as ll
 import numpy as np
@@ -146,3 +157,25 @@ def thin_product(A, ao, ta, B, bo, tb, C, co, M, R, W, acc):
             else:
                 for m in range(M):
                     c[m] += ar[m] * br
+
+
+# ---- gemm_st: gemm_acc under OpenBLAS's threading threshold ----------------------------
+
+
+LIMIT = 65536 * 4
+
+
+@njit(cache=True, _nrt=False)
+def gemm_st(A, ao, ta, B, bo, tb, C, co, M, R, W, acc):
+    """C[M, W] = acc·C + op(A) op(B), as ``gemm_acc``, in row blocks of C with
+    (rows)·R·W ≤ LIMIT."""
+    if M * R * W <= LIMIT or R == 1 or M == 1 or (W == 1 and ta):
+        gemm_acc(A, ao, ta, B, bo, tb, C, co, M, R, W, acc)
+        return
+    mc = max(1, LIMIT // (R * W))
+    lda = M if ta else R
+    ldb = R if tb else W
+    for m0 in range(0, M, mc):
+        m = min(mc, M - m0)
+        _dgemm(_T if tb else _N, _T if ta else _N, W, m, R, B, bo, ldb, A,
+               ao + (m0 if ta else m0 * R), lda, float(acc), C, co + m0 * W, W)

@@ -1,7 +1,10 @@
 """The one atomic operation of the kernels: fetch-and-add on an element of an int64 array.
 
+Dimension legend: none (a counter). Reference: the Python twin ``fetch_add`` below; tests:
+tests/test_kernels.py (the drivers that take tasks through it, any thread count).
+
 The parallel drivers hand out tasks to their workers as the workers ask for them
-(``maml_kernels.next_task``). Two threads may ask at the same moment, so reading the
+(mlp/maml_kernels.py ``next_task``). Two threads may ask at the same moment, so reading the
 counter and increasing it must be one indivisible step, or both would get the same task:
 
     old = a[i];  a[i] = old + v;  return old          (atomically: LLVM ``atomicrmw add``,

@@ -29,8 +29,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .atomics import fetch_add
-from .bundles import Workspace
+from ..common.atomics import fetch_add
+from ..common.bundles import Workspace
 from .mlp_kernels import backward, forward, loss_and_dyhat, loss_value, rpass
 
 

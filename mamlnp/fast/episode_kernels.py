@@ -24,6 +24,8 @@ Twins (tests/test_episode_kernels.py checks each bit for bit, not to a tolerance
 import numpy as np
 from numba import njit
 
+from . import common  # noqa: F401  (first: drops stale compiled code)
+
 LUT = np.arange(256, dtype=np.uint8) / 255.0       # (256,) ink u -> u / 255.0, NumPy's bits
 LUT.setflags(write=False)
 

@@ -19,9 +19,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from ..common.linalg import gemm_acc, gemm_st
 from .bn_mlp_kernels import scale
-from .gemm_chunks import gemm_st
-from .linalg import gemm_acc
 
 
 class Ctx(NamedTuple):

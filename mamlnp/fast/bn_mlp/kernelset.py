@@ -1,10 +1,13 @@
-"""The ``backend="numba"`` entry points for batch-norm MLPs (the classification network).
+"""The batch-norm MLP's kernel set (the classification network).
 
 Dimension legend: T tasks, K support points, Q query points, D inputs, H1 = sizes[1],
-O outputs, P parameters, Pr = P − D·H1, Pc the b, γ, β entries, s = inner_steps.
+O outputs, P parameters, Pr = P − D·H1, Pc the b, γ, β entries, s = inner_steps,
+R = the threads' rows of a workspace (numba.config.NUMBA_NUM_THREADS).
 
-The same maths as mamlnp/meta/maml.py on ``MLP(..., batch_norm=True)``; mamlnp/fast/api.py
-sends batch-norm models here. The first layer is never adapted as a matrix: with scalar α,
+Reference: mamlnp/meta/maml.py (``meta_gradient``, ``adapt``, ``adapt_batch_numpy``,
+``adapt_curve_numpy``) and mamlnp/run/classify.py (``query_accuracy``) on
+``MLP(..., batch_norm=True)``; tests: tests/test_classify_kernels.py,
+tests/test_classify_groups.py, tests/test_batchnorm_meta.py. The first layer is never adapted as a matrix: with scalar α,
 every W1 of the inner loop is W1 + x_Sᵀ Cm (a rank ≤ K·s update), so x W1' = x W1 +
 (x x_Sᵀ) Cm, and ∇W1 = (1/T)(X_Qᵀ EQ + X_Sᵀ ES) is one product over the stacked rows.
 
@@ -27,8 +30,9 @@ Both hold SciPy's OpenBLAS on one thread for the call (blas_threads.py) and give
 bits for any number of Numba threads; tests/test_classify_kernels.py and
 tests/test_classify_groups.py check them against the NumPy reference to 1e-12.
 
-Per-parameter α (Meta-SGD) breaks the factorisation (α ⊙ x_Sᵀ dz has no rank bound); it runs
-the model's own NumPy passes instead (``_numpy_meta_gradient_alpha``), not compiled.
+Per-parameter α (Meta-SGD, ANIL's masked α) breaks the factorisation (α ⊙ x_Sᵀ dz has no
+rank bound): this set compiles a scalar α only, and ``kernels_for`` answers None for a (P,)
+α, so mamlnp/meta/maml.py runs its reference. No fused training step (``train_step`` None).
 """
 import threading
 from functools import lru_cache
@@ -36,14 +40,17 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-from .kernels import ACT_IDS, LOSS_IDS
-from .kernels.bn_mlp_kernels import BNGeometry
-from .kernels.classify_kernels import (CURVE_ACCURACY, CURVE_LOSS, CURVE_NONE, Data, Inputs,
-                                       alloc_workspace, batch_adapt, batch_meta_grad)
-from .kernels.classify_groups import Compact, Targets, alloc_group_workspace, group_meta_grad
-from .kernels.first_layer_rows import Rows, sparse_pays
-from .kernels.sparse_rows import build_csr_csc, count_nonzeros, dense_enough
-from .blas_threads import one_blas_thread
+from ...nn.mlp import MLP
+from ..common import ACT_IDS, LOSS_IDS
+from ..common.blas_threads import one_blas_thread
+from ..kernelset import KernelSet
+from ..mlp.kernelset import flat
+from .bn_mlp_kernels import BNGeometry
+from .classify_groups import (GMAX, Compact, Targets, alloc_group_workspace, group_meta_grad,
+                              ngroups)
+from .classify_kernels import (CURVE_ACCURACY, CURVE_LOSS, CURVE_NONE, Data, Inputs,
+                               alloc_workspace, batch_adapt, batch_meta_grad)
+from .first_layer import Rows, build_csr_csc, count_nonzeros, dense_enough, sparse_pays
 
 
 @lru_cache(maxsize=64)
@@ -119,12 +126,6 @@ def _group_workspace(geom, cp, T, K, Q):
         _local.gws = cached = (key, alloc_group_workspace(T, Pr, len(cp.src), K, Q, Hsum,
                                                           int(sz[0]), int(sz[1]), maxio))
     return cached[1]
-
-
-def _flat(a):
-    """(T, N, C) -> (T, N·C) float64 C-contiguous (a view when already so)."""
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    return a.reshape(a.shape[0], -1)
 
 
 _EMPTY_I, _EMPTY_F = np.zeros(1, np.int64), np.zeros(1)
@@ -204,26 +205,11 @@ def _task_meta_gradient(geom, theta, xs, ys, xq, yq, alpha, s, fo):
     return float(loss), grad
 
 
-def meta_gradient(model, theta, batch, alpha, inner_steps, first_order=False):
-    """(meta_loss, ∇θ (P,)), as mamlnp.meta.maml.meta_gradient (arguments validated)."""
-    theta = np.ascontiguousarray(theta, dtype=np.float64)
-    flat = [_flat(a) for a in (batch.x_support, batch.y_support, batch.x_query,
-                               batch.y_query)]
-    if np.ndim(alpha) > 0:
-        return _numpy_meta_gradient_alpha(model, theta, alpha, batch, inner_steps,
-                                          first_order)[:2]
-    return meta_gradient_unchecked(geometry(model), theta, *flat, float(alpha),
-                                   int(inner_steps), bool(first_order))
-
-
-def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, curve_kind, want_theta=True):
+def adapt_tasks(geom, theta, xs, ys, xq, yq, alpha, steps, curve_kind, want_theta=True):
     """(θ_s (T, P) or None, curve (T, steps+1)): batch_adapt, then W1_t = W1 + x_S,tᵀ Cm_t.
     curve_kind: CURVE_NONE, CURVE_LOSS (query losses) or CURVE_ACCURACY (query accuracies)."""
-    if np.ndim(alpha) > 0:
-        return _numpy_adapt(model, theta, xs, ys, xq, yq, alpha, steps, curve_kind)
-    theta = np.ascontiguousarray(theta, dtype=np.float64)
-    geom, steps = geometry(model), int(steps)
-    xs, ys, xq, yq = _flat(xs), _flat(ys), _flat(xq), _flat(yq)
+    theta, steps = np.ascontiguousarray(theta, dtype=np.float64), int(steps)
+    xs, ys, xq, yq = flat(xs), flat(ys), flat(xq), flat(yq)
     O, T = int(geom.sizes[-1]), xs.shape[0]
     K, Q = ys.shape[1] // O, yq.shape[1] // O
     ws, D, H1 = _workspace(geom, T, steps, K, Q)
@@ -241,75 +227,72 @@ def _adapt(model, theta, xs, ys, xq, yq, alpha, steps, curve_kind, want_theta=Tr
     return out, curve
 
 
-def adapt(model, theta, x_support, y_support, alpha, inner_steps):
-    """θ' (P,) after ``inner_steps`` SGD steps on one task, as mamlnp.meta.maml.adapt."""
-    xs, ys = np.asarray(x_support)[None], np.asarray(y_support)[None]
-    return _adapt(model, theta, xs, ys, xs, ys, alpha, inner_steps, CURVE_NONE)[0][0]
+def workspace_floats(geom, T, K, Q, s):
+    """Floats of the larger of the two drivers' workspaces for one call (alloc_workspace,
+    alloc_group_workspace at s = 1), R threads' rows included."""
+    sz, R, N = geom.sizes, numba.config.NUMBA_NUM_THREADS, max(K, Q)
+    D, H1, Hs, Pr = int(sz[0]), int(sz[1]), int(sz[1:].sum()), int(geom.boff[-1] + sz[-1])
+    tasks = (R * ((s + 1) * (Pr + K * H1 + 6 * N * Hs + Hs) + 6 * K * Hs + Hs + 3 * Pr
+                  + (Q + K) * H1 + K * K + 2 * Q * K)
+             + T * Pr + 2 * T * (K + Q) * H1 + T)
+    if s != 1:
+        return tasks
+    Pc = len(compact(geom).src)
+    maxio = max(int(sz[l] * sz[l + 1]) for l in range(1, len(sz) - 1))
+    groups = (R * (GMAX * (12 * K + 6 * Q + 3) * Hs + 5 * GMAX * Pc + GMAX * (K * K + Q * K)
+                   + GMAX * GMAX * (K + Q) * K + N * N + maxio)
+              + Pc + ngroups(T) * Pr + T * (K + Q) * (H1 + 2 + 2 * D) + T)
+    return max(tasks, groups)
 
 
-def adapt_batch(model, theta, batch, alpha, inner_steps):
-    """θ'_t (T, P): every task of ``batch`` adapted on its support set (query unused)."""
-    return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
-                  batch.y_query, alpha, inner_steps, CURVE_NONE)[0]
+class BNMLPKernels(KernelSet):
+    """The kernel set of a batch-norm MLP. Methods: mamlnp/fast/kernelset.py."""
+
+    kind = "bn_mlp"
+    compiled = {**KernelSet.compiled, "meta_gradient": (0,), "meta_gradient_unchecked": (0,),
+                "adapt": (0,), "adapt_batch": (0,), "adapt_curve": (0,), "adapt_accuracy": (0,),
+                "workspace_bytes": (0, 1)}
+
+    @staticmethod
+    def accepts(model):
+        return isinstance(model, MLP) and model.batch_norm
+
+    def __init__(self, model):
+        self.geom = geometry(model)
+
+    def meta_gradient(self, theta, batch, alpha, inner_steps, first_order=False):
+        theta = np.ascontiguousarray(theta, dtype=np.float64)
+        arrays = [flat(a) for a in (batch.x_support, batch.y_support, batch.x_query,
+                                    batch.y_query)]
+        return meta_gradient_unchecked(self.geom, theta, *arrays, float(alpha),
+                                       int(inner_steps), bool(first_order))
+
+    def meta_gradient_unchecked(self, theta, xs, ys, xq, yq, alpha, inner_steps, first_order):
+        return meta_gradient_unchecked(self.geom, theta, xs, ys, xq, yq, alpha, inner_steps,
+                                       first_order)
+
+    def adapt(self, theta, x_support, y_support, alpha, inner_steps):
+        xs, ys = np.asarray(x_support)[None], np.asarray(y_support)[None]
+        return adapt_tasks(self.geom, theta, xs, ys, xs, ys, alpha, inner_steps,
+                           CURVE_NONE)[0][0]
+
+    def adapt_batch(self, theta, batch, alpha, inner_steps):
+        return adapt_tasks(self.geom, theta, batch.x_support, batch.y_support, batch.x_query,
+                           batch.y_query, alpha, inner_steps, CURVE_NONE)[0]
+
+    def adapt_curve(self, theta, batch, alpha, steps):
+        """(T, steps+1) query losses [t, k] = L_Q,t(θ_k^{(t)}); no adapted θ is formed."""
+        return adapt_tasks(self.geom, theta, batch.x_support, batch.y_support, batch.x_query,
+                           batch.y_query, alpha, steps, CURVE_LOSS, want_theta=False)[1]
+
+    def adapt_accuracy(self, theta, batch, alpha, steps):
+        """(T, steps+1) query accuracies [t, k]: the fraction of task t's query points whose
+        largest logit at θ_k^{(t)} is the true class (as mamlnp.run.classify.query_accuracy)."""
+        return adapt_tasks(self.geom, theta, batch.x_support, batch.y_support, batch.x_query,
+                           batch.y_query, alpha, steps, CURVE_ACCURACY, want_theta=False)[1]
+
+    def workspace_bytes(self, T, K, Q, steps):
+        return 8 * workspace_floats(self.geom, T, K, Q, steps)
 
 
-def adapt_curve(model, theta, batch, alpha, steps):
-    """(T, steps+1) query losses [t, k] = L_Q,t(θ_k^{(t)}); no adapted θ is formed."""
-    return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
-                  batch.y_query, alpha, steps, CURVE_LOSS, want_theta=False)[1]
-
-
-def adapt_accuracy(model, theta, batch, alpha, steps):
-    """(T, steps+1) query accuracies [t, k]: the fraction of task t's query points whose
-    largest logit at θ_k^{(t)} is the true class (as mamlnp.run.classify.query_accuracy)."""
-    return _adapt(model, theta, batch.x_support, batch.y_support, batch.x_query,
-                  batch.y_query, alpha, steps, CURVE_ACCURACY, want_theta=False)[1]
-
-
-# ---- per-parameter α: the model's NumPy passes (not compiled) ---------------------------
-
-
-def _numpy_inner(model, theta, xs, ys, alpha, s):
-    thetas, grads = [theta], []
-    for _ in range(s):
-        _, g = model._loss_and_grad(thetas[-1], xs, ys)                 # ∇L_S(θ_k) (P,)
-        grads.append(g)
-        thetas.append(thetas[-1] - alpha * g)                           # θ_{k+1}
-    return thetas, grads
-
-
-def _numpy_meta_gradient_alpha(model, theta, alpha, batch, s, first_order):
-    """(meta_loss, ∇θ, ∇α): the equations of mamlnp.meta.maml.task_meta_gradient_alpha."""
-    scalar, T = np.ndim(alpha) == 0, batch.x_support.shape[0]
-    loss, gt, ga = 0.0, np.zeros(theta.shape[0]), np.zeros(np.shape(alpha))
-    for t in range(T):
-        xs, ys, xq, yq = (batch.x_support[t], batch.y_support[t], batch.x_query[t],
-                          batch.y_query[t])
-        thetas, grads = _numpy_inner(model, theta, xs, ys, alpha, s)
-        lq, g = model._loss_and_grad(thetas[-1], xq, yq)
-        for k in range(s - 1, -1, -1):
-            ga = ga - (grads[k] @ g if scalar else grads[k] * g)
-            if not first_order:
-                g = g - model._hvp(thetas[k], xs, ys, alpha * g)
-        loss, gt = loss + lq, gt + g
-    return loss / T, gt / T, ga / T
-
-
-def _numpy_adapt(model, theta, xs, ys, xq, yq, alpha, steps, curve_kind):
-    out, curve = np.empty((len(xs), theta.shape[0])), np.zeros((len(xs), steps + 1))
-    for t in range(len(xs)):
-        thetas, _ = _numpy_inner(model, theta, xs[t], ys[t], alpha, steps)
-        out[t] = thetas[-1]
-        if curve_kind == CURVE_LOSS:
-            curve[t] = [model._loss_value(th, xq[t], yq[t]) for th in thetas]
-        elif curve_kind == CURVE_ACCURACY:
-            curve[t] = [np.mean(model._forward(th, xq[t])[0].argmax(axis=1) ==
-                                yq[t].argmax(axis=1)) for th in thetas]
-    return out, curve
-
-
-def meta_gradient_alpha(model, theta, alpha, batch, inner_steps, first_order=False):
-    """(meta_loss, ∇θ, ∇α) for a batch-norm MLP: the NumPy passes (see the module docstring)."""
-    theta = np.ascontiguousarray(theta, dtype=np.float64)
-    return _numpy_meta_gradient_alpha(model, theta, alpha, batch, int(inner_steps),
-                                      bool(first_order))
+KERNELS = BNMLPKernels

@@ -36,8 +36,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from .mlp_kernels import act_forward
-from .thin_layers import rdz_value
+from ..mlp.mlp_kernels import act_forward
+from ..mlp.thin_layers import rdz_value
 
 
 

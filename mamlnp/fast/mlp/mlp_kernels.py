@@ -41,7 +41,7 @@ import math
 
 from numba import njit
 
-from .linalg import gemm_acc
+from ..common.linalg import gemm_acc
 from .thin_layers import (input_backward, outer_bias, output_backward, output_r_backward,
                           output_r_backward_rest, rdz_value)
 

@@ -1,9 +1,11 @@
-"""Hold the kernels' BLAS on one thread for the length of a call.
+"""Hold the kernels' BLAS on one thread for the length of a call (Python only, no Numba).
 
-The compiled kernels call SciPy's BLAS ``dgemm`` (kernels/linalg.py) from inside their own
+Dimension legend: none (thread counts).
+
+The compiled kernels call SciPy's BLAS ``dgemm`` (common/linalg.py) from inside their own
 parallel region, one call per thread. OpenBLAS, given a product above its threshold
 (M·R·W > 65536·4 multiply-adds), starts its own thread pool inside that region, and the
-two pools then fight over the cores (kernels/gemm_chunks.py: 183 ms of CPU for a 5-way
+two pools then fight over the cores (common/linalg.py ``gemm_st``: 183 ms of CPU for a 5-way
 5-shot meta-gradient instead of 50). ``one_blas_thread()`` sets SciPy's OpenBLAS to one
 thread for the duration of a ``with`` block and restores the count after it, so a kernel
 may hand OpenBLAS a product of any size. NumPy's own OpenBLAS (a separate library) is
