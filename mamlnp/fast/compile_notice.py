@@ -1,7 +1,7 @@
 """The first call's notice: kernels compile once per install, and that takes a while.
 
 Numba compiles the kernels on their first call and caches the machine code beside the
-sources (mamlnp/fast/kernels/__pycache__; mamlnp/fast/kernels/__init__.py drops a stale
+sources (the __pycache__ folders under mamlnp/fast/; mamlnp/fast/common/__init__.py drops a stale
 cache). A cold compile takes minutes on the project's 2-core machine, more when other jobs
 load it (COMPILE_TIME); a warm cache loads in about a second. The commands wrap their first
 call in ``first_call_notice``, which listens for Numba's own "numba:compile" event (sent only

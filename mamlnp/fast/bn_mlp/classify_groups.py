@@ -31,6 +31,10 @@ Groups depend on T alone (``group_range``) and are handed to the threads on requ
 group's row G[i] (Pr,) is summed over its tasks in order, the rows over i in order: the
 same bits for any thread count. The products themselves, with W_l and the factored
 corrections, are in group_products.py.
+
+Reference: mamlnp/meta/maml.py ``meta_gradient`` at s = 1 (the whole meta-gradient; a NumPy
+rendering pass by pass, meta/grouped.py, is to mirror these passes); tests:
+tests/test_classify_groups.py (against the reference and the one-task-at-a-time kernels).
 """
 from typing import NamedTuple
 
@@ -57,7 +61,7 @@ class Compact(NamedTuple):
 
 
 class Targets(NamedTuple):
-    """A call's targets and θ without W1 (the inputs are first_layer_rows.Rows)."""
+    """A call's targets and θ without W1 (the inputs are first_layer.Rows)."""
     ys: np.ndarray           # (T, K·O) support targets
     yq: np.ndarray           # (T, Q·O) query targets
     rest: np.ndarray         # (Pr,) θ[D·H1:]
@@ -67,7 +71,7 @@ class GroupWorkspace(NamedTuple):
     """Per thread r (rows of R = NUMBA_NUM_THREADS): a group's caches and small vectors;
     per group i: G[i]; per task: the rows of E = [ES; EQ], losses; per row: its CSR."""
     CS: np.ndarray           # (R, 6, GMAX·K·Hsum) support pass XH A S DZ DY DH, stacked rows
-    CSR: np.ndarray          # (R, GMAX·Hsum) its r = 1/√(σ² + ε), task j at j·Hsum
+    CSR: np.ndarray          # (R, GMAX·Hsum) its s = 1/√(σ² + ε) (Cache.SN), task j at j·Hsum
     CQ: np.ndarray           # (R, 6, GMAX·Q·Hsum) query pass
     CQR: np.ndarray          # (R, GMAX·Hsum)
     RC: np.ndarray           # (R, 6, GMAX·K·Hsum) R-pass RXH RY RH RDY RDZ RDH
@@ -83,7 +87,7 @@ class GroupWorkspace(NamedTuple):
     ES: np.ndarray           # (T, K·H1) Es per task (a view of E)
     losses: np.ndarray       # (T,)
     E: np.ndarray            # (T·K + T·Q, H1) [ES; EQ]
-    NZ: np.ndarray           # (T·K + T·Q,) int64 nonzero inputs per row (first_layer_rows)
+    NZ: np.ndarray           # (T·K + T·Q,) int64 nonzero inputs per row (first_layer.py)
     CI: np.ndarray           # (T·K + T·Q, D) int32 their columns
     CV: np.ndarray           # (T·K + T·Q, D) their values
     CL: np.ndarray           # (1,) int64 groups handed out so far
@@ -127,10 +131,10 @@ def caches(ws, r):
 
 
 @njit(cache=True, _nrt=False)
-def group_inputs(F, g, ws, r, T, t0, n, K, Q, cs, cq):
+def group_inputs(F, geom, ws, r, T, t0, n, K, Q, cs, cq):
     """The first blocks of both passes, cs.XH ← x_S W1 and cq.XH ← x_Q W1 (the group's
-    rows, stacked in task order), and the Gram matrices of its tasks (first_layer_rows)."""
-    D, H1 = g.sizes[0], g.sizes[1]
+    rows, stacked in task order), and the Gram matrices of its tasks (first_layer.py)."""
+    D, H1 = geom.sizes[0], geom.sizes[1]
     group_rows(F, D, H1, T, t0, n, K, Q, cs.XH, cq.XH)
     group_grams(F, t0, n, K, Q, D, ws.GS2[r], ws.GR[r])
 
@@ -139,19 +143,20 @@ def group_inputs(F, g, ws, r, T, t0, n, K, Q, cs, cq):
 def support_forward(cx, cs):
     """The support pass of the group's tasks at θ: every h W_l one product over NS rows,
     the batch norms per task. cs.XH's first block holds x_S W1 on entry."""
-    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    geom, cp, pinned, rest, th0, alpha = cx.geom, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
     t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
-    L, NS, Hs = g.sizes.shape[0] - 1, n * K, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
+    L, NS = geom.sizes.shape[0] - 1, n * K
+    Hs = geom.coff[geom.coff.shape[0] - 1] + geom.sizes[-1]
     for l in range(L):
-        I, O, zo = g.sizes[l], g.sizes[l + 1], NS * g.coff[l]
+        I, O, zo = geom.sizes[l], geom.sizes[l + 1], NS * geom.coff[l]
         if l > 0:
-            product(pinned, cs.A, NS * g.coff[l - 1], False, rest, g.woff[l], False, cs.XH, zo,
-                    NS, I, O)                                                    # h W
+            product(pinned, cs.A, NS * geom.coff[l - 1], False, rest, geom.woff[l], False,
+                    cs.XH, zo, NS, I, O)                                         # h W
         add_row(cs.XH, zo, NS, O, th0, cp.boff[l])                              # + b
         if l < L - 1:
             for j in range(n):
                 bn_forward(cs, th0, zo + j * K * O, K, O, cp.goff[l], cp.eoff[l],
-                           j * Hs + g.coff[l], g.eps, g.aid)
+                           j * Hs + geom.coff[l], geom.eps, geom.aid)
 
 
 @njit(cache=True, _nrt=False)
@@ -159,22 +164,23 @@ def support_backward(cx, y, cs, GS):
     """Backward of the support losses at θ: dz of every layer in cs.DZ, the b, γ, β
     gradients per task in GS[j] (compact). The W_l gradients are never formed: θ_1's W_l
     stay factored, W_l − α h_Sᵀ dz_S."""
-    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    geom, cp, pinned, rest, th0, alpha = cx.geom, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
     t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
-    L, NS, Hs = g.sizes.shape[0] - 1, n * K, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
+    L, NS = geom.sizes.shape[0] - 1, n * K
+    Hs = geom.coff[geom.coff.shape[0] - 1] + geom.sizes[-1]
     for j in range(n):
-        loss_and_dyhat(cs.XH, cs.A, cs.DZ, NS * g.coff[L - 1] + j * K * g.sizes[L], y[t0 + j],
-                       K, g.sizes[L], g.lid)
+        loss_and_dyhat(cs.XH, cs.A, cs.DZ, NS * geom.coff[L - 1] + j * K * geom.sizes[L], y[t0 + j],
+                       K, geom.sizes[L], geom.lid)
     for l in range(L - 1, -1, -1):
-        I, O, zo = g.sizes[l], g.sizes[l + 1], NS * g.coff[l]
+        I, O, zo = geom.sizes[l], geom.sizes[l + 1], NS * geom.coff[l]
         for j in range(n):
             if l < L - 1:
                 bn_backward(cs, th0, zo + j * K * O, K, O, cp.goff[l], cp.eoff[l],
-                            j * Hs + g.coff[l], GS[j])
+                            j * Hs + geom.coff[l], GS[j])
             sum_rows(cs.DZ, zo + j * K * O, K, O, GS[j], cp.boff[l])            # db
         if l > 0:
-            product(pinned, cs.DZ, zo, False, rest, g.woff[l], True, cs.DH, NS * g.coff[l - 1],
-                    NS, O, I)                                                    # dz Wᵀ
+            product(pinned, cs.DZ, zo, False, rest, geom.woff[l], True, cs.DH,
+                    NS * geom.coff[l - 1], NS, O, I)                             # dz Wᵀ
 
 
 @njit(cache=True, _nrt=False)
@@ -182,14 +188,15 @@ def query_forward(cx, TH1, cs, cq):
     """The query pass at θ_1 of every task: θ_1's b, γ, β in TH1[j]; its W_l factored
     (h W_l − α (h h_Sᵀ) dz_S); its W1 through Cm = −α dz_{S,1}. cq.XH's first block holds
     x_Q W1 on entry."""
-    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    geom, cp, pinned, rest, th0, alpha = cx.geom, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
     t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
-    L, NS, NQ, Hs = g.sizes.shape[0] - 1, n * K, n * Q, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
+    L, NS, NQ = geom.sizes.shape[0] - 1, n * K, n * Q
+    Hs = geom.coff[geom.coff.shape[0] - 1] + geom.sizes[-1]
     for l in range(L):
-        I, O, zo, zs = g.sizes[l], g.sizes[l + 1], NQ * g.coff[l], NS * g.coff[l]
+        I, O, zo, zs = geom.sizes[l], geom.sizes[l + 1], NQ * geom.coff[l], NS * geom.coff[l]
         if l > 0:
-            ho, hs = NQ * g.coff[l - 1], NS * g.coff[l - 1]
-            product(pinned, cq.A, ho, False, rest, g.woff[l], False, cq.XH, zo, NQ, I, O)
+            ho, hs = NQ * geom.coff[l - 1], NS * geom.coff[l - 1]
+            product(pinned, cq.A, ho, False, rest, geom.woff[l], False, cq.XH, zo, NQ, I, O)
         for j in range(n):
             if l == 0:                                          # + (x_Q x_Sᵀ)(−α dz_S,1)
                 gram_acc(cx, j, False, -alpha, cs.DZ, j * K * O, O, cq.XH, j * Q * O, 1)
@@ -199,7 +206,7 @@ def query_forward(cx, TH1, cs, cq):
             add_row(cq.XH, zo + j * Q * O, Q, O, TH1[j], cp.boff[l])
             if l < L - 1:
                 bn_forward(cq, TH1[j], zo + j * Q * O, Q, O, cp.goff[l], cp.eoff[l],
-                           j * Hs + g.coff[l], g.eps, g.aid)
+                           j * Hs + geom.coff[l], geom.eps, geom.aid)
 
 
 @njit(cache=True, _nrt=False)
@@ -207,23 +214,25 @@ def query_backward(cx, TH1, yq, losses, cs, cq, GQ, Gi):
     """The query losses' gradient at θ_1: returns Σ_j L_Q; the b, γ, β blocks per task
     in GQ[j]; the W_l blocks summed over the group into Gi (one product each); the dz of
     every layer in cq.DZ (its first block: Eq). dh = dz W_lᵀ − α (dz dz_Sᵀ) h_S."""
-    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    geom, cp, pinned, rest, th0, alpha = cx.geom, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
     t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
-    L, NS, NQ, Hs = g.sizes.shape[0] - 1, n * K, n * Q, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
+    L, NS, NQ = geom.sizes.shape[0] - 1, n * K, n * Q
+    Hs = geom.coff[geom.coff.shape[0] - 1] + geom.sizes[-1]
     for j in range(n):
-        losses[t0 + j] = loss_and_dyhat(cq.XH, cq.A, cq.DZ, NQ * g.coff[L - 1] +
-                                           j * Q * g.sizes[L], yq[t0 + j], Q, g.sizes[L], g.lid)
+        losses[t0 + j] = loss_and_dyhat(cq.XH, cq.A, cq.DZ,
+                                        NQ * geom.coff[L - 1] + j * Q * geom.sizes[L],
+                                        yq[t0 + j], Q, geom.sizes[L], geom.lid)
     for l in range(L - 1, -1, -1):
-        I, O, zo, zs = g.sizes[l], g.sizes[l + 1], NQ * g.coff[l], NS * g.coff[l]
+        I, O, zo, zs = geom.sizes[l], geom.sizes[l + 1], NQ * geom.coff[l], NS * geom.coff[l]
         for j in range(n):
             if l < L - 1:
                 bn_backward(cq, TH1[j], zo + j * Q * O, Q, O, cp.goff[l], cp.eoff[l],
-                            j * Hs + g.coff[l], GQ[j])
+                            j * Hs + geom.coff[l], GQ[j])
             sum_rows(cq.DZ, zo + j * Q * O, Q, O, GQ[j], cp.boff[l])            # db
         if l > 0:
-            ho, hs = NQ * g.coff[l - 1], NS * g.coff[l - 1]
-            product(pinned, cq.A, ho, True, cq.DZ, zo, False, Gi, g.woff[l], I, NQ, O)  # hᵀdz
-            product(pinned, cq.DZ, zo, False, rest, g.woff[l], True, cq.DH, ho, NQ, O, I)
+            ho, hs = NQ * geom.coff[l - 1], NS * geom.coff[l - 1]
+            product(pinned, cq.A, ho, True, cq.DZ, zo, False, Gi, geom.woff[l], I, NQ, O)  # hᵀdz
+            product(pinned, cq.DZ, zo, False, rest, geom.woff[l], True, cq.DH, ho, NQ, O, I)
             for j in range(n):                                  # − α (dz dz_Sᵀ) h_S
                 lr = Lowrank(cs.DZ, zs + j * K * O, cs.A, hs + j * K * I, K, -alpha)
                 lowrank_acc(cq.DZ, zo + j * Q * O, lr, Q, O, I, cx.PK, cq.DH, ho + j * Q * I)
@@ -234,14 +243,15 @@ def r_forward_group(cx, V, cs, cq, rc):
     """R-forward of the support pass at θ along v = α g_Q of each task: V[j] its b, γ, β
     (compact), its W_l block α h_Qᵀ dz_Q and W1 block α x_Qᵀ Eq factored:
     Rz_l = Rh W_l + α (h_S h_Qᵀ) dz_Q + V_b, Rz_1 = α (x_S x_Qᵀ) Eq + V_b1."""
-    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    geom, cp, pinned, rest, th0, alpha = cx.geom, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
     t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
-    L, NS, NQ, Hs = g.sizes.shape[0] - 1, n * K, n * Q, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
+    L, NS, NQ = geom.sizes.shape[0] - 1, n * K, n * Q
+    Hs = geom.coff[geom.coff.shape[0] - 1] + geom.sizes[-1]
     for l in range(L):
-        I, O, zo, zq = g.sizes[l], g.sizes[l + 1], NS * g.coff[l], NQ * g.coff[l]
+        I, O, zo, zq = geom.sizes[l], geom.sizes[l + 1], NS * geom.coff[l], NQ * geom.coff[l]
         if l > 0:
-            ho, hq = NS * g.coff[l - 1], NQ * g.coff[l - 1]
-            product(pinned, rc.RH, ho, False, rest, g.woff[l], False, rc.RXH, zo, NS, I, O)
+            ho, hq = NS * geom.coff[l - 1], NQ * geom.coff[l - 1]
+            product(pinned, rc.RH, ho, False, rest, geom.woff[l], False, rc.RXH, zo, NS, I, O)
         for j in range(n):
             if l == 0:
                 gram_acc(cx, j, True, alpha, cq.DZ, j * Q * O, O, rc.RXH, j * K * O, 0)
@@ -251,7 +261,7 @@ def r_forward_group(cx, V, cs, cq, rc):
             add_row(rc.RXH, zo + j * K * O, K, O, V[j], cp.boff[l])
             if l < L - 1:
                 bn_rforward(cs, rc, th0, V[j], zo + j * K * O, K, O, cp.goff[l], cp.eoff[l],
-                            j * Hs + g.coff[l])
+                            j * Hs + geom.coff[l])
 
 
 @njit(cache=True, _nrt=False)
@@ -259,21 +269,22 @@ def r_backward_group(cx, V, HV, TW, cs, cq, rc, Gi):
     """R-backward from Rŷ: H v per task, its b, γ, β into HV[j]; its W_l blocks summed
     over the group and taken off Gi (Gi_W −= H_Sᵀ RDZ + RH_Sᵀ DZ_S); Rdz_1 in rc.RDZ's
     first block. Rdh = Rdz W_lᵀ + α (dz_S dz_Qᵀ) h_Q."""
-    g, cp, pinned, rest, th0, alpha = cx.g, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
+    geom, cp, pinned, rest, th0, alpha = cx.geom, cx.cp, cx.pinned, cx.rest, cx.th0, cx.alpha
     t0, n, K, Q = cx.t0, cx.n, cx.K, cx.Q
-    L, NS, NQ, Hs = g.sizes.shape[0] - 1, n * K, n * Q, g.coff[g.coff.shape[0] - 1] + g.sizes[-1]
+    L, NS, NQ = geom.sizes.shape[0] - 1, n * K, n * Q
+    Hs = geom.coff[geom.coff.shape[0] - 1] + geom.sizes[-1]
     for j in range(n):
-        r_loss(cs.A, rc.RXH, rc.RDZ, NS * g.coff[L - 1] + j * K * g.sizes[L], K, g.sizes[L],
-               g.lid)                                                            # R{dŷ}
+        r_loss(cs.A, rc.RXH, rc.RDZ, NS * geom.coff[L - 1] + j * K * geom.sizes[L], K,
+               geom.sizes[L], geom.lid)                                             # R{dŷ}
     for l in range(L - 1, -1, -1):
-        I, O, zo, zq = g.sizes[l], g.sizes[l + 1], NS * g.coff[l], NQ * g.coff[l]
+        I, O, zo, zq = geom.sizes[l], geom.sizes[l + 1], NS * geom.coff[l], NQ * geom.coff[l]
         for j in range(n):
             if l < L - 1:
                 bn_rbackward(cs, rc, th0, V[j], zo + j * K * O, K, O, cp.goff[l], cp.eoff[l],
-                             j * Hs + g.coff[l], g.aid, HV[j])
+                             j * Hs + geom.coff[l], geom.aid, HV[j])
             sum_rows(rc.RDZ, zo + j * K * O, K, O, HV[j], cp.boff[l])           # Rdb
         if l > 0:
-            ho, hq, wo = NS * g.coff[l - 1], NQ * g.coff[l - 1], g.woff[l]
+            ho, hq, wo = NS * geom.coff[l - 1], NQ * geom.coff[l - 1], geom.woff[l]
             product(pinned, cs.A, ho, True, rc.RDZ, zo, False, TW, 0, I, NS, O)   # hᵀ Rdz
             product_add(pinned, rc.RH, ho, True, cs.DZ, zo, False, TW, 0, I, NS, O)   # + Rhᵀ dz
             for k in range(I * O):
@@ -295,17 +306,17 @@ def small_into(Gi, cp, GQ, HV, n, minus):
 
 
 @njit(cache=True)
-def group_task(d, F, g, cp, ws, pinned, alpha, first_order, r, i):
+def group_task(d, F, geom, cp, ws, pinned, alpha, first_order, r, i):
     """Group i on thread r: its tasks' losses, rows of E and Z, and G[i] (the Σ over its
     tasks of the meta-gradient without W1)."""
-    T, H1 = d.ys.shape[0], g.sizes[1]
-    K, Q = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1]
+    T, H1 = d.ys.shape[0], geom.sizes[1]
+    K, Q = d.ys.shape[1] // geom.sizes[-1], d.yq.shape[1] // geom.sizes[-1]
     t0, n = group_range(T, i)
     cs, cq, rc = caches(ws, r)
     TH1, GS, GQ, V, HV = ws.SM[r, 0], ws.SM[r, 1], ws.SM[r, 2], ws.SM[r, 3], ws.SM[r, 4]
     Gi, th0, rest = ws.G[i], ws.TH0, d.rest
-    group_inputs(F, g, ws, r, T, t0, n, K, Q, cs, cq)
-    cx = Ctx(g, cp, pinned, rest, th0, alpha, t0, n, K, Q, ws.PK[r], ws.GR[r])
+    group_inputs(F, geom, ws, r, T, t0, n, K, Q, cs, cq)
+    cx = Ctx(geom, cp, pinned, rest, th0, alpha, t0, n, K, Q, ws.PK[r], ws.GR[r])
     support_forward(cx, cs)
     support_backward(cx, d.ys, cs, GS)
     for j in range(n):
@@ -335,13 +346,13 @@ def group_task(d, F, g, cp, ws, pinned, alpha, first_order, r, i):
 
 
 @njit(cache=True, parallel=True)
-def group_meta_grad(d, F, g, cp, ws, pinned, alpha, first_order, W, grad):
+def group_meta_grad(d, F, geom, cp, ws, pinned, alpha, first_order, W, grad):
     """The s = 1 meta-gradient of the T tasks of d into grad (P,); returns the meta-loss.
     W workers take the groups as they ask (``fetch_add``); then they split the OUTPUT
     entries of ∇W1 = Xᵀ E / T (the query rows only for FO) and Σ_i G[i] / T, each entry
     summed in the same order whichever worker makes it: the same bits for any W."""
     T = d.ys.shape[0]
-    K = d.ys.shape[1] // g.sizes[-1]
+    K = d.ys.shape[1] // geom.sizes[-1]
     for c in range(cp.src.shape[0]):
         ws.TH0[c] = d.rest[cp.src[c]]
     NG, CL = ws.G.shape[0], ws.CL
@@ -350,10 +361,10 @@ def group_meta_grad(d, F, g, cp, ws, pinned, alpha, first_order, W, grad):
         r = numba.get_thread_id()
         i = fetch_add(CL, 0, 1)
         while i < NG:
-            group_task(d, F, g, cp, ws, pinned, alpha, first_order, r, i)
+            group_task(d, F, geom, cp, ws, pinned, alpha, first_order, r, i)
             i = fetch_add(CL, 0, 1)
-    D, H1, Pr = g.sizes[0], g.sizes[1], ws.G.shape[1]
-    Q = d.yq.shape[1] // g.sizes[-1]
+    D, H1, Pr = geom.sizes[0], geom.sizes[1], ws.G.shape[1]
+    Q = d.yq.shape[1] // geom.sizes[-1]
     Ef = ws.E.reshape(ws.E.size)                                   # a flat view, made once
     for w in prange(W):
         if F.sparse:

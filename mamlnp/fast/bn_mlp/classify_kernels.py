@@ -24,6 +24,10 @@ Bundles: ``Data`` (the batch, x W1 products, θ's rest), ``BNGeometry`` (bn_mlp_
 ``Workspace`` (``alloc_workspace``). Each task writes its own rows (G, EQ, ES, losses);
 scratch belongs to the thread running the task; ``mean_rows`` sums the rows in the fixed
 order t = 0 … T−1 afterwards: the same bits for any number of threads.
+
+Reference: mamlnp/meta/maml.py (``task_meta_gradient``, ``adapt_batch_numpy``,
+``adapt_curve_numpy``) and mamlnp/run/classify.py (``accuracy_curve_numpy``); tests:
+tests/test_classify_kernels.py, tests/test_batchnorm_meta.py.
 """
 from typing import NamedTuple
 
@@ -53,7 +57,7 @@ class Data(NamedTuple):
 
 class Inputs(NamedTuple):
     """The first layer's side of a call: X = [X_S; X_Q] (M = T(K+Q) rows) as CSR and CSC
-    (kernels/sparse_rows.py) when ``sparse``, W1, and Z = X W1 (M, H1) (ws.Z)."""
+    (first_layer.py) when ``sparse``, W1, and Z = X W1 (M, H1) (ws.Z)."""
     sparse: bool
     rp: np.ndarray           # (M+1,) int64 CSR row starts
     ci: np.ndarray           # (nnz,) int64 column of each entry
@@ -70,7 +74,7 @@ class Workspace(NamedTuple):
     TH: np.ndarray           # (R, s+1, Pr) the iterates' rest (row 0 unused: θ's own rest)
     CM: np.ndarray           # (R, s+1, K·H1) Cm_k: W1^(k) = W1 + x_Sᵀ Cm_k
     CA: np.ndarray           # (R, s+1, 6, max(K,Q)·Hsum) caches XH A S DZ DY DH of each pass
-    CR: np.ndarray           # (R, s+1, Hsum) their r = 1/√(σ² + ε)
+    CR: np.ndarray           # (R, s+1, Hsum) their s = 1/√(σ² + ε) (Cache.SN)
     RC: np.ndarray           # (R, 6, K·Hsum) the R-pass: RXH RY RH RDY RDZ RDH
     RQ: np.ndarray           # (R, Hsum) the R-pass's q
     SC: np.ndarray           # (R, 3, Pr) g_S, v = α g, H v
@@ -89,7 +93,7 @@ class Workspace(NamedTuple):
 def alloc_workspace(T, Pr, s, K, Q, Hsum, H1):
     """Buffers of one driver call. Per thread (R = NUMBA_NUM_THREADS, row numba.get_thread_id()):
     TH (R, s+1, Pr) iterates' rest, CM (R, s+1, K·H1) the Cm_k, CA (R, s+1, 6, max(K,Q)·Hsum)
-    caches (XH, A, S, DZ, DY, DH; pass k, query pass s), CR (R, s+1, Hsum) their r = 1/√(σ²+ε),
+    caches (XH, A, S, DZ, DY, DH; pass k, query pass s), CR (R, s+1, Hsum) their 1/√(σ²+ε),
     RC (R, 6, K·Hsum), RQ (R, Hsum) the R-pass, SC (R, 3, Pr) scratch (g_S, v, H v),
     VE (R, (Q+K)·H1) α Eq, α Es, GR (R, K·K + Q·K) the Gram matrices.
     Per task: G (T, Pr), EQ (T, Q·H1), ES (T, K·H1), losses (T,); E, Z (T(K+Q), H1)."""
@@ -150,12 +154,12 @@ def iterate(rest, TH, k):
 
 
 @njit(cache=True)
-def inner_loop(d, t, g, ws, r, alpha, s, factored):
+def inner_loop(d, t, geom, ws, r, alpha, s, factored):
     """s support steps of task t from θ: TH[r, k] (rest), CM[r, k] (Cm_k) for k ≤ s, caches
     of the support passes k < s in CA[r, k]; the Gram matrices in GR[r]. ``factored`` (s = 1
     only): TH[r, 1] gets its b, γ, β blocks only, its W_l being W_l − α h_Sᵀ dz_S (Direction)."""
-    K, Q, H1 = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1]
-    D, GR, gs = g.sizes[0], ws.GR[r], ws.SC[r, 0]
+    K, Q, H1 = d.ys.shape[1] // geom.sizes[-1], d.yq.shape[1] // geom.sizes[-1], geom.sizes[1]
+    D, GR, gs = geom.sizes[0], ws.GR[r], ws.SC[r, 0]
     gemm_st(d.xs[t], 0, False, d.xs[t], 0, True, GR, 0, K, D, K, 0)          # x_S x_Sᵀ
     gemm_st(d.xq[t], 0, False, d.xs[t], 0, True, GR, K * K, Q, D, K, 0)      # x_Q x_Sᵀ
     TH, CM = ws.TH[r], ws.CM[r]
@@ -164,60 +168,60 @@ def inner_loop(d, t, g, ws, r, alpha, s, factored):
     for k in range(s):
         c, th = cache_of(ws, r, k), iterate(d.rest, TH, k)
         first_layer(c, d.zs[t], GR, 0, K, K, H1, CM[k], k > 0)
-        forward(g, th, th, K, c, plain)
-        loss_and_grad(g, th, th, d.ys[t], K, c, gs, plain)
+        forward(geom, th, th, K, c, plain)
+        loss_and_grad(geom, th, th, d.ys[t], K, c, gs, plain)
         if s == 1 and factored:                          # θ_1's W_l stay factored (Direction)
-            axpy_non_w(g, TH[1], th, -alpha, gs)
+            axpy_non_w(geom, TH[1], th, -alpha, gs)
         else:
             axpy_into(TH[k + 1], th, -alpha, gs)                         # rest − α g
         axpy_into(CM[k + 1], CM[k], -alpha, c.DZ[:K * H1])               # Cm − α dz_1
 
 
 @njit(cache=True, _nrt=False)
-def axpy_non_w(g, out, x, a, y):
+def axpy_non_w(geom, out, x, a, y):
     """out = x + a·y on the b, γ, β blocks only (θ_1's W_l blocks are left factored)."""
-    L, P = g.sizes.shape[0] - 1, x.shape[0]
+    L, P = geom.sizes.shape[0] - 1, x.shape[0]
     for l in range(L):
-        hi = g.woff[l + 1] if l + 1 < L else P
-        for i in range(g.boff[l], hi):
+        hi = geom.woff[l + 1] if l + 1 < L else P
+        for i in range(geom.boff[l], hi):
             out[i] = x[i] + a * y[i]
 
 
 @njit(cache=True, _nrt=False)
-def scale_direction(g, v, gr, alpha, factored):
+def scale_direction(geom, v, gr, alpha, factored):
     """v = α g (Pr,); with ``factored`` (Direction) only the b, γ, β blocks: the W_l blocks
     of v are then never read."""
-    L, P = g.sizes.shape[0] - 1, gr.shape[0]
+    L, P = geom.sizes.shape[0] - 1, gr.shape[0]
     if not factored:
         for i in range(P):
             v[i] = alpha * gr[i]
         return
     for l in range(L):
-        hi = g.woff[l + 1] if l + 1 < L else P
-        for i in range(g.boff[l], hi):
+        hi = geom.woff[l + 1] if l + 1 < L else P
+        for i in range(geom.boff[l], hi):
             v[i] = alpha * gr[i]
 
 
 @njit(cache=True)
-def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
+def task_meta_grad(d, t, geom, ws, r, alpha, s, first_order):
     """Task t's L_Q(θ_s); G[t] (Pr,) = its gradient but W1, EQ[t], ES[t] the W1 factors."""
-    K, Q, H1 = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1]
-    inner_loop(d, t, g, ws, r, alpha, s, True)
+    K, Q, H1 = d.ys.shape[1] // geom.sizes[-1], d.yq.shape[1] // geom.sizes[-1], geom.sizes[1]
+    inner_loop(d, t, geom, ws, r, alpha, s, True)
     gr, eq, es, GR = ws.G[t], ws.EQ[t], ws.ES[t], ws.GR[r]
     c = cq = cache_of(ws, r, s)                                          # query pass at θ_s
     first_layer(c, d.zq[t], GR, K * K, Q, K, H1, ws.CM[r, s], s > 0)
     th = iterate(d.rest, ws.TH[r], s)
     dw = Direction(s == 1, cache_of(ws, r, 0), K, -alpha, ws.PK[r])     # W_l − α h_Sᵀ dz_S
     thw = d.rest if s == 1 else th
-    forward(g, th, thw, Q, c, dw)
-    loss = loss_and_grad(g, th, thw, d.yq[t], Q, c, gr, dw)
+    forward(geom, th, thw, Q, c, dw)
+    loss = loss_and_grad(geom, th, thw, d.yq[t], Q, c, gr, dw)
     copy_into(eq, c.DZ)                                                  # Eq = dz_1
     es[:] = 0.0
     if first_order:
         return loss
     v, hv, ve, rc = ws.SC[r, 1], ws.SC[r, 2], ws.VE[r], rcache_of(ws, r)
     for k in range(s - 1, -1, -1):                                       # reverse pass
-        scale_direction(g, v, gr, alpha, k == s - 1)                     # v = α g
+        scale_direction(geom, v, gr, alpha, k == s - 1)                     # v = α g
         for i in range(Q * H1):
             ve[i] = alpha * eq[i]
         for i in range(K * H1):
@@ -227,8 +231,8 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
         c = cache_of(ws, r, k)
         th = iterate(d.rest, ws.TH[r], k)
         dv = Direction(k == s - 1, cq, Q, alpha, ws.PK[r])         # g = ∇L_Q(θ_s) still?
-        r_forward(g, th, v, K, c, rc, dv)
-        r_backward(g, th, v, K, c, rc, dv, hv)
+        r_forward(geom, th, v, K, c, rc, dv)
+        r_backward(geom, th, v, K, c, rc, dv, hv)
         for i in range(gr.shape[0]):
             gr[i] -= hv[i]                                               # g − H v
         for i in range(K * H1):
@@ -246,7 +250,7 @@ def task_rows(X, d, t, K, Q, T):
 
 
 @njit(cache=True, parallel=True)
-def batch_meta_grad(d, g, ws, X, alpha, s, first_order, W, grad):
+def batch_meta_grad(d, geom, ws, X, alpha, s, first_order, W, grad):
     """The meta-gradient of the T tasks of d into grad (P,); returns the meta-loss.
     One parallel region: W workers take tasks as they ask (``fetch_add`` on a counter:
     a core the host slows takes fewer), each writing only its task's rows (Z, G, EQ, ES,
@@ -254,7 +258,7 @@ def batch_meta_grad(d, g, ws, X, alpha, s, first_order, W, grad):
     splitting the OUTPUT entries (each entry's sum is the same whichever worker makes it: the
     same bits for any W): ∇W1 = Xᵀ E / T (the query rows only for FO), ∇rest = Σ_t G[t] / T."""
     T = d.xs.shape[0]
-    K, Q = d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1]
+    K, Q = d.ys.shape[1] // geom.sizes[-1], d.yq.shape[1] // geom.sizes[-1]
     losses, CL = ws.losses, ws.CL
     CL[0] = 0
     for w in prange(W):
@@ -262,9 +266,9 @@ def batch_meta_grad(d, g, ws, X, alpha, s, first_order, W, grad):
         t = fetch_add(CL, 0, 1)
         while t < T:
             task_rows(X, d, t, K, Q, T)
-            losses[t] = task_meta_grad(d, t, g, ws, r, alpha, s, first_order)
+            losses[t] = task_meta_grad(d, t, geom, ws, r, alpha, s, first_order)
             t = fetch_add(CL, 0, 1)
-    D, H1 = g.sizes[0], g.sizes[1]
+    D, H1 = geom.sizes[0], geom.sizes[1]
     row0, Pr = T * K if first_order or s == 0 else 0, ws.G.shape[1]
     for w in prange(W):                  # the sums, split by output entries over the workers
         if X.sparse:
@@ -304,16 +308,16 @@ def accuracy_value(Z, off, y, N, O):
 
 
 @njit(cache=True, parallel=True)
-def batch_adapt(d, g, ws, X, alpha, s, curve_kind, out_rest, out_cm, curve):
+def batch_adapt(d, geom, ws, X, alpha, s, curve_kind, out_rest, out_cm, curve):
     """Adapt T tasks: out_rest (T, Pr) the rest of θ_s, out_cm (T, K·H1) its Cm_s
     (W1^(s) = W1 + x_Sᵀ Cm_s); curve (T, s+1) the query losses L_Q(θ_k) (curve_kind
     CURVE_LOSS) or query accuracies (CURVE_ACCURACY), nothing for CURVE_NONE."""
-    K, Q, H1, L = (d.ys.shape[1] // g.sizes[-1], d.yq.shape[1] // g.sizes[-1], g.sizes[1],
-                   g.sizes.shape[0] - 1)
+    K, Q, H1, L = (d.ys.shape[1] // geom.sizes[-1], d.yq.shape[1] // geom.sizes[-1], geom.sizes[1],
+                   geom.sizes.shape[0] - 1)
     for t in prange(d.xs.shape[0]):
         r = numba.get_thread_id()
         task_rows(X, d, t, K, Q, d.xs.shape[0])
-        inner_loop(d, t, g, ws, r, alpha, s, False)
+        inner_loop(d, t, geom, ws, r, alpha, s, False)
         copy_into(out_rest[t], iterate(d.rest, ws.TH[r], s))
         copy_into(out_cm[t], ws.CM[r, s])
         if curve_kind != CURVE_NONE:
@@ -322,9 +326,9 @@ def batch_adapt(d, g, ws, X, alpha, s, curve_kind, out_rest, out_cm, curve):
             for k in range(s + 1):
                 first_layer(c, d.zq[t], ws.GR[r], K * K, Q, K, H1, ws.CM[r, k], k > 0)
                 th = iterate(d.rest, ws.TH[r], k)
-                forward(g, th, th, Q, c, plain)
-                off = Q * g.coff[L - 1]
+                forward(geom, th, th, Q, c, plain)
+                off = Q * geom.coff[L - 1]
                 if curve_kind == CURVE_LOSS:
-                    curve[t, k] = loss_value(c.XH, off, d.yq[t], Q, g.sizes[L], g.lid)
+                    curve[t, k] = loss_value(c.XH, off, d.yq[t], Q, geom.sizes[L], geom.lid)
                 else:
-                    curve[t, k] = accuracy_value(c.XH, off, d.yq[t], Q, g.sizes[L])
+                    curve[t, k] = accuracy_value(c.XH, off, d.yq[t], Q, geom.sizes[L])

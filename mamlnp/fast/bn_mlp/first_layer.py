@@ -38,6 +38,9 @@ own rows, inside the drivers' parallel region), ∇W1's row d in increasing m (a
 the calling thread): fixed orders, so the same bits for any number of threads. A zero input
 contributes exactly 0 to both sums, so the skipped terms change nothing but rounding
 order. For dense inputs (``dense_enough``) the caller uses BLAS instead.
+
+Reference: NumPy's x @ W1, x_a @ x_bᵀ and Xᵀ @ E / T; tests: tests/test_classify_groups.py
+(the packed rows, Gram matrices, ∇W1), tests/test_classify_kernels.py (CSR/CSC).
 """
 from typing import NamedTuple
 

@@ -10,9 +10,12 @@ output width, I, O a layer's fan-in and fan-out, Pc the b, γ, β entries (``Com
                                  = h W_l − α (h h_Sᵀ) dz_S        (N, I)(I, K)(K, O)
     first layer:                 x_Q W1' = x_Q W1 + gram_acc(x_Q x_Sᵀ, dz_S, −α)
 
-``Ctx.pinned``: the caller holds BLAS on one thread (fast/blas_threads.py), so a product
+``Ctx.pinned``: the caller holds BLAS on one thread (common/blas_threads.py), so a product
 of any size is one dgemm call; else products above OpenBLAS's threading threshold are cut
-into row blocks (gemm_chunks.gemm_st).
+into row blocks (common/linalg.py gemm_st).
+
+Reference: the NumPy products they stand for (the lines above); tests:
+tests/test_classify_groups.py (through ``group_meta_grad``).
 """
 from typing import NamedTuple
 
@@ -25,7 +28,7 @@ from .bn_mlp_kernels import scale
 
 class Ctx(NamedTuple):
     """One group on one thread: the model, the call's settings, the thread's scratch."""
-    g: tuple                 # BNGeometry (bn_mlp_kernels.py)
+    geom: tuple                 # BNGeometry (bn_mlp_kernels.py)
     cp: tuple                # Compact (classify_groups.py)
     pinned: bool             # BLAS held on one thread (``product``)
     rest: np.ndarray         # (Pr,) θ[D·H1:] (the W_l blocks are read here)

@@ -13,20 +13,20 @@ every W1 of the inner loop is W1 + x_Sᵀ Cm (a rank ≤ K·s update), so x W1' 
 
 Two kernels make the meta-gradient:
 
-* s = 1 (the paper's Omniglot training): **task groups**, kernels/classify_groups.py. The
+* s = 1 (the paper's Omniglot training): **task groups**, classify_groups.py. The
   tasks are cut into groups of at most 8 (fixed by T); every product with θ's own weights
   runs once over a group's stacked rows, and the adapted weights W_l − α h_Sᵀ dz_S and the
   HVP's direction α h_Qᵀ dz_Q stay factored (small per-task products). The first layer
   comes from packed CSR rows of the inputs when fewer than 1 in 8 are nonzero, else from
-  BLAS (kernels/first_layer_rows.py). Memory per call at 5-way 1-shot, T = 32: 3.9 MB of
+  BLAS (first_layer.py). Memory per call at 5-way 1-shot, T = 32: 3.9 MB of
   scratch per thread, 5.2 MB per call (19.9 and 16.5 MB per call at 5-way 5-shot and
   20-way 1-shot); never a per-task copy of any weight matrix.
-* any other s, or ``path="tasks"``: **one task at a time**, kernels/classify_kernels.py,
+* any other s, or ``path="tasks"``: **one task at a time**, classify_kernels.py,
   with θ_k's rest formed per task (s ≥ 2) and the first layer from a CSR/CSC of all the
   inputs. Memory: T·Pr + 2·T(K+Q)·H1 floats per call, (s+1)·(Pr + K·H1 + 6·max(K,Q)·Hsum)
   + 6·K·Hsum + 3·Pr per thread (13.3 MB and 2.3 MB at 5-way 1-shot, T = 32, s = 1).
 
-Both hold SciPy's OpenBLAS on one thread for the call (blas_threads.py) and give the same
+Both hold SciPy's OpenBLAS on one thread for the call (common/blas_threads.py) and give the same
 bits for any number of Numba threads; tests/test_classify_kernels.py and
 tests/test_classify_groups.py check them against the NumPy reference to 1e-12.
 
@@ -98,7 +98,7 @@ _compacts = {}
 
 
 def compact(geom):
-    """Compact (kernels/classify_groups.py) of a BNGeometry: the b, γ, β entries of
+    """Compact (classify_groups.py) of a BNGeometry: the b, γ, β entries of
     θ[D·H1:], layer by layer, and where each sits in θ[D·H1:]."""
     key = tuple(int(v) for v in geom.sizes)
     if key not in _compacts:
@@ -160,8 +160,8 @@ def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha, inner_steps, fir
                             path="auto"):
     """(meta_loss, ∇θ (P,)) with NO checks; geom = geometry(model), alpha a float,
     xs (T, K·D), ys (T, K·O), xq (T, Q·D), yq (T, Q·O) float64 C-contiguous.
-    path: "auto" runs s = 1 in task groups (kernels/classify_groups.py) and any other s one
-    task at a time (kernels/classify_kernels.py); "tasks" runs s = 1 that way too."""
+    path: "auto" runs s = 1 in task groups (classify_groups.py) and any other s one
+    task at a time (classify_kernels.py); "tasks" runs s = 1 that way too."""
     s, fo = int(inner_steps), bool(first_order)
     with one_blas_thread() as pinned:
         if s == 1 and path != "tasks":

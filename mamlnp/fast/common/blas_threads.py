@@ -14,6 +14,8 @@ left alone.
 Where SciPy's BLAS is not an OpenBLAS this module can find (no /proc/self/maps, another
 BLAS), ``one_blas_thread()`` yields False and the kernels cut big products into row
 blocks under the threshold instead (the same numbers, a little slower).
+
+Reference: none (a context manager, no arithmetic); tests: tests/test_classify_groups.py.
 """
 import contextlib
 import ctypes

@@ -8,7 +8,10 @@ A kernel's signature reads: data (θ, the task arrays), then the bundles, then i
 outputs. Each bundle is a ``typing.NamedTuple``: Numba types it as a (heterogeneous)
 named tuple, reads a field as ``geom.woff`` (a static offset, no cost in the compiled
 code), and caches the kernels on disk, since the classes live at module level here.
-Shapes and meanings: the module docstring of mamlnp/fast/kernels/__init__.py.
+Shapes and meanings: the module docstring of mamlnp/fast/common/__init__.py.
+
+Reference: none (named tuples); the kernels that take them are tested in tests/test_kernels.py,
+tests/test_fused_step.py.
 """
 from typing import NamedTuple
 
@@ -16,7 +19,7 @@ import numpy as np
 
 
 class Geometry(NamedTuple):
-    """An MLP as the kernels see it (``mamlnp.fast.api.geometry(model)``)."""
+    """An MLP as the kernels see it (``mamlnp.fast.mlp.kernelset.geometry(model)``)."""
     sizes: np.ndarray        # (L+1,) int64: D, hidden widths, O
     woff: np.ndarray         # (L,) int64: offset of W_l in θ
     boff: np.ndarray         # (L,) int64: offset of b_l in θ

@@ -7,7 +7,7 @@ Dimension legend: M rows of C, R the summed dimension, W columns of C.
 where op(A) = A stored (M, R) row-major at A[ao:], or, with ta = True, Aᵀ with A stored
 (R, M) at A[ao:]; likewise op(B) = B stored (R, W), or Bᵀ with B stored (W, R) (tb = True);
 C is stored (M, W) at C[co:].  Every buffer is a flat float64 array addressed by an
-element offset (the layout of mamlnp/fast/kernels/__init__.py), so no 2-d view is built.
+element offset (the layout of mamlnp/fast/common/__init__.py), so no 2-d view is built.
 
 Products with a dimension of 1 (D = 1 input layer, O = 1 output layer) are loops, cheaper
 than a BLAS call; the others call BLAS ``dgemm`` directly: scipy's
@@ -32,6 +32,10 @@ sinusoid kernels' products never reach the threshold; the classification network
 (25 points × 256 × 128). ``gemm_st`` cuts C into blocks of rows under the threshold, each
 one dgemm call with the full leading dimensions: the same product, single-threaded, in a
 fixed order (so the same bits for any thread count).
+
+Reference: NumPy's matmul (``_dgemm`` below is its Python twin, run by the kernels'
+``py_func``); tests: tests/test_kernels.py (``gemm_acc``), tests/test_classify_kernels.py
+(``gemm_st``).
 """
 import llvmlite.binding as ll
 import numpy as np

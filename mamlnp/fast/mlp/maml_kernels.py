@@ -24,6 +24,10 @@ which stays in its core's L2 cache (one SO task at s = 5 touches ~0.4 MB; 25 tas
 buffers, 10 MB, spilled to L3: 1.94–2.2 ms against 1.47–1.55 ms for the 25-task driver
 on one thread).  Every buffer is written before it is read within a task, so the
 results do not depend on which thread ran which task.
+
+Reference: mamlnp/meta/maml.py (``inner_loop``, ``task_meta_gradient``, ``meta_gradient``,
+``task_meta_gradient_alpha``, ``adapt_batch_numpy``, ``adapt_curve_numpy``); tests:
+tests/test_kernels.py, tests/test_claims.py (the task counter), tests/test_fused_step.py.
 """
 import numba
 import numpy as np
@@ -245,7 +249,7 @@ def finish_mean(ws):
 def batch_meta_grad(theta, xs, ys, xq, yq, inner, geom, ws, W):
     """(meta_loss, ∇_θ (P,), ∇_α (PA,)) averaged over T tasks; xs (T, K·D), ys (T, K·O),
     xq (T, Q·D), yq (T, Q·O); inner = Inner(alpha, s, first_order, ga_mode), alpha (1,)
-    one scalar α or (P,) one per parameter; geom = fast.api.geometry(model);
+    one scalar α or (P,) one per parameter; geom = mlp.kernelset.geometry(model);
     ws = alloc_workspace(T, P, s, K, Q, Hsum, PA); W = min(numba.get_num_threads(), T)
     workers (``next_task``; any W ≥ 1 gives the same bits).  One parallel region; the
     rows are summed in the order t = 0 … T−1 (the prefix worker's part as it goes)."""

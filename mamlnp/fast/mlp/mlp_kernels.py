@@ -1,7 +1,7 @@
 """Forward, loss, backward and R-pass (exact HVP) of the MLP on one task's points.
 
 Dimension legend: N points, L layers, I = fan_in = sizes[l], O = fan_out = sizes[l+1],
-P parameters, Hsum = Σ_{l≥1} sizes[l].  Layout conventions: mamlnp/fast/kernels/__init__.py.
+P parameters, Hsum = Σ_{l≥1} sizes[l].  Layout conventions: mamlnp/fast/common/__init__.py.
 
 Compiled twins of mamlnp/nn/mlp.py (``_forward``, ``_backward``, ``_rpass``), layers.py,
 activations.py and losses.py; same equations, same order of layers:
@@ -24,8 +24,8 @@ store-bound).  docs/performance.md has the figures.
 A *cache* C of one pass is five rows of (at least) N·Hsum floats, C (5, ·): Z (z_l; ŷ for
 the last layer), A (h_l; for softmax_xent the last block holds p = softmax(ŷ)), S (σ'(z_l)),
 DZ (dz_l; dŷ for the last layer), DH (dh_l); the R-pass has four more, Rb (4, ·): RZ, RH,
-RDZ, RDH.  The passes take the model as a Geometry bundle (kernels/__init__.py).  σ'' is rebuilt from A and S without a
-transcendental: tanh'' = −2 h σ', softplus'' = σ'(1 − σ'), relu'' = 0 (term skipped).
+RDZ, RDH.  The passes take the model as a Geometry bundle (common/__init__.py).
+σ'' is rebuilt from A and S without a transcendental: tanh'' = −2 h σ', softplus'' = σ'(1 − σ'), relu'' = 0 (term skipped).
 Elementwise loops run over slices indexed from 0: with ``range(off, off + n)`` indices
 LLVM cannot prove i ≥ 0, keeps Numba's negative-index wrap-around test and does not
 vectorise (forward took 2.14 µs instead of 1.55 µs on 1-40-40-1, K = 10).
@@ -36,6 +36,9 @@ its hidden neighbour in one loop over the (N, H) block: the same operations in t
 order); every other layer takes the general path.  No kernel here allocates or returns an
 array, so they are compiled with ``_nrt=False``: a slice is then a plain pointer, not a
 reference-counted view (two atomic instructions per slice; docs/performance.md).
+
+Reference: mamlnp/nn/mlp.py (``MLP._forward``, ``MLP._loss_and_grad``, ``MLP._hvp``) and
+mamlnp/nn/layers.py, mamlnp/nn/losses.py; tests: tests/test_kernels.py (each pass to 1e-12).
 """
 import math
 

@@ -1,7 +1,7 @@
 """Fused passes through the thin layers: the input layer with D = 1, an output layer with O = 1.
 
 Dimension legend: N points, I = fan_in, O = fan_out of the layer named, H = the width of
-the hidden layer next to it.  Layouts: mamlnp/fast/kernels/__init__.py (flat row-major buffers
+the hidden layer next to it.  Layouts: mamlnp/fast/common/__init__.py (flat row-major buffers
 addressed by offsets; a cache block of N points is (N, width)).
 
 A layer with a dimension of 1 does no matrix product worth a BLAS call: its "product" is
