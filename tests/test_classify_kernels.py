@@ -81,7 +81,7 @@ def test_bn_kernels_match_their_twins(act):
     c, rc = bufs(N, O)
     block(c.XH, N, O)[...] = z
     bn_forward(c, th, 7, N, O, go, eo, 2, eps, aid)
-    assert rel(block(c.XH, N, O), bcache[0]) < TOL and rel(c.R[2:2 + O], bcache[1]) < TOL
+    assert rel(block(c.XH, N, O), bcache[0]) < TOL and rel(c.SN[2:2 + O], bcache[1]) < TOL
     assert rel(block(c.A, N, O), h) < TOL
     block(c.DH, N, O)[...] = dh
     grad = np.full(th.shape, np.nan)
