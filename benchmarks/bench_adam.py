@@ -6,12 +6,12 @@ returned array each step), for several P, on NUMBA_NUM_THREADS threads.
 Prints the median over ``--steps`` calls (after 5 warm-up calls) of, in interleaved rounds:
 
 * ``numpy``    Adam._step (the reference: new θ, m, v arrays every step);
-* ``fresh``    kernels.train_kernels.adam_update into three fresh arrays (the compiled path
-               before the parallel one, and still the path for P < api.PARALLEL_ADAM);
-* ``serial``   kernels.train_kernels.adam_inplace on one thread: m, v in place, θ' into the
-               θ of the step before (the parallel path's arithmetic, without the region);
-* ``adam_step`` mamlnp.fast.api.adam_step (for P >= PARALLEL_ADAM: adam_update_parallel on
-               all threads, in place).
+* ``fresh``    fast/common/adam.py adam_update into three fresh arrays (the compiled path
+               for P < PARALLEL_ADAM);
+* ``serial``   adam_inplace on one thread: m, v in place, θ' into the θ of the step before
+               (the parallel path's arithmetic, without the region);
+* ``adam_step`` fast/common/adam.py adam_step (for P >= PARALLEL_ADAM: adam_update_parallel
+               on all threads, the optimizer's m, v in place, θ' into fresh memory).
 
 Set ``--malloc`` to apply the commands' glibc settings first (mamlnp.run.process): fresh
 arrays then reuse freed memory instead of page faults. Nothing here is asserted.
@@ -22,9 +22,9 @@ import time
 import numba
 import numpy as np
 
-from mamlnp.fast import api
 from mamlnp.fast import spin_threads
-from mamlnp.fast.mlp.train_kernels import adam_inplace, adam_update
+from mamlnp.fast.common import adam as CA
+from mamlnp.fast.common.adam import adam_inplace, adam_update
 from mamlnp.meta.optim import Adam
 
 spin_threads()
@@ -38,8 +38,8 @@ def hp_of(opt):
 def fresh(opt, theta, g):
     opt.t += 1
     out, m, v = np.empty_like(theta), np.empty_like(g), np.empty_like(g)
-    adam_update(theta, g, opt.m, opt.v, hp_of(opt), out, m, v)
-    opt.m, opt.v = m, v
+    adam_update(theta, g, opt._m, opt._v, hp_of(opt), out, m, v)
+    opt._m, opt._v = m, v
     return out
 
 
@@ -47,13 +47,13 @@ def serial(opt, theta, g):
     opt.t += 1
     out = getattr(opt, "_spare", None)
     out = np.empty_like(theta) if out is None else out
-    adam_inplace(theta, g, opt.m, opt.v, hp_of(opt), out)
+    adam_inplace(theta, g, opt._m, opt._v, hp_of(opt), out)
     opt._spare = theta
     return out
 
 
 WAYS = {"numpy": lambda opt, th, g: opt._step(th, g), "fresh": fresh, "serial": serial,
-        "adam_step": api.adam_step}
+        "adam_step": CA.adam_step}
 
 
 def time_steps(way, P, steps, rng):
@@ -80,7 +80,7 @@ def main(argv=None):
         from mamlnp.run.process import keep_freed_memory
         print("malloc settings:", keep_freed_memory())
     rng = np.random.default_rng(0)
-    print(f"threads {numba.get_num_threads()}, PARALLEL_ADAM {api.PARALLEL_ADAM}; "
+    print(f"threads {numba.get_num_threads()}, PARALLEL_ADAM {CA.PARALLEL_ADAM}; "
           f"median ms per step over {args.rounds} interleaved rounds")
     for P in args.sizes:
         times = {w: [] for w in WAYS}

@@ -5,7 +5,7 @@ softmax cross-entropy, α = 0.4, meta-batch T = 32, float64, s inner steps; one 
 batch with 8% ink (as the peers' scripts draw it): the support set N·K points, the query set
 N·Q points per task. Printed per configuration (N-way K-shot, SO/FO):
 
-  * median ms per meta-gradient (mamlnp.fast.api.meta_gradient_unchecked, backend="numba",
+  * median ms per meta-gradient (the kernel set's meta_gradient_unchecked, backend="numba",
     and the NumPy reference once with --numpy) and per meta-iteration (meta-gradient + the
     compiled Adam step on θ; the batch is fixed, as in the peers' scripts);
   * the FLOP count of the workload as the peers run it, every adapted θ formed:
@@ -52,7 +52,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
 import mamlnp  # noqa: E402
-from mamlnp.fast import api, classify  # noqa: E402
+from mamlnp.fast import kernels_for  # noqa: E402
+from mamlnp.fast.bn_mlp import kernelset as classify  # noqa: E402
 from mamlnp.meta.optim import Adam  # noqa: E402
 
 SIZES, T, ALPHA = (784, 256, 128, 64, 64), 32, 0.4
@@ -90,23 +91,23 @@ class Ours:
         self.model = mamlnp.MLP(SIZES + (N,), activation="relu", loss="softmax_xent",
                                 batch_norm=True)
         self.theta, self.path = self.model.init(0), path
-        self.geom, self.data = api.geometry(self.model), batch(N, K, Q, ink=ink, real=real)
+        self.fast = kernels_for(self.model, "meta_gradient_unchecked")
+        self.geom, self.data = classify.geometry(self.model), batch(N, K, Q, ink=ink, real=real)
         self.ink = float(np.mean(self.data[0] != 0))
-        self.alpha, self.s, self.fo = api.alpha_vector(ALPHA), s, first_order
+        self.alpha, self.s, self.fo = float(ALPHA), s, first_order
         self.opt = Adam(lr=1e-3)
         self.grad()                                              # compile, allocate
 
     def grad(self):
         if self.path == "tasks":
             return classify.meta_gradient_unchecked(self.geom, self.theta, *self.data,
-                                                    float(self.alpha[0]), self.s, self.fo,
-                                                    path="tasks")
-        return api.meta_gradient_unchecked(self.geom, self.theta, *self.data, self.alpha,
-                                           self.s, self.fo)
+                                                    self.alpha, self.s, self.fo, path="tasks")
+        return self.fast.meta_gradient_unchecked(self.theta, *self.data, self.alpha, self.s,
+                                                 self.fo)
 
     def iteration(self):
         _, g = self.grad()
-        self.theta = api.adam_step(self.opt, self.theta, g)
+        self.theta = self.fast.adam_step(self.opt, self.theta, g)
 
     def block(self, n=10):
         """(median ms per meta-gradient, median ms per meta-iteration, CPU ms per

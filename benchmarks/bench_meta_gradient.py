@@ -13,7 +13,7 @@ loop's own ``mamlnp.run.train._iteration``: sample T tasks, the meta-gradient, t
 guard, one Adam step (numba: the fused step of mamlnp.run.trainstep, one kernel call; numpy:
 sample_batch, MAML.step, Adam._step). The *meta-gradient* rows
 time the meta-gradient alone on a fixed batch: through the unchecked entry
-(fast.meta_gradient_unchecked, the training loop's) and through the public, validating
+(the kernel set's meta_gradient_unchecked, the training loop's) and through the public, validating
 ``mamlnp.meta_gradient``.
 
 Configurations (s = 1, 5) × (second order SO, first order FO) are timed in blocks,
@@ -34,7 +34,7 @@ JAX loop runs at full speed (asynchronous dispatch: the host samples the next ba
 the last step runs; synchronised once per chunk) and how the peers' scripts time it
 (means of ~0.5 s blocks). Compare backends on the same row.
 
-First call: a fresh subprocess imports mamlnp and calls fast.meta_gradient once, and another
+First call: a fresh subprocess imports mamlnp and calls the kernel set's meta_gradient once, and another
 one imports mamlnp and runs a one-iteration meta_train (the fused step's kernels, the
 validation), with the on-disk Numba cache warm (cache-load time); with --cold also with an
 empty cache directory (NUMBA_CACHE_DIR, the full compile CI pays once).
@@ -104,8 +104,7 @@ class Runner:
     def __init__(self, backend, seed=0):
         self.backend = backend
         self.model = mamlnp.MLP(SIZES, "relu", "mse")
-        self.geom = fast.geometry(self.model)
-        self.alpha_vec = np.full(1, ALPHA)                   # one scalar α, as the trainer
+        self.fast = fast.MLPKernels(self.model)
         self.fixed = mamlnp.SinusoidTasks().sample(1, T, K, Q)
         self.seed = seed
 
@@ -113,8 +112,7 @@ class Runner:
         if self.backend == "numba":
             flat = [a.reshape(T, -1) for a in (batch.x_support, batch.y_support,
                                                batch.x_query, batch.y_query)]
-            return fast.meta_gradient_unchecked(self.geom, self.theta, *flat, self.alpha_vec,
-                                                s, fo)
+            return self.fast.meta_gradient_unchecked(self.theta, *flat, ALPHA, s, fo)
         return maml.meta_gradient(self.model, self.theta, batch, ALPHA, s, fo, backend="numpy")
 
     def training_state(self, s, fo):
@@ -187,9 +185,9 @@ from mamlnp.fast.mlp import kernelset as fast
 t1 = time.perf_counter()
 m = mamlnp.MLP((1, 40, 40, 1), "relu", "mse")
 b = mamlnp.SinusoidTasks().sample(0, 25, 10, 10)
-fast.meta_gradient(m, m.init(0), b, 0.01, 1, False)
+fast.MLPKernels(m).meta_gradient(m.init(0), b, 0.01, 1, False)
 t2 = time.perf_counter()
-fast.meta_gradient(m, m.init(0), b, 0.01, 1, False)
+fast.MLPKernels(m).meta_gradient(m.init(0), b, 0.01, 1, False)
 t3 = time.perf_counter()
 print(t1 - t0, t2 - t1, t3 - t2)
 """

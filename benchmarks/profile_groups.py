@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import mamlnp  # noqa: E402
-from mamlnp.fast import classify  # noqa: E402
+from mamlnp.fast.bn_mlp import kernelset as classify  # noqa: E402
 from mamlnp.fast.common.blas_threads import one_blas_thread  # noqa: E402
 from mamlnp.fast.bn_mlp import classify_groups as cg  # noqa: E402
 

@@ -152,7 +152,7 @@ def meta_gradient_rows(model, th, n):
         for s, fo in ((1, False), (1, True), (5, False)):
             def call(k, s=s, fo=fo):
                 for _ in range(k):
-                    fast.meta_gradient_unchecked(geom, th, xs, ys, xq, yq, alpha, s, fo)
+                    fast.meta_grad(geom, th, xs, ys, xq, yq, alpha, s, fo, 0)
             rows.append((f"driver, {T} tasks, {nt} thread(s), s={s} {'FO' if fo else 'SO'} "
                          f"({label})", best_us(call, n=max(n // 100, 10), clock=clock)))
     numba.set_num_threads(threads)

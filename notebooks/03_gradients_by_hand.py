@@ -247,7 +247,7 @@ print(f"from iteration {TRAIN_ITERS // 10} on ({late.sum()} probes): median ‖S
 # pass keeps the s iterates $\theta_0\ldots\theta_{s-1}$, $O(sP)$ floats; first order needs
 # only the current iterate, $O(P)$. Timings below are the best of several `time.perf_counter` runs on this
 # machine, for the NumPy reference and for the compiled `backend="numba"` (the default;
-# `mamlnp/fast/api.py`) — noisy: `benchmarks/` has the careful measurements and
+# `mamlnp/fast/mlp/`) — noisy: `benchmarks/` has the careful measurements and
 # `docs/performance.md` the figures.
 
 # %%
@@ -271,7 +271,7 @@ def time_meta_gradient(backend, s, first_order):
 b = tasks.sample(rng=3, num_tasks=25, shots=10, query=10)
 steps = [1, 2, 3, 5] if FAST else [1, 2, 3, 4, 5, 7, 10]
 try:
-    import mamlnp.fast.api  # noqa: F401  (the numba backend; absent without numba)
+    import mamlnp.fast.mlp.kernelset  # noqa: F401  (the numba backend; absent without numba)
     backends = ["numpy", "numba"]
 except ImportError:
     backends = ["numpy"]
