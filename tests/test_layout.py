@@ -144,8 +144,7 @@ def test_kernel_sets_share_only_common_and_the_plain_mlp_kernels():
                 continue
             other = d.split(".")[2]
             ok = other in (kind, "common") or (kind == "bn_mlp" and d in (
-                "mamlnp.fast.mlp.mlp_kernels", "mamlnp.fast.mlp.thin_layers",
-                "mamlnp.fast.mlp.kernelset"))
+                "mamlnp.fast.mlp.mlp_kernels", "mamlnp.fast.mlp.thin_layers"))
             if not ok:
                 bad.append(f"{m} -> {d}")
     assert not bad, bad

@@ -39,6 +39,13 @@ SETS = ("bn_mlp", "mlp")         # the registered kinds (folders of mamlnp/fast/
                                  # this order; a new kind adds its folder's name here
 
 
+def flat(a):
+    """(T, N, C) -> (T, N·C) float64 C-contiguous (a view when already so): a TaskBatch's
+    arrays as the kernels take them."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return a.reshape(a.shape[0], -1)
+
+
 class KernelSet:
     """The compiled path of one model kind (the module docstring lists the methods)."""
 

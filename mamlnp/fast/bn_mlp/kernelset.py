@@ -43,8 +43,7 @@ import numpy as np
 from ...nn.mlp import MLP
 from ..common import ACT_IDS, LOSS_IDS
 from ..common.blas_threads import one_blas_thread
-from ..kernelset import KernelSet
-from ..mlp.kernelset import flat
+from ..kernelset import KernelSet, flat
 from .bn_mlp_kernels import BNGeometry
 from .classify_groups import (GMAX, Compact, Targets, alloc_group_workspace, group_meta_grad,
                               ngroups)

@@ -23,7 +23,7 @@ import numpy as np
 from ...nn.mlp import MLP
 from ..common import ACT_IDS, LOSS_IDS
 from ..common.bundles import Geometry, Inner
-from ..kernelset import KernelSet
+from ..kernelset import KernelSet, flat
 from .fused import fused_maml
 from .maml_kernels import alloc_workspace, batch_adapt, batch_meta_grad, mean_rows
 
@@ -68,12 +68,6 @@ def alpha_vector(alpha):
     if np.ndim(alpha) == 0:
         return np.full(1, float(alpha))
     return np.ascontiguousarray(alpha, dtype=np.float64)
-
-
-def flat(a):
-    """(T, N, C) -> (T, N·C) float64 C-contiguous (a view when already so)."""
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    return a.reshape(a.shape[0], -1)
 
 
 def meta_grad(geom, theta, xs, ys, xq, yq, alpha, s, first_order, ga_mode):
