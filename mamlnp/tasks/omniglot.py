@@ -133,7 +133,7 @@ class OmniglotTasks(TaskFamily):
     def sample_with(self, rng, num_tasks, shots, query, kernels):
         """``sample(rng, num_tasks, shots, query)`` on the "train" split, the work on the draws
         done by ``kernels`` = (smallest_columns, episode_rows, lut): the compiled ones of
-        mamlnp/fast/kernels/episode_kernels.py through mamlnp.fast.episodes.sample_compiled,
+        mamlnp/fast/episode_kernels.py through mamlnp.fast.episodes.sample_compiled,
         the numba backend's training loop's sampler. The same draws in the same order, the
         same episodes bit for bit."""
         smallest_columns, episode_rows, lut = kernels
