@@ -30,7 +30,7 @@ N·Q points per task. Printed per configuration (N-way K-shot, SO/FO):
 (mamlnp/fast/bn_mlp/classify_groups.py), "tasks" one task at a time
 (classify_kernels.py). ``--ink``: the fraction of nonzero inputs of our batch (the peers
 draw 8%); several values time ours at each (where the first layer's packed rows stop paying,
-first_layer_rows.sparse_pays). ``--real``: ours on real Omniglot training episodes
+bn_mlp/first_layer.sparse_pays). ``--real``: ours on real Omniglot training episodes
 (grey-level strokes, about a quarter of the inputs nonzero), the batches the training loop
 sees; the peers still time their 8% batch.
 

@@ -4,7 +4,7 @@
         [--real] [--fo] [--repeats 21] [--reps 20]
 
 One group of GMAX = 8 tasks (784-256-128-64-64-N with batch norm, α = 0.4) on ONE thread,
-BLAS held on one thread as in a call (fast/blas_threads.py). ``run_stages`` calls the
+BLAS held on one thread as in a call (fast/common/blas_threads.py). ``run_stages`` calls the
 passes of ``classify_groups.group_task`` in its order (first-layer rows and Gram
 matrices, support forward, support backward, query forward, query backward, R-forward,
 R-backward), all of them or one alone on the buffers a whole run left: each pass alone
