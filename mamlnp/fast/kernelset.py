@@ -49,7 +49,7 @@ def flat(a):
 class KernelSet:
     """The compiled path of one model kind (the module docstring lists the methods)."""
 
-    kind = None                            # the kind's name, as registered in fast/__init__.py
+    kind = None                            # the kind's name (its folder, listed in SETS)
     compiled = {"adam_step": (0,)}         # method -> ranks of α it compiles
 
     def __init__(self, model):
