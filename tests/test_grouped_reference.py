@@ -18,6 +18,7 @@ import numba
 import numpy as np
 import pytest
 
+from mamlnp.errors import InputError
 from mamlnp.fast import classify as FC
 from mamlnp.fast.blas_threads import one_blas_thread
 from mamlnp.fast.kernels import classify_groups as cg
@@ -69,7 +70,7 @@ def test_reference_refuses_what_it_does_not_do():
     model, theta = net(3)
     batch = episodes(np.random.default_rng(0), 2, 3, 1, 1, 20)
     for args in ((0.4, 2), (np.full(model.num_params, 0.4), 1)):
-        with pytest.raises(G.InputError, match="inner_steps"):
+        with pytest.raises(InputError, match="inner_steps"):
             G.meta_gradient(model, theta, batch, *args)
 
 
@@ -277,6 +278,15 @@ def test_each_kernel_pass_matches_its_numpy_pass(k, i, act):
         assert rel(view, want) < TOL
 
 
+@pytest.mark.parametrize("sparse", [True, False])
+def test_group_inputs_either_first_layer_path(sparse):
+    """group_inputs on packed CSR rows and on BLAS, group 1 of T = 11 (tasks 6 … 10)."""
+    c = Case(i=1, sparse=sparse, ink=0.1)
+    c.run(0)
+    for view, want in fields(c, 0):
+        assert rel(view, want) < TOL
+
+
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("sparse", [True, False])
 def test_group_task_matches_numpy(first_order, sparse):
@@ -356,4 +366,5 @@ def test_group_products_match_numpy():
     out = base.ravel().copy()
     run_lowrank(X.ravel(), F1.ravel(), F2.ravel(), Kf, -0.4, N, R1, W2, np.full(N * Kf, np.nan),
                 out)
-    assert rel(out.reshape(N, W2), base + GP.lowrank_acc(X[None], F1[None], F2[None], -0.4)[0]) < TOL
+    want = base + GP.lowrank_acc(X[None], F1[None], F2[None], -0.4)[0]
+    assert rel(out.reshape(N, W2), want) < TOL

@@ -31,6 +31,12 @@ Groups depend on T alone (``group_range``) and are handed to the threads on requ
 group's row G[i] (Pr,) is summed over its tasks in order, the rows over i in order: the
 same bits for any thread count. The products themselves, with W_l and the factored
 corrections, are in group_products.py.
+
+NumPy reference: mamlnp/meta/grouped.py, one function per pass under the same name
+(grouped.py:support_forward, support_backward, query_forward, query_backward,
+r_forward_group, r_backward_group, small_into, group_task; the driver group_meta_grad;
+grouped_parts.py:group_inputs, group_range). Tests: tests/test_grouped_reference.py (each pass alone
+against its NumPy pass, group_task, the driver), tests/test_classify_groups.py.
 """
 from typing import NamedTuple
 

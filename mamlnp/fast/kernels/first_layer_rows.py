@@ -20,6 +20,12 @@ Dense inputs (``sparse`` False: more than one entry in ``SPARSE_BELOW`` nonzero)
 group's rows of x W1 are one BLAS product per set, its Gram matrices the diagonal blocks
 of two products, ∇W1 NCH fixed column chunks of Xᵀ E, one product each (threads take
 whole chunks: the same bits for any thread count).
+
+NumPy reference: mamlnp/meta/grouped_parts.py:group_rows, group_grams (called by
+grouped_parts.py:group_inputs) and w1_grad (of w1_grad_sparse and w1_grad_dense); the
+packed rows only reorder the sums of the products written there. Tests:
+tests/test_grouped_reference.py (group_inputs on either path, w1_grad_sparse/dense),
+tests/test_classify_groups.py.
 """
 from typing import NamedTuple
 

@@ -13,6 +13,10 @@ output width, I, O a layer's fan-in and fan-out, Pc the b, γ, β entries (``Com
 ``Ctx.pinned``: the caller holds BLAS on one thread (fast/blas_threads.py), so a product
 of any size is one dgemm call; else products above OpenBLAS's threading threshold are cut
 into row blocks (gemm_chunks.gemm_st).
+
+NumPy reference: mamlnp/meta/grouped_parts.py:product, lowrank_acc, gram_acc (and Ctx).
+Tests: tests/test_grouped_reference.py (product and lowrank_acc alone; gram_acc inside the
+query_forward and r_forward_group passes).
 """
 from typing import NamedTuple
 

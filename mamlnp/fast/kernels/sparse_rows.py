@@ -14,6 +14,12 @@ own rows, inside the drivers' parallel region), ∇W1's row d in increasing m (a
 the calling thread): fixed orders, so the same bits for any number of threads. A zero input
 contributes exactly 0 to both sums, so the skipped terms change nothing but rounding
 order. For dense inputs (``dense_enough``) the caller uses BLAS instead.
+
+The task groups (classify_groups.py) use two functions of this module: ``share``, whose
+NumPy reference is mamlnp/meta/grouped_parts.py:group_range, and ``mean_rows_into``, the
+mean of the groups' rows in mamlnp/meta/grouped.py:group_meta_grad; both are checked in
+tests/test_grouped_reference.py (group ranges, the driver). The CSR/CSC products serve the
+one-task-at-a-time kernels (tests/test_classify_kernels.py).
 """
 import numpy as np
 from numba import njit
