@@ -56,16 +56,16 @@ def support_forward(cx, xw):
     (z_1 = x_S W_1 + b_1, xw (n, K, H1) = x_S W_1 from group_inputs), then per task
     y_l = BN(z_l), h_l = σ(y_l); ŷ = z_L. Returns the Pass."""
     L, n = len(cx.W), xw.shape[0]
-    TH, P, h = np.broadcast_to(cx.th0, (n, cx.th0.shape[0])), new_pass(L, n), None
+    TH, cs, h = np.broadcast_to(cx.th0, (n, cx.th0.shape[0])), new_pass(L, n), None
     for l in range(L):
         z = xw if l == 0 else product(h, cx.W[l])                # (n, K, O)  h W
-        P.z[l] = z + per_task(TH, cx.cp.b[l])                    #            + b
+        cs.z[l] = z + per_task(TH, cx.cp.b[l])                   #            + b
         if l < L - 1:
-            bn_forward(cx, P, l, TH)
+            bn_forward(cx, cs, l, TH)
         else:
-            P.h[l] = P.z[l]                                      # ŷ
-        h = P.h[l]
-    return P
+            cs.h[l] = cs.z[l]                                    # ŷ
+        h = cs.h[l]
+    return cs
 
 
 def support_backward(cx, cs, y):
@@ -89,19 +89,19 @@ def query_forward(cx, TH1, cs, xw):
     z_l = h W_l − α (h h_Sᵀ) dz_S + b_l,  z_1 = x_Q W_1 − α (x_Q x_Sᵀ) dz_S,1 + b_1
     (xw (n, Q, H1) = x_Q W_1), then per task BN with θ_1's γ, β and σ. Returns the Pass."""
     L, n = len(cx.W), xw.shape[0]
-    P, h = new_pass(L, n), None
+    cq, h = new_pass(L, n), None
     for l in range(L):
         if l == 0:
             z = xw + gram_acc(cx.GR, cs.dz[0], -cx.alpha)        # (n, Q, H1)
         else:
             z = product(h, cx.W[l]) + lowrank_acc(h, cs.h[l - 1], cs.dz[l], -cx.alpha)
-        P.z[l] = z + per_task(TH1, cx.cp.b[l])                   # (n, Q, O)
+        cq.z[l] = z + per_task(TH1, cx.cp.b[l])                  # (n, Q, O)
         if l < L - 1:
-            bn_forward(cx, P, l, TH1)
+            bn_forward(cx, cq, l, TH1)
         else:
-            P.h[l] = P.z[l]                                      # ŷ at θ_1
-        h = P.h[l]
-    return P
+            cq.h[l] = cq.z[l]                                    # ŷ at θ_1
+        h = cq.h[l]
+    return cq
 
 
 def query_backward(cx, cs, cq, y):
@@ -129,38 +129,38 @@ def r_forward_group(cx, V, cs, cq):
     Rz_l = Rh_{l−1} W_l + α (h_S h_Qᵀ) dz_Q + V_b,  Rz_1 = α (x_S x_Qᵀ) Eq + V_b1;
     Ry, Rh per task (BN's R-forward at θ, σ'). Returns the RPass."""
     L = len(cx.W)
-    R = RPass(*([None] * L for _ in range(6)))
+    rc = RPass(*([None] * L for _ in range(6)))
     for l in range(L):
         if l == 0:
             Rz = gram_acc(cx.GR, cq.dz[0], cx.alpha, ta=True)    # (n, K, H1)
         else:
-            Rz = (product(R.Rh[l - 1], cx.W[l])
+            Rz = (product(rc.Rh[l - 1], cx.W[l])
                   + lowrank_acc(cs.h[l - 1], cq.h[l - 1], cq.dz[l], cx.alpha))
-        R.Rz[l] = Rz + per_task(V, cx.cp.b[l])                   # (n, K, O)
+        rc.Rz[l] = Rz + per_task(V, cx.cp.b[l])                  # (n, K, O)
         if l < L - 1:
-            bn_rforward(cx, cs, R, l, V)
+            bn_rforward(cx, cs, rc, l, V)
         else:
-            R.Rh[l] = R.Rz[l]                                    # Rŷ
-    return R
+            rc.Rh[l] = rc.Rz[l]                                  # Rŷ
+    return rc
 
 
-def r_backward_group(cx, V, cs, cq, R, GW):
+def r_backward_group(cx, V, cs, cq, rc, GW):
     """R-backward from Rŷ: returns (HV (n, Pc) the b, γ, β blocks of H_S v per task, GW with
     the W_l blocks of Σ_j H_S v taken off: GW[l] − (H_Sᵀ RDZ + RH_Sᵀ DZ_S)); Rdz_1 in
-    R.Rdz[0]. Rdh = Rdz W_lᵀ + α (dz_S dz_Qᵀ) h_Q."""
+    rc.Rdz[0]. Rdh = Rdz W_lᵀ + α (dz_S dz_Qᵀ) h_Q."""
     L, n = len(cx.W), V.shape[0]
     HV, GW = np.zeros_like(V), list(GW)
-    R.Rdz[L - 1] = np.stack([cx.loss[2](R.Rh[L - 1][j], cs.lcache[j])
-                             for j in range(n)])                 # R{dŷ} (n, K, O)
+    rc.Rdz[L - 1] = np.stack([cx.loss[2](rc.Rh[L - 1][j], cs.lcache[j])
+                              for j in range(n)])                # R{dŷ} (n, K, O)
     for l in range(L - 1, -1, -1):
         if l < L - 1:
-            bn_rbackward(cx, cs, R, l, V, HV)
-        HV[:, cx.cp.b[l]] = R.Rdz[l].sum(axis=1)                 # Rdb
+            bn_rbackward(cx, cs, rc, l, V, HV)
+        HV[:, cx.cp.b[l]] = rc.Rdz[l].sum(axis=1)                # Rdb
         if l > 0:
-            hS, RhS = stacked(cs.h[l - 1]), stacked(R.Rh[l - 1])  # (n·K, I)
-            GW[l] = GW[l] - (hS.T @ stacked(R.Rdz[l]) + RhS.T @ stacked(cs.dz[l]))
-            R.Rdh[l - 1] = (product(R.Rdz[l], cx.W[l].T)
-                            + lowrank_acc(cs.dz[l], cq.dz[l], cq.h[l - 1], cx.alpha))
+            hS, RhS = stacked(cs.h[l - 1]), stacked(rc.Rh[l - 1])   # (n·K, I)
+            GW[l] = GW[l] - (hS.T @ stacked(rc.Rdz[l]) + RhS.T @ stacked(cs.dz[l]))
+            rc.Rdh[l - 1] = (product(rc.Rdz[l], cx.W[l].T)
+                             + lowrank_acc(cs.dz[l], cq.dz[l], cq.h[l - 1], cx.alpha))
     return HV, GW
 
 
@@ -203,9 +203,9 @@ def group_task(model, theta, xs, ys, xq, yq, alpha, first_order):
         return GroupOut(cq.losses, np.zeros_like(xw_S), cq.dz[0], GW,
                         small_into(GQ, None, False))
     V = cx.alpha * GQ                                            # v = α g_Q (n, Pc)
-    R = r_forward_group(cx, V, cs, cq)
-    HV, GW = r_backward_group(cx, V, cs, cq, R, GW)
-    return GroupOut(cq.losses, -R.Rdz[0], cq.dz[0], GW, small_into(GQ, HV, True))
+    rc = r_forward_group(cx, V, cs, cq)
+    HV, GW = r_backward_group(cx, V, cs, cq, rc, GW)
+    return GroupOut(cq.losses, -rc.Rdz[0], cq.dz[0], GW, small_into(GQ, HV, True))
 
 
 def group_meta_grad(model, theta, xs, ys, xq, yq, alpha, first_order=False):
@@ -221,10 +221,11 @@ def group_meta_grad(model, theta, xs, ys, xq, yq, alpha, first_order=False):
                                first_order))
     Es, Eq = (np.concatenate([getattr(o, e) for o in outs]) for e in ("Es", "Eq"))
     grad = np.zeros(model.num_params)
-    for l, ((w0, w1), _, _) in enumerate(model.layout):
-        grad[w0:w1] = (w1_grad(xs, xq, Es, Eq, T, first_order) if l == 0 else
-                       sum(o.GW[l] for o in outs) / T).ravel()
-    grad[compact(model).src] = sum(o.Gc for o in outs) / T
+    (w0, w1), _, _ = model.layout[0]
+    grad[w0:w1] = w1_grad(xs, xq, Es, Eq, T, first_order).ravel()      # ∇W_1 (D·H1,)
+    for l, ((w0, w1), _, _) in enumerate(model.layout[1:], start=1):
+        grad[w0:w1] = (sum(o.GW[l] for o in outs) / T).ravel()          # ∇W_l (I·O,)
+    grad[compact(model).src] = sum(o.Gc for o in outs) / T               # b, γ, β (Pc,)
     return float(np.concatenate([o.losses for o in outs]).sum() / T), grad
 
 

@@ -50,9 +50,13 @@ def compact(model):
     """The Compact of a batch-norm MLP (the layout of fast/classify.compact, offsets in θ)."""
     b, gamma, beta, src = [], [], [], []
     for (_, bb, _), bn in zip(model.layout, model.bn_layout):
-        for out, block in ((b, bb), (gamma, bn and bn[0]), (beta, bn and bn[1])):
-            out.append(None if block is None else slice(len(src), len(src) + block[1] - block[0]))
-            src.extend(range(*block) if block is not None else ())
+        blocks = (bb,) + (bn if bn is not None else (None, None))   # b_l, γ_l, β_l in θ
+        for out, block in zip((b, gamma, beta), blocks):
+            if block is None:                                        # the output layer
+                out.append(None)
+                continue
+            out.append(slice(len(src), len(src) + block[1] - block[0]))
+            src.extend(range(*block))
     return Compact(b, gamma, beta, np.array(src, np.int64))
 
 
@@ -95,6 +99,7 @@ class RPass(NamedTuple):
 
 
 def new_pass(L, n):
+    """An empty Pass of L layers and n tasks."""
     return Pass(*([None] * L for _ in range(9)), [None] * n, np.zeros(n))
 
 
@@ -118,7 +123,7 @@ def product(A, B):
 
 
 def lowrank_acc(X, F1, F2, coeff):
-    """The term lowrank_acc adds: coeff · (X F1ᵀ) F2 per task, rank ≤ Kf.
+    """The term the kernel's lowrank_acc adds: coeff · (X F1ᵀ) F2 per task, rank ≤ Kf.
     X (n, N, R1), F1 (n, Kf, R1), F2 (n, Kf, W2) -> (n, N, W2)."""
     return (coeff * (X @ F1.transpose(0, 2, 1))) @ F2          # (n, N, Kf)(n, Kf, W2)
 
@@ -161,55 +166,58 @@ def w1_grad(xs, xq, Es, Eq, T, first_order):
 # ---- batch norm + σ per task (bn_kernels.py, as nn/batchnorm.py and nn/layers.py) -------
 
 
-def bn_cache(P, l, j):
-    """nn/batchnorm.py's cache (ẑ, s, γ) of layer l, task j of pass P."""
-    return P.zhat[l][j], P.s[l][j], P.gamma[l][j]
+def bn_cache(c, l, j):
+    """nn/batchnorm.py's cache (ẑ, s, γ) of layer l, task j of the pass c."""
+    return c.zhat[l][j], c.s[l][j], c.gamma[l][j]
 
 
-def bn_forward(cx, P, l, TH):
-    """Layer l of pass P: y = BN(z) over each task's N points with its γ, β (TH (n, Pc)),
-    h = σ(y)."""
+def bn_forward(cx, c, l, TH):
+    """Layer l of the pass c, per task j over its N points (γ, β of TH[j], TH (n, Pc)):
+    μ = mean z, σ² = mean (z − μ)², s = 1/√(σ² + ε), ẑ = (z − μ) s, y = γ ẑ + β; h = σ(y)."""
     gam, bet = TH[:, cx.cp.gamma[l]], TH[:, cx.cp.beta[l]]      # (n, O) each
-    out = [BN.batchnorm_forward(z, g, b, cx.eps) for z, g, b in zip(P.z[l], gam, bet)]
-    P.y[l] = np.stack([y for y, _ in out])                      # (n, N, O)
-    for i, name in enumerate(("zhat", "s", "gamma")):
-        getattr(P, name)[l] = np.stack([c[i] for _, c in out])
-    P.h[l] = LY.act_forward(P.y[l], cx.act)[0]                   # (n, N, O)
+    out = [BN.batchnorm_forward(z, g, b, cx.eps) for z, g, b in zip(c.z[l], gam, bet)]
+    c.y[l] = np.stack([y for y, _ in out])                      # (n, N, O)
+    c.zhat[l], c.s[l], c.gamma[l] = (np.stack([bc[i] for _, bc in out]) for i in range(3))
+    c.h[l] = LY.act_forward(c.y[l], cx.act)[0]                   # (n, N, O)
 
 
-def bn_backward(cx, P, l, G):
-    """dy = dh ⊙ σ'(y), then per task (dz, dγ, dβ) = BN backward; dγ, dβ into G (n, Pc)."""
-    P.dy[l] = LY.act_backward(P.dh[l], (P.y[l], cx.act))        # (n, N, O)
-    out = [BN.batchnorm_backward(P.dy[l][j], bn_cache(P, l, j)) for j in range(len(G))]
-    P.dz[l] = np.stack([dz for dz, _, _ in out])                 # (n, N, O)
+def bn_backward(cx, c, l, G):
+    """From dh: dy = dh ⊙ σ'(y), then per task dβ = Σ_n dy, dγ = Σ_n dy ⊙ ẑ (into G (n, Pc))
+    and dz = s (dẑ − mean dẑ − ẑ mean(dẑ ⊙ ẑ)), dẑ = γ dy."""
+    c.dy[l] = LY.act_backward(c.dh[l], (c.y[l], cx.act))        # (n, N, O)
+    out = [BN.batchnorm_backward(c.dy[l][j], bn_cache(c, l, j)) for j in range(len(G))]
+    c.dz[l] = np.stack([dz for dz, _, _ in out])                 # (n, N, O)
     G[:, cx.cp.gamma[l]] = [dg for _, dg, _ in out]
     G[:, cx.cp.beta[l]] = [db for _, _, db in out]
 
 
-def bn_rforward(cx, P, R, l, V):
-    """Ry = BN's R-forward of Rz per task (θ's γ, v's Vγ, Vβ from V (n, Pc)), Rh = σ'(y) Ry."""
+def bn_rforward(cx, c, rc, l, V):
+    """From Rz: per task Ry = Vγ ẑ + γ Rẑ + Vβ, Rẑ = s (Rz − mean Rz − ẑ mean(ẑ ⊙ Rz)) at the
+    pass c's γ (Vγ, Vβ of V[j], V (n, Pc)); Rh = σ'(y) ⊙ Ry."""
     vg, vb = V[:, cx.cp.gamma[l]], V[:, cx.cp.beta[l]]           # (n, O) each
-    R.Ry[l] = np.stack([BN.batchnorm_rforward(R.Rz[l][j], bn_cache(P, l, j), vg[j], vb[j])
-                        for j in range(len(V))])                 # (n, N, O)
-    R.Rh[l] = LY.act_rforward(R.Ry[l], (P.y[l], cx.act))         # (n, N, O)
+    rc.Ry[l] = np.stack([BN.batchnorm_rforward(rc.Rz[l][j], bn_cache(c, l, j), vg[j], vb[j])
+                         for j in range(len(V))])                # (n, N, O)
+    rc.Rh[l] = LY.act_rforward(rc.Ry[l], (c.y[l], cx.act))       # (n, N, O)
 
 
-def bn_rbackward(cx, P, R, l, V, HV):
-    """Rdy = Rdh ⊙ σ'(y) + dh ⊙ σ''(y) ⊙ Ry, then per task (Rdz, Rdγ, Rdβ) of BN's
-    R-backward; Rdγ, Rdβ (the γ, β blocks of H v) into HV (n, Pc)."""
-    R.Rdy[l] = LY.act_rbackward(R.Rdh[l], P.dh[l], R.Ry[l], (P.y[l], cx.act))
+def bn_rbackward(cx, c, rc, l, V, HV):
+    """From Rdh: Rdy = Rdh ⊙ σ'(y) + dh ⊙ σ''(y) ⊙ Ry, then per task BN's R-backward
+    (nn/batchnorm.py): Rdz, and Rdβ = Σ_n Rdy, Rdγ = Σ_n (Rdy ⊙ ẑ + dy ⊙ Rẑ), the β, γ
+    blocks of H v, into HV (n, Pc)."""
+    rc.Rdy[l] = LY.act_rbackward(rc.Rdh[l], c.dh[l], rc.Ry[l], (c.y[l], cx.act))
     vg = V[:, cx.cp.gamma[l]]                                    # (n, O)
-    out = [BN.batchnorm_rbackward(R.Rdy[l][j], P.dy[l][j], R.Rz[l][j], bn_cache(P, l, j),
+    out = [BN.batchnorm_rbackward(rc.Rdy[l][j], c.dy[l][j], rc.Rz[l][j], bn_cache(c, l, j),
                                   vg[j]) for j in range(len(V))]
-    R.Rdz[l] = np.stack([r for r, _, _ in out])                  # (n, N, O)
+    rc.Rdz[l] = np.stack([r for r, _, _ in out])                 # (n, N, O)
     HV[:, cx.cp.gamma[l]] = [rg for _, rg, _ in out]
     HV[:, cx.cp.beta[l]] = [rb for _, _, rb in out]
 
 
-def loss_and_dyhat(cx, P, y):
-    """Per task L(ŷ, y) into P.losses, the loss caches, dŷ into P.dz[L−1]. y (n, N, O)."""
+def loss_and_dyhat(cx, c, y):
+    """Per task L(ŷ, y) (nn/losses.py) into c.losses and its cache into c.lcache; dŷ into
+    c.dz[L−1]. y (n, N, O)."""
     L = len(cx.W)
-    out = [cx.loss[0](yh, yt) for yh, yt in zip(P.h[L - 1], y)]
-    P.losses[:] = [lv for lv, _ in out]
-    P.lcache[:] = [c for _, c in out]
-    P.dz[L - 1] = np.stack([cx.loss[1](c) for _, c in out])     # (n, N, O) dŷ
+    out = [cx.loss[0](yh, yt) for yh, yt in zip(c.h[L - 1], y)]
+    c.losses[:] = [lv for lv, _ in out]
+    c.lcache[:] = [lc for _, lc in out]
+    c.dz[L - 1] = np.stack([cx.loss[1](lc) for _, lc in out])   # (n, N, O) dŷ
