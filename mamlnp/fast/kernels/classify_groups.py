@@ -35,8 +35,9 @@ corrections, are in group_products.py.
 NumPy reference: mamlnp/meta/grouped.py, one function per pass under the same name
 (grouped.py:support_forward, support_backward, query_forward, query_backward,
 r_forward_group, r_backward_group, small_into, group_task; the driver group_meta_grad;
-grouped_parts.py:group_inputs, group_range). Tests: tests/test_grouped_reference.py (each pass alone
-against its NumPy pass, group_task, the driver), tests/test_classify_groups.py.
+grouped_parts.py:group_inputs, group_range). Tests: tests/test_grouped_reference.py
+(each pass alone against its NumPy pass, group_task, the driver),
+tests/test_classify_groups.py.
 """
 from typing import NamedTuple
 
