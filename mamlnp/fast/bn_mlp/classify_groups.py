@@ -32,9 +32,12 @@ group's row G[i] (Pr,) is summed over its tasks in order, the rows over i in ord
 same bits for any thread count. The products themselves, with W_l and the factored
 corrections, are in group_products.py.
 
-Reference: mamlnp/meta/maml.py ``meta_gradient`` at s = 1 (the whole meta-gradient; a NumPy
-rendering pass by pass, meta/grouped.py, is to mirror these passes); tests:
-tests/test_classify_groups.py (against the reference and the one-task-at-a-time kernels).
+NumPy reference: mamlnp/meta/grouped.py, one function per pass under the same name
+(grouped.py:support_forward, support_backward, query_forward, query_backward,
+r_forward_group, r_backward_group, small_into, group_task; the driver group_meta_grad;
+grouped_parts.py:group_inputs, group_range). Tests: tests/test_grouped_reference.py
+(each pass alone against its NumPy pass, group_task, the driver),
+tests/test_classify_groups.py.
 """
 from typing import NamedTuple
 

@@ -39,8 +39,13 @@ the calling thread): fixed orders, so the same bits for any number of threads. A
 contributes exactly 0 to both sums, so the skipped terms change nothing but rounding
 order. For dense inputs (``dense_enough``) the caller uses BLAS instead.
 
-Reference: NumPy's x @ W1, x_a @ x_bᵀ and Xᵀ @ E / T; tests: tests/test_classify_groups.py
-(the packed rows, Gram matrices, ∇W1), tests/test_classify_kernels.py (CSR/CSC).
+Reference of the groups' first layer: mamlnp/meta/grouped_parts.py:group_rows, group_grams (called by
+grouped_parts.py:group_inputs) and w1_grad (of w1_grad_sparse and w1_grad_dense); the
+packed rows only reorder the sums of the products written there. Tests:
+tests/test_grouped_reference.py (group_inputs on either path, w1_grad_sparse/dense),
+tests/test_classify_groups.py.
+Reference of the one-task-at-a-time first layer: NumPy's x @ W1 and Xᵀ @ E / T; tests:
+tests/test_classify_kernels.py (CSR/CSC).
 """
 from typing import NamedTuple
 

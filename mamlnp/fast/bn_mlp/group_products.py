@@ -14,8 +14,9 @@ output width, I, O a layer's fan-in and fan-out, Pc the b, γ, β entries (``Com
 of any size is one dgemm call; else products above OpenBLAS's threading threshold are cut
 into row blocks (common/linalg.py gemm_st).
 
-Reference: the NumPy products they stand for (the lines above); tests:
-tests/test_classify_groups.py (through ``group_meta_grad``).
+NumPy reference: mamlnp/meta/grouped_parts.py:product, lowrank_acc, gram_acc (and Ctx).
+Tests: tests/test_grouped_reference.py (product and lowrank_acc alone; gram_acc inside the
+query_forward and r_forward_group passes).
 """
 from typing import NamedTuple
 

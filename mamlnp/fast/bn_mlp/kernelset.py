@@ -28,7 +28,9 @@ Two kernels make the meta-gradient:
 
 Both hold SciPy's OpenBLAS on one thread for the call (common/blas_threads.py) and give the same
 bits for any number of Numba threads; tests/test_classify_kernels.py and
-tests/test_classify_groups.py check them against the NumPy reference to 1e-12.
+tests/test_classify_groups.py check them against the NumPy reference to 1e-12. The task
+groups' own NumPy rendering, pass by pass: mamlnp/meta/grouped.py
+(tests/test_grouped_reference.py).
 
 Per-parameter α (Meta-SGD, ANIL's masked α) breaks the factorisation (α ⊙ x_Sᵀ dz has no
 rank bound): this set compiles a scalar α only, and ``kernels_for`` answers None for a (P,)
