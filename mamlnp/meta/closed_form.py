@@ -18,13 +18,14 @@ descent from ω₀ converges to the one nearest ω₀:  ω* = ω₀ + A⁺(b −
 
     c(α, n)    = (1 − α)² + α² (p + 1)/n          E[(I − αH)²] = c·I, exact       (1)
     L_test(ω)  = ½ [σ² (1 + α_r² p/n_r) + c(α_r, n_r) (ν² + ‖ω − w₀‖²)], exact   (2)
-    E‖ω* − w₀‖² ≈ (1 − k/p) ‖w₀ − ω₀‖² + ν² k/p
+    E‖ω* − w₀‖² ≈ (1 − k/p) ‖w₀ − ω₀‖² + ν² (k/p) (1 + (k − n_v)/(p − k − 1))
                   + σ² k (1 + α_t² p/n_t) / (c(α_t, n_t) (p − k − 1))              (3)
 
-(1) and (2) are exact at every size. (3) is exact in its first term and leading-order in
-the other two (the rows of A treated as isotropic, a Wishart inverse moment); its exact
-value is an expectation over the training inputs only, which
-:func:`trained_error_exact` averages by sampling (labels, weights and the test task are
+(1) and (2) are exact at every size. (3) is exact at α_t = 0 (A's rows are then standard
+Gaussian, AAᵀ a Wishart matrix) and for its first term at every α_t; at α_t ≠ 0 the rows
+of A_i have the covariance (I − α_t H_t,i)², which (3) replaces by its mean c·I (leading
+order in k/p). The exact value is an expectation over the training inputs only, which
+:func:`trained_error_exact` averages by sampling (labels, weights and the test task
 integrated analytically). The α_t-dependence sits in the last term of (3) alone, and its
 minimum is at the negative root of 1 − α(1 + 1/n_t) − α² p/n_t = 0
 (:func:`optimal_training_step`).
@@ -100,12 +101,15 @@ def test_loss_of_init(dist2, alpha_r, s):
 
 
 def trained_error(alpha_t, s):
-    """(3): E‖ω* − w₀‖² of MAML's trained initialisation, to leading order."""
+    """(3): E‖ω* − w₀‖² of MAML's trained initialisation (exact at α_t = 0, leading order
+    in k/p elsewhere): the start's offset, the task spread and the label noise that the
+    k validation points pass on to ω*."""
     alpha_t = np.asarray(alpha_t, dtype=float)
-    signal = adaptation_factor(alpha_t, s.n_t, s.p)                  # c(α_t, n_t)
-    noise = 1.0 + alpha_t ** 2 * s.p / s.n_t                         # E S = (1 + α²p/n_t) I
-    return ((1.0 - s.k / s.p) * s.delta0 + s.nu ** 2 * s.k / s.p
-            + s.sigma ** 2 * s.k * noise / (signal * (s.p - s.k - 1)))
+    k, p, dof = s.k, s.p, s.p - s.k - 1                              # p − k − 1 > 0
+    signal = adaptation_factor(alpha_t, s.n_t, p)                    # c(α_t, n_t)
+    noise = 1.0 + alpha_t ** 2 * p / s.n_t                           # E S = (1 + α²p/n_t) I
+    return ((1.0 - k / p) * s.delta0 + s.nu ** 2 * (k / p) * (1.0 + (k - s.n_v) / dof)
+            + s.sigma ** 2 * k * noise / (signal * dof))
 
 
 def expected_test_loss(alpha_t, alpha_r, s):
