@@ -27,7 +27,8 @@ def add_arguments(p):
                    help="train: sweep the training step α_t at fixed α_r (the paper's Fig. 2b, "
                         "default); adapt: sweep the test step α_r at fixed α_t (Fig. 2a)")
     p.add_argument("--grid", default=None,
-                   help="comma-separated steps to sweep (default: train "
+                   help="comma-separated steps to sweep, written --grid=-1,0,0.5 when the first is "
+                        "negative (default: train "
                         f"{DEFAULT_GRID['train']}; adapt {DEFAULT_GRID['adapt']})")
     p.add_argument("--fixed", type=float, default=0.2,
                    help="the other step, held fixed (default 0.2, as in the paper)")
