@@ -144,7 +144,8 @@ def trained_error_exact(alpha_t, s, rng, draws=2000, chunk=250):
     C = blockdiag_i((ν²/p) A_iA_iᵀ + σ² S_i),
     S_i = I + (α_t/n_t)² (X_v X_tᵀ)(X_v X_tᵀ)ᵀ. tr(G⁻¹C) is averaged over ``draws`` draws of
     the inputs (in chunks of ``chunk``)."""
-    rng, draws, chunk = as_rng("rng", rng), positive_int("draws", draws), positive_int("chunk", chunk)
+    rng = as_rng("rng", rng)
+    draws, chunk = positive_int("draws", draws), positive_int("chunk", chunk)
     values, done = [], 0
     while done < draws:
         r = min(chunk, draws - done)
@@ -160,7 +161,7 @@ def _trace_term(alpha_t, s, rng, r):
     xt = rng.standard_normal((r, s.m, s.n_t, s.p))                     # (r, m, n_t, p)
     xv = rng.standard_normal((r, s.m, s.n_v, s.p))                     # (r, m, n_v, p)
     vt = xv @ xt.transpose(0, 1, 3, 2)                                  # X_v X_tᵀ (r, m, n_v, n_t)
-    A = xv - (alpha_t / s.n_t) * (vt @ xt)                              # X_v (I − α H_t) (r, m, n_v, p)
+    A = xv - (alpha_t / s.n_t) * (vt @ xt)                              # X_v (I − α H_t)
     A = A.reshape(r, s.k, s.p)                                          # (r, k, p)
     G = A @ A.transpose(0, 2, 1)                                        # (r, k, k)
     C = np.zeros_like(G)

@@ -55,7 +55,8 @@ def table(s, panel, grid, fixed, runs, seed, draws):
     at, ar = np.broadcast_arrays(np.asarray(at, float), np.asarray(ar, float))
     losses = cf.measure(s, at, ar, runs, seed)                          # (G, R)
     mean, half = cf.summary(losses)
-    exact = {a: cf.trained_error_exact(a, s, np.random.default_rng([seed, 7]), draws) for a in np.unique(at)}
+    exact = {a: cf.trained_error_exact(a, s, np.random.default_rng([seed, 7]), draws)
+             for a in np.unique(at)}
     rows = [(g, float(cf.expected_test_loss(a, r, s)),
              float(cf.test_loss_of_init(exact[a][0], r, s)),
              float(cf.adaptation_factor(r, s.n_r, s.p)) * 0.5 * exact[a][1], m, h)
@@ -74,7 +75,8 @@ def run(args):
     seed = nonneg_int("--seed", args.seed)
     draws = positive_int("--draws", args.draws)
     other = "alpha_r" if panel == "train" else "alpha_t"
-    print(f"MAML on mixed linear regression (Bernacchia 2021, Fig. 2{'b' if panel == 'train' else 'a'}): "
+    figure = "2b" if panel == "train" else "2a"
+    print(f"MAML on mixed linear regression (Bernacchia 2021, Fig. {figure}): "
           f"p={s.p}, n_t={s.n_t}, n_v={s.n_v}, n_r={s.n_r}, m={s.m}, sigma={s.sigma:g}, "
           f"nu={s.nu:g}, w0=omega0=0, {other}={fixed:g}")
     print(f"measured: {runs} runs per point (seed {seed}), each tested on 100 new tasks of "
