@@ -6,7 +6,7 @@ n_v query (validation) points per training task, n_r support points of a test ta
 k = m·n_v validation points in all, R runs, G grid points.
 
 Bernacchia, "Meta-learning with negative learning rates", ICLR 2021, arXiv:2102.00940,
-sec. 3 (overparameterized case p > k). Tasks: mamlnp/tasks/linear.py; model f_ω(x) = xᵀω
+its overparameterized case p > k. Tasks: mamlnp/tasks/linear.py; model f_ω(x) = xᵀω
 with L = (1/2n)‖Xω − y‖² (mamlnp/nn/linear.py). One inner step of size α on n points,
 ω' = (I − αH)ω + (α/n)Xᵀy with H = XᵀX/n. MAML's meta-loss on the m training tasks,
 
@@ -44,7 +44,7 @@ from .maml import adapt_curve_numpy, meta_gradient
 
 @dataclass(frozen=True)
 class Setting:
-    """The sizes and scales of Bernacchia's mixed linear regression (sec. 3).
+    """The sizes and scales of Bernacchia's mixed linear regression.
 
     p parameters; m training tasks of n_t support and n_v validation points; test tasks
     adapt on n_r points; σ label noise; ν task spread; ``delta0`` = ‖w₀ − ω₀‖² (the

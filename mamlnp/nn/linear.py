@@ -3,7 +3,7 @@
 Dimension legend: N points, p inputs = P parameters (ω ∈ ℝ^p), O = 1 output.
 
 This is the model of Bernacchia (2021), "Meta-learning with negative learning rates"
-(ICLR 2021, arXiv:2102.00940), sec. 3, on mixed linear regression: no hidden layer and no
+(ICLR 2021, arXiv:2102.00940), on mixed linear regression: no hidden layer and no
 bias, so ``MLP(sizes=(p, 1))`` (which has a bias) is a different model. With the data
 X (N, p), y (N,) and the residual r = Xω − y (N,):
 
@@ -12,7 +12,8 @@ X (N, p), y (N,) and the residual r = Xω − y (N,):
     ∇²L   = H = (1/N) XᵀX          (the same for every ω)              (p, p)
     ∇²L v = (1/N) Xᵀ (X v)                                            (p,)
 
-The ½ makes the inner step the textbook one, ω' = ω − α ∇L = (I − αH) ω + (α/N) Xᵀ y,
+The ½ (this project's convention for this model; mamlnp.nn.losses.mse has none) makes the
+inner step the textbook one, ω' = ω − α ∇L = (I − αH) ω + (α/N) Xᵀ y,
 whose factor (I − αH) the closed form (mamlnp/meta/closed_form.py) averages. The loss
 is quadratic in ω, so MAML's meta-loss is too: its minimiser is a linear solve.
 

@@ -1,4 +1,4 @@
-"""Mixed linear regression: the task distribution of Bernacchia (2021), sec. 3.
+"""Mixed linear regression: the task distribution of Bernacchia (2021).
 
 Dimension legend: T tasks, N points, p inputs (D = p), O = 1 output.
 
@@ -8,7 +8,8 @@ Each task is a linear regression whose weights are drawn around a shared mean w�
     x ~ N(0, I_p)                  inputs, independent across points        (p,)
     y = xᵀw + ε,  ε ~ N(0, σ²)     label noise, independent across points   scalar
 
-so ‖w − w₀‖² ≈ ν² (task spread) and the noise variance is σ². A task's support and
+so ‖w − w₀‖² ≈ ν² (task spread; the ν²/p scaling is this project's convention, see
+docs/derivations/negative-learning-rates.md) and the noise variance is σ². A task's support and
 query points are independent draws from the same task (the same w). Bernacchia's
 n_t / n_v / n_r points per task are the ``shots`` / ``query`` of :meth:`sample`.
 The model is mamlnp/nn/linear.py; the closed form is mamlnp/meta/closed_form.py.
@@ -20,7 +21,7 @@ from .base import TaskBatch, TaskFamily
 
 
 class MixedLinearTasks(TaskFamily):
-    """w ~ N(w₀, ν²/p I), x ~ N(0, I_p), y = xᵀw + N(0, σ²): Bernacchia (2021), sec. 3.
+    """w ~ N(w₀, ν²/p I), x ~ N(0, I_p), y = xᵀw + N(0, σ²): Bernacchia (2021).
 
     p inputs (an int >= 1); ``nu`` ν >= 0 the spread of task weights; ``sigma`` σ >= 0
     the label noise; ``w0`` the mean weights (p,), zeros by default (the paper's Fig. 2).
