@@ -155,3 +155,7 @@ def test_negative_lr_command_prints_the_table_and_refuses_bad_input(capsys):
     assert capsys.readouterr().err.strip() == (
         "mamlnp negative-lr: error: --grid: expected comma-separated numbers, got '1,x'")
     assert main(["negative-lr", "--runs", "1"]) == 2
+    assert main(["negative-lr", "--grid=-1,nan"]) == 2
+    assert main(["negative-lr", "--runs", "2000000000"]) == 2          # refused before allocating
+    err = capsys.readouterr().err
+    assert "--grid: expected finite values" in err and "--runs: expected a size whose" in err

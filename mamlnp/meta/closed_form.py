@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..validation import as_rng, nonneg_float, positive_int
+from ..validation import as_rng, check_memory, nonneg_float, positive_int
 from ..nn.linear import LinearRegression
 from ..tasks.linear import MixedLinearTasks
 from .imaml import conjugate_gradient
@@ -146,6 +146,7 @@ def trained_error_exact(alpha_t, s, rng, draws=2000, chunk=250):
     the inputs (in chunks of ``chunk``)."""
     rng = as_rng("rng", rng)
     draws, chunk = positive_int("draws", draws), positive_int("chunk", chunk)
+    check_memory("draws", draws, 16 * draws, "a trace per draw")
     values, done = [], 0
     while done < draws:
         r = min(chunk, draws - done)
@@ -213,6 +214,7 @@ def measure(s, alpha_t, alpha_r, runs, seed, eval_tasks=100, eval_points=50):
     at, ar = np.broadcast_arrays(np.atleast_1d(alpha_t).astype(float),
                                  np.atleast_1d(alpha_r).astype(float))
     runs = positive_int("runs", runs)
+    check_memory("runs", runs, 8 * at.size * runs, "a test loss per run and grid point")
     out = np.empty((at.size, runs))
     for g in range(at.size):
         for j in range(runs):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..meta import closed_form as cf
-from ..validation import as_float64, nonneg_int, positive_int
+from ..validation import as_float64, check_memory, nonneg_int, positive_int
 
 PANELS = {"train": "alpha_t", "adapt": "alpha_r"}
 DEFAULT_GRID = {"train": "-2,-1.5,-1,-0.5,0,0.25,0.5,0.75,1",
@@ -74,6 +74,8 @@ def run(args):
         raise InputError(f"--runs: expected at least 2 runs (a CI needs two), got {runs}")
     seed = nonneg_int("--seed", args.seed)
     draws = positive_int("--draws", args.draws)
+    check_memory("--runs", runs, 8 * grid.size * runs, "a test loss per run and grid point")
+    check_memory("--draws", draws, 16 * draws, "a trace per draw")
     other = "alpha_r" if panel == "train" else "alpha_t"
     figure = "2b" if panel == "train" else "2a"
     print(f"MAML on mixed linear regression (Bernacchia 2021, Fig. {figure}): "
