@@ -23,8 +23,8 @@ descent from ω₀ converges to the one nearest ω₀:  ω* = ω₀ + A⁺(b −
 
 (1) and (2) are exact at every size. (3) is exact at α_t = 0 (A's rows are then standard
 Gaussian, AAᵀ a Wishart matrix) and for its first term at every α_t; at α_t ≠ 0 the rows
-of A_i have the covariance (I − α_t H_t,i)², which (3) replaces by its mean c·I (leading
-order in k/p). The exact value is an expectation over the training inputs only, which
+of A_i have the covariance (I − α_t H_t,i)², which (3) replaces by its mean c·I, and the
+noise covariance S by its mean as if independent of AAᵀ (leading order in k/p). The exact value is an expectation over the training inputs only, which
 :func:`trained_error_exact` averages by sampling (labels, weights and the test task
 integrated analytically). The α_t-dependence sits in the last term of (3) alone, and its
 minimum is at the negative root of 1 − α(1 + 1/n_t) − α² p/n_t = 0
