@@ -51,6 +51,18 @@ def test_meta_gradient_on_the_linear_model_matches_finite_differences(fd, alpha_
     assert err < 1e-8
 
 
+def test_mixed_linear_tasks_draw_the_stated_distribution():
+    family = MixedLinearTasks(30, 0.5, 1.0, w0=np.full(30, 0.1))
+    batch, w = family.sample_with_params(11, 4000, 3, 2)
+    spread = np.sum((w - 0.1) ** 2, axis=1)                              # ‖w − w0‖² ≈ ν²
+    resid = batch.y_query[:, :, 0] - np.einsum("tqp,tp->tq", batch.x_query, w)   # the noise
+    print(f"‖w − w0‖² {spread.mean():.4f} (0.25), noise var {resid.var():.4f} (1), "
+          f"x var {batch.x_support.var():.4f} (1)")
+    assert abs(spread.mean() - 0.25) < 4 * spread.std() / np.sqrt(spread.size)
+    assert abs(resid.var() - 1.0) < 0.05 and abs(batch.x_support.var() - 1.0) < 0.01
+    assert batch.x_support.shape == (4000, 3, 30) and batch.y_query.shape == (4000, 2, 1)
+
+
 def test_adaptation_factor_is_the_mean_of_the_squared_step_matrix():
     rng, p, n, alpha = np.random.default_rng(5), 12, 8, -0.7
     x = rng.standard_normal((4000, n, p))
