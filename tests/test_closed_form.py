@@ -155,6 +155,12 @@ def test_bad_settings_and_tasks_are_refused():
         LinearRegression(4).loss(np.zeros(3), np.zeros((2, 4)), np.zeros((2, 1)))
     with pytest.raises(InputError, match="runs"):
         cf.measure(FIG2, 0.0, 0.2, runs=0, seed=0)
+    with pytest.raises(InputError, match="alpha_t, alpha_r"):
+        cf.measure(FIG2, [0.0, 1.0], [0.2, 0.3, 0.4], runs=2, seed=0)
+    with pytest.raises(InputError, match="alpha_t"):
+        cf.expected_test_loss(np.nan, 0.2, FIG2)
+    with pytest.raises(InputError, match="s: expected"):
+        cf.trained_error(0.0, {"p": 60})
 
 
 def test_negative_lr_command_prints_the_table_and_refuses_bad_input(capsys):

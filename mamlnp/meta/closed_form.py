@@ -24,7 +24,8 @@ descent from ω₀ converges to the one nearest ω₀:  ω* = ω₀ + A⁺(b −
 (1) and (2) are exact at every size. (3) is exact at α_t = 0 (A's rows are then standard
 Gaussian, AAᵀ a Wishart matrix) and for its first term at every α_t; at α_t ≠ 0 the rows
 of A_i have the covariance (I − α_t H_t,i)², which (3) replaces by its mean c·I, and the
-noise covariance S by its mean as if independent of AAᵀ (leading order in k/p). The exact value is an expectation over the training inputs only, which
+noise covariance S by its mean as if independent of AAᵀ (leading order in k/p). The exact
+value is an expectation over the training inputs only, which
 :func:`trained_error_exact` averages by sampling (labels, weights and the test task
 integrated analytically). The α_t-dependence sits in the last term of (3) alone, and its
 minimum is at the negative root of 1 − α(1 + 1/n_t) − α² p/n_t = 0
@@ -35,7 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..validation import as_rng, check_memory, nonneg_float, positive_int
+from ..validation import (as_float64, as_rng, check_memory, nonneg_float, nonneg_int,
+                          positive_int)
 from ..nn.linear import LinearRegression
 from ..tasks.linear import MixedLinearTasks
 from .imaml import conjugate_gradient
@@ -84,10 +86,22 @@ class Setting:
 # ---- the closed form ----------------------------------------------------------------
 
 
+def check_steps(name, value, scalar=False):
+    """Step sizes α (a scalar, or an array unless ``scalar``; any sign, finite) as float64,
+    else InputError naming ``name``."""
+    return as_float64(name, value, 0 if scalar else None)
+
+
+def check_setting(s):
+    if not isinstance(s, Setting):
+        raise InputError(f"s: expected a mamlnp.meta.closed_form.Setting, got {type(s).__name__}")
+    return s
+
+
 def adaptation_factor(alpha, n, p):
     """(1): c(α, n) = (1 − α)² + α²(p + 1)/n, with E[(I − αH)²] = c·I for H = XᵀX/n and
     X (n, p) standard normal (E H = I, E H² = (1 + (p + 1)/n) I). α: scalar or array."""
-    alpha = np.asarray(alpha, dtype=float)
+    alpha = check_steps("alpha", alpha)
     return (1.0 - alpha) ** 2 + alpha ** 2 * (p + 1) / n
 
 
@@ -95,8 +109,10 @@ def test_loss_of_init(dist2, alpha_r, s):
     """(2): the expected test loss of an initialisation ω at squared distance ``dist2`` =
     ‖ω − w₀‖² from the tasks' mean, after one step α_r on n_r points of a new task
     (expectation over the task, its points, its noise and the query point; exact)."""
+    s, alpha_r = check_setting(s), check_steps("alpha_r", alpha_r)
+    dist2 = as_float64("dist2", dist2)
     c_r = adaptation_factor(alpha_r, s.n_r, s.p)
-    noise = s.sigma ** 2 * (1.0 + np.asarray(alpha_r, dtype=float) ** 2 * s.p / s.n_r)
+    noise = s.sigma ** 2 * (1.0 + alpha_r ** 2 * s.p / s.n_r)
     return 0.5 * (noise + c_r * (s.nu ** 2 + dist2))
 
 
@@ -104,7 +120,7 @@ def trained_error(alpha_t, s):
     """(3): E‖ω* − w₀‖² of MAML's trained initialisation (exact at α_t = 0, leading order
     in k/p elsewhere): the start's offset, the task spread and the label noise that the
     k validation points pass on to ω*."""
-    alpha_t = np.asarray(alpha_t, dtype=float)
+    s, alpha_t = check_setting(s), check_steps("alpha_t", alpha_t)
     k, p, dof = s.k, s.p, s.p - s.k - 1                              # p − k − 1 > 0
     signal = adaptation_factor(alpha_t, s.n_t, p)                    # c(α_t, n_t)
     noise = 1.0 + alpha_t ** 2 * p / s.n_t                           # E S = (1 + α²p/n_t) I
@@ -144,13 +160,14 @@ def trained_error_exact(alpha_t, s, rng, draws=2000, chunk=250):
     C = blockdiag_i((ν²/p) A_iA_iᵀ + σ² S_i),
     S_i = I + (α_t/n_t)² (X_v X_tᵀ)(X_v X_tᵀ)ᵀ. tr(G⁻¹C) is averaged over ``draws`` draws of
     the inputs (in chunks of ``chunk``)."""
+    s, alpha_t = check_setting(s), float(check_steps("alpha_t", alpha_t, scalar=True))
     rng = as_rng("rng", rng)
     draws, chunk = positive_int("draws", draws), positive_int("chunk", chunk)
     check_memory("draws", draws, 16 * draws, "a trace per draw")
     values, done = [], 0
     while done < draws:
         r = min(chunk, draws - done)
-        values.append(_trace_term(float(alpha_t), s, rng, r))
+        values.append(_trace_term(alpha_t, s, rng, r))
         done += r
     v = np.concatenate(values)                                          # (draws,)
     mean = (1.0 - s.k / s.p) * s.delta0 + float(v.mean())
@@ -184,7 +201,7 @@ def train_maml(model, batch, alpha_t, omega0, cg_steps=None, cg_tol=1e-12):
     mamlnp.meta_gradient). Conjugate gradient from d = 0 stays in the range of 𝐇 and reaches
     that solution in at most rank 𝐇 ≤ k steps: the point gradient descent from ω₀ converges
     to. α_t goes in as a (p,) vector (Meta-SGD's form), which may be zero or negative."""
-    alpha = np.full(model.num_params, float(alpha_t))                   # (p,)
+    alpha = np.full(model.num_params, float(check_steps("alpha_t", alpha_t, scalar=True)))  # (p,)
     grad = lambda w: meta_gradient(model, w, batch, alpha, 1, backend="numpy")[1]  # noqa: E731
     g0 = grad(omega0)                                                   # ∇M(ω₀) (p,)
     steps = cg_steps or 4 * batch.num_tasks * batch.x_query.shape[1] + 4
@@ -207,13 +224,17 @@ def measure(s, alpha_t, alpha_r, runs, seed, eval_tasks=100, eval_points=50):
     """Measured test losses (G, R): run j at every grid point draws from the seed
     [seed, j] (the same tasks across the grid: common random numbers). α_t, α_r: (G,)
     arrays or scalars, broadcast together. ``summary`` turns rows into mean ± 95 % CI."""
-    model, family = LinearRegression(s.p), MixedLinearTasks(s.p, s.nu, s.sigma)
+    s, seed, runs = check_setting(s), nonneg_int("seed", seed), positive_int("runs", runs)
     if s.delta0:
         raise InputError("s: measure() draws tasks around w₀ = ω₀ = 0; expected delta0 = 0, "
                          f"got {s.delta0}")
-    at, ar = np.broadcast_arrays(np.atleast_1d(alpha_t).astype(float),
-                                 np.atleast_1d(alpha_r).astype(float))
-    runs = positive_int("runs", runs)
+    at = np.atleast_1d(check_steps("alpha_t", alpha_t))
+    ar = np.atleast_1d(check_steps("alpha_r", alpha_r))
+    if at.ndim > 1 or ar.ndim > 1 or (at.size != ar.size and 1 not in (at.size, ar.size)):
+        raise InputError(f"alpha_t, alpha_r: expected scalars or 1-d grids of one length, "
+                         f"got shapes {at.shape} and {ar.shape}")
+    at, ar = np.broadcast_arrays(at, ar)
+    model, family = LinearRegression(s.p), MixedLinearTasks(s.p, s.nu, s.sigma)
     check_memory("runs", runs, 8 * at.size * runs, "a test loss per run and grid point")
     out = np.empty((at.size, runs))
     for g in range(at.size):
