@@ -18,6 +18,8 @@ COMMANDS = {
     "evaluate": ("mamlnp.run.evaluate", "evaluate a trained run on the held-out task pool"),
     "reproduce": ("mamlnp.run.reproduce", "the paper's sinusoid experiment end to end"),
     "download": ("mamlnp.run.download", "download a dataset (omniglot) into the data folder"),
+    "negative-lr": ("mamlnp.run.negative_lr", "MAML's test loss against the inner step on "
+                    "mixed linear regression: closed form vs measured (Bernacchia 2021)"),
 }
 
 
