@@ -3,7 +3,8 @@
 The parts, one folder each (docs/architecture.md): nn/ the model, tasks/ the data,
 fast/ the compiled path, meta/ MAML and its variants, check/ finite differences, run/
 training, checkpoints, evaluation and the command line. Start with mamlnp.MLP
-(nn/mlp.py; mamlnp.ConvNet, nn/convnet.py, is the convolutional network), then meta/maml.py (adapt, meta_gradient), then docs/derivations/. Every
+(nn/mlp.py; mamlnp.ConvNet in nn/convnet.py is the convolutional network), then
+meta/maml.py (adapt, meta_gradient), then docs/derivations/. Every
 derivative is hand-written and checked against finite differences by
 mamlnp.check.gradcheck (``python -m mamlnp gradcheck``).
 """
