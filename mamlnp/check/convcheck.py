@@ -108,12 +108,13 @@ def conv_margin(model, theta, x):
     return min(margins, default=np.inf)
 
 
-def draw_conv_case(seed, variant="s2 p1 mean", activation="relu", loss="softmax_xent",
+def draw_conv_case(seed, options=None, activation="relu", loss="softmax_xent",
                    tasks=2, shots=3, query=3, alpha=0.1, steps=3):
-    """(model, θ, batch): a ConvNet on IN_SHAPE, CHANNELS with γ, β jittered by U(−0.5, 0.5),
+    """(model, θ, batch): a ConvNet on IN_SHAPE, CHANNELS (``options``: its other arguments,
+    e.g. VARIANTS[name]) with γ, β jittered by U(−0.5, 0.5),
     images ~ N(0, I), one-hot targets (mse: N(0, I)), every iterate θ_0 … θ_steps of every task
     at ConvNet margin > RELU_MARGIN on its support, its query and both sets together."""
-    model = ConvNet(IN_SHAPE, CHANNELS, WAYS, activation=activation, loss=loss, **VARIANTS[variant])
+    model = ConvNet(IN_SHAPE, CHANNELS, WAYS, activation=activation, loss=loss, **(options or {}))
     for attempt in range(100):
         rng = np.random.default_rng([seed, attempt, 31])
         theta = model.init(int(rng.integers(2**31)))
@@ -157,7 +158,7 @@ def conv_checks(checks, seed=0, quick=False, backend="numpy"):
     variants = ("s2 p1 mean", "s1 p1 pool flatten") if quick else tuple(VARIANTS)
     for variant in variants:
         tag = f"ConvNet {'x'.join(map(str, IN_SHAPE))} channels {CHANNELS} {variant}"
-        model, theta, batch = draw_conv_case(seed, variant)
+        model, theta, batch = draw_conv_case(seed, VARIANTS[variant])
         xs, ys, xq, yq = batch.task(0)
         x, y = np.concatenate([xs, xq]), np.concatenate([ys, yq])       # (K+Q, D), (K+Q, O)
         rows += _guarded(tag, lambda: [
