@@ -2,25 +2,25 @@
 spatial mean and the flatten, each with its forward, backward, R-forward and R-backward.
 
 Dimension legend: N images, H × Wd their rows × columns, C input channels, F output channels
-(filters), kh × kw the kernel, s the stride, p the zero padding on each side,
-Ho = ⌊(H + 2p − kh)/s⌋ + 1 and Wo = ⌊(Wd + 2p − kw)/s⌋ + 1 the output size,
-R = N·Ho·Wo output pixels, J = C·kh·kw entries of one patch.
+(filters), kh × kw the kernel, Δ the stride, p the zero padding on each side,
+Ho = ⌊(H + 2p − kh)/Δ⌋ + 1 and Wo = ⌊(Wd + 2p − kw)/Δ⌋ + 1 the output size,
+J = C·kh·kw entries of one patch, N·Ho·Wo the output pixels (the rows of the dense layer).
 
 Feature maps are NHWC arrays (N, H, Wd, C): one pixel's channels are one row, so that
 a map reshaped to (N·H·Wd, C) is a plain matrix of rows. Weights are W (F, C, kh, kw)
 (PyTorch's layout) and the convolution is a cross-correlation, as in every deep-learning library:
 
-  z[n, i, j, f] = b_f + Σ_{c,a,b'} W[f, c, a, b'] · x_pad[n, s·i + a, s·j + b', c]
+  z[n, i, j, f] = b_f + Σ_{c,a,b'} W[f, c, a, b'] · x_pad[n, Δ·i + a, Δ·j + b', c]
 
 **The convolution is a dense layer on patches.** ``im2col`` copies each output pixel's patch
-into a row, cols (R, J), column (c, a, b') in W's order; then z = cols · W_m + b with
+into a row, cols (N·Ho·Wo, J), column (c, a, b') in W's order; then z = cols · W_m + b with
 W_m = W.reshape(F, J)ᵀ (J, F), which is layers.py's dense layer. im2col is linear and does
 not depend on θ, so every pass of the convolution is the dense layer's pass with h = cols,
 and the way back to the image is im2col's adjoint, ``col2im`` (a scatter-add of the patches):
 
-  forward       cols = im2col(x),            z = cols W_m + b               (R, F)
+  forward       cols = im2col(x),            z = cols W_m + b               (N·Ho·Wo, F)
   backward      dcols, dW_m, db = dense_backward(dz),     dx = col2im(dcols)
-  R-forward     Rz = im2col(Rx) W_m + cols V_Wm + V_b                       (R, F)
+  R-forward     Rz = im2col(Rx) W_m + cols V_Wm + V_b                       (N·Ho·Wo, F)
   R-backward    Rdcols, RdW_m, Rdb = dense_rbackward(Rdz, dz, im2col(Rx), V_Wm),
                 Rdx = col2im(Rdcols)
 
@@ -41,7 +41,7 @@ from . import layers as LY
 
 
 def out_size(n, k, stride, pad):
-    """⌊(n + 2p − k)/s⌋ + 1: the output length of a convolution along one axis."""
+    """⌊(n + 2p − k)/Δ⌋ + 1: the output length of a convolution along one axis."""
     return (n + 2 * pad - k) // stride + 1
 
 
@@ -55,7 +55,7 @@ def _taps(kh, kw, stride, Ho, Wo):
 
 def im2col(x, kh, kw, stride, pad):
     """x (N, H, Wd, C) -> cols (N·Ho·Wo, C·kh·kw): row (n, i, j) holds the patch
-    x_pad[n, s·i + a, s·j + b', c] at column (c, a, b'), W's order."""
+    x_pad[n, Δ·i + a, Δ·j + b', c] at column (c, a, b'), W's order."""
     N, H, Wd, C = x.shape
     Ho, Wo = out_size(H, kh, stride, pad), out_size(Wd, kw, stride, pad)
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))          # (N, H+2p, Wd+2p, C)
@@ -94,8 +94,8 @@ def conv_forward(x, W, b, stride, pad):
     """z = conv(x; W) + b.  x (N, H, Wd, C), W (F, C, kh, kw), b (F,) -> z (N, Ho, Wo, F)."""
     N, H, Wd, _ = x.shape
     F, _, kh, kw = W.shape
-    cols = im2col(x, kh, kw, stride, pad)                              # (R, J)
-    z, dcache = LY.dense_forward(cols, _matrix(W), b)                  # (R, F)
+    cols = im2col(x, kh, kw, stride, pad)                              # (N·Ho·Wo, J)
+    z, dcache = LY.dense_forward(cols, _matrix(W), b)                  # (N·Ho·Wo, F)
     shape = (N, out_size(H, kh, stride, pad), out_size(Wd, kw, stride, pad), F)
     return z.reshape(shape), (dcache, x.shape, (kh, kw, stride, pad))
 
@@ -103,7 +103,7 @@ def conv_forward(x, W, b, stride, pad):
 def conv_backward(dz, cache):
     """dz (N, Ho, Wo, F) -> dx (N, H, Wd, C), dW (F, C, kh, kw), db (F,)."""
     dcache, x_shape, geom = cache
-    dcols, dWm, db = LY.dense_backward(_rows(dz), dcache)              # (R, J), (J, F), (F,)
+    dcols, dWm, db = LY.dense_backward(_rows(dz), dcache)              # (N·Ho·Wo, J), (J, F), (F,)
     dW = dWm.T.reshape(dz.shape[-1], x_shape[-1], geom[0], geom[1])    # (F, C, kh, kw)
     return col2im(dcols, x_shape, *geom), dW, db
 
@@ -112,8 +112,8 @@ def conv_rforward(Rx, cache, VW, Vb):
     """Rz = conv(Rx; W) + conv(x; V_W) + V_b.  Rx (N, H, Wd, C) or None (the input image does
     not depend on θ), V_W (F, C, kh, kw), V_b (F,) -> Rz (N, Ho, Wo, F)."""
     dcache, x_shape, geom = cache
-    Rcols = None if Rx is None else im2col(Rx, *geom)                  # (R, J)
-    Rz = LY.dense_rforward(Rcols, dcache, _matrix(VW), Vb)             # (R, F)
+    Rcols = None if Rx is None else im2col(Rx, *geom)                  # (N·Ho·Wo, J)
+    Rz = LY.dense_rforward(Rcols, dcache, _matrix(VW), Vb)             # (N·Ho·Wo, F)
     N, H, Wd, _ = x_shape
     kh, kw, stride, pad = geom
     return Rz.reshape(N, out_size(H, kh, stride, pad), out_size(Wd, kw, stride, pad), -1)
@@ -123,7 +123,7 @@ def conv_rbackward(Rdz, dz, Rx, cache, VW):
     """R-pass of conv_backward.  Rdz, dz (N, Ho, Wo, F), Rx (N, H, Wd, C) or None, V_W
     (F, C, kh, kw) -> Rdx (N, H, Wd, C), RdW (F, C, kh, kw), Rdb (F,): the W- and b-blocks of H v."""
     dcache, x_shape, geom = cache
-    Rcols = None if Rx is None else im2col(Rx, *geom)                  # (R, J)
+    Rcols = None if Rx is None else im2col(Rx, *geom)                  # (N·Ho·Wo, J)
     Rdcols, RdWm, Rdb = LY.dense_rbackward(_rows(Rdz), _rows(dz), Rcols, dcache, _matrix(VW))
     RdW = RdWm.T.reshape(VW.shape)                                     # (F, C, kh, kw)
     return col2im(Rdcols, x_shape, *geom), RdW, Rdb

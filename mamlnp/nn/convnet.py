@@ -8,7 +8,7 @@ L = B + 1 layers (the blocks and the head), P parameters.
 Finn, Abbeel & Levine (2017), sec. 5.2 and cbfinn/maml's ``forward_conv`` / ``conv_block``:
 
     h_0 = x as images (N, H, Wd, C)     (each row of x is one image in (C, H, Wd) order)
-    block l = 1…B:  z_l = conv(h_{l−1}; W_l, b_l)  stride s, zero padding p     (N, H_l, W_l, F_l)
+    block l = 1…B:  z_l = conv(h_{l−1}; W_l, b_l)  stride Δ, zero padding p     (N, H_l, W_l, F_l)
                     u_l = BN_{γ_l, β_l}(z_l)       over the N·H_l·W_l pixels, per channel
                     a_l = σ(u_l),   h_l = maxpool_2×2(a_l) if pool else a_l
     f = mean over the pixels of h_B (N, F_B)   [head="mean"]    or  flatten(h_B) (N, E)
@@ -92,7 +92,7 @@ class ConvNet:
     ----------
     in_shape : (C, H, Wd) of one image; inputs are rows (N, C·H·Wd) in that order.
     channels : filters F_l of each block, at least one block. Default (64, 64, 64, 64).
-    ways : outputs O (classes). kernel, stride, pad : k, s, p of every convolution.
+    ways : outputs O (classes). kernel, stride, pad : k, Δ, p of every convolution.
     pool : a 2×2 max-pool (stride 2, a trailing odd row or column dropped) after each σ.
     head : "mean" (the spatial mean, Omniglot) | "flatten" ((F, H, W) order, MiniImageNet).
     activation : "relu" | "tanh" | "softplus".  loss : "softmax_xent" | "mse".
