@@ -197,3 +197,16 @@ def test_bad_data_are_input_errors():
         model.hvp(theta, xs, ys, np.full(model.num_params, np.nan))
     with pytest.raises(InputError, match="^x"):
         model.forward(theta, np.zeros((0, model.sizes[0])))
+
+
+def test_evaluation_curve_and_imaml_accept_a_convnet():
+    """mamlnp.run.evaluate.adaptation_curve and mamlnp.imaml_gradient on the protocol alone."""
+    from mamlnp.run.evaluate import adaptation_curve
+    model, theta, batch = case()
+    curve = adaptation_curve(model, theta, batch, ALPHA, 2)
+    assert curve.shape == (batch.num_tasks, 3)
+    xs, ys, xq, yq = batch.task(1)
+    th2 = mamlnp.adapt(model, theta, xs, ys, ALPHA, 2, backend="numpy")
+    assert curve[1, 0] == model.loss(theta, xq, yq) and curve[1, 2] == model.loss(th2, xq, yq)
+    loss, g = mamlnp.imaml_gradient(model, theta, batch, ALPHA, 3, 2.0)
+    assert np.isfinite(loss) and g.shape == (model.num_params,) and np.all(np.isfinite(g))
