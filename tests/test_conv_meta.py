@@ -178,6 +178,8 @@ def test_config_rebuilds_the_model():
     ({"pool": 1}, "^pool"), ({"head": "max"}, "^head"), ({"bn_eps": 0.0}, "^bn_eps"),
     ({"in_shape": (1, 4, 4), "channels": (2, 2), "pad": 0}, "^in_shape: expected images large enough"),
     ({"in_shape": (1, 5, 5), "stride": 1, "pool": True, "channels": (2, 2, 2)}, "^in_shape"),
+    ({"channels": (2**31 - 1,) * 2}, "^in_shape and channels: expected a size whose arrays fit"),
+    ({"in_shape": (2**31 - 1, 2**31 - 1, 3), "channels": (1,)}, "^in_shape and channels"),
 ])
 def test_bad_arguments_are_input_errors(kwargs, match):
     with pytest.raises(InputError, match=match):

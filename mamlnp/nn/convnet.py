@@ -28,6 +28,8 @@ norm (its gradient is zero up to rounding, docs/derivations/batchnorm.md §4); c
 The layers are mamlnp/nn/conv.py's; each block's four passes are the functions below, and the
 class chains them like MLP. Derivation: docs/derivations/conv.md.
 """
+import math
+
 import numpy as np
 
 from . import conv as CV
@@ -117,9 +119,10 @@ class ConvNet:
         self.maps = self._maps()
         F, (Hb, Wb) = self.channels[-1], self.maps[-1][1]
         self.features = F if self.head == "mean" else F * Hb * Wb
-        self.sizes = (int(np.prod(self.in_shape)),) + self.channels + (self.ways,)
+        self.sizes = (math.prod(self.in_shape),) + self.channels + (self.ways,)
         self.layout, self.bn_layout, self.num_params = self._make_layout()
-        check_memory("channels", self.channels, 8 * self.num_params, f"θ of {self.num_params} floats")
+        check_memory("in_shape and channels", (self.in_shape, self.channels), 8 * self.num_params,
+                     f"θ of {self.num_params} floats")
 
     def _maps(self):
         """[((H_l, W_l) after the conv, (H_l', W_l') after the pool), …] per block; an
@@ -143,7 +146,7 @@ class ConvNet:
         layout, bn_layout, o, k = [], [], 0, self.kernel
         shapes = [(f, c, k, k) for c, f in zip((self.in_shape[0],) + self.channels, self.channels)]
         for shape in shapes + [(self.features, self.ways)]:
-            nw, nb = int(np.prod(shape)), shape[0] if len(shape) == 4 else shape[1]
+            nw, nb = math.prod(shape), shape[0] if len(shape) == 4 else shape[1]
             layout.append(((o, o + nw), (o + nw, o + nw + nb), shape))
             o += nw + nb
             bn_layout.append(((o, o + nb), (o + nb, o + 2 * nb)) if len(shape) == 4 else None)
