@@ -212,3 +212,17 @@ def test_evaluation_curve_and_imaml_accept_a_convnet():
     assert curve[1, 0] == model.loss(theta, xq, yq) and curve[1, 2] == model.loss(th2, xq, yq)
     loss, g = mamlnp.imaml_gradient(model, theta, batch, ALPHA, 3, 2.0)
     assert np.isfinite(loss) and g.shape == (model.num_params,) and np.all(np.isfinite(g))
+
+
+def test_the_miniimagenet_variant_geometry_on_synthetic_images():
+    """cbfinn's MiniImageNet conv_block: 32 filters, stride 1 ('SAME' → padding 1 here), a 2×2
+    max-pool, 84 → 42 → 21 → 10 → 5, the 5·5·32 maps flattened into the head. No MiniImageNet
+    data here: two random 84×84 RGB images give a finite loss and gradient."""
+    model = ConvNet((3, 84, 84), (32,) * 4, 5, stride=1, pool=True, head="flatten")
+    assert [m[1] for m in model.maps] == [(42, 42), (21, 21), (10, 10), (5, 5)]
+    assert model.features == 800
+    assert model.num_params == (32 * 3 * 9 + 96) + 3 * (32 * 32 * 9 + 96) + (800 * 5 + 5) == 32901
+    rng = np.random.default_rng(0)
+    x, y = rng.random((2, 3 * 84 * 84)), np.eye(5)[[1, 3]]
+    loss, g = model.loss_and_grad(model.init(0), x, y)
+    assert np.isfinite(loss) and np.all(np.isfinite(g)) and np.abs(g).max() > 0
