@@ -269,3 +269,16 @@ def test_block_biases_have_zero_gradient_under_batch_norm():
         if bn is not None:
             assert np.abs(g[b0:b1]).max() < 1e-13 * np.abs(g).max()
             assert np.abs(Hv[b0:b1]).max() < 1e-13 * np.abs(Hv).max()
+
+
+def test_a_wrong_r_forward_fails_the_network_hvp_row_only(monkeypatch):
+    """A convolution R-forward that forgets X V_W: the gradient row still passes, the HVP row
+    of mamlnp.check.gradcheck fails (the network rows can fail)."""
+    from mamlnp.check import gradcheck as GC
+    from mamlnp.nn import convnet as CN
+    model, theta, x, y = net_case("s2 p1 mean")
+    right = CV.conv_rforward
+    monkeypatch.setattr(CN.CV, "conv_rforward", lambda Rx, c, VW, Vb: right(Rx, c, 0 * VW, Vb))
+    rows = [GC.check_gradient(model, theta, x, y, 1e-6), GC.check_hvp(model, theta, x, y, eps=1e-6)]
+    print([f"{r.label}: {r.rel_err:.1e} {r.status}" for r in rows])
+    assert [r.passed for r in rows] == [True, False]
