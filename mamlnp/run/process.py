@@ -90,3 +90,29 @@ def single_blas_thread(environ=os.environ):
                 done += 1
                 break
     return done
+
+
+LOADED_COMMANDS = ("train", "reproduce", "evaluate", "gradcheck")
+
+
+def load_notice(command, stream=None, load=None, cores=None, environ=os.environ):
+    """One line on stderr when the machine is busier than its cores (1-minute load average
+    above the core count) before a command that computes: its timings will be slower than
+    the documented ones, and NUMBA_NUM_THREADS=1 keeps the kernels from fighting the other
+    jobs for the cores. Returns the line, or None (not busy, not Linux/macOS, or the user
+    already chose NUMBA_NUM_THREADS)."""
+    import sys
+    if command not in LOADED_COMMANDS or "NUMBA_NUM_THREADS" in environ:
+        return None
+    try:
+        load = os.getloadavg()[0] if load is None else load
+    except (OSError, AttributeError):           # no load average (Windows)
+        return None
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    if load <= cores:
+        return None
+    line = (f"mamlnp {command}: note: the machine is busy (load average {load:.1f} on {cores} "
+            f"core{'s' if cores > 1 else ''}): expect slower runs than the documented times; "
+            f"NUMBA_NUM_THREADS=1 python -m mamlnp {command} ... often runs faster then")
+    print(line, file=sys.stderr if stream is None else stream, flush=True)
+    return line

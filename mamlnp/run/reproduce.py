@@ -49,17 +49,22 @@ TABLE_STEPS = (0, 1, 5, 10)
 def add_arguments(p):
     p.add_argument("task", nargs="?", choices=("sinusoid", "omniglot"), default="sinusoid",
                    help="sinusoid (sec. 5.1, default) or omniglot (5-way 1- and 5-shot, Table 1)")
-    p.add_argument("--data-dir", default=None, help="omniglot: the data folder")
+    p.add_argument("--data-dir", default=None, help="omniglot: the data folder (default "
+                   "$MAMLNP_DATA_DIR, else the user cache folder; 'mamlnp download omniglot' "
+                   "fills it)")
     p.add_argument("--out", default=None,
                    help="output directory (default runs/reproduce; with --quick "
                         "runs/reproduce-quick)")
     p.add_argument("--iterations", type=int, default=None,
-                   help=f"meta-iterations for both runs (default {PAPER_ITERATIONS})")
-    p.add_argument("--shots", type=int, default=10, help="K used for meta-training (default 10)")
+                   help=f"meta-iterations for both runs (default: sinusoid {PAPER_ITERATIONS}, "
+                        f"omniglot 60000)")
+    p.add_argument("--shots", type=int, default=None,
+                   help="sinusoid: K used for meta-training (default 10; omniglot trains "
+                        "1-shot and 5-shot)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--init", choices=("normal", "uniform"), default="uniform",
-                   help="θ initialisation, see MLP.init (default uniform: PyTorch's "
-                        "U(±1/√fan_in); normal: cbfinn's N(0, 0.01²))")
+    p.add_argument("--init", choices=("normal", "uniform"), default=None,
+                   help="sinusoid: θ initialisation, see MLP.init (default uniform: PyTorch's "
+                        "U(±1/√fan_in); normal: cbfinn's N(0, 0.01²); omniglot uses normal)")
     p.add_argument("--backend", choices=("numpy", "numba"), default=None,
                    help=f"meta-gradient backend (default {DEFAULT_BACKEND})")
     p.add_argument("--quick", action="store_true",
@@ -176,10 +181,18 @@ def run(args):
     if getattr(args, "task", "sinusoid") == "omniglot":
         from .classify_report import run_reproduce
         return run_reproduce(args)
+    if getattr(args, "data_dir", None) is not None:
+        raise InputError("--data-dir: does not apply to reproduce sinusoid (its tasks are "
+                         "generated, not read); drop it")
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
     if args.resume and args.overwrite:
         raise InputError("--resume and --overwrite: expected at most one of them")
+    args.shots = 10 if args.shots is None else args.shots
+    args.init = "uniform" if args.init is None else args.init
+    if args.quick:
+        print(f"[reproduce] --quick: {QUICK_ITERATIONS} iterations per run, a smoke test of the "
+              f"pipeline, NOT a result", flush=True)
     iterations = (QUICK_ITERATIONS if args.quick else
                   PAPER_ITERATIONS if args.iterations is None else args.iterations)
     out = args.out or os.path.join("runs", "reproduce-quick" if args.quick else "reproduce")
@@ -208,8 +221,10 @@ def run(args):
     paths.append(write_report(out, results, runs, eval_seconds, args.quick))
     from . import plots
     paths += plots.save_all([(r, runs[m][0].model, runs[m][0].theta)
-                             for r, m in zip(results, ("maml", "pretrain"))], out)
-    print(f"\n[reproduce] done in {time.perf_counter() - t0:.0f} s. Wrote:")
+                             for r, m in zip(results, ("maml", "pretrain"))], out,
+                            note=plots.SMOKE_NOTE if args.quick else None)
+    smoke = " (--quick: a smoke test, NOT a result)" if args.quick else ""
+    print(f"\n[reproduce] done in {time.perf_counter() - t0:.0f} s{smoke}. Wrote:")
     for m in runs:
         print(f"  {runs[m][0].out}/  (checkpoint.npz, config.json, history.csv)")
     print("  " + "\n  ".join(paths))

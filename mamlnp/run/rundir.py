@@ -26,6 +26,7 @@ CHECKPOINT_NAME = "checkpoint.npz"
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.csv"
 LOCK_NAME = ".lock"
+EVAL_NAME = "eval"                             # evaluate's default output folder in a run
 HISTORY_COLUMNS = ("iteration", "meta_loss", "val_mse")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -56,6 +57,72 @@ def atomic_write(path, write):
                             f"(its previous version, if any, is kept)", path) from None
         raise
     _fsync_dir(directory)
+
+
+def atomic_write_all(files):
+    """Write several files as one: ``files`` {path: bytes}. Every temp file is written and
+    fsync'ed first; only when all are on disk are they moved into place. A failure while
+    writing (a full disk, ENOSPC) replaces none of them: the previous version of every
+    file is kept whole, never a new results.csv beside an old results.json."""
+    tmps = {}
+    try:
+        for path, data in files.items():
+            path = os.fspath(path)
+            directory = os.path.dirname(os.path.abspath(path))
+            fd, tmps[path] = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                                              suffix=".tmp", dir=directory)   # never a link
+            os.fchmod(fd, 0o666 & ~_UMASK)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException as exc:
+        for tmp in tmps.values():
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            names = ", ".join(repr(p) for p in files)
+            raise type(exc)(exc.errno, f"{exc.strerror or exc}; {names} not written (their "
+                            f"previous versions, if any, are kept)", exc.filename) from None
+        raise
+    for path, tmp in tmps.items():
+        os.replace(tmp, path)                   # replaces a link at path, never follows it
+    for directory in {os.path.dirname(os.path.abspath(p)) for p in tmps}:
+        _fsync_dir(directory)
+    return list(tmps)
+
+
+def open_regular(path, name, limit=None, follow_links=True):
+    """Open ``path`` for reading if it is a regular file (of at most ``limit`` bytes), without
+    blocking: a FIFO, a device (a link to /dev/zero) or, with ``follow_links=False``, a
+    symbolic link is refused with an InputError naming ``name`` before anything is read.
+    Returns a binary file object."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        link = not follow_links and os.path.islink(path)
+        raise InputError(f"{name}: cannot open {os.fspath(path)!r} "
+                         f"({'a symbolic link' if link else exc.strerror}); expected a regular "
+                         f"file{'' if follow_links else ', not a link'}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (limit is not None and st.st_size > limit):
+        os.close(fd)
+        what = (f"{st.st_size} bytes, more than the {limit} expected" if stat.S_ISREG(st.st_mode)
+                else "not a regular file (a FIFO, a device or a socket)")
+        raise InputError(f"{name}: {os.fspath(path)!r} is {what}; expected a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def remove_output_dir(directory):
+    """Remove ``directory`` (e.g. a replaced run's eval/) without following links: a link is
+    unlinked, never its target emptied."""
+    if os.path.islink(directory):
+        os.unlink(directory)
+    elif os.path.isdir(directory):
+        import shutil
+        shutil.rmtree(directory)
 
 
 def make_output_dir(directory):
@@ -146,6 +213,8 @@ def prepare_run_dir(out, resume=False, overwrite=False):
                          f"to continue it, --overwrite to replace it, or choose another --out")
     lock = lock_run_dir(out)
     remove_stale_temp_files(out)                # safe: no other writer holds the lock
+    if overwrite:                               # the replaced run's results go with it
+        remove_output_dir(os.path.join(out, EVAL_NAME))
     return out, lock
 
 
