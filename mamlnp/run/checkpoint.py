@@ -219,6 +219,7 @@ def read_arrays(file, arrays):
             out["train_state"][rest] = value
     if "theta" not in out["params"]:
         raise CheckpointError(f"checkpoint: {file!r} holds no parameters θ")
+    S.check_groups(file, config, out["params"], out["optimizer_state"])
     return out
 
 
@@ -234,7 +235,8 @@ def load_checkpoint(path):
     state = read_checkpoint(path)
     config, model = dict(state["config"]), state["model"]
     config["iteration"] = state["iteration"]
-    for key in ("alpha", "method"):                           # what evaluation reads
+    needs = ("alpha", "method") + (("inner_steps",) if "lslr" in state["params"] else ())
+    for key in needs:                                         # what evaluation reads
         if key not in config:
             raise S.fail(state["path"], f"config.{key}", "missing (expected the run's config)")
     theta = state["params"]["theta"]

@@ -50,11 +50,12 @@ def omniglot_defaults(given):
     ways = given.get("ways", 5)
     five = not (isinstance(ways, (int, np.integer)) and ways >= 20)   # else the 20-way protocol
     shots = given.get("shots", 1)
+    query = given.get("query", shots)
     return {"ways": ways, "data_dir": None, "batch_norm": True,
             "hidden": [256, 128, 64, 64], "activation": "relu", "init": "normal",
             "alpha": 2.0, "beta": 1e-3, "inner_steps": 1 if five else 5,
             "meta_batch": 32 if five else 16, "iterations": 60000,
-            "shots": shots, "query": shots, "val_tasks": 100, "val_query": shots,
+            "shots": shots, "query": query, "val_tasks": 100, "val_query": query,
             "eval_every": 500, "val_seed": 1234}
 
 

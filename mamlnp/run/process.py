@@ -99,10 +99,14 @@ def load_notice(command, stream=None, load=None, cores=None, environ=os.environ)
     """One line on stderr when the machine is busier than its cores (1-minute load average
     above the core count) before a command that computes: its timings will be slower than
     the documented ones, and NUMBA_NUM_THREADS=1 keeps the kernels from fighting the other
-    jobs for the cores. Returns the line, or None (not busy, not Linux/macOS, or the user
-    already chose NUMBA_NUM_THREADS)."""
+    jobs for the cores. Returns the line, or None (not busy, no load average (Windows), the
+    user already chose NUMBA_NUM_THREADS, or ``stream`` is not a terminal: a script's or a
+    test's stderr gets its one-line errors only)."""
     import sys
+    stream = sys.stderr if stream is None else stream
     if command not in LOADED_COMMANDS or "NUMBA_NUM_THREADS" in environ:
+        return None
+    if not (getattr(stream, "isatty", None) and stream.isatty()):
         return None
     try:
         load = os.getloadavg()[0] if load is None else load
@@ -114,5 +118,5 @@ def load_notice(command, stream=None, load=None, cores=None, environ=os.environ)
     line = (f"mamlnp {command}: note: the machine is busy (load average {load:.1f} on {cores} "
             f"core{'s' if cores > 1 else ''}): expect slower runs than the documented times; "
             f"NUMBA_NUM_THREADS=1 python -m mamlnp {command} ... often runs faster then")
-    print(line, file=sys.stderr if stream is None else stream, flush=True)
+    print(line, file=stream, flush=True)
     return line

@@ -130,10 +130,49 @@ def check_config(file, config, iteration):
         if key in config:
             with _as_checkpoint_error(file, f"config.{key}"):
                 config[key] = check(config[key])
+    with _as_checkpoint_error(file, "config"):
+        _check_task_keys(config)
     if config.get("iteration", iteration) != iteration:
         raise fail(file, "config.iteration", f"expected {iteration} (the checkpoint's "
                                              f"iteration), got {config['iteration']}")
     return config
+
+
+def _check_task_keys(config):
+    """The keys that depend on others: Omniglot's ways and data_dir, and its drawings per
+    class; MAML++'s inner steps (at least 1). Same rules as a new run's config."""
+    from .runconfig import check_classification, check_drawings
+    if config.get("task") == "omniglot":
+        for key in ("ways", "data_dir", "shots", "query", "val_query"):
+            if key not in config:
+                raise InputError(f"{key}: missing (expected the key of an Omniglot run)")
+        check_classification(config)
+        check_drawings(config)
+    elif "ways" in config or "data_dir" in config:
+        raise InputError(f"{'ways' if 'ways' in config else 'data_dir'}: expected only in an "
+                         f"Omniglot run's config, got task {config.get('task')!r}")
+    if config.get("method") == "mamlpp" and config.get("inner_steps", 1) < 1:
+        raise InputError(f"inner_steps: expected at least 1 for method 'mamlpp', got "
+                         f"{config['inner_steps']}")
+
+
+def check_groups(file, config, params, optimizer_state):
+    """The meta-learned arrays (param.*) and optimizer states (optim.*) are exactly those of
+    the run's method: Meta-SGD's α, MAML++'s lslr are required by theirs and refused in
+    others (they would be used, or silently replaced by the scalar α)."""
+    from ..meta.variants import get_method
+    if "method" not in config:
+        return
+    groups = set(get_method(config["method"]).groups)
+    for kind, have in (("param", params), ("optim", optimizer_state)):
+        extra = sorted(set(have) - groups)
+        if extra:
+            raise fail(file, f"{kind}.{extra[0]}", f"method {config['method']!r} learns no "
+                       f"{extra[0]!r} (its arrays: {sorted(groups)}); refused")
+    missing = sorted(groups - set(params))
+    if missing:
+        raise fail(file, f"param.{missing[0]}", f"missing (method {config['method']!r} learns "
+                   f"{sorted(groups)})")
 
 
 def require_keys(file, config, keys):
