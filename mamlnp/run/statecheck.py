@@ -279,6 +279,40 @@ def check_resume(file, saved, cfg, method):
                                   f"0 <= window_count <= {it}, got {dict(ts)}")
 
 
+def callback_stop(value):
+    """A callback's return value as the stop flag: truthy stops training (None: go on)."""
+    try:
+        return bool(value)
+    except Exception as exc:                    # an array, an object whose bool() raises
+        raise InputError(f"callback: expected a return value True/False or None (truthy "
+                         f"stops training), got a {type(value).__name__} ({exc})") from None
+
+
+def check_trainer_params(model, cfg, method, params):
+    """What a callback can touch (``step.params``) is checked before it reaches the next
+    compiled call: the method's arrays, each a C-contiguous, finite float64 vector of its
+    length (θ: P). A callback may read them, or change their values in place; a replaced or
+    removed array of another length or dtype is an InputError naming it, never a kernel
+    reading past its end."""
+    if not isinstance(params, dict) or set(params) != set(method.groups):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise InputError(f"callback: step.params: expected the keys {sorted(method.groups)} "
+                         f"left in place, got {got}")
+    for g in method.groups:
+        a, n = params[g], group_size(g, cfg, model)
+        ok = (isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == (n,)
+              and a.flags.c_contiguous and bool(np.isfinite(a).all()))
+        if not ok:
+            got = type(a).__name__ if not isinstance(a, np.ndarray) else (
+                f"shape {a.shape} {a.dtype}" + ("" if a.flags.c_contiguous else
+                                                ", not C-contiguous") +
+                ("" if a.dtype.kind not in "fc" or np.isfinite(a).all() else ", with NaN/inf"))
+            name = "theta" if g == "theta" else g
+            raise InputError(f"{name}: the callback left step.params[{g!r}] as {got}; expected "
+                             f"a finite, C-contiguous float64 array of shape ({n},) (a "
+                             f"callback may change the values in place, not the array)")
+
+
 class as_input_error:
     """CheckpointError -> InputError, for save_checkpoint's check of its own arguments (the
     message keeps the field; the file is not written)."""

@@ -16,7 +16,7 @@ from ..meta import maml as M
 from ..meta.optim import OPTIMIZERS
 from ..meta.variants import METHODS
 from .runconfig import DEFAULTS, TASKS
-from .train import TrainingInterrupted, meta_train
+from .train import TrainingInterrupted, format_score, meta_train
 
 
 EXAMPLES = """examples:
@@ -141,7 +141,7 @@ def _print_summary(result):
     cfg, h = result.config, result.history
     name = classify.history_columns(cfg)[2]
     shown = {"val_mse": "validation MSE", "val_accuracy": "validation accuracy"}[name]
-    last = (f"meta-loss {h['meta_loss'][-1]:.4f}, {shown} {h[name][-1]:.4f}"
+    last = (f"meta-loss {h['meta_loss'][-1]:.4f}, {shown} {format_score(h[name][-1], name)}"
             if len(h["iteration"]) else "no history row")
     print(f"{cfg['method']}: {cfg['iteration']} iterations ({last}); run saved in "
           f"{result.out}/ (checkpoint.npz, config.json, history.csv)")
