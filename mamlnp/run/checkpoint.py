@@ -13,7 +13,7 @@ A run directory ``OUT/`` holds
   every file atomically (never through a symbolic link).
 
 Loading reads nothing unchecked (the threat model is in docs/errors.md): sizes are
-checked before anything is decompressed (mamlnp.run.npzread), then the format version
+checked before anything is decompressed (mamlnp.npzread), then the format version
 and the checksum, then every field against the model and config it describes
 (mamlnp.run.statecheck). The checksum detects corruption, not tampering: it is not a
 signature. Every failure is a :class:`mamlnp.errors.CheckpointError` naming the field.
@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import CheckpointError, InputError
 from ..validation import as_float64, nonneg_int
 from . import statecheck as S
-from .npzread import NpzReader
+from ..npzread import NpzReader
 
 from .rundir import (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_COLUMNS, HISTORY_NAME,  # noqa: F401
                      LOCK_NAME, atomic_write, lock_run_dir, make_output_dir,
