@@ -244,7 +244,7 @@ def test_a_field_the_method_does_not_have_or_lacks_is_refused(saved, tmp_path, m
 @pytest.mark.parametrize("change,fragment", [
     (dict(shots=None), "shots: missing"), (dict(data_dir=["a", "b"]), "data_dir: expected a folder"),
     (dict(ways=1), "config.model: expected input dim 784, output dim 1"),
-    (dict(query=20), "shots, query: expected shots + query <= 20"),
+    (dict(query=20), r"shots, query: expected shots \+ query <= 20"),
 ])
 def test_an_omniglot_checkpoints_keys_are_required_and_checked(omni_run, tmp_path, change,
                                                                fragment, capsys):
