@@ -143,7 +143,7 @@ def _check_task_keys(config):
     class; MAML++'s inner steps (at least 1). Same rules as a new run's config."""
     from .runconfig import check_classification, check_drawings
     if config.get("task") == "omniglot":
-        for key in ("ways", "data_dir", "shots", "query", "val_query"):
+        for key in ("ways", "data_dir", "shots", "query", "val_query", "inner_steps"):
             if key not in config:
                 raise InputError(f"{key}: missing (expected the key of an Omniglot run)")
         check_classification(config)
