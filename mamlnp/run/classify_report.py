@@ -127,17 +127,19 @@ def accuracy_figure(results, path=None, note=None):
     return path
 
 
-SINUSOID_ONLY = {"shots": "--shots (an Omniglot run is tested at the K it was trained with)",
-                 "baseline": "--baseline (compare Omniglot runs by evaluating each one)",
-                 "baseline_alpha": "--baseline-alpha"}
+SINUSOID_ONLY = {"shots": "an Omniglot run is tested at the K it was trained with",
+                 "baseline": "compare Omniglot runs by evaluating each one",
+                 "baseline_alpha": "a step size for --baseline's run"}
 
 
 def refuse_options(args, options, what):
-    """An option given for a run it does not apply to is an error that says so."""
-    given = [text for key, text in options.items() if getattr(args, key, None) is not None]
+    """An option given for a run it does not apply to is an error that says so: ``options``
+    {dest: why}, the options (argparse dests) that ``what`` does not use."""
+    given = [(key, why) for key, why in options.items() if getattr(args, key, None) is not None]
     if given:
-        raise InputError(f"{given[0].split(' ')[0]}: does not apply to {what}; drop it "
-                         f"({given[0]})")
+        key, why = given[0]
+        raise InputError(f"--{key.replace('_', '-')}: does not apply to {what} ({why}); "
+                         f"drop it")
 
 
 def run_evaluate(args, alpha=None):
@@ -232,10 +234,9 @@ def write_report(out, results, walls, quick):
 
 def run_reproduce(args):
     """``mamlnp reproduce omniglot`` (options of mamlnp.run.reproduce)."""
-    refuse_options(args, {"shots": "--shots (reproduce omniglot trains 5-way 1-shot and "
-                                   "5-shot: both)",
-                          "init": "--init (the protocol's initialisation, N(0, 0.01²), is "
-                                  "used)"}, "reproduce omniglot")
+    refuse_options(args, {"shots": "it trains 5-way 1-shot and 5-shot, both",
+                          "init": "the protocol's initialisation, N(0, 0.01²), is used"},
+                   "reproduce omniglot")
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
     iterations = QUICK_ITERATIONS if args.quick else args.iterations
