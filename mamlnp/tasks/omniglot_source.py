@@ -230,7 +230,7 @@ def _list_zip(zf, name, zpath=None):
             chars.setdefault(f"{parts[1]}/{parts[2]}", []).append(
                 (parts[3], f"{info.file_size}:{info.CRC:08x}"))             # size and CRC-32
     for key, files in chars.items():
-        _no_duplicate_names(files, f"{name}.zip: {key}")
+        _no_duplicate_names(files, f"{zpath or name + '.zip'}: {key}")
     return {k: sorted(v) for k, v in sorted(chars.items())}
 
 
