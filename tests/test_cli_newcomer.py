@@ -251,3 +251,19 @@ def test_the_suite_finds_the_data_as_ci_does_and_caches_in_a_temporary_folder():
                                   "JUPYTER_RUNTIME_DIR"] + (["MAMLNP_DATA_DIR"] if
                                                             conftest.SHARED_DATA.is_dir() else []))
     assert "mamlnp-tests-" in env["MAMLNP_CACHE_DIR"]
+
+
+def test_an_interrupted_reproduce_omniglot_prints_the_command_that_continues(tmp_path, capsys,
+                                                                            monkeypatch):
+    import signal
+
+    def interrupted(**kw):
+        raise TR.TrainingInterrupted("interrupted at iteration 7; checkpoint written", None,
+                                     signal.SIGINT)
+    monkeypatch.setattr(TR, "meta_train", interrupted)
+    out = tmp_path / "my runs"
+    code, _, err = run_cli(["reproduce", "omniglot", "--quick", "--out", str(out),
+                            "--data-dir", "/data/omniglot"], capsys)
+    assert code == 130
+    assert err.strip().endswith("run the same command again: python -m mamlnp reproduce "
+                                f"omniglot --quick --out '{out}' --data-dir /data/omniglot")

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import resource
+import shlex
 import sys
 import time
 
@@ -248,9 +249,31 @@ def run_reproduce(args):
     if args.quick:
         print(f"[reproduce] --quick: {QUICK_ITERATIONS} iterations per run, a smoke test of the "
               f"pipeline, NOT a result", flush=True)
-    path = reproduce_omniglot(out, iterations, args.seed, args.backend,
-                              getattr(args, "data_dir", None), not args.overwrite, args.overwrite,
-                              progress, args.quick)
+    from .train import TrainingInterrupted
+    try:
+        path = reproduce_omniglot(out, iterations, args.seed, args.backend,
+                                  getattr(args, "data_dir", None), not args.overwrite,
+                                  args.overwrite, progress, args.quick)
+    except TrainingInterrupted as exc:      # the checkpoint is written: say how to continue
+        print(f"mamlnp reproduce: {exc}\nmamlnp reproduce: to continue both runs, run the same "
+              f"command again: {_again(args, out)}", file=sys.stderr)
+        return 128 + int(exc.signum)
     print(f"\n[reproduce] wrote {path}" + (" (--quick: a smoke test, not a result)"
                                              if args.quick else ""))
     return 0
+
+
+def _again(args, out):
+    """The command line that continues an interrupted ``reproduce omniglot``."""
+    cmd = ["python -m mamlnp reproduce omniglot"]
+    if args.quick:
+        cmd.append("--quick")
+    elif args.iterations is not None:
+        cmd.append(f"--iterations {args.iterations}")
+    for opt in ("out", "data_dir", "backend"):
+        if getattr(args, opt, None) is not None:
+            value = out if opt == "out" else getattr(args, opt)
+            cmd.append(f"--{opt.replace('_', '-')} {shlex.quote(str(value))}")
+    if args.seed != 0:
+        cmd.append(f"--seed {args.seed}")
+    return " ".join(cmd)

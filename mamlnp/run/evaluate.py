@@ -27,6 +27,7 @@ import csv
 import io
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -321,7 +322,7 @@ def _check_holds_a_run(name, path):
     if inside:
         raise InputError(f"{name}: {path!r} holds no {CHECKPOINT_NAME} of its own but the runs "
                          f"{', '.join(inside)}; evaluate one of them, e.g. python -m mamlnp "
-                         f"evaluate {inside[0]}")
+                         f"evaluate {shlex.quote(inside[0])}")
 
 
 def _is_classification_run(path):

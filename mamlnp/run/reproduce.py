@@ -26,6 +26,7 @@ the checkpoint and prints the command that continues.
 """
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -248,7 +249,7 @@ def _again(args, out):
     elif args.iterations is not None:
         cmd.append(f"--iterations {args.iterations}")
     if args.out is not None:
-        cmd.append(f"--out {out}")
+        cmd.append(f"--out {shlex.quote(out)}")
     for opt, default in (("shots", 10), ("seed", 0), ("init", "uniform"), ("backend", None)):
         if getattr(args, opt) != default:
             cmd.append(f"--{opt} {getattr(args, opt)}")

@@ -25,6 +25,7 @@ Reliability (module mamlnp.run.checkpoint writes the files):
     raises TrainingInterrupted (the CLI exits with code 130); SIGTERM likewise (143).
 """
 import os
+import shlex
 import signal
 import time
 from dataclasses import dataclass, field
@@ -386,7 +387,7 @@ def _interrupt_message(state, out, task="sinusoid"):
     if not out:
         return f"interrupted at iteration {state.iteration} (no --out: nothing saved)"
     return (f"interrupted at iteration {state.iteration}; checkpoint written to {out!r}. "
-            f"Resume with: python -m mamlnp train {task} --out {out} --resume")
+            f"Resume with: python -m mamlnp train {task} --out {shlex.quote(out)} --resume")
 
 
 def _progress_bar(progress, cfg, state, initial=None):
