@@ -1,4 +1,5 @@
-"""Omniglot on disk: find it, check its structure, read, resize and cache it (download on request).
+"""Omniglot on disk: find it, read it (mamlnp/tasks/omniglot_source.py: the structure, every
+size checked first), resize and cache it (download on request).
 
 Dimension legend: C characters, R = 20 drawings per character, S = 28 pixels a side,
 D = S·S = 784 inputs.
@@ -20,8 +21,11 @@ gives what the reference's script produced. Both are tested in tests/test_omnigl
 
 The preprocessed images are cached once as a compressed ``.npz`` (uint8 ink, 0 … 255) in
 the cache folder; the cache names the source's fingerprint (SHA-256 of its file list, sizes and
-CRC-32s or modification times) and is checked (keys, dtype, shape, counts, fingerprint) before it is used; a cache
-that fails any check is rebuilt.
+CRC-32s or modification times) and is read as checkpoints are (mamlnp/npzread.py: a regular
+file, not a link, each member's size and dtype checked before anything is decompressed), then
+checked (keys, shape, counts, fingerprint) before it is used; a cache that fails any check is
+rebuilt (warned). It is written atomically (mamlnp/safeio.py); a full disk costs only the cache.
+The cache folder: ``cache_dir``, else $MAMLNP_CACHE_DIR, else <user cache>/omniglot.
 """
 import io
 import os
