@@ -226,6 +226,8 @@ def saved(tmp_path_factory):
      "param.alpha: missing"),
     ("mamlpp", lambda a: edit_config(a, inner_steps=0), "inner_steps: expected at least 1"),
     ("maml", lambda a: edit_config(a, ways=5), "ways: expected only in an Omniglot run"),
+    ("maml", lambda a: edit_config(a, lam=1.0), r"lam: expected only in a config of method "
+                                                r"\['imaml'\]"),
     ("maml", lambda a: edit_config(a, model={"sizes": [1, 1], "activation": "relu",
                                              "loss": "mse", "batch_norm": True}),
      "batch_norm: expected at least one hidden layer"),

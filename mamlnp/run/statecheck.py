@@ -151,6 +151,14 @@ def _check_task_keys(config):
     elif "ways" in config or "data_dir" in config:
         raise InputError(f"{'ways' if 'ways' in config else 'data_dir'}: expected only in an "
                          f"Omniglot run's config, got task {config.get('task')!r}")
+    from .runconfig import METHOD_KEYS
+    foreign = sorted(k for m, keys in METHOD_KEYS.items() if m != config.get("method")
+                     for k in keys if k in config and k not in METHOD_KEYS.get(
+                         config.get("method"), {}))
+    if foreign:
+        raise InputError(f"{foreign[0]}: expected only in a config of method "
+                         f"{[m for m, keys in METHOD_KEYS.items() if foreign[0] in keys]}, got "
+                         f"method {config.get('method')!r}")
     if config.get("method") == "mamlpp" and config.get("inner_steps", 1) < 1:
         raise InputError(f"inner_steps: expected at least 1 for method 'mamlpp', got "
                          f"{config['inner_steps']}")
