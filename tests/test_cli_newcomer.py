@@ -33,7 +33,7 @@ def run_cli(argv, capsys):
     return code, out.out, out.err
 
 
-# --- help ------------------------------------------------------------------------------------------
+# --- help ------------------------------------------------------------------------------------
 
 def test_train_help_shows_both_tasks_defaults(capsys):
     with pytest.raises(SystemExit):

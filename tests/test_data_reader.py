@@ -27,14 +27,14 @@ from mamlnp.tasks import omniglot_source as source
 
 from test_omniglot import SMALL, drawing, write_tree
 
-ONE_SET = {"images_background": {"Alpha": 4, "Beta": 4}, "images_evaluation": {"Gamma": 3, "Delta": 3}}
+SETS = ("images_background", "images_evaluation")
 PNG = "images_background/Alpha/character01/0001_01.png"
 
 
 @pytest.fixture(scope="module")
 def zipped(tmp_path_factory):
     """The synthetic data with both sets as zips."""
-    return write_tree(tmp_path_factory.mktemp("zipped"), zipped=tuple(ONE_SET))
+    return write_tree(tmp_path_factory.mktemp("zipped"), zipped=SETS)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import pathlib
 import pytest
 
 PKG = pathlib.Path(__file__).resolve().parents[1] / "mamlnp"
-RANK = {"errors": 0, "validation": 0, "_version": 0, "safeio": 0, "npzread": 0, "nn": 1, "tasks": 1, "fast": 2,
+RANK = {"errors": 0, "validation": 0, "_version": 0, "safeio": 0, "npzread": 0,
+        "nn": 1, "tasks": 1, "fast": 2,
         "meta": 3, "check": 4, "run": 4, "__init__": 5, "__main__": 5}
 
 

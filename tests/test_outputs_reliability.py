@@ -167,7 +167,8 @@ def test_overwrite_removes_the_replaced_runs_eval_without_following_a_link(tmp_p
 # --- callbacks ------------------------------------------------------------------------------------
 
 TAMPER = {
-    "shorter θ": (lambda s: s.params.__setitem__("theta", s.params["theta"][:-3]), r"shape \(22,\)"),
+    "shorter θ": (lambda s: s.params.__setitem__("theta", s.params["theta"][:-3]),
+                  r"shape \(22,\)"),
     "longer θ": (lambda s: s.params.__setitem__("theta", np.zeros(1000)), r"shape \(1000,\)"),
     "float32 θ": (lambda s: s.params.__setitem__("theta", s.params["theta"].astype(np.float32)),
                   "float32"),
@@ -244,7 +245,8 @@ def test_a_field_the_method_does_not_have_or_lacks_is_refused(saved, tmp_path, m
 
 
 @pytest.mark.parametrize("change,fragment", [
-    (dict(shots=None), "shots: missing"), (dict(data_dir=["a", "b"]), "data_dir: expected a folder"),
+    (dict(shots=None), "shots: missing"),
+    (dict(data_dir=["a", "b"]), "data_dir: expected a folder"),
     (dict(ways=1), "config.model: expected input dim 784, output dim 1"),
     (dict(query=20), r"shots, query: expected shots \+ query <= 20"),
 ])

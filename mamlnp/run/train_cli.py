@@ -37,7 +37,8 @@ def task_default(key):
     from .classify import omniglot_defaults
     fmt = lambda v: " ".join(map(str, v)) if isinstance(v, list) else str(v)   # noqa: E731
     sin = DEFAULTS[key]
-    five, twenty = omniglot_defaults({}).get(key, sin), omniglot_defaults({"ways": 20}).get(key, sin)
+    five = omniglot_defaults({}).get(key, sin)
+    twenty = omniglot_defaults({"ways": 20}).get(key, sin)
     if key == "query":
         five = twenty = "= shots"
     if fmt(sin) == fmt(five) == fmt(twenty):
