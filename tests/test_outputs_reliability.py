@@ -266,3 +266,19 @@ def test_the_api_refuses_batch_norm_without_hidden_layers_and_subnormal_eps():
         MLP((784, 5), "relu", "softmax_xent", batch_norm=True)
     with pytest.raises(InputError, match="bn_eps: expected at least 1e-12"):
         MLP((784, 8, 5), "relu", "softmax_xent", batch_norm=True, bn_eps=5e-324)
+
+
+def test_a_fifo_planted_as_config_json_is_never_waited_on(tmp_path):
+    """reproduce reads a run's config.json for its messages and report: a FIFO there (or a
+    link to /dev/zero) is skipped, not read."""
+    from mamlnp.run import rundir
+    os.mkfifo(tmp_path / "config.json")
+    assert rundir.config_value(tmp_path, "iteration") is None
+    assert rundir.training_seconds(tmp_path, 7.0) == 7.0
+    os.unlink(tmp_path / "config.json")
+    os.symlink("/dev/zero", tmp_path / "config.json")
+    assert rundir.config_value(tmp_path, "iteration") is None
+    os.unlink(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text('{"iteration": 5, "metadata": {"wall_time_s": 2.5}}')
+    assert rundir.config_value(tmp_path, "iteration") == 5
+    assert rundir.training_seconds(tmp_path, 7.0) == 2.5

@@ -28,7 +28,7 @@ from . import classify as CL
 from ..errors import InputError
 from ..meta.variants import run_alpha
 from ..validation import check_memory, positive_int, step_count
-from .rundir import EVAL_NAME
+from .rundir import EVAL_NAME, training_seconds
 
 QUICK_ITERATIONS = 200               # reproduce omniglot --quick
 CHUNK = 50                           # episodes built and scored at a time (memory)
@@ -185,7 +185,7 @@ def reproduce_omniglot(out, iterations=None, seed=0, backend=None, data_dir=None
         res = meta_train(task="omniglot", ways=5, shots=K, seed=seed, backend=backend,
                          data_dir=data_dir, out=run_dir, resume=resume and has,
                          overwrite=overwrite, progress=progress, **kw)
-        walls[K] = _wall(run_dir, time.perf_counter() - t0)
+        walls[K] = training_seconds(run_dir, time.perf_counter() - t0)
         print(f"[reproduce] evaluating on {CL.TEST_EPISODES} test episodes", flush=True)
         t1 = time.perf_counter()
         r = evaluate_run(res.model, res.theta, res.config, episodes=episodes)
@@ -194,14 +194,6 @@ def reproduce_omniglot(out, iterations=None, seed=0, backend=None, data_dir=None
                       note=SMOKE_NOTE if quick else None)
         results.append(r)
     return write_report(out, results, walls, quick)
-
-
-def _wall(run_dir, fallback):
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            return float(json.load(f)["metadata"]["wall_time_s"])
-    except (OSError, KeyError, TypeError, ValueError):
-        return fallback
 
 
 def write_report(out, results, walls, quick):

@@ -24,7 +24,6 @@ only re-evaluated, a few seconds, the same table) or continued (interrupted: fro
 checkpoint, to the same bits); ``--overwrite`` trains them again from scratch. Ctrl-C keeps
 the checkpoint and prints the command that continues.
 """
-import json
 import os
 import shlex
 import sys
@@ -34,6 +33,7 @@ from . import evaluate as E
 from ..errors import CheckpointError, InputError
 from ..fast.compile_notice import first_call_notice
 from ..meta.maml import DEFAULT_BACKEND
+from .rundir import config_value, training_seconds  # noqa: F401  (re-exported)
 
 PAPER_ITERATIONS = 70000
 QUICK_ITERATIONS = 200
@@ -108,11 +108,8 @@ def _what(method, run_dir, resuming, iterations, shots):
     """The line announcing one run: new, continued or reused."""
     if not resuming:
         return f"training {method} (K={shots}, {iterations} iterations) -> {run_dir}"
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            done = int(json.load(f)["iteration"])
-    except (OSError, KeyError, TypeError, ValueError):
-        done = None
+    done = config_value(run_dir, "iteration")
+    done = done if isinstance(done, int) else None
     if done is not None and done >= iterations:
         return (f"{method}: reusing the finished run in {run_dir} ({done} iterations; "
                 f"--overwrite trains it again)")
@@ -143,15 +140,6 @@ def markdown_table(results, steps=TABLE_STEPS):
                          f"{r['mean']:.3f} ± {r['ci95']:.3f} | {r['diverged']}/{r['n'] + r['diverged']} | "
                          f"{r['median']:.3f} | {'' if ref is None else f'{ref:.2f}'} |")
     return "\n".join(lines)
-
-
-def training_seconds(run_dir, fallback):
-    """The run's own training wall time (config.json metadata; summed over resumes)."""
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            return float(json.load(f)["metadata"]["wall_time_s"])
-    except (OSError, KeyError, TypeError, ValueError, RecursionError):
-        return fallback
 
 
 def write_report(out, results, runs, eval_seconds, quick):

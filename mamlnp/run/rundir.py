@@ -71,6 +71,28 @@ def write_json(path, obj):
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def config_value(run_dir, *keys):
+    """``config.json[keys[0]][keys[1]]…`` of the run in ``run_dir`` (for messages and reports:
+    the iterations done, the wall time), or None when the file is missing, not a regular file
+    (a FIFO planted there is never waited on), over 1 MiB, or not such JSON."""
+    try:
+        with open_regular(os.path.join(run_dir, CONFIG_NAME), "config.json", 2**20) as f:
+            value = json.loads(f.read(2**20 + 1))
+        for key in keys:
+            value = value[key]
+        return value
+    except (InputError, OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
+        return None
+
+
+def training_seconds(run_dir, fallback):
+    """The run's own training wall time (config.json metadata; summed over resumes), else
+    ``fallback``."""
+    wall = config_value(run_dir, "metadata", "wall_time_s")
+    return float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) \
+        else fallback
+
+
 def write_history_csv(path, history, columns=HISTORY_COLUMNS):
     """history (R, 3): iteration, meta_loss, val_mse (classification: val_accuracy; NaN
     where not evaluated), under the header ``columns``."""
