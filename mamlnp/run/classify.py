@@ -33,7 +33,7 @@ steps. :func:`accuracy_curve` records 0 … 10.
 import numpy as np
 
 from ..meta.maml import check_alpha, check_batch, inner_loop, kernels_for
-from ..validation import nonneg_int
+from ..validation import check_memory, step_count
 
 CLASSIFICATION_TASKS = ("omniglot",)
 TEST_EPISODES, TEST_SEED = 600, 2017                    # main.py NUM_TEST_POINTS; our seed
@@ -80,9 +80,12 @@ def accuracy_curve(model, theta, batch, alpha, max_steps=10, backend=None):
     a vector or table α, or ``accuracy_curve_numpy``'s reference, runs the NumPy inner loop."""
     theta, batch = model.check_theta(theta), check_batch(model, batch)
     alpha = check_alpha(model, alpha, schedule=True)                   # scalar, (P,) or (S, P)
-    max_steps = nonneg_int("max_steps", max_steps)
+    max_steps = step_count("max_steps", max_steps)
     compiled = np.ndim(alpha) == 0 and getattr(model, "batch_norm", False)
     fast = kernels_for(model, backend) if compiled else None
+    check_memory("max_steps", max_steps, 8 * (max_steps + 1) * (batch.num_tasks + (
+        0 if fast is not None else model.num_params)), "the accuracy curves" + (
+        "" if fast is not None else f" and the {max_steps + 1} iterates of θ (NumPy)"))
     with np.errstate(all="ignore"):                       # a blown-up task scores what it scores
         if fast is not None:
             return fast.adapt_accuracy(model, theta, batch, alpha, max_steps)
