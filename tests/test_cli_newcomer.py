@@ -267,3 +267,13 @@ def test_an_interrupted_reproduce_omniglot_prints_the_command_that_continues(tmp
     assert code == 130
     assert err.strip().endswith("run the same command again: python -m mamlnp reproduce "
                                 f"omniglot --quick --out '{out}' --data-dir /data/omniglot")
+
+
+def test_accuracy_curve_refuses_absurd_step_counts_before_allocating():
+    import numpy as np
+    from mamlnp.run import classify as CL
+    model = mamlnp.MLP((4, 8, 2), "relu", "softmax_xent", batch_norm=True)
+    y = np.eye(2)[[0, 1, 0, 1]][None].repeat(3, 0)                   # (T, N·K, N) one-hot
+    batch = mamlnp.TaskBatch(np.ones((3, 4, 4)), y, np.ones((3, 4, 4)), y)
+    with pytest.raises(InputError, match="max_steps: expected a size whose arrays fit"):
+        CL.accuracy_curve(model, model.init(0), batch, 0.5, 10**9, backend="numpy")
