@@ -27,8 +27,11 @@ checked (keys, shape, counts, fingerprint) before it is used; a cache that fails
 rebuilt (warned). It is written atomically (mamlnp/safeio.py); a full disk costs only the cache.
 The cache folder: ``cache_dir``, else $MAMLNP_CACHE_DIR, else <user cache>/omniglot.
 """
+import contextlib
 import io
 import os
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -167,6 +170,24 @@ def write_cache(path, images, keys, fingerprint):
                       f"again", stacklevel=3)
 
 
+NOTICE_DRAWINGS = 2000              # preprocessing more than this says so (no silent stall)
+
+
+@contextlib.contextmanager
+def _notice(n, path):
+    """One line on stderr before preprocessing ``n`` drawings (the full data: 32,460, once per
+    data folder), one after with the time it took; nothing for a few (tests' data)."""
+    if n < NOTICE_DRAWINGS:
+        yield
+        return
+    print(f"mamlnp: preprocessing Omniglot's {n} drawings once (105 → {SIZE} px); the result "
+          f"is cached in {path}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    yield
+    print(f"mamlnp: Omniglot preprocessed in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+          flush=True)
+
+
 def load_images(data_dir, cache_dir=None, resize="lanczos", require_full=True):
     """(keys (C,) "Alphabet/characterNN" sorted, uint8 ink (C, R, S, S)), from the cache when
     it is valid, else preprocessed from the source and cached."""
@@ -178,7 +199,8 @@ def load_images(data_dir, cache_dir=None, resize="lanczos", require_full=True):
         path = cache_path(resolve_cache_dir(cache_dir), fingerprint, resize)
         images = read_cache(path, keys, fingerprint)
         if images is None:
-            images = build(source, keys, resize)
+            with _notice(len(keys) * DRAWINGS, path):
+                images = build(source, keys, resize)
             write_cache(path, images, keys, fingerprint)
     finally:
         source.close()
