@@ -26,6 +26,7 @@ import numpy as np
 
 from . import classify as CL
 from ..errors import InputError
+from ..fast.compile_notice import first_call_notice
 from ..meta.variants import run_alpha
 from ..validation import check_memory, positive_int, step_count
 from .rundir import EVAL_NAME, training_seconds
@@ -156,8 +157,9 @@ def run_evaluate(args, alpha=None):
             raise InputError(f"alpha: no step size for K={config['shots']} (the run's shots) "
                              f"in {sorted(alpha)}")
         alpha = alpha[config["shots"]]
-    result = evaluate_run(model, theta, config, alpha, args.max_steps,
-                          backend=getattr(args, "backend", None))
+    backend = getattr(args, "backend", None)
+    with first_call_notice(backend=backend):                    # kernels compile once
+        result = evaluate_run(model, theta, config, alpha, args.max_steps, backend=backend)
     print(format_rows(result))
     run_dir = os.path.dirname(os.path.abspath(args.run)) if args.run.endswith(".npz") else args.run
     paths = write_outputs(result, args.out or os.path.join(run_dir, EVAL_NAME),
@@ -188,7 +190,8 @@ def reproduce_omniglot(out, iterations=None, seed=0, backend=None, data_dir=None
         walls[K] = training_seconds(run_dir, time.perf_counter() - t0)
         print(f"[reproduce] evaluating on {CL.TEST_EPISODES} test episodes", flush=True)
         t1 = time.perf_counter()
-        r = evaluate_run(res.model, res.theta, res.config, episodes=episodes)
+        with first_call_notice(backend=backend):                # kernels compile once
+            r = evaluate_run(res.model, res.theta, res.config, episodes=episodes, backend=backend)
         r["eval_seconds"], r["iterations"] = time.perf_counter() - t1, res.config["iteration"]
         write_outputs(r, os.path.join(run_dir, EVAL_NAME), meta={"run": run_dir},
                       note=SMOKE_NOTE if quick else None)
