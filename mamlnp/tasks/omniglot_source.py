@@ -25,6 +25,7 @@ What is read, and what is refused before it is read (an InputError naming data_d
 import hashlib
 import io
 import os
+import shlex
 import stat
 import warnings
 import zipfile
@@ -44,7 +45,8 @@ ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 def how_to_get(data_dir):
-    return (f"Get it with one command: python -m mamlnp download omniglot --data-dir {data_dir} "
+    return (f"Get it with one command: python -m mamlnp download omniglot --data-dir "
+            f"{shlex.quote(os.fspath(data_dir))} "
             f"(or OmniglotTasks(data_dir=..., download=True)), or copy images_background.zip and "
             f"images_evaluation.zip from https://github.com/brendenlake/omniglot/tree/master/python "
             f"into that folder.")
