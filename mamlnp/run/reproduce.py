@@ -54,8 +54,9 @@ def add_arguments(p):
                    "$MAMLNP_DATA_DIR, else the user cache folder; 'mamlnp download omniglot' "
                    "fills it)")
     p.add_argument("--out", default=None,
-                   help="output directory (default runs/reproduce; with --quick "
-                        "runs/reproduce-quick)")
+                   help="output directory (default: sinusoid runs/reproduce, omniglot "
+                        "runs/reproduce-omniglot; with --quick runs/reproduce-quick, "
+                        "runs/reproduce-omniglot-quick)")
     p.add_argument("--iterations", type=int, default=None,
                    help=f"meta-iterations for both runs (default: sinusoid {PAPER_ITERATIONS}, "
                         f"omniglot 60000)")
