@@ -19,6 +19,46 @@ from .run.train import meta_train
 from .run.evaluate import EvalResult, adaptation_curve  # the module: mamlnp.run.evaluate
 from ._version import __version__  # noqa: F401
 
+# Modules that moved into the package's folders (docs/architecture.md): an old import path
+# gets an ImportError that names the new one, not a bare "No module named".
+MOVED = {"activations": "mamlnp.nn.activations", "checkpoint": "mamlnp.run.checkpoint",
+         "cli": "mamlnp.run.cli", "evaluate": "mamlnp.run.evaluate",
+         "fdcheck": "mamlnp.check.fdcheck", "gradcheck": "mamlnp.check.gradcheck",
+         "layers": "mamlnp.nn.layers", "losses": "mamlnp.nn.losses", "maml": "mamlnp.meta.maml",
+         "mlp": "mamlnp.nn.mlp", "optim": "mamlnp.meta.optim", "plots": "mamlnp.run.plots",
+         "reproduce": "mamlnp.run.reproduce", "runconfig": "mamlnp.run.runconfig",
+         "runguard": "mamlnp.run.runguard", "train": "mamlnp.run.train",
+         "trainstep": "mamlnp.run.trainstep", "variants": "mamlnp.meta.variants"}
+
+
+def _moved(name):
+    new = MOVED[name]
+    return (f"mamlnp.{name} has moved to {new}: import {new} (or 'from "
+            f"{new.rpartition('.')[0]} import {name}'); the map of the package is "
+            f"docs/architecture.md")
+
+
+def __getattr__(name):                      # mamlnp.checkpoint: an AttributeError that says where
+    raise AttributeError(_moved(name) if name in MOVED else
+                         f"module 'mamlnp' has no attribute {name!r}")
+
+
+class _MovedFinder:
+    """``import mamlnp.maml``, ``from mamlnp import checkpoint``: last on sys.meta_path, so it
+    only speaks when no module was found (its error carries no module name, so that
+    ``from … import`` reports it instead of a bare "cannot import name")."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        head, _, name = fullname.partition(".")
+        if head == "mamlnp" and name in MOVED:
+            raise ModuleNotFoundError(_moved(name))
+        return None
+
+
+if not any(isinstance(f, _MovedFinder) for f in __import__("sys").meta_path):
+    __import__("sys").meta_path.append(_MovedFinder())
+
 __all__ = [
     "MLP", "ConvNet", "TaskBatch", "TaskFamily", "SinusoidTasks", "OmniglotTasks", "EvaluationPool",
     "adapt", "meta_gradient", "meta_loss", "imaml_gradient",

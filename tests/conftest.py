@@ -1,11 +1,27 @@
-"""Shared test helpers: centred finite differences and random MLP cases.
+"""Shared test helpers: centred finite differences and random MLP cases; the suite's
+environment.
 
 Dimension legend: N points, D in, O out, P parameters.
 
 The finite differences here are deliberately independent of mamlnp.check.gradcheck,
 so the tests of the model do not rely on the tool they also test.
+
+The environment (``suite_environment``, set before any test module or notebook runs): the
+same in ``python -m pytest`` and in CI (.ci/run only installs and runs that command), and
+nothing written outside the repository and temporary folders:
+
+* MAMLNP_DATA_DIR: the real Omniglot, ../shared/data/omniglot beside the checkout, when it is
+  there and the variable is unset (the real-data tests and notebook 04 use it; else they skip
+  or take their synthetic path);
+* MAMLNP_CACHE_DIR (the preprocessed Omniglot, 6.6 MB), MPLCONFIGDIR (matplotlib's font
+  cache), IPYTHONDIR and JUPYTER_RUNTIME_DIR (the notebooks' kernels): one temporary folder
+  for the session, removed at its end, unless the variable is already set.
 """
+import atexit
 import os
+import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,6 +34,28 @@ from mamlnp import MLP
 settings.register_profile("ci", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "omniglot"
+
+
+def suite_environment(environ=os.environ):
+    """Set the suite's environment variables (the module docstring); returns what was set."""
+    set_ = {}
+    if not environ.get("MAMLNP_DATA_DIR") and SHARED_DATA.is_dir():
+        set_["MAMLNP_DATA_DIR"] = str(SHARED_DATA)
+    keys = ("MAMLNP_CACHE_DIR", "MPLCONFIGDIR", "IPYTHONDIR", "JUPYTER_RUNTIME_DIR")
+    if any(not environ.get(k) for k in keys):
+        tmp = tempfile.mkdtemp(prefix="mamlnp-tests-")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        for k in keys:
+            if not environ.get(k):
+                set_[k] = os.path.join(tmp, k.lower())
+    environ.update(set_)
+    return set_
+
+
+suite_environment()
 
 def rel_error(a, b):
     """‖a − b‖ / max(‖a‖, ‖b‖, 1e-300)."""

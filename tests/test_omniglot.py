@@ -410,8 +410,10 @@ needs_real = pytest.mark.skipif(real_data_dir() is None,
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    return OmniglotTasks(real_data_dir(), ways=5, cache_dir=tmp_path_factory.mktemp("real"))
+def real():
+    """The real data, cached where the notebooks cache it ($MAMLNP_CACHE_DIR: conftest sets a
+    temporary folder for the session), so a session preprocesses it once."""
+    return OmniglotTasks(real_data_dir(), ways=5)
 
 
 @needs_real

@@ -49,7 +49,10 @@ def test_rerun_reuses_then_resume_and_overwrite(quick_run, capsys):
     capsys.readouterr()
     # a second run reuses the finished runs (tests/test_newcomer.py checks the messages)
     assert main(["reproduce", "--quick", "--out", str(quick_run), "--no-progress"]) == 0
-    assert "reusing the finished run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "reusing the finished run" in out
+    assert out.startswith("[reproduce] --quick: 200 iterations per run, a smoke test")  # marked
+    assert "(--quick: a smoke test, NOT a result)" in out
     assert (quick_run / "maml-k10" / "checkpoint.npz").read_bytes() == before
     assert read_rows(quick_run / "results.csv") == old                 # same runs, same bits
     assert main(["reproduce", "--quick", "--out", str(quick_run), "--resume",
@@ -69,3 +72,18 @@ def test_conflicting_options_are_refused(tmp_path, capsys):
     assert main(["reproduce", "--iterations", "0", "--out", str(tmp_path / "r")]) == 2
     assert "iterations: expected a positive integer, got 0" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
+
+
+def test_quick_figures_carry_the_smoke_test_mark():
+    """The same figure with and without plots.SMOKE_NOTE: the note changes the picture."""
+    import matplotlib.pyplot as plt
+    from mamlnp.run import plots
+
+    def fig():
+        f, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        return f
+    assert plots.figure_bytes(fig()) != plots.figure_bytes(fig(), note=plots.SMOKE_NOTE)
+    f = fig()
+    plots.figure_bytes(f, note=plots.SMOKE_NOTE)
+    assert f._suptitle.get_text().startswith("SMOKE TEST (--quick)")

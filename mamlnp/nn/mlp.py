@@ -44,6 +44,7 @@ from ..validation import (as_float64, as_rng, boolean, check_memory, choice, non
                           positive_float, positive_int, probability_rows)
 
 BN_EPS = 1e-3   # tf.contrib.layers.batch_norm's default epsilon, which cbfinn/maml uses
+BN_EPS_MIN = 1e-12  # smaller (a subnormal ε): 1/√(σ² + ε) of a constant unit overflows
 
 
 class MLP:
@@ -74,6 +75,12 @@ class MLP:
         self.loss_name = choice("loss", loss, LOSSES)
         self.batch_norm = boolean("batch_norm", batch_norm)
         self.bn_eps = positive_float("bn_eps", bn_eps)
+        if self.bn_eps < BN_EPS_MIN:
+            raise InputError(f"bn_eps: expected at least {BN_EPS_MIN:g} (1/sqrt(var + eps) of a "
+                             f"unit constant over the batch must stay finite), got {bn_eps!r}")
+        if self.batch_norm and len(self.sizes) < 3:
+            raise InputError(f"batch_norm: expected at least one hidden layer to normalise, got "
+                             f"sizes {self.sizes}")
         self._act = ACTIVATIONS[self.activation]
         self._loss = LOSSES[self.loss_name]
         self.layout, self.bn_layout, self.num_params = self._make_layout(self.sizes, self.batch_norm)

@@ -13,7 +13,7 @@ A run directory ``OUT/`` holds
   every file atomically (never through a symbolic link).
 
 Loading reads nothing unchecked (the threat model is in docs/errors.md): sizes are
-checked before anything is decompressed (mamlnp.run.npzread), then the format version
+checked before anything is decompressed (mamlnp.npzread), then the format version
 and the checksum, then every field against the model and config it describes
 (mamlnp.run.statecheck). The checksum detects corruption, not tampering: it is not a
 signature. Every failure is a :class:`mamlnp.errors.CheckpointError` naming the field.
@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import CheckpointError, InputError
 from ..validation import as_float64, nonneg_int
 from . import statecheck as S
-from .npzread import NpzReader
+from ..npzread import NpzReader
 
 from .rundir import (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_COLUMNS, HISTORY_NAME,  # noqa: F401
                      LOCK_NAME, atomic_write, lock_run_dir, make_output_dir,
@@ -219,6 +219,7 @@ def read_arrays(file, arrays):
             out["train_state"][rest] = value
     if "theta" not in out["params"]:
         raise CheckpointError(f"checkpoint: {file!r} holds no parameters θ")
+    S.check_groups(file, config, out["params"], out["optimizer_state"])
     return out
 
 
@@ -234,7 +235,8 @@ def load_checkpoint(path):
     state = read_checkpoint(path)
     config, model = dict(state["config"]), state["model"]
     config["iteration"] = state["iteration"]
-    for key in ("alpha", "method"):                           # what evaluation reads
+    needs = ("alpha", "method") + (("inner_steps",) if "lslr" in state["params"] else ())
+    for key in needs:                                         # what evaluation reads
         if key not in config:
             raise S.fail(state["path"], f"config.{key}", "missing (expected the run's config)")
     theta = state["params"]["theta"]

@@ -33,7 +33,7 @@ steps. :func:`accuracy_curve` records 0 … 10.
 import numpy as np
 
 from ..meta.maml import check_alpha, check_batch, inner_loop, kernels_for
-from ..validation import nonneg_int
+from ..validation import check_memory, step_count
 
 CLASSIFICATION_TASKS = ("omniglot",)
 TEST_EPISODES, TEST_SEED = 600, 2017                    # main.py NUM_TEST_POINTS; our seed
@@ -50,11 +50,12 @@ def omniglot_defaults(given):
     ways = given.get("ways", 5)
     five = not (isinstance(ways, (int, np.integer)) and ways >= 20)   # else the 20-way protocol
     shots = given.get("shots", 1)
+    query = given.get("query", shots)
     return {"ways": ways, "data_dir": None, "batch_norm": True,
             "hidden": [256, 128, 64, 64], "activation": "relu", "init": "normal",
             "alpha": 2.0, "beta": 1e-3, "inner_steps": 1 if five else 5,
             "meta_batch": 32 if five else 16, "iterations": 60000,
-            "shots": shots, "query": shots, "val_tasks": 100, "val_query": shots,
+            "shots": shots, "query": query, "val_tasks": 100, "val_query": query,
             "eval_every": 500, "val_seed": 1234}
 
 
@@ -79,8 +80,11 @@ def accuracy_curve(model, theta, batch, alpha, max_steps=10, backend=None):
     ``backend="numpy"``; otherwise ``accuracy_curve_numpy``'s reference runs."""
     theta, batch = model.check_theta(theta), check_batch(model, batch)
     alpha = check_alpha(model, alpha, schedule=True)                   # scalar, (P,) or (S, P)
-    max_steps = nonneg_int("max_steps", max_steps)
+    max_steps = step_count("max_steps", max_steps)
     fast = kernels_for(model, backend, "adapt_accuracy", alpha)
+    check_memory("max_steps", max_steps, 8 * (max_steps + 1) * (batch.num_tasks + (
+        0 if fast is not None else model.num_params)), "the accuracy curves" + (
+        "" if fast is not None else f" and the {max_steps + 1} iterates of θ (NumPy)"))
     with np.errstate(all="ignore"):                       # a blown-up task scores what it scores
         if fast is not None:
             return fast.adapt_accuracy(theta, batch, alpha, max_steps)

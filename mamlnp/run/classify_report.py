@@ -14,9 +14,11 @@ run/classify.py), evaluates both, and writes results.md beside the paper's Table
 the MLP (89.7 ± 1.1 %, 97.5 ± 0.6 %).
 """
 import csv
+import io
 import json
 import os
 import resource
+import shlex
 import sys
 import time
 
@@ -24,9 +26,12 @@ import numpy as np
 
 from . import classify as CL
 from ..errors import InputError
+from ..fast.compile_notice import first_call_notice
 from ..meta.variants import run_alpha
-from ..validation import nonneg_int
+from ..validation import check_memory, positive_int, step_count
+from .rundir import EVAL_NAME, training_seconds
 
+QUICK_ITERATIONS = 200               # reproduce omniglot --quick
 CHUNK = 50                           # episodes built and scored at a time (memory)
 TABLE_STEPS = (0, 1, 3, 5, 10)       # 1: 5-way training; 3: the paper's test (A.1); 10: main.py
 
@@ -36,9 +41,13 @@ def evaluate_run(model, theta, config, alpha=None, max_steps=10, episodes=CL.TES
     """{"rows": [{steps, mean, ci95, std, n}], "accuracy": (T, S+1), …} on the test episodes;
     adapting on ``backend`` (None: mamlnp.meta.maml.DEFAULT_BACKEND)."""
     from .runconfig import family_for
+    max_steps = step_count("max_steps", max_steps)
+    episodes = positive_int("episodes", episodes)
+    check_memory("max_steps", max_steps, 8 * (episodes + model.num_params) * (max_steps + 1),
+                 f"the accuracy curves of {episodes} episodes and, on the NumPy path, the "
+                 f"{max_steps + 1} iterates of θ")                    # before reading the data
     family = family_for(config) if family is None else family
     alpha = run_alpha(config, model) if alpha is None else alpha        # as in training
-    max_steps = nonneg_int("max_steps", max_steps)
     K = config["shots"]
     acc = np.concatenate([
         CL.accuracy_curve(model, theta, family.episodes("test", min(CHUNK, episodes - s), K, K,
@@ -62,32 +71,37 @@ def format_rows(result, steps=None):
     return "\n".join(lines)
 
 
-def write_outputs(result, out_dir, meta=None, plot=True):
-    """omniglot_results.csv / .json and omniglot_accuracy.png in ``out_dir``; their paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    csv_path = os.path.join(out_dir, "omniglot_results.csv")
+def write_outputs(result, out_dir, meta=None, plot=True, note=None):
+    """omniglot_results.csv / .json and omniglot_accuracy.png in ``out_dir``; their paths.
+    All are rendered first, then replaced together (mamlnp.run.rundir.atomic_write_all):
+    never written through a planted link, and a failure (a full disk) keeps the previous
+    version of every one. ``note``: a line on the figure (plots.SMOKE_NOTE for --quick)."""
+    from .rundir import atomic_write_all, make_output_dir
+    make_output_dir(out_dir)
     fields = ("ways", "shots", "steps", "alpha", "mean", "ci95", "std", "n")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows({k: r[k] for k in fields} for r in result["rows"])
-    json_path = os.path.join(out_dir, "omniglot_results.json")
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=fields)
+    w.writeheader()
+    w.writerows({k: r[k] for k in fields} for r in result["rows"])
     doc = {"meta": meta or {}, "episodes": "test characters, OmniglotTasks.episodes('test', "
            f"{len(result['accuracy'])}, K, K, seed={result['seed']})",
            "ci95": "1.96 * std / sqrt(n), std with ddof=0 (cbfinn/maml main.py)",
            "rows": result["rows"], "accuracy": result["accuracy"].tolist(),
            "accuracy_note": "(episodes, steps+1) query accuracy after 0 … S steps"}
-    with open(json_path, "w") as f:
-        json.dump(doc, f, indent=1, allow_nan=False)
-    paths = [csv_path, json_path]
+    files = {os.path.join(out_dir, "omniglot_results.csv"): text.getvalue().encode(),
+             os.path.join(out_dir, "omniglot_results.json"):
+                 json.dumps(doc, indent=1, allow_nan=False).encode()}
     if plot:
-        paths.append(accuracy_figure([result], os.path.join(out_dir, "omniglot_accuracy.png")))
-    return paths
+        files[os.path.join(out_dir, "omniglot_accuracy.png")] = accuracy_figure([result],
+                                                                                note=note)
+    return atomic_write_all(files)
 
 
-def accuracy_figure(results, path):
-    """Test accuracy (mean ± 95% CI band) against SGD steps, one line per result."""
+def accuracy_figure(results, path=None, note=None):
+    """Test accuracy (mean ± 95% CI band) against SGD steps, one line per result: the PNG's
+    bytes, or written atomically to ``path`` (then the path)."""
     import matplotlib.pyplot as plt
+    from .plots import figure_bytes
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     for res in results:
         steps = np.array([r["steps"] for r in res["rows"]])
@@ -102,19 +116,39 @@ def accuracy_figure(results, path):
     ax.set_xticks(steps)
     ax.set_xlabel("SGD steps on the support set")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Omniglot, 600 test episodes (dotted: paper, Table 1 MLP)", fontsize=9)
+    ax.set_title(f"Omniglot, {len(results[0]['accuracy'])} test episodes (dotted: paper, "
+                 f"Table 1 MLP)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    data = figure_bytes(fig, "png", note)
+    if path is None:
+        return data
+    from .rundir import atomic_write
+    atomic_write(path, lambda f: f.write(data))
     return path
+
+
+SINUSOID_ONLY = {"shots": "an Omniglot run is tested at the K it was trained with",
+                 "baseline": "compare Omniglot runs by evaluating each one",
+                 "baseline_alpha": "a step size for --baseline's run"}
+
+
+def refuse_options(args, options, what):
+    """An option given for a run it does not apply to is an error that says so: ``options``
+    {dest: why}, the options (argparse dests) that ``what`` does not use."""
+    given = [(key, why) for key, why in options.items() if getattr(args, key, None) is not None]
+    if given:
+        key, why = given[0]
+        raise InputError(f"--{key.replace('_', '-')}: does not apply to {what} ({why}); "
+                         f"drop it")
 
 
 def run_evaluate(args, alpha=None):
     """``mamlnp evaluate RUN`` for a classification run; ``alpha`` the parsed --alpha
     (None, a float, or {K: α})."""
     from .checkpoint import load_checkpoint
+    refuse_options(args, SINUSOID_ONLY, "an Omniglot run")
     model, theta, config = load_checkpoint(args.run)
     if getattr(args, "data_dir", None):
         config = dict(config, data_dir=args.data_dir)
@@ -123,11 +157,12 @@ def run_evaluate(args, alpha=None):
             raise InputError(f"alpha: no step size for K={config['shots']} (the run's shots) "
                              f"in {sorted(alpha)}")
         alpha = alpha[config["shots"]]
-    result = evaluate_run(model, theta, config, alpha, args.max_steps,
-                          backend=getattr(args, "backend", None))
+    backend = getattr(args, "backend", None)
+    with first_call_notice(backend=backend):                    # kernels compile once
+        result = evaluate_run(model, theta, config, alpha, args.max_steps, backend=backend)
     print(format_rows(result))
     run_dir = os.path.dirname(os.path.abspath(args.run)) if args.run.endswith(".npz") else args.run
-    paths = write_outputs(result, args.out or os.path.join(run_dir, "eval"),
+    paths = write_outputs(result, args.out or os.path.join(run_dir, EVAL_NAME),
                           meta={"run": args.run}, plot=not args.no_plots)
     print("\nwrote:\n  " + "\n  ".join(paths))
     return 0
@@ -140,6 +175,7 @@ def reproduce_omniglot(out, iterations=None, seed=0, backend=None, data_dir=None
                        episodes=CL.TEST_EPISODES, **overrides):
     """Train and evaluate 5-way 1-shot and 5-shot; write results.md; returns its path.
     ``overrides``: other config keys for both runs (e.g. a small network in the tests)."""
+    from .plots import SMOKE_NOTE
     from .train import meta_train
     results, walls = [], {}
     for K in (1, 5):
@@ -151,22 +187,16 @@ def reproduce_omniglot(out, iterations=None, seed=0, backend=None, data_dir=None
         res = meta_train(task="omniglot", ways=5, shots=K, seed=seed, backend=backend,
                          data_dir=data_dir, out=run_dir, resume=resume and has,
                          overwrite=overwrite, progress=progress, **kw)
-        walls[K] = _wall(run_dir, time.perf_counter() - t0)
+        walls[K] = training_seconds(run_dir, time.perf_counter() - t0)
         print(f"[reproduce] evaluating on {CL.TEST_EPISODES} test episodes", flush=True)
         t1 = time.perf_counter()
-        r = evaluate_run(res.model, res.theta, res.config, episodes=episodes)
+        with first_call_notice(backend=backend):                # kernels compile once
+            r = evaluate_run(res.model, res.theta, res.config, episodes=episodes, backend=backend)
         r["eval_seconds"], r["iterations"] = time.perf_counter() - t1, res.config["iteration"]
-        write_outputs(r, os.path.join(run_dir, "eval"), meta={"run": run_dir})
+        write_outputs(r, os.path.join(run_dir, EVAL_NAME), meta={"run": run_dir},
+                      note=SMOKE_NOTE if quick else None)
         results.append(r)
     return write_report(out, results, walls, quick)
-
-
-def _wall(run_dir, fallback):
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            return float(json.load(f)["metadata"]["wall_time_s"])
-    except (OSError, KeyError, TypeError, ValueError):
-        return fallback
 
 
 def write_report(out, results, walls, quick):
@@ -190,27 +220,55 @@ def write_report(out, results, walls, quick):
         lines.append(f"- 5-way {r['shots']}-shot: {r['iterations']} iterations, training wall "
                      f"time {walls[r['shots']]:.0f} s, evaluation {r['eval_seconds']:.0f} s")
     lines.append(f"- peak memory of this process (max RSS): {rss:.0f} MiB")
-    path = os.path.join(out, "results.md")
-    os.makedirs(out, exist_ok=True)
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    from .rundir import atomic_write, make_output_dir
+    path = os.path.join(make_output_dir(out), "results.md")
+    text = ("\n".join(lines) + "\n").encode()
+    atomic_write(path, lambda f: f.write(text))        # never through a link; old kept whole
     print("\n".join(lines))
     return path
 
 
 def run_reproduce(args):
     """``mamlnp reproduce omniglot`` (options of mamlnp.run.reproduce)."""
-    from ..errors import InputError
+    refuse_options(args, {"shots": "it trains 5-way 1-shot and 5-shot, both",
+                          "init": "the protocol's initialisation, N(0, 0.01²), is used"},
+                   "reproduce omniglot")
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
-    iterations = 200 if args.quick else args.iterations
+    iterations = QUICK_ITERATIONS if args.quick else args.iterations
     if args.resume and args.overwrite:
         raise InputError("--resume and --overwrite: expected at most one of them")
     out = args.out or os.path.join("runs", "reproduce-omniglot-quick" if args.quick
                                    else "reproduce-omniglot")
     progress = not args.no_progress and sys.stderr.isatty()
-    path = reproduce_omniglot(out, iterations, args.seed, args.backend,
-                              getattr(args, "data_dir", None), not args.overwrite, args.overwrite,
-                              progress, args.quick)
-    print(f"\n[reproduce] wrote {path}")
+    if args.quick:
+        print(f"[reproduce] --quick: {QUICK_ITERATIONS} iterations per run, a smoke test of the "
+              f"pipeline, NOT a result", flush=True)
+    from .train import TrainingInterrupted
+    try:
+        path = reproduce_omniglot(out, iterations, args.seed, args.backend,
+                                  getattr(args, "data_dir", None), not args.overwrite,
+                                  args.overwrite, progress, args.quick)
+    except TrainingInterrupted as exc:      # the checkpoint is written: say how to continue
+        print(f"mamlnp reproduce: {exc}\nmamlnp reproduce: to continue both runs, run the same "
+              f"command again: {_again(args, out)}", file=sys.stderr)
+        return 128 + int(exc.signum)
+    print(f"\n[reproduce] wrote {path}" + (" (--quick: a smoke test, not a result)"
+                                             if args.quick else ""))
     return 0
+
+
+def _again(args, out):
+    """The command line that continues an interrupted ``reproduce omniglot``."""
+    cmd = ["python -m mamlnp reproduce omniglot"]
+    if args.quick:
+        cmd.append("--quick")
+    elif args.iterations is not None:
+        cmd.append(f"--iterations {args.iterations}")
+    for opt in ("out", "data_dir", "backend"):
+        if getattr(args, opt, None) is not None:
+            value = out if opt == "out" else getattr(args, opt)
+            cmd.append(f"--{opt.replace('_', '-')} {shlex.quote(str(value))}")
+    if args.seed != 0:
+        cmd.append(f"--seed {args.seed}")
+    return " ".join(cmd)

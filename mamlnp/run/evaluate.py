@@ -27,6 +27,7 @@ import csv
 import io
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,10 +172,11 @@ def format_table(results, steps=None):
 
 def write_results(results, out_dir, meta=None):
     """Write ``results.csv`` (one row per method, K, step) and ``results.json`` (the
-    rows plus every per-task curve, so other statistics can be recomputed). Each file is
-    replaced atomically (mamlnp.run.checkpoint.atomic_write): a failed write keeps the
-    previous one, and a symbolic link planted at either path is replaced, never followed."""
-    from .checkpoint import atomic_write, make_output_dir
+    rows plus every per-task curve, so other statistics can be recomputed). The two are
+    replaced together (mamlnp.run.rundir.atomic_write_all): a failed write keeps the
+    previous version of both, and a symbolic link planted at either path is replaced, never
+    followed."""
+    from .rundir import atomic_write_all, make_output_dir
     make_output_dir(out_dir)
     csv_path = os.path.join(out_dir, "results.csv")
     text = io.StringIO(newline="")
@@ -193,8 +195,7 @@ def write_results(results, out_dir, meta=None):
            "curves": curves, "curves_note": "per method and K: (tasks, steps+1) query MSEs; "
                                             "null = NaN or inf"}
     doc = json.dumps(doc, indent=1, allow_nan=False).encode()
-    atomic_write(csv_path, lambda f: f.write(text.getvalue().encode()))
-    atomic_write(json_path, lambda f: f.write(doc))
+    atomic_write_all({csv_path: text.getvalue().encode(), json_path: doc})   # both or neither
     return csv_path, json_path
 
 
@@ -237,15 +238,16 @@ def alpha_option(values):
 def add_arguments(p):
     from ..meta.maml import DEFAULT_BACKEND
     p.add_argument("run", metavar="DIR", help="a training run directory (or its checkpoint.npz)")
-    p.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20],
-                   help="support-set sizes K to evaluate (the pool holds 5, 10, 20; "
-                        "default 5 10 20)")
+    p.add_argument("--shots", type=int, nargs="+", default=None,
+                   help="sinusoid runs: support-set sizes K to evaluate (the pool holds 5, 10, "
+                        "20; default 5 10 20); an Omniglot run is tested at its own K")
     p.add_argument("--max-steps", type=int, default=10,
                    help="SGD steps at test time (default 10)")
     p.add_argument("--alpha", type=alpha_arg, nargs="+", default=None,
                    help=ALPHA_HELP.format("run"))
     p.add_argument("--baseline", metavar="DIR2", default=None,
-                   help="a second run to compare against, e.g. the pretrained baseline")
+                   help="sinusoid runs: a second run to compare against, e.g. the pretrained "
+                        "baseline")
     p.add_argument("--baseline-alpha", type=alpha_arg, nargs="+", default=None,
                    help=ALPHA_HELP.format("baseline run"))
     p.add_argument("--backend", choices=("numpy", "numba"), default=None,
@@ -268,13 +270,22 @@ def load_and_evaluate(path, alpha, shots, max_steps, backend, label=None):
     return res, model, theta, config
 
 
+DEFAULT_SHOTS = (5, 10, 20)
+
+
 def run(args):
     for name, path in (("DIR", args.run), ("--baseline", args.baseline)):
         if path is not None and not os.path.exists(path):
             raise InputError(f"{name}: no such run directory or checkpoint file: {path!r}")
+        if path is not None:
+            _check_holds_a_run(name, path)
     if _is_classification_run(args.run):          # Omniglot: accuracy on 600 test episodes
         from .classify_report import run_evaluate
         return run_evaluate(args, alpha_option(args.alpha))
+    if getattr(args, "data_dir", None) is not None:
+        raise InputError("--data-dir: does not apply to a sinusoid run (its tasks are "
+                         "generated, not read); drop it")
+    args.shots = DEFAULT_SHOTS if args.shots is None else args.shots
     with first_call_notice(backend=args.backend):           # kernels compile once
         runs = [load_and_evaluate(args.run, alpha_option(args.alpha), args.shots,
                                   args.max_steps, args.backend)]
@@ -296,6 +307,22 @@ def run(args):
         paths += plots.save_all([(r[0], r[1], r[2]) for r in runs], out)
     print("\nwrote:\n  " + "\n  ".join(paths))
     return 0
+
+
+def _check_holds_a_run(name, path):
+    """A folder without a checkpoint.npz that holds runs (``runs/reproduce``): name them."""
+    from .rundir import CHECKPOINT_NAME
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, CHECKPOINT_NAME)):
+        return
+    try:
+        inside = sorted(os.path.join(path, d) for d in os.listdir(path)
+                        if os.path.isfile(os.path.join(path, d, CHECKPOINT_NAME)))
+    except OSError:
+        inside = []
+    if inside:
+        raise InputError(f"{name}: {path!r} holds no {CHECKPOINT_NAME} of its own but the runs "
+                         f"{', '.join(inside)}; evaluate one of them, e.g. python -m mamlnp "
+                         f"evaluate {shlex.quote(inside[0])}")
 
 
 def _is_classification_run(path):

@@ -23,18 +23,32 @@ from ..meta.maml import inner_loop
 COLORS = ["tab:green", "tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink"]
 
 
-def _finish(fig, path):
+SMOKE_NOTE = "SMOKE TEST (--quick): a few iterations, NOT a result"
+
+
+def figure_bytes(fig, fmt="png", note=None):
+    """The figure rendered to bytes (then closed); ``note`` (e.g. SMOKE_NOTE) goes on top in
+    red, so a smoke test's figure cannot pass for a result."""
+    if note:
+        old = fig._suptitle.get_text() if fig._suptitle is not None else ""
+        fig.suptitle(note + ("\n" + old if old else ""), color="tab:red", fontsize=10)
+        fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format=fmt)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _finish(fig, path, note=None):
     if path is not None:                    # atomically, never through a planted symlink
         from .checkpoint import atomic_write, make_output_dir
         make_output_dir(os.path.dirname(os.path.abspath(path)))
-        buf = io.BytesIO()
-        fig.savefig(buf, dpi=120, format=os.path.splitext(path)[1][1:] or "png")
-        plt.close(fig)
-        atomic_write(path, lambda f: f.write(buf.getvalue()))
+        data = figure_bytes(fig, os.path.splitext(path)[1][1:] or "png", note)
+        atomic_write(path, lambda f: f.write(data))
     return fig
 
 
-def figure2(methods, pool, shots=(5, 10), task=0, steps=(0, 1, 10), path=None):
+def figure2(methods, pool, shots=(5, 10), task=0, steps=(0, 1, 10), path=None, note=None):
     """Figure 2: fits to one held-out task before and after adaptation.
 
     methods: list of (label, model, θ, alpha_by_K) with alpha_by_K a dict
@@ -72,10 +86,10 @@ def figure2(methods, pool, shots=(5, 10), task=0, steps=(0, 1, 10), path=None):
     fig.suptitle(f"Few-shot adaptation to held-out task {task} "
                  f"(A={pool.params[task, 0]:.2f}, φ={pool.params[task, 1]:.2f})")
     fig.tight_layout()
-    return _finish(fig, path)
+    return _finish(fig, path, note)
 
 
-def figure3(results, shots=(5, 10), path=None):
+def figure3(results, shots=(5, 10), path=None, note=None):
     """Figure 3: query MSE (mean ± 95% CI) against SGD steps, per K, per method.
 
     results: EvalResult objects from mamlnp.run.evaluate.evaluate. The caption of
@@ -110,7 +124,7 @@ def figure3(results, shots=(5, 10), path=None):
         if notes:
             ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=7)
     fig.tight_layout()
-    return _finish(fig, path)
+    return _finish(fig, path, note)
 
 
 def illustrative_task(pool):
@@ -123,10 +137,11 @@ def illustrative_task(pool):
     return 0
 
 
-def save_all(runs, out_dir, pool=None, task=None):
+def save_all(runs, out_dir, pool=None, task=None, note=None):
     """Figures 2 and 3 for runs = [(EvalResult, model, θ), …]; returns the PNG paths.
 
-    ``task`` (Figure 2's held-out task) defaults to ``illustrative_task(pool)``.
+    ``task`` (Figure 2's held-out task) defaults to ``illustrative_task(pool)``; ``note``
+    (SMOKE_NOTE for ``reproduce --quick``) is printed on top of both.
     """
     from ..tasks.pool import EvaluationPool
     from ..tasks.sinusoid import SinusoidTasks
@@ -138,6 +153,6 @@ def save_all(runs, out_dir, pool=None, task=None):
     steps = tuple(s for s in (0, 1, 10) if s <= runs[0][0].max_steps) or (0,)
     p2, p3 = os.path.join(out_dir, "figure2.png"), os.path.join(out_dir, "figure3.png")
     figure2([(res.label, m, th, res.alpha) for res, m, th in runs], pool, shots, task,
-            steps, path=p2)
-    figure3([res for res, _, _ in runs], shots=sorted(runs[0][0].curves), path=p3)
+            steps, path=p2, note=note)
+    figure3([res for res, _, _ in runs], shots=sorted(runs[0][0].curves), path=p3, note=note)
     return [p2, p3]

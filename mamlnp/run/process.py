@@ -2,7 +2,7 @@
 
 Dimension legend: P parameters, T tasks, N ways, K shots, D = 784 inputs.
 
-Like GOMP_SPINCOUNT (mamlnp.fast.kernels.spin_threads), only mamlnp's commands make these
+Like GOMP_SPINCOUNT (mamlnp.fast.spin_threads), only mamlnp's commands make these
 choices (mamlnp/run/cli.py, before any command runs); ``import mamlnp`` changes nothing, and
 a setting of the user's own always wins. Neither changes any arithmetic: the same bits.
 
@@ -25,7 +25,7 @@ Windows): nothing is done.
 
 **BLAS threads.** The kernels run their tasks on Numba's threads, whose idle workers spin
 (GOMP_SPINCOUNT) between parallel calls; a NumPy product big enough for OpenBLAS's own
-threads (the dense first layer of a meta-batch, ``fast.classify._inputs``, when more than a
+threads (the dense first layer of a meta-batch, ``fast.bn_mlp.kernelset._inputs``, when more than a
 quarter of its inputs are ink) then has an OpenBLAS thread fighting a spinning Numba worker
 for the second core, and OpenBLAS's idle threads spin in turn while the next parallel region
 waits for a core. Measured in 1000 5-way 1-shot iterations (benchmarks/profile_train.py):
@@ -90,3 +90,33 @@ def single_blas_thread(environ=os.environ):
                 done += 1
                 break
     return done
+
+
+LOADED_COMMANDS = ("train", "reproduce", "evaluate", "gradcheck")
+
+
+def load_notice(command, stream=None, load=None, cores=None, environ=os.environ):
+    """One line on stderr when the machine is busier than its cores (1-minute load average
+    above the core count) before a command that computes: its timings will be slower than
+    the documented ones, and NUMBA_NUM_THREADS=1 keeps the kernels from fighting the other
+    jobs for the cores. Returns the line, or None (not busy, no load average (Windows), the
+    user already chose NUMBA_NUM_THREADS, or ``stream`` is not a terminal: a script's or a
+    test's stderr gets its one-line errors only)."""
+    import sys
+    stream = sys.stderr if stream is None else stream
+    if command not in LOADED_COMMANDS or "NUMBA_NUM_THREADS" in environ:
+        return None
+    if not (getattr(stream, "isatty", None) and stream.isatty()):
+        return None
+    try:
+        load = os.getloadavg()[0] if load is None else load
+    except (OSError, AttributeError):           # no load average (Windows)
+        return None
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    if load <= cores:
+        return None
+    line = (f"mamlnp {command}: note: the machine is busy (load average {load:.1f} on {cores} "
+            f"core{'s' if cores > 1 else ''}): expect slower runs than the documented times; "
+            f"NUMBA_NUM_THREADS=1 python -m mamlnp {command} ... often runs faster then")
+    print(line, file=stream, flush=True)
+    return line

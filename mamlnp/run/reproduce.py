@@ -24,8 +24,8 @@ only re-evaluated, a few seconds, the same table) or continued (interrupted: fro
 checkpoint, to the same bits); ``--overwrite`` trains them again from scratch. Ctrl-C keeps
 the checkpoint and prints the command that continues.
 """
-import json
 import os
+import shlex
 import sys
 import time
 
@@ -33,6 +33,7 @@ from . import evaluate as E
 from ..errors import CheckpointError, InputError
 from ..fast.compile_notice import first_call_notice
 from ..meta.maml import DEFAULT_BACKEND
+from .rundir import config_value, training_seconds  # noqa: F401  (re-exported)
 
 PAPER_ITERATIONS = 70000
 QUICK_ITERATIONS = 200
@@ -49,17 +50,23 @@ TABLE_STEPS = (0, 1, 5, 10)
 def add_arguments(p):
     p.add_argument("task", nargs="?", choices=("sinusoid", "omniglot"), default="sinusoid",
                    help="sinusoid (sec. 5.1, default) or omniglot (5-way 1- and 5-shot, Table 1)")
-    p.add_argument("--data-dir", default=None, help="omniglot: the data folder")
+    p.add_argument("--data-dir", default=None, help="omniglot: the data folder (default "
+                   "$MAMLNP_DATA_DIR, else the user cache folder; 'mamlnp download omniglot' "
+                   "fills it)")
     p.add_argument("--out", default=None,
-                   help="output directory (default runs/reproduce; with --quick "
-                        "runs/reproduce-quick)")
+                   help="output directory (default: sinusoid runs/reproduce, omniglot "
+                        "runs/reproduce-omniglot; with --quick runs/reproduce-quick, "
+                        "runs/reproduce-omniglot-quick)")
     p.add_argument("--iterations", type=int, default=None,
-                   help=f"meta-iterations for both runs (default {PAPER_ITERATIONS})")
-    p.add_argument("--shots", type=int, default=10, help="K used for meta-training (default 10)")
+                   help=f"meta-iterations for both runs (default: sinusoid {PAPER_ITERATIONS}, "
+                        f"omniglot 60000)")
+    p.add_argument("--shots", type=int, default=None,
+                   help="sinusoid: K used for meta-training (default 10; omniglot trains "
+                        "1-shot and 5-shot)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--init", choices=("normal", "uniform"), default="uniform",
-                   help="θ initialisation, see MLP.init (default uniform: PyTorch's "
-                        "U(±1/√fan_in); normal: cbfinn's N(0, 0.01²))")
+    p.add_argument("--init", choices=("normal", "uniform"), default=None,
+                   help="sinusoid: θ initialisation, see MLP.init (default uniform: PyTorch's "
+                        "U(±1/√fan_in); normal: cbfinn's N(0, 0.01²); omniglot uses normal)")
     p.add_argument("--backend", choices=("numpy", "numba"), default=None,
                    help=f"meta-gradient backend (default {DEFAULT_BACKEND})")
     p.add_argument("--quick", action="store_true",
@@ -102,11 +109,8 @@ def _what(method, run_dir, resuming, iterations, shots):
     """The line announcing one run: new, continued or reused."""
     if not resuming:
         return f"training {method} (K={shots}, {iterations} iterations) -> {run_dir}"
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            done = int(json.load(f)["iteration"])
-    except (OSError, KeyError, TypeError, ValueError):
-        done = None
+    done = config_value(run_dir, "iteration")
+    done = done if isinstance(done, int) else None
     if done is not None and done >= iterations:
         return (f"{method}: reusing the finished run in {run_dir} ({done} iterations; "
                 f"--overwrite trains it again)")
@@ -139,15 +143,6 @@ def markdown_table(results, steps=TABLE_STEPS):
     return "\n".join(lines)
 
 
-def training_seconds(run_dir, fallback):
-    """The run's own training wall time (config.json metadata; summed over resumes)."""
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            return float(json.load(f)["metadata"]["wall_time_s"])
-    except (OSError, KeyError, TypeError, ValueError, RecursionError):
-        return fallback
-
-
 def write_report(out, results, runs, eval_seconds, quick):
     """results.md: the protocol, the table beside the paper's numbers, timings."""
     lines = ["# mamlnp reproduce: sinusoid regression (Finn et al. 2017, sec. 5.1)", ""]
@@ -176,10 +171,18 @@ def run(args):
     if getattr(args, "task", "sinusoid") == "omniglot":
         from .classify_report import run_reproduce
         return run_reproduce(args)
+    if getattr(args, "data_dir", None) is not None:
+        raise InputError("--data-dir: does not apply to reproduce sinusoid (its tasks are "
+                         "generated, not read); drop it")
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
     if args.resume and args.overwrite:
         raise InputError("--resume and --overwrite: expected at most one of them")
+    args.shots = 10 if args.shots is None else args.shots
+    args.init = "uniform" if args.init is None else args.init
+    if args.quick:
+        print(f"[reproduce] --quick: {QUICK_ITERATIONS} iterations per run, a smoke test of the "
+              f"pipeline, NOT a result", flush=True)
     iterations = (QUICK_ITERATIONS if args.quick else
                   PAPER_ITERATIONS if args.iterations is None else args.iterations)
     out = args.out or os.path.join("runs", "reproduce-quick" if args.quick else "reproduce")
@@ -208,8 +211,10 @@ def run(args):
     paths.append(write_report(out, results, runs, eval_seconds, args.quick))
     from . import plots
     paths += plots.save_all([(r, runs[m][0].model, runs[m][0].theta)
-                             for r, m in zip(results, ("maml", "pretrain"))], out)
-    print(f"\n[reproduce] done in {time.perf_counter() - t0:.0f} s. Wrote:")
+                             for r, m in zip(results, ("maml", "pretrain"))], out,
+                            note=plots.SMOKE_NOTE if args.quick else None)
+    smoke = " (--quick: a smoke test, NOT a result)" if args.quick else ""
+    print(f"\n[reproduce] done in {time.perf_counter() - t0:.0f} s{smoke}. Wrote:")
     for m in runs:
         print(f"  {runs[m][0].out}/  (checkpoint.npz, config.json, history.csv)")
     print("  " + "\n  ".join(paths))
@@ -233,7 +238,7 @@ def _again(args, out):
     elif args.iterations is not None:
         cmd.append(f"--iterations {args.iterations}")
     if args.out is not None:
-        cmd.append(f"--out {out}")
+        cmd.append(f"--out {shlex.quote(out)}")
     for opt, default in (("shots", 10), ("seed", 0), ("init", "uniform"), ("backend", None)):
         if getattr(args, opt) != default:
             cmd.append(f"--{opt} {getattr(args, opt)}")

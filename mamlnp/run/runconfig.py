@@ -50,6 +50,8 @@ METHOD_KEYS = {"imaml": {"lam": 1.0,         # λ, the proximal term's weight (>
                # the multi-step loss is annealed over msl_epochs; first order for fo_epochs
                # (the paper's DA: "the first 50 epochs"), then second order
                "mamlpp": {"epoch_length": 500, "msl_epochs": 10, "fo_epochs": 50}}
+# keys of one task only: Omniglot's classes per episode and data folder (run/classify.py)
+TASK_KEYS = ("ways", "data_dir")
 # config keys a resumed run may change without breaking bit-exact continuation
 RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every",
                      "data_dir")                # Omniglot: where the same data now lives
@@ -80,6 +82,10 @@ def make_config(config=None, **kwargs):
     extra = {**task_defaults(given.get("task", DEFAULTS["task"]), given),
              **METHOD_KEYS.get(given.get("method", DEFAULTS["method"]), {})}
     unknown = sorted(set(given) - set(DEFAULTS) - set(extra) - {"first_order"})
+    other_task = [k for k in unknown if k in TASK_KEYS]
+    if other_task:
+        raise InputError(f"{other_task[0]}: applies only to task 'omniglot', not "
+                         f"{given.get('task', DEFAULTS['task'])!r}; drop it")
     foreign = [k for k in unknown if any(k in keys for keys in METHOD_KEYS.values())]
     if foreign:
         raise InputError(f"config: {foreign} apply only to method(s) "
@@ -90,8 +96,8 @@ def make_config(config=None, **kwargs):
                          f"{sorted(set(DEFAULTS) | set(extra))}")
     cfg = {**DEFAULTS, **extra, **given}
     check_config(cfg)
-    family = family_for(cfg)
-    sizes = [family.input_dim, *cfg.pop("hidden"), family.output_dim]
+    D, O, _ = task_dims(cfg["task"], cfg.get("ways"))        # never reads the data
+    sizes = [D, *cfg.pop("hidden"), O]
     bn = {"batch_norm": True} if cfg.pop("batch_norm", False) else {}
     cfg["model"] = MLP(sizes, cfg.pop("activation"), LOSS[cfg["task"]], **bn).config()
     cfg["first_order"] = cfg["method"] in ("fomaml", "reptile") or (
@@ -156,23 +162,28 @@ def _model_of(name, spec, task, ways=None):
 
 def check_run_memory(cfg):
     """Refuse a run whose arrays cannot fit in memory, before anything is allocated: the
-    meta-gradient's workspace (mamlnp.meta.maml.check_work) and the task batches."""
+    meta-gradient's workspace (mamlnp.meta.maml.check_work) and the task batches, counting
+    every dimension: a classification task holds N·(K+Q) rows (N ways), and drawing its
+    episodes two (T, C) arrays over the C training characters."""
     model = MLP(**cfg["model"])
-    T, K, Q = cfg["meta_batch"], cfg["shots"], cfg["query"]
+    T, K, Q, V = cfg["meta_batch"], cfg["shots"], cfg["query"], cfg["val_query"]
     D, O = model.sizes[0], model.sizes[-1]
-    check_memory("meta_batch", T, 8 * 2 * T * (K + Q) * (D + O), "a batch of tasks")
-    check_memory("val_tasks", cfg["val_tasks"], 8 * 2 * cfg["val_tasks"] *
-                 (K + cfg["val_query"]) * (D + O), "the validation tasks")
+    N = cfg["ways"] if cfg["task"] == "omniglot" else 1         # rows per point of a task
+    draws = 16 * 1100 if cfg["task"] == "omniglot" else 0        # u and its order, per task
+    batch = T * (16 * N * (K + Q) * (D + O) + draws)
+    check_memory("meta_batch", T, batch, f"a batch of {T} tasks of {N * (K + Q)} rows of "
+                 f"{D} inputs and {O} targets, and a copy")
+    val = cfg["val_tasks"] * (16 * N * (K + V) * (D + O) + draws)
+    check_memory("val_tasks", cfg["val_tasks"], batch + val,
+                 "the validation tasks beside a training batch")
     stored = cfg["method"] in ("maml", "metasgd", "anil", "mamlpp") and not cfg["first_order"]
-    M.check_work(model, T, K + Q, K + Q, cfg["inner_steps"], cfg["backend"], stored)
+    M.check_work(model, T, N * K, N * Q, cfg["inner_steps"], cfg["backend"], stored)
 
 
 def check_config(cfg):
     choice("task", cfg["task"], tuple(TASKS))
     if cfg["task"] == "omniglot":
-        cfg["ways"] = positive_int("ways", cfg["ways"])
-        if cfg["data_dir"] is not None and not isinstance(cfg["data_dir"], str):
-            raise InputError(f"data_dir: expected a folder path or None, got {cfg['data_dir']!r}")
+        check_classification(cfg)
     choice("method", cfg["method"], METHODS)
     if cfg["method"] == "imaml":
         cfg["lam"] = positive_float("lam", cfg.get("lam"))
@@ -189,6 +200,12 @@ def check_config(cfg):
                  "eval_every", "val_tasks", "val_query"):
         cfg[name] = positive_int(name, cfg[name])
     cfg["val_seed"] = nonneg_int("val_seed", cfg["val_seed"])
+    if cfg["task"] == "omniglot":
+        check_drawings(cfg)
+    if cfg["method"] == "mamlpp" and cfg["inner_steps"] < 1:
+        raise InputError(f"inner_steps: expected at least 1 for method 'mamlpp' (its "
+                         f"multi-step loss weighs the query loss after each inner step), got "
+                         f"{cfg['inner_steps']}")
     cfg["backend"] = M.check_backend(cfg["backend"])
     choice("optimizer", cfg["optimizer"], tuple(OPTIMIZERS))
     choice("init", cfg["init"], ("normal", "uniform"))
@@ -198,6 +215,28 @@ def check_config(cfg):
     if not isinstance(hidden, (list, tuple)):
         raise InputError(f"hidden: expected a list of layer widths, got {hidden!r}")
     cfg["hidden"] = [positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)]
+
+
+def check_classification(cfg):
+    """Omniglot's own keys: N ways (at least 2: with one class every answer is right and the
+    loss is 0 at once), a data folder path or None."""
+    cfg["ways"] = positive_int("ways", cfg["ways"])
+    if cfg["ways"] < 2:
+        raise InputError(f"ways: expected at least 2 classes per episode (with one, every "
+                         f"prediction is right and the loss is 0), got {cfg['ways']}")
+    if cfg["data_dir"] is not None and not isinstance(cfg["data_dir"], str):
+        raise InputError(f"data_dir: expected a folder path or None, got {cfg['data_dir']!r}")
+
+
+def check_drawings(cfg):
+    """K + Q drawings of one character per class: at most the 20 it has (training episodes:
+    shots + query; validation episodes: shots + val_query)."""
+    from ..tasks.omniglot_data import DRAWINGS
+    for name, q in (("query", cfg["query"]), ("val_query", cfg["val_query"])):
+        if cfg["shots"] + q > DRAWINGS:
+            raise InputError(f"shots, {name}: expected shots + {name} <= {DRAWINGS} (the "
+                             f"drawings of a character), got {cfg['shots']} + {q} = "
+                             f"{cfg['shots'] + q}")
 
 
 def resume_config(saved, requested):

@@ -21,41 +21,27 @@ import tempfile
 import numpy as np
 
 from ..errors import CheckpointError, InputError
+from ..safeio import atomic_write, atomic_write_all, open_regular  # noqa: F401  (re-exported)
 
 CHECKPOINT_NAME = "checkpoint.npz"
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.csv"
 LOCK_NAME = ".lock"
+EVAL_NAME = "eval"                             # evaluate's default output folder in a run
 HISTORY_COLUMNS = ("iteration", "meta_loss", "val_mse")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 # ---- atomic file writes ---------------------------------------------------------------
 
 
-def atomic_write(path, write):
-    """Call ``write(fileobj)`` on a temp file next to ``path``, fsync, then os.replace."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=directory)                # O_EXCL: never a link
-        os.fchmod(fd, 0o666 & ~_UMASK)          # mkstemp makes 0600; use the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)                   # replaces a link at path, never follows it
-    except BaseException as exc:
-        if tmp is not None and os.path.lexists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:    # e.g. ENOSPC in write()
-            raise type(exc)(exc.errno, f"{exc.strerror or exc}; {path!r} was not written "
-                            f"(its previous version, if any, is kept)", path) from None
-        raise
-    _fsync_dir(directory)
+def remove_output_dir(directory):
+    """Remove ``directory`` (e.g. a replaced run's eval/) without following links: a link is
+    unlinked, never its target emptied."""
+    if os.path.islink(directory):
+        os.unlink(directory)
+    elif os.path.isdir(directory):
+        import shutil
+        shutil.rmtree(directory)
 
 
 def make_output_dir(directory):
@@ -80,22 +66,31 @@ def remove_stale_temp_files(directory):
                 pass
 
 
-def _fsync_dir(directory):
-    try:                                    # make the rename itself durable (POSIX)
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_json(path, obj):
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def config_value(run_dir, *keys):
+    """``config.json[keys[0]][keys[1]]…`` of the run in ``run_dir`` (for messages and reports:
+    the iterations done, the wall time), or None when the file is missing, not a regular file
+    (a FIFO planted there is never waited on), over 1 MiB, or not such JSON."""
+    try:
+        with open_regular(os.path.join(run_dir, CONFIG_NAME), "config.json", 2**20) as f:
+            value = json.loads(f.read(2**20 + 1))
+        for key in keys:
+            value = value[key]
+        return value
+    except (InputError, OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
+        return None
+
+
+def training_seconds(run_dir, fallback):
+    """The run's own training wall time (config.json metadata; summed over resumes), else
+    ``fallback``."""
+    wall = config_value(run_dir, "metadata", "wall_time_s")
+    return float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) \
+        else fallback
 
 
 def write_history_csv(path, history, columns=HISTORY_COLUMNS):
@@ -146,6 +141,8 @@ def prepare_run_dir(out, resume=False, overwrite=False):
                          f"to continue it, --overwrite to replace it, or choose another --out")
     lock = lock_run_dir(out)
     remove_stale_temp_files(out)                # safe: no other writer holds the lock
+    if overwrite:                               # the replaced run's results go with it
+        remove_output_dir(os.path.join(out, EVAL_NAME))
     return out, lock
 
 

@@ -130,10 +130,57 @@ def check_config(file, config, iteration):
         if key in config:
             with _as_checkpoint_error(file, f"config.{key}"):
                 config[key] = check(config[key])
+    with _as_checkpoint_error(file, "config"):
+        _check_task_keys(config)
     if config.get("iteration", iteration) != iteration:
         raise fail(file, "config.iteration", f"expected {iteration} (the checkpoint's "
                                              f"iteration), got {config['iteration']}")
     return config
+
+
+def _check_task_keys(config):
+    """The keys that depend on others: Omniglot's ways and data_dir, and its drawings per
+    class; MAML++'s inner steps (at least 1). Same rules as a new run's config."""
+    from .runconfig import check_classification, check_drawings
+    if config.get("task") == "omniglot":
+        for key in ("ways", "data_dir", "shots", "query", "val_query", "inner_steps"):
+            if key not in config:
+                raise InputError(f"{key}: missing (expected the key of an Omniglot run)")
+        check_classification(config)
+        check_drawings(config)
+    elif "ways" in config or "data_dir" in config:
+        raise InputError(f"{'ways' if 'ways' in config else 'data_dir'}: expected only in an "
+                         f"Omniglot run's config, got task {config.get('task')!r}")
+    from .runconfig import METHOD_KEYS
+    foreign = sorted(k for m, keys in METHOD_KEYS.items() if m != config.get("method")
+                     for k in keys if k in config and k not in METHOD_KEYS.get(
+                         config.get("method"), {}))
+    if foreign:
+        raise InputError(f"{foreign[0]}: expected only in a config of method "
+                         f"{[m for m, keys in METHOD_KEYS.items() if foreign[0] in keys]}, got "
+                         f"method {config.get('method')!r}")
+    if config.get("method") == "mamlpp" and config.get("inner_steps", 1) < 1:
+        raise InputError(f"inner_steps: expected at least 1 for method 'mamlpp', got "
+                         f"{config['inner_steps']}")
+
+
+def check_groups(file, config, params, optimizer_state):
+    """The meta-learned arrays (param.*) and optimizer states (optim.*) are exactly those of
+    the run's method: Meta-SGD's α, MAML++'s lslr are required by theirs and refused in
+    others (they would be used, or silently replaced by the scalar α)."""
+    from ..meta.variants import get_method
+    if "method" not in config:
+        return
+    groups = set(get_method(config["method"]).groups)
+    for kind, have in (("param", params), ("optim", optimizer_state)):
+        extra = sorted(set(have) - groups)
+        if extra:
+            raise fail(file, f"{kind}.{extra[0]}", f"method {config['method']!r} learns no "
+                       f"{extra[0]!r} (its arrays: {sorted(groups)}); refused")
+    missing = sorted(groups - set(params))
+    if missing:
+        raise fail(file, f"param.{missing[0]}", f"missing (method {config['method']!r} learns "
+                   f"{sorted(groups)})")
 
 
 def require_keys(file, config, keys):
@@ -238,6 +285,40 @@ def check_resume(file, saved, cfg, method):
             and float(ts["median"]) >= 0):            # NaN fails too; inf before 100 iterations
         raise fail(file, "train", f"expected finite trainer state with n_recent = {it} and "
                                   f"0 <= window_count <= {it}, got {dict(ts)}")
+
+
+def callback_stop(value):
+    """A callback's return value as the stop flag: truthy stops training (None: go on)."""
+    try:
+        return bool(value)
+    except Exception as exc:                    # an array, an object whose bool() raises
+        raise InputError(f"callback: expected a return value True/False or None (truthy "
+                         f"stops training), got a {type(value).__name__} ({exc})") from None
+
+
+def check_trainer_params(model, cfg, method, params):
+    """What a callback can touch (``step.params``) is checked before it reaches the next
+    compiled call: the method's arrays, each a C-contiguous, finite float64 vector of its
+    length (θ: P). A callback may read them, or change their values in place; a replaced or
+    removed array of another length or dtype is an InputError naming it, never a kernel
+    reading past its end."""
+    if not isinstance(params, dict) or set(params) != set(method.groups):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise InputError(f"callback: step.params: expected the keys {sorted(method.groups)} "
+                         f"left in place, got {got}")
+    for g in method.groups:
+        a, n = params[g], group_size(g, cfg, model)
+        ok = (isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == (n,)
+              and a.flags.c_contiguous and bool(np.isfinite(a).all()))
+        if not ok:
+            got = type(a).__name__ if not isinstance(a, np.ndarray) else (
+                f"shape {a.shape} {a.dtype}" + ("" if a.flags.c_contiguous else
+                                                ", not C-contiguous") +
+                ("" if a.dtype.kind not in "fc" or np.isfinite(a).all() else ", with NaN/inf"))
+            name = "theta" if g == "theta" else g
+            raise InputError(f"{name}: the callback left step.params[{g!r}] as {got}; expected "
+                             f"a finite, C-contiguous float64 array of shape ({n},) (a "
+                             f"callback may change the values in place, not the array)")
 
 
 class as_input_error:

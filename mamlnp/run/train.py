@@ -25,6 +25,7 @@ Reliability (module mamlnp.run.checkpoint writes the files):
     raises TrainingInterrupted (the CLI exits with code 130); SIGTERM likewise (143).
 """
 import os
+import shlex
 import signal
 import time
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class _State:
     guard: DivergenceGuard = field(default_factory=DivergenceGuard)
     wall: float = 0.0
     last_checkpoint: int = None
+    validated: bool = False                     # a validation ran in this process (compiled)
 
     def train_state(self):
         return {"window_sum": np.float64(self.window[0]), "window_count": np.int64(self.window[1]),
@@ -268,7 +270,9 @@ def _run(model, method, cfg, state, out, progress, callback):
                 else:
                     loss, val_mse = _iteration(model, method, cfg, state, val, out, fused)
                 if callback is not None:
-                    stop = bool(callback(Step(state.iteration, loss, state.params, val_mse)))
+                    stop = S.callback_stop(callback(Step(state.iteration, loss, state.params,
+                                                         val_mse)))
+                    S.check_trainer_params(model, cfg, method, state.params)
                 stop = stop or signals.hit
                 if out and (state.iteration % cfg["checkpoint_every"] == 0 or stop):
                     state.wall, start = state.wall + time.perf_counter() - start, time.perf_counter()
@@ -337,17 +341,31 @@ def _divergence_hint(cfg, state, out):
 
 def _show(bar, state, loss, val_mse, name="val_mse"):
     """Progress: meta-loss averaged since the last history row, last validation MSE (or
-    accuracy: ``name`` val_acc), ETA."""
+    accuracy in %: ``name`` val_acc; "-" before the first validation), ETA."""
     bar.update(1)
     if val_mse is not None or state.iteration % 50 == 0:
         last = state.history[-1] if state.history else (0, loss, float("nan"))
         mean = state.window[0] / state.window[1] if state.window[1] else last[1]
-        bar.set_postfix({"meta_loss": f"{mean:.4f}", name: f"{last[2]:.4f}"}, refresh=False)
+        bar.set_postfix({"meta_loss": f"{mean:.4f}", name: format_score(last[2], name)},
+                        refresh=False)
+
+
+def format_score(value, name="val_mse"):
+    """A validation score as shown: MSE to 4 decimals, accuracy in % ("val_acc",
+    "val_accuracy"), "-" when none was computed yet (NaN)."""
+    if value is None or np.isnan(value):
+        return "-"
+    return f"{100 * value:.1f}%" if name.startswith("val_acc") else f"{value:.4f}"
 
 
 def _history_row(model, method, cfg, state, val):
     score = classify.validation_accuracy if classify.is_classification(cfg) else validation_mse
-    val_mse = score(model, method, state.params, cfg, val)        # or the val accuracy
+    if state.validated:
+        val_mse = score(model, method, state.params, cfg, val)        # or the val accuracy
+    else:                     # the first validation may compile its kernels: say so
+        with first_call_notice(backend=cfg["backend"]):
+            val_mse = score(model, method, state.params, cfg, val)
+        state.validated = True
     state.history.append((state.iteration, state.window[0] / max(state.window[1], 1), val_mse))
     state.window = [0.0, 0]
     return val_mse
@@ -370,7 +388,7 @@ def _interrupt_message(state, out, task="sinusoid"):
     if not out:
         return f"interrupted at iteration {state.iteration} (no --out: nothing saved)"
     return (f"interrupted at iteration {state.iteration}; checkpoint written to {out!r}. "
-            f"Resume with: python -m mamlnp train {task} --out {out} --resume")
+            f"Resume with: python -m mamlnp train {task} --out {shlex.quote(out)} --resume")
 
 
 def _progress_bar(progress, cfg, state, initial=None):

@@ -16,7 +16,7 @@ from ..meta import maml as M
 from ..meta.optim import OPTIMIZERS
 from ..meta.variants import METHODS
 from .runconfig import DEFAULTS, TASKS
-from .train import TrainingInterrupted, meta_train
+from .train import TrainingInterrupted, format_score, meta_train
 
 
 EXAMPLES = """examples:
@@ -31,38 +31,65 @@ Ctrl-C (or SIGTERM) writes a checkpoint and exits with 130 (143); --resume conti
 Exit codes: 0 done, 1 diverged or could not write, 2 bad input, 130/143 interrupted."""
 
 
+def task_default(key):
+    """The default of config key ``key`` for each task, as --help shows it: "default 1e-3"
+    when the tasks agree, else "default: sinusoid 10, omniglot 1 (20-way: …)"."""
+    from .classify import omniglot_defaults
+    fmt = lambda v: " ".join(map(str, v)) if isinstance(v, list) else str(v)   # noqa: E731
+    sin = DEFAULTS[key]
+    five = omniglot_defaults({}).get(key, sin)
+    twenty = omniglot_defaults({"ways": 20}).get(key, sin)
+    if key == "query":
+        five = twenty = "= shots"
+    if fmt(sin) == fmt(five) == fmt(twenty):
+        return f"default {fmt(sin)}"
+    om = fmt(five) + ("" if fmt(five) == fmt(twenty) else f"; 20-way {fmt(twenty)}")
+    return f"default: sinusoid {fmt(sin)}, omniglot {om}"
+
+
 def add_arguments(p):
     """Options of ``mamlnp train``. Defaults are None so that --resume can tell which
-    options were given explicitly; the real defaults are in DEFAULTS."""
-    d = DEFAULTS
+    options were given explicitly; the real defaults are in DEFAULTS (sinusoid) and
+    run/classify.py (Omniglot): --help shows both."""
+    d, dflt = DEFAULTS, task_default
     p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = (p.description or "") + (
+        "\n\nEach task has its own protocol defaults (the paper's): an option not given "
+        "keeps the\ndefault of the task being trained, shown below as 'sinusoid X, omniglot "
+        "Y'.")
     p.epilog = EXAMPLES
-    p.add_argument("task", choices=sorted(TASKS), help="the task family (the paper's sinusoid)")
-    p.add_argument("--method", choices=METHODS, help=f"meta-learning method (default {d['method']})")
-    p.add_argument("--shots", type=int, help=f"K support points per task (default {d['shots']})")
-    p.add_argument("--query", type=int, help=f"Q query points per task (default {d['query']})")
-    p.add_argument("--alpha", type=float, help=f"inner step size α (default {d['alpha']})")
-    p.add_argument("--beta", type=float, help=f"meta step size β of Adam (default {d['beta']})")
-    p.add_argument("--inner-steps", type=int, help=f"inner SGD steps (default {d['inner_steps']})")
-    p.add_argument("--meta-batch", type=int, help=f"tasks per meta-batch (default {d['meta_batch']})")
-    p.add_argument("--iterations", type=int, help=f"meta-iterations (default {d['iterations']})")
-    p.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths (default 40 40)")
+    p.add_argument("task", choices=sorted(TASKS), help="the task family: sinusoid regression "
+                   "(sec. 5.1) or omniglot N-way K-shot classification (sec. 5.2)")
+    p.add_argument("--method", choices=METHODS, help=f"meta-learning method ({dflt('method')})")
+    p.add_argument("--shots", type=int, help=f"K support points per task (omniglot: per class) "
+                   f"({dflt('shots')})")
+    p.add_argument("--query", type=int, help=f"Q query points per task (omniglot: per class) "
+                   f"({dflt('query')})")
+    p.add_argument("--alpha", type=float, help=f"inner step size α ({dflt('alpha')})")
+    p.add_argument("--beta", type=float, help=f"meta step size β of Adam ({dflt('beta')})")
+    p.add_argument("--inner-steps", type=int, help=f"inner SGD steps ({dflt('inner_steps')})")
+    p.add_argument("--meta-batch", type=int, help=f"tasks per meta-batch ({dflt('meta_batch')})")
+    p.add_argument("--iterations", type=int, help=f"meta-iterations ({dflt('iterations')})")
+    p.add_argument("--hidden", type=int, nargs="+", help=f"hidden layer widths "
+                   f"({dflt('hidden')}; omniglot with batch norm)")
     p.add_argument("--activation", choices=("relu", "tanh", "softplus"),
-                   help=f"hidden activation (default {d['activation']})")
+                   help=f"hidden activation ({dflt('activation')})")
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
-                   help=f"outer optimizer with step β (default {d['optimizer']})")
+                   help=f"outer optimizer with step β ({dflt('optimizer')})")
     p.add_argument("--init", choices=("normal", "uniform"),
-                   help=f"θ initialisation scheme, see MLP.init (default {d['init']})")
+                   help=f"θ initialisation scheme, see MLP.init ({dflt('init')})")
     p.add_argument("--seed", type=int, help=f"seed of the run's only RNG (default {d['seed']})")
     p.add_argument("--backend", choices=M.BACKENDS,
                    help=f"meta-gradient backend (default {M.DEFAULT_BACKEND})")
-    p.add_argument("--out", help="run directory (default runs/<task>-<method>)")
+    p.add_argument("--out", help="run directory (default runs/sinusoid-<method>, "
+                   "runs/omniglot-<N>way-<K>shot-<method>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--checkpoint-every", type=int,
-                   help=f"iterations between checkpoints (default {d['checkpoint_every']})")
-    p.add_argument("--eval-every", type=int, help="iterations between validation MSEs on "
-                   f"{d['val_tasks']} fixed held-out tasks (default {d['eval_every']})")
+                   help=f"iterations between checkpoints ({dflt('checkpoint_every')})")
+    p.add_argument("--eval-every", type=int, help="iterations between validation scores "
+                   f"(sinusoid: MSE, omniglot: accuracy) on {d['val_tasks']} fixed held-out "
+                   f"tasks ({dflt('eval_every')})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--lam", type=float, help="imaml: proximal weight λ > 0 (default 1.0)")
     p.add_argument("--cg-steps", type=int, help="imaml: CG steps per implicit solve (default 5)")
@@ -71,7 +98,8 @@ def add_arguments(p):
                    "(default 10)")
     p.add_argument("--fo-epochs", type=int, help="mamlpp: first-order epochs before second "
                    "order (default 50)")
-    p.add_argument("--ways", type=int, help="omniglot: N classes per episode (default 5)")
+    p.add_argument("--ways", type=int, help="omniglot: N classes per episode, at least 2 "
+                   "(default 5; 20 or more: the 20-way protocol's defaults)")
     p.add_argument("--data-dir", help="omniglot: the data folder (default $MAMLNP_DATA_DIR, "
                    "else the user cache folder; 'mamlnp download omniglot' fills it)")
 
@@ -114,7 +142,7 @@ def _print_summary(result):
     cfg, h = result.config, result.history
     name = classify.history_columns(cfg)[2]
     shown = {"val_mse": "validation MSE", "val_accuracy": "validation accuracy"}[name]
-    last = (f"meta-loss {h['meta_loss'][-1]:.4f}, {shown} {h[name][-1]:.4f}"
+    last = (f"meta-loss {h['meta_loss'][-1]:.4f}, {shown} {format_score(h[name][-1], name)}"
             if len(h["iteration"]) else "no history row")
     print(f"{cfg['method']}: {cfg['iteration']} iterations ({last}); run saved in "
           f"{result.out}/ (checkpoint.npz, config.json, history.csv)")

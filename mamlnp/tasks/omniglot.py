@@ -27,7 +27,7 @@ import random
 import numpy as np
 
 from ..errors import InputError
-from ..validation import as_rng, boolean, choice, nonneg_int, positive_int
+from ..validation import as_rng, boolean, check_memory, choice, nonneg_int, positive_int
 from . import omniglot_data as data
 from .base import TaskBatch, TaskFamily
 
@@ -55,6 +55,9 @@ class OmniglotTasks(TaskFamily):
     def __init__(self, data_dir=None, ways=5, download=False, cache_dir=None, resize="lanczos",
                  num_train=1200, num_val=100, split_seed=1, rotations=True, require_full=True):
         self.ways = positive_int("ways", ways)
+        if self.ways < 2:
+            raise InputError(f"ways: expected at least 2 classes per episode (with one, every "
+                             f"prediction is right and the loss is 0), got {ways!r}")
         self.rotations = boolean("rotations", rotations)
         self.resize = choice("resize", resize, data.RESIZES)
         self.data_dir = data.resolve_data_dir(data_dir)
@@ -102,19 +105,25 @@ class OmniglotTasks(TaskFamily):
         is drawn in (each from its own SeedSequence((seed, split, index))), so 600 test
         episodes can be scored in pieces. Returns a TaskBatch as :meth:`sample`."""
         split = choice("split", split, SPLITS)
-        T, K, Q = self._counts(num_tasks, shots, query)
+        T, K, Q = self._counts(num_tasks, shots, query, parts=True)
         start, seed = nonneg_int("start", start), nonneg_int("seed", seed)
         parts = [self._episodes(np.random.default_rng([seed, _SPLIT_CODE[split], start + j]),
                                 split, 1, K, Q) for j in range(T)]
         return TaskBatch(*(np.concatenate([getattr(p, f) for p in parts])
                            for f in ("x_support", "y_support", "x_query", "y_query")))
 
-    def _counts(self, num_tasks, shots, query):
+    def _counts(self, num_tasks, shots, query, parts=False):
+        """(T, K, Q) checked: K + Q drawings of a character at most, and the episodes' arrays
+        within memory before any is drawn (InputError, not a MemoryError after seconds)."""
         T, K = positive_int("num_tasks", num_tasks), positive_int("shots", shots)
         Q = K if query is None else positive_int("query", query)
         if K + Q > data.DRAWINGS:
             raise InputError(f"shots + query: expected at most {data.DRAWINGS} (the drawings of a "
                              f"character), got {K} + {Q} = {K + Q}")
+        N, D, C = self.ways, self.input_dim, max(len(c) for c in self.split.values())
+        per_task = N * (K + Q) * (2 * 8 * D + D + 8 * N) + 16 * C + 24 * N * data.DRAWINGS
+        check_memory("num_tasks", T, T * per_task * (2 if parts else 1),  # parts, concatenated
+                     f"{T} episodes of {N}·({K}+{Q}) rows of {D} inputs, and their draws")
         return T, K, Q
 
     def episode_classes(self, split, shots, query=None, seed=0, index=0):

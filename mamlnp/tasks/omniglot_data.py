@@ -1,4 +1,5 @@
-"""Omniglot on disk: find it, check its structure, read, resize and cache it (download on request).
+"""Omniglot on disk: find it, read it (mamlnp/tasks/omniglot_source.py: the structure, every
+size checked first), resize and cache it (download on request).
 
 Dimension legend: C characters, R = 20 drawings per character, S = 28 pixels a side,
 D = S·S = 784 inputs.
@@ -20,27 +21,32 @@ gives what the reference's script produced. Both are tested in tests/test_omnigl
 
 The preprocessed images are cached once as a compressed ``.npz`` (uint8 ink, 0 … 255) in
 the cache folder; the cache names the source's fingerprint (SHA-256 of its file list, sizes and
-CRC-32s or modification times) and is checked (keys, dtype, shape, counts, fingerprint) before it is used; a cache
-that fails any check is rebuilt.
+CRC-32s or modification times) and is read as checkpoints are (mamlnp/npzread.py: a regular
+file, not a link, each member's size and dtype checked before anything is decompressed), then
+checked (keys, shape, counts, fingerprint) before it is used; a cache that fails any check is
+rebuilt (warned). It is written atomically (mamlnp/safeio.py); a full disk costs only the cache.
+The cache folder: ``cache_dir``, else $MAMLNP_CACHE_DIR, else <user cache>/omniglot.
 """
-import hashlib
+import contextlib
 import io
 import os
-import tempfile
+import sys
+import time
 import warnings
-import zipfile
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
+from ..npzread import NpzReader
+from ..safeio import atomic_write
 from ..validation import choice
+from .omniglot_source import (DRAWINGS, MAX_PNG_BYTES, MAX_SIDE, OFFICIAL_COUNTS,  # noqa: F401
+                              SETS, Source, check_structure, how_to_get)
 
-SETS = ("images_background", "images_evaluation")
-OFFICIAL_COUNTS = {"images_background": (30, 964), "images_evaluation": (20, 659)}  # alphabets, characters
-DRAWINGS = 20                                   # R drawings per character
 SIZE = 28                                       # S: 105 → 28 pixels, as the reference
 RESIZES = ("lanczos", "nearest")
 CACHE_VERSION = 1
+MAX_KEY_CHARS = 256                 # "Alphabet/characterNN" in the cache
 URL = "https://github.com/brendenlake/omniglot/raw/master/python/{}.zip"
 # SHA-256 of the official zips, from tensorflow/datasets url_checksums/omniglot.txt
 # (9,464,212 and 6,462,886 bytes). Re-encoded local copies have other checksums: a local
@@ -66,143 +72,13 @@ def resolve_data_dir(data_dir=None):
 
 
 def resolve_cache_dir(cache_dir=None):
-    """The folder of the preprocessed .npz: ``cache_dir``, else <user cache>/omniglot."""
+    """The folder of the preprocessed .npz: ``cache_dir``, else $MAMLNP_CACHE_DIR, else
+    <user cache>/omniglot."""
     if cache_dir is None:
-        return os.path.join(user_cache_dir(), "omniglot")
+        return os.environ.get("MAMLNP_CACHE_DIR") or os.path.join(user_cache_dir(), "omniglot")
     if not isinstance(cache_dir, (str, os.PathLike)):
         raise InputError(f"cache_dir: expected a folder path, got {cache_dir!r}")
     return os.fspath(cache_dir)
-
-
-def how_to_get(data_dir):
-    return (f"Get it with one command: python -m mamlnp download omniglot --data-dir {data_dir} "
-            f"(or OmniglotTasks(data_dir=..., download=True)), or copy images_background.zip and "
-            f"images_evaluation.zip from https://github.com/brendenlake/omniglot/tree/master/python "
-            f"into that folder.")
-
-
-# --- reading the source: a folder or a zip per set ----------------------------------------
-
-class Source:
-    """One data folder: per set, its characters' drawings (names, sizes) and a reader."""
-
-    def __init__(self, data_dir, require_full=True):
-        self.data_dir, self.sets, self._zips = data_dir, {}, {}
-        if not os.path.isdir(data_dir):
-            raise InputError(f"data_dir: no Omniglot folder at {data_dir!r}. " + how_to_get(data_dir))
-        for name in SETS:
-            self.sets[name] = self._list(name)
-        check_structure(self.sets, data_dir, require_full)
-
-    def _list(self, name):
-        folder, zpath = os.path.join(self.data_dir, name), os.path.join(self.data_dir, name + ".zip")
-        if os.path.isdir(folder):
-            return _list_folder(folder)
-        if os.path.isfile(zpath):
-            try:
-                self._zips[name] = zf = zipfile.ZipFile(zpath)
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise InputError(f"data_dir: {zpath} is not a readable zip ({exc}). "
-                                 + how_to_get(self.data_dir)) from None
-            return _list_zip(zf, name)
-        raise InputError(f"data_dir: {self.data_dir!r} has neither {name}.zip nor an {name}/ "
-                         f"folder. " + how_to_get(self.data_dir))
-
-    def keys(self):
-        """Every character as "Alphabet/characterNN", sorted (the alphabets' names are unique
-        across the two sets: the merged layout the reference reads)."""
-        return sorted(k for s in SETS for k in self.sets[s])
-
-    def fingerprint(self, resize):
-        """SHA-256 of (format version, resize, every drawing's path and stamp: size and CRC-32
-    in a zip, size and modification time in a folder)."""
-        h = hashlib.sha256(f"v{CACHE_VERSION} {resize} {SIZE}\n".encode())
-        for s in SETS:
-            for key in sorted(self.sets[s]):
-                for fname, stamp in self.sets[s][key]:
-                    h.update(f"{s}/{key}/{fname} {stamp}\n".encode())
-        return h.hexdigest()
-
-    def open_image(self, key):
-        """The drawings of one character, as PIL images, in file-name order (drawer 01 … 20)."""
-        from PIL import Image
-        s = next(s for s in SETS if key in self.sets[s])
-        for fname, _ in self.sets[s][key]:
-            path = f"{s}/{key}/{fname}"
-            try:
-                if s in self._zips:
-                    raw = io.BytesIO(self._zips[s].read(path))
-                else:
-                    with open(os.path.join(self.data_dir, path), "rb") as f:
-                        raw = io.BytesIO(f.read())
-                im = Image.open(raw)
-                im.load()
-            except Exception as exc:            # Pillow raises many kinds on a bad file
-                raise InputError(f"data_dir: cannot read the image {path} in {self.data_dir} "
-                                 f"({type(exc).__name__}: {exc}); the copy is corrupt. "
-                                 + how_to_get(self.data_dir)) from None
-            yield im
-
-    def close(self):
-        for zf in self._zips.values():
-            zf.close()
-
-
-def _list_folder(folder):
-    """{"Alphabet/characterNN": [(png name, "size:mtime"), …]} of an extracted set."""
-    chars = {}
-    for alphabet in sorted(os.listdir(folder)):
-        apath = os.path.join(folder, alphabet)
-        if not os.path.isdir(apath):
-            continue
-        for char in sorted(os.listdir(apath)):
-            cpath = os.path.join(apath, char)
-            if os.path.isdir(cpath):
-                chars[f"{alphabet}/{char}"] = sorted(
-                    (f, _stamp(os.stat(os.path.join(cpath, f))))
-                    for f in os.listdir(cpath) if f.lower().endswith(".png"))
-    return chars
-
-
-def _stamp(st):
-    """A file's size and modification time: what the cache fingerprint records of a PNG."""
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def _list_zip(zf, name):
-    """The same listing read from a zip's members ``<name>/<Alphabet>/<characterNN>/<file>.png``."""
-    chars = {}
-    for info in zf.infolist():
-        parts = info.filename.split("/")
-        if len(parts) == 4 and parts[0] == name and parts[3].lower().endswith(".png"):
-            chars.setdefault(f"{parts[1]}/{parts[2]}", []).append(
-                (parts[3], f"{info.file_size}:{info.CRC:08x}"))             # size and CRC-32
-    return {k: sorted(v) for k, v in sorted(chars.items())}
-
-
-def check_structure(sets, data_dir, require_full=True):
-    """Every character has exactly 20 drawings; with ``require_full`` the counts of the
-    official release (30 + 20 alphabets, 964 + 659 characters)."""
-    problems = []
-    for s in SETS:
-        chars = sets[s]
-        bad = [k for k, files in chars.items() if len(files) != DRAWINGS]
-        if bad:
-            problems.append(f"{s}: {len(bad)} character(s) without exactly {DRAWINGS} drawings "
-                            f"(first: {bad[0]}, {len(chars[bad[0]])} PNGs)")
-        n_alpha, n_char = len({k.split('/')[0] for k in chars}), len(chars)
-        want = OFFICIAL_COUNTS[s]
-        if n_char == 0:
-            problems.append(f"{s}: no character folders found")
-        elif require_full and (n_alpha, n_char) != want:
-            problems.append(f"{s}: {n_alpha} alphabets and {n_char} characters, expected "
-                            f"{want[0]} and {want[1]}")
-    keys = [k for s in SETS for k in sets[s]]
-    if len(set(keys)) != len(keys):
-        problems.append("an Alphabet/characterNN folder appears in both sets")
-    if problems:
-        raise InputError(f"data_dir: the Omniglot copy in {data_dir} is incomplete or not in the "
-                         f"official layout: " + "; ".join(problems) + ". " + how_to_get(data_dir))
 
 
 # --- preprocessing ------------------------------------------------------------------------
@@ -215,11 +91,24 @@ def preprocess(image, resize="lanczos"):
              any filter: the reference's output), ink = 255 where the pixel is black.
     """
     from PIL import Image
+    image = on_white(image)
     if resize == "lanczos":
         grey = np.asarray(image.convert("L").resize((SIZE, SIZE), Image.Resampling.LANCZOS))
         return (255 - grey).astype(np.uint8)                              # (S, S)
     binary = np.asarray(image.convert("1").resize((SIZE, SIZE), Image.Resampling.NEAREST))
     return np.where(binary, 0, 255).astype(np.uint8)                      # (S, S)
+
+
+def on_white(image):
+    """A drawing with transparency (RGBA, LA, a palette or grey image with a transparent
+    colour) laid on white paper, as it is seen; other images unchanged. Converting it to
+    grey directly would keep the colour under the transparent pixels (often black): an
+    all-ink drawing."""
+    from PIL import Image
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image
 
 
 def build(source, keys, resize):
@@ -238,47 +127,65 @@ def cache_path(cache_dir, fingerprint, resize):
 
 
 def read_cache(path, keys, fingerprint):
-    """The cached images if the file passes every check, else None (with the reason warned)."""
-    if not os.path.exists(path):
+    """The cached images if the file passes every check, else None (with the reason warned).
+    Read as checkpoints are (mamlnp.npzread): a regular file, not a link, every member's size
+    and dtype checked against the C characters expected before anything is decompressed."""
+    if not os.path.lexists(path):
         return None
+    C = len(keys)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            images, cached_keys = z["images"], z["keys"]
-            meta = (int(z["version"]), str(z["fingerprint"]))
-        ok = (images.dtype == np.uint8 and images.shape == (len(keys), DRAWINGS, SIZE, SIZE)
-              and cached_keys.shape == (len(keys),) and list(cached_keys) == list(keys)
-              and meta == (CACHE_VERSION, fingerprint))
+        with NpzReader(path, follow_links=False, what="cache") as z:
+            version = z.read("version", "i", 1)
+            stored = z.read("fingerprint", "U", 1, max_chars=128)
+            cached_keys = z.read("keys", "U", C, max_chars=MAX_KEY_CHARS)
+            images = z.read("images", "u", C * DRAWINGS * SIZE * SIZE)
+        ok = (images.shape == (C, DRAWINGS, SIZE, SIZE) and cached_keys.shape == (C,)
+              and list(cached_keys) == list(keys)
+              and (int(version), str(stored)) == (CACHE_VERSION, fingerprint))
         if ok:
             return images
         reason = "it was made from other data or is of another shape"
-    except Exception as exc:                    # truncated, not a zip, missing keys, …
-        reason = f"{type(exc).__name__}: {exc}"
+    except CheckpointError as exc:              # not a regular file, truncated, too large …
+        reason = str(exc)
     warnings.warn(f"Omniglot cache {path} not used ({reason}); rebuilding it", stacklevel=3)
     return None
 
 
 def write_cache(path, images, keys, fingerprint):
-    """Write atomically (temp file + rename); never through a symlink; a folder that cannot
-    be written only costs the cache (warned)."""
+    """Write atomically (mamlnp.safeio.atomic_write: temp file, fsync, rename); never through
+    a symlink; a folder that cannot be written, or a full disk, only costs the cache
+    (warned), and a previous cache file is kept whole."""
     folder = os.path.dirname(path)
     if os.path.islink(path) or os.path.islink(folder):
         raise InputError(f"cache_dir: {path} (or its folder) is a symbolic link; mamlnp does "
                          f"not write through links. Pass another cache_dir.")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=images, keys=np.array(keys, dtype=str),
+                        version=np.int64(CACHE_VERSION), fingerprint=fingerprint)
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".omniglot-", suffix=".npz.tmp", dir=folder)
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
     except OSError as exc:
         warnings.warn(f"Omniglot cache not written ({folder}: {exc}); the next load preprocesses "
                       f"again", stacklevel=3)
+
+
+NOTICE_DRAWINGS = 2000              # preprocessing more than this says so (no silent stall)
+
+
+@contextlib.contextmanager
+def _notice(n, path):
+    """One line on stderr before preprocessing ``n`` drawings (the full data: 32,460, once per
+    data folder), one after with the time it took; nothing for a few (tests' data)."""
+    if n < NOTICE_DRAWINGS:
+        yield
         return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, images=images, keys=np.array(keys, dtype=str),
-                                version=CACHE_VERSION, fingerprint=fingerprint)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    print(f"mamlnp: preprocessing Omniglot's {n} drawings once (105 → {SIZE} px); the result "
+          f"is cached in {path}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    yield
+    print(f"mamlnp: Omniglot preprocessed in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+          flush=True)
 
 
 def load_images(data_dir, cache_dir=None, resize="lanczos", require_full=True):
@@ -288,11 +195,12 @@ def load_images(data_dir, cache_dir=None, resize="lanczos", require_full=True):
     source = Source(data_dir, require_full)
     try:
         keys = source.keys()
-        fingerprint = source.fingerprint(resize)
+        fingerprint = source.fingerprint(f"v{CACHE_VERSION} {resize} {SIZE}\n")
         path = cache_path(resolve_cache_dir(cache_dir), fingerprint, resize)
         images = read_cache(path, keys, fingerprint)
         if images is None:
-            images = build(source, keys, resize)
+            with _notice(len(keys) * DRAWINGS, path):
+                images = build(source, keys, resize)
             write_cache(path, images, keys, fingerprint)
     finally:
         source.close()
@@ -314,5 +222,8 @@ def download(data_dir=None, progressbar=True):
                            path=data_dir, progressbar=progressbar)
         except Exception as exc:                # network, HTTP, checksum mismatch
             raise InputError(f"download: could not fetch {URL.format(name)} into {data_dir} "
-                             f"({type(exc).__name__}: {exc}). Copy the zip there by hand.") from None
+                             f"({type(exc).__name__}: {exc}). Copy images_background.zip and "
+                             f"images_evaluation.zip (both are needed) from "
+                             f"https://github.com/brendenlake/omniglot/tree/master/python into "
+                             f"{data_dir} by hand.") from None
     return data_dir

@@ -1,4 +1,5 @@
-"""Reading an ``.npz`` checkpoint with every size checked before anything is decompressed.
+"""Reading an ``.npz`` file (a checkpoint, the Omniglot cache) with every size checked before
+anything is decompressed.
 
 Dimension legend: P parameters (what the run's model needs), n the items of one array.
 
@@ -7,12 +8,14 @@ allocates whatever shape a ``.npy`` header claims, so a crafted 2 MB file holdin
 deflated 2 GiB member costs gigabytes and seconds before a checksum can refuse it, and a
 header claiming 7 TiB gives a MemoryError. Here, in this order:
 
+0. the file: a regular file, opened without blocking (a FIFO or a device is refused, and for
+   the cache a symbolic link too: mamlnp.safeio.open_regular);
 1. the zip directory: only ``NAME.npy`` members, no duplicates, stored or deflated, not
    encrypted, at most ``MAX_MEMBERS`` of them; each member's declared size is compared with
    the most its field may hold (``NpzReader.read(key, max_items)``) BEFORE it is opened
    (zipfile never inflates past the declared size, and checks the CRC-32 at the end);
 2. the ``.npy`` header (version 1 or 2, at most ``MAX_HEADER`` bytes): the dtype must be
-   one of the kinds the field allows (never an object), the shape at most ``max_items``
+   one of the kinds the field allows (never an object; float64, int64, uint8 or str), the shape at most ``max_items``
    items, and header + data exactly the member's declared size;
 3. only then the data: exactly that many bytes, read into an array of that shape.
 
@@ -23,7 +26,8 @@ import zipfile
 
 import numpy as np
 
-from ..errors import CheckpointError
+from .errors import CheckpointError, InputError
+from .safeio import open_regular
 
 MAX_MEMBERS = 256
 MAX_HEADER = 4096                   # a .npy header of a few fields is ~128 bytes
@@ -33,27 +37,34 @@ METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 class NpzReader:
     """The members of an .npz file, read one at a time with their sizes checked first."""
 
-    def __init__(self, file):
-        self.file = file
-        self._check_end_record()
+    def __init__(self, file, follow_links=True, what="checkpoint"):
+        self.file, self.what = file, what
         try:
-            self.zip = zipfile.ZipFile(file)
+            self.fobj = open_regular(file, what, follow_links=follow_links)
+        except InputError as exc:
+            raise CheckpointError(str(exc)) from None
+        try:
+            self._check_end_record()
+            self.zip = zipfile.ZipFile(self.fobj)
             infos = self.zip.infolist()
+        except CheckpointError:
+            self.fobj.close()
+            raise
         except Exception as exc:                        # BadZipFile, OSError, struct.error …
+            self.fobj.close()
             raise self._error(f"is truncated or corrupt: it is not a valid .npz (zip) archive "
                               f"({type(exc).__name__}: {exc})") from None
         try:
             self.members = self._directory(infos)
         except CheckpointError:
-            self.zip.close()
+            self.close()
             raise
 
     def _check_end_record(self):
         """The member count and directory size of the zip's end record, before zipfile
         parses the directory (a small file may declare hundreds of thousands of members)."""
         try:
-            with open(self.file, "rb") as f:
-                end = zipfile._EndRecData(f)
+            end = zipfile._EndRecData(self.fobj)
             count, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
         except Exception:                   # no end record, or zipfile's internals moved:
             return                          # ZipFile itself will refuse or parse it
@@ -63,7 +74,7 @@ class NpzReader:
 
     def _error(self, what, field=None):
         where = f"{self.file!r}" + (f", field {field!r}," if field else "")
-        return CheckpointError(f"checkpoint: {where} {what}")
+        return CheckpointError(f"{self.what}: {where} {what}")
 
     def _directory(self, infos):
         if len(infos) > MAX_MEMBERS:
@@ -87,13 +98,14 @@ class NpzReader:
     def keys(self):
         return list(self.members)
 
-    def read(self, key, kinds, max_items):
-        """The array ``key``: dtype kind in ``kinds`` ("f", "i", "U"), at most ``max_items``
-        items; CheckpointError naming ``key`` otherwise, before the data are decompressed."""
+    def read(self, key, kinds, max_items, max_chars=2**20):
+        """The array ``key``: dtype kind in ``kinds`` ("f" float64, "i" int64, "u" uint8, "U"
+        str of at most ``max_chars`` characters an item), at most ``max_items`` items;
+        CheckpointError naming ``key`` otherwise, before the data are decompressed."""
         info = self.members.get(key)
         if info is None:
             raise self._error("is missing", key)
-        itemsize = 4 * 2**20 if "U" in kinds else 8     # a JSON string: up to 1 Mi characters
+        itemsize = 4 * max_chars if "U" in kinds else 1 if kinds == "u" else 8
         limit = MAX_HEADER + max_items * itemsize
         if info.file_size > limit:
             raise self._error(f"holds {info.file_size} bytes, expected at most {limit} for "
@@ -119,11 +131,11 @@ class NpzReader:
         shape, fortran, dtype = read_header(f, max_header_size=MAX_HEADER)
         header = f.tell() if f.seekable() else None
         count = int(np.prod(shape, dtype=object)) if shape else 1
-        if dtype.hasobject or dtype.kind not in kinds or (dtype.kind != "U" and
-                                                           dtype.itemsize != 8):
-            raise self._error(f"has dtype {dtype}, expected kind {'/'.join(kinds)} "
-                              f"({'float64' if 'f' in kinds else 'int64' if 'i' in kinds else 'str'})",
-                              key)
+        if dtype.hasobject or dtype.kind not in kinds or dtype.itemsize != {
+                "f": 8, "i": 8, "u": 1}.get(dtype.kind, dtype.itemsize):
+            names = {"f": "float64", "i": "int64", "u": "uint8", "U": "str"}
+            raise self._error(f"has dtype {dtype}, expected "
+                              f"{' or '.join(names[k] for k in kinds)}", key)
         if count > max_items or dtype.itemsize > itemsize:
             raise self._error(f"has shape {shape} of dtype {dtype}, expected at most "
                               f"{max_items} item(s)", key)
@@ -139,6 +151,7 @@ class NpzReader:
 
     def close(self):
         self.zip.close()
+        self.fobj.close()
 
     def __enter__(self):
         return self
