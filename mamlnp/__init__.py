@@ -3,7 +3,8 @@
 The parts, one folder each (docs/architecture.md): nn/ the model, tasks/ the data,
 fast/ the compiled path, meta/ MAML and its variants, check/ finite differences, run/
 training, checkpoints, evaluation and the command line. Start with mamlnp.MLP
-(nn/mlp.py), then meta/maml.py (adapt, meta_gradient), then docs/derivations/. Every
+(nn/mlp.py; mamlnp.ConvNet in nn/convnet.py is the convolutional network), then
+meta/maml.py (adapt, meta_gradient), then docs/derivations/. Every
 derivative is hand-written and checked against finite differences by
 mamlnp.check.gradcheck (``python -m mamlnp gradcheck``).
 """
@@ -11,6 +12,7 @@ from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from .meta.maml import adapt, meta_gradient, meta_loss
 from .meta.imaml import imaml_gradient
 from .nn.mlp import MLP
+from .nn.convnet import ConvNet
 from .tasks import EvaluationPool, OmniglotTasks, SinusoidTasks, TaskBatch, TaskFamily
 from .run.checkpoint import load_checkpoint, save_checkpoint
 from .run.train import meta_train
@@ -18,7 +20,7 @@ from .run.evaluate import EvalResult, adaptation_curve  # the module: mamlnp.run
 from ._version import __version__  # noqa: F401
 
 __all__ = [
-    "MLP", "TaskBatch", "TaskFamily", "SinusoidTasks", "OmniglotTasks", "EvaluationPool",
+    "MLP", "ConvNet", "TaskBatch", "TaskFamily", "SinusoidTasks", "OmniglotTasks", "EvaluationPool",
     "adapt", "meta_gradient", "meta_loss", "imaml_gradient",
     "MamlnpError", "InputError", "CheckpointError", "DivergenceError",
     "load_checkpoint", "save_checkpoint", "meta_train",

@@ -45,6 +45,7 @@ from ..fast.compile_notice import first_call_notice
 from .fdcheck import (FULL_FD_LIMIT, TINY, CheckResult, compare, dense_hessian,  # noqa: F401
                       directions, fd_directional, fd_hessian_from_grad, fd_hessian_from_loss,
                       fd_hessian_richardson, format_table, rel_error, skipped)
+from .convcheck import conv_checks
 from .familycheck import family_checks
 from ..nn.mlp import MLP
 from ..tasks.base import TaskBatch
@@ -372,8 +373,8 @@ def paper_net_checks(seed):
 
 def all_checks(seed=0, quick=False, backend="numpy"):
     """Every row of the ``gradcheck`` table: every activation, without and with batch norm
-    (MAML, the variants, and the family's rows of mamlnp/check/familycheck.py), and the
-    paper's batch-norm classifier."""
+    (MAML, the variants, and the family's rows of mamlnp/check/familycheck.py), the
+    paper's batch-norm classifier, and the ConvNet's rows (mamlnp/check/convcheck.py)."""
     rows = []
     for batch_norm in (False, True):
         for activation in ACTIVATIONS:
@@ -384,7 +385,7 @@ def all_checks(seed=0, quick=False, backend="numpy"):
                 lambda: draw_meta_case(seed, activation, alpha=0.1, batch_norm=batch_norm),
                 _bn_tag(activation, "mse", batch_norm), activation, quick,
                 1e-6 if batch_norm else 1e-5))     # iMAML, MAML++, ANIL (familycheck.py)
-    return rows + paper_net_checks(seed)
+    return rows + paper_net_checks(seed) + conv_checks(sys.modules[__name__], seed, quick, backend)
 
 
 # Wall time of the command on the project's 2-core machine, shared (load-dependent).
