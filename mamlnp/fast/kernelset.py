@@ -35,7 +35,7 @@ import weakref
 
 import numpy as np
 
-SETS = ("bn_mlp", "mlp")         # the registered kinds (folders of mamlnp/fast/), asked in
+SETS = ("conv", "bn_mlp", "mlp")       # the registered kinds (folders of mamlnp/fast/), asked in
                                  # this order; a new kind adds its folder's name here
 
 
