@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mamlnp.fast import kernels_for
-from mamlnp.fast.bn_mlp.bn_kernels import Cache, RCache
+from mamlnp.fast.bn_mlp.bn_kernels import Cache, RCache, bn_rbackward, bn_rforward
+from mamlnp.fast.conv.bn2d import RCache2D, bn2d_rbackward
 from mamlnp.fast.conv import conv_kernels as CK
 from mamlnp.fast.conv.kernelset import geometry, sizes, workspace_floats
 from mamlnp.fast.conv.conv_maml import alloc_workspace
@@ -57,7 +58,8 @@ def buffers(m, N):
     g = geometry(m)
     P, MS, CS, Fs, DCM = sizes(g)
     c = Cache(*(np.full(N * MS, np.nan) for _ in range(6)), np.full(Fs, np.nan))
-    rc = RCache(*(np.full(N * MS, np.nan) for _ in range(6)), np.full(Fs, np.nan))
+    rc = RCache2D(*(np.full(N * MS, np.nan) for _ in range(6)), np.full(Fs, np.nan),
+                  np.full(4 * Fs, np.nan))
     return g, c, rc, np.full(N * CS, np.nan), np.full(N * CS, np.nan), np.full(N * DCM, np.nan)
 
 
@@ -84,6 +86,26 @@ def test_im2col_and_col2im_match_the_reference(case):
         out = np.full(3 + x.size, np.nan)
         CK.col2im(g, l, d.ravel(), N, out, 3)
         assert rel(out[3:], CV.col2im(d, x.shape, k, k, st, p).ravel()) <= TOL
+
+
+# ---- bn2d_rbackward: bn_kernels.bn_rbackward row by row, the same bits --------------------
+
+
+@pytest.mark.parametrize("aid", [0, 1, 2])
+def test_bn2d_rbackward_is_bn_rbackward_row_by_row(aid):
+    rng, M, F = np.random.default_rng(aid), 37, 6
+    c = Cache(*(rng.standard_normal(M * F) for _ in range(6)), rng.random(F) + 0.5)
+    rcs = [kind(*(rng.standard_normal(M * F) for _ in range(6)), rng.standard_normal(F), *extra)
+           for kind, extra in ((RCache, ()), (RCache2D, (np.full(4 * F, np.nan),)))]
+    for f in range(3, 6):                                       # the same inputs in both
+        rcs[1][f][:] = rcs[0][f]
+    rcs[1].RXH[:], rcs[1].RY[:], rcs[1].Q[:] = rcs[0].RXH, rcs[0].RY, rcs[0].Q
+    th, v = rng.standard_normal(2 * F + 2), rng.standard_normal(2 * F + 2)
+    hvs = [np.full(2 * F + 2, np.nan) for _ in range(2)]
+    bn_rbackward(c, rcs[0], th, v, 0, M, F, 2, 2 + F, 0, aid, hvs[0])
+    bn2d_rbackward(c, rcs[1], th, v, 0, M, F, 2, 2 + F, 0, aid, hvs[1])
+    assert np.array_equal(rcs[0].RDZ, rcs[1].RDZ) and np.array_equal(rcs[0].RDY, rcs[1].RDY)
+    assert np.array_equal(hvs[0][2:], hvs[1][2:])
 
 
 # ---- the network's passes against mamlnp/nn/convnet.py -------------------------------------

@@ -30,7 +30,8 @@ The structure is the reference's, pass by pass (no other NumPy rendering is need
 Buffers of one pass over N images (flat; block l's maps at N·moff[l], its patches at
 N·cpoff[l], its per-channel s, q at foff[l]): a bn_kernels ``Cache`` (XH ẑ, A σ(y), S σ′,
 DZ, DY, DH; the head's f in A and df in DH at N·moff[B], ŷ in XH, p in A, dŷ in DZ at
-N·moff[B+1]), the patches ``cols`` (N·CS,), and for the R-pass an ``RCache`` (Rf in RH,
+N·moff[B+1]), the patches ``cols`` (N·CS,), and for the R-pass an ``RCache2D`` (bn2d.py;
+Rf in RH,
 Rdf in RDH, Rŷ in RXH, Rdŷ in RDZ at the head's offsets) and ``rcols`` = im2col(Rh).
 ``dcols`` (N·max M·J / N,) is scratch for dz W before col2im. Products: common/linalg.py
 ``gemm_acc`` (BLAS dgemm; the caller holds OpenBLAS on one thread). Every sum runs in a fixed
@@ -41,9 +42,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from ..bn_mlp.bn_kernels import bn_backward, bn_forward, bn_rbackward, bn_rforward
+from ..bn_mlp.bn_kernels import bn_backward, bn_forward, bn_rforward
 from ..common.linalg import gemm_acc
 from ..mlp.mlp_kernels import add_row, sum_rows
+from .bn2d import bn2d_rbackward
 
 
 class ConvGeometry(NamedTuple):
@@ -73,23 +75,24 @@ def im2col(g, l, src, so, chw, N, cols, co):
     H, Wd, C, Ho, Wo, _ = g.blk[l]
     k, st, p = g.conv[0], g.conv[1], g.conv[2]
     kk, J = k * k, C * k * k
+    cs = H * Wd if chw else 1                                  # the stride between channels
     for n in range(N):
         for i in range(Ho):
             for j in range(Wo):
-                row = co + ((n * Ho + i) * Wo + j) * J
+                row = cols[co + ((n * Ho + i) * Wo + j) * J:co + ((n * Ho + i) * Wo + j + 1) * J]
                 for a in range(k):
                     y = st * i + a - p
                     for b in range(k):
                         x = st * j + b - p
-                        inside = 0 <= y < H and 0 <= x < Wd
-                        for c in range(C):
-                            if not inside:
-                                v = 0.0
-                            elif chw:
-                                v = src[so + ((n * C + c) * H + y) * Wd + x]
-                            else:
-                                v = src[so + ((n * H + y) * Wd + x) * C + c]
-                            cols[row + c * kk + a * k + b] = v
+                        e = a * k + b
+                        if 0 <= y < H and 0 <= x < Wd:
+                            px = so + (n * C * H * Wd + y * Wd + x if chw
+                                       else ((n * H + y) * Wd + x) * C)
+                            for c in range(C):
+                                row[c * kk + e] = src[px + c * cs]
+                        else:
+                            for c in range(C):
+                                row[c * kk + e] = 0.0
 
 
 @njit(cache=True, _nrt=False)
@@ -233,7 +236,7 @@ def r_backward(g, th, v, N, c, cols, rc, rcols, dcols, hv):
     for l in range(B - 1, -1, -1):
         H, Wd, C, Ho, Wo, F = g.blk[l]
         M, J, off, co = N * Ho * Wo, C * g.conv[0] * g.conv[0], N * g.moff[l], N * g.cpoff[l]
-        bn_rbackward(c, rc, th, v, off, M, F, g.goff[l], g.eoff[l], g.foff[l], g.act_id, hv)
+        bn2d_rbackward(c, rc, th, v, off, M, F, g.goff[l], g.eoff[l], g.foff[l], g.act_id, hv)
         gemm_acc(rc.RDZ, off, True, cols, co, False, hv, g.woff[l], F, M, J, 0)  # Rdzᵀ cols
         if l > 0:
             gemm_acc(c.DZ, off, True, rcols, co, False, hv, g.woff[l], F, M, J, 1)  # + dzᵀ Rcols

@@ -28,11 +28,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ..bn_mlp.bn_kernels import Cache, RCache
+from ..bn_mlp.bn_kernels import Cache
 from ..bn_mlp.classify_kernels import accuracy_value
 from ..bn_mlp.first_layer import mean_rows_into, share
 from ..common.atomics import fetch_add
 from ..mlp.mlp_kernels import loss_and_dyhat, loss_value, r_loss
+from .bn2d import RCache2D
 from .conv_kernels import backward, forward, r_backward, r_forward
 
 CURVE_NONE, CURVE_LOSS, CURVE_ACCURACY = 0, 1, 2      # batch_adapt's ``kind``
@@ -54,7 +55,7 @@ class Workspace(NamedTuple):
     CR: np.ndarray           # (R, S, Fs) each pass's s = 1/√(σ² + ε)
     CO: np.ndarray           # (R, S, N·CS) each pass's patches
     RC: np.ndarray           # (R, 6, K·MS) the R-pass: RXH RY RH RDY RDZ RDH
-    RQ: np.ndarray           # (R, Fs) the R-pass's q
+    RQ: np.ndarray           # (R, 5·Fs) the R-pass's q (Fs), then bn2d's scratch (4·Fs)
     RCO: np.ndarray          # (R, K·CS) the R-pass's patches im2col(Rh)
     DC: np.ndarray           # (R, N·DCM) dz W (and Rdz W + dz V) before col2im
     SC: np.ndarray           # (R, 3, P) ∇L_S, v = α g, H v
@@ -66,7 +67,7 @@ class Workspace(NamedTuple):
 def workspace_floats(T, K, Q, P, MS, CS, Fs, DCM, S, R):
     """Floats of ``alloc_workspace`` (the same arguments)."""
     N = max(K, Q)
-    return R * (S * (P + 6 * N * MS + Fs + N * CS) + 6 * K * MS + Fs + K * CS + N * DCM
+    return R * (S * (P + 6 * N * MS + Fs + N * CS) + 6 * K * MS + 5 * Fs + K * CS + N * DCM
                 + 3 * P) + T * (P + 1)
 
 
@@ -74,7 +75,7 @@ def alloc_workspace(T, K, Q, P, MS, CS, Fs, DCM, S, R):
     """The buffers of Workspace (shapes there), S passes kept per thread slot."""
     N = max(K, Q)
     return Workspace(np.empty((R, S, P)), np.empty((R, S, 6, N * MS)), np.empty((R, S, Fs)),
-                     np.empty((R, S, N * CS)), np.empty((R, 6, K * MS)), np.empty((R, Fs)),
+                     np.empty((R, S, N * CS)), np.empty((R, 6, K * MS)), np.empty((R, 5 * Fs)),
                      np.empty((R, K * CS)), np.empty((R, N * DCM)), np.empty((R, 3, P)),
                      np.empty((T, P)), np.empty(T), np.zeros(1, np.int64))
 
@@ -88,8 +89,9 @@ def cache_of(ws, r, i):
 
 @njit(cache=True)
 def rcache_of(ws, r):
-    C = ws.RC[r]
-    return RCache(C[0], C[1], C[2], C[3], C[4], C[5], ws.RQ[r])
+    """The RCache2D bundle of thread slot r (q, then scratch, in RQ[r])."""
+    C, Fs = ws.RC[r], ws.CR.shape[2]
+    return RCache2D(C[0], C[1], C[2], C[3], C[4], C[5], ws.RQ[r, :Fs], ws.RQ[r, Fs:])
 
 
 @njit(cache=True)
