@@ -12,7 +12,7 @@ from mamlnp.fast import kernels_for
 from mamlnp.fast.bn_mlp.bn_kernels import Cache, RCache, bn_rbackward, bn_rforward
 from mamlnp.fast.conv.bn2d import RCache2D, bn2d_rbackward
 from mamlnp.fast.conv import conv_kernels as CK
-from mamlnp.fast.conv.kernelset import geometry, sizes, workspace_floats
+from mamlnp.fast.conv.kernelset import geometry, sizes, workers, workspace_floats
 from mamlnp.fast.conv.conv_maml import alloc_workspace
 from mamlnp.fast.mlp.mlp_kernels import loss_and_dyhat, r_loss
 from mamlnp.meta import maml as M
@@ -214,12 +214,12 @@ def test_same_bits_on_one_and_two_threads():
 
 def test_workspace_bytes_is_what_is_allocated():
     m, _ = model_of(GEOMS[2])
-    g, R = geometry(m), numba.config.NUMBA_NUM_THREADS
-    for T, K, Q, S in ((3, 2, 5, 3), (1, 4, 1, 2)):
+    g = geometry(m)
+    for T, K, Q, S, R in ((3, 2, 5, 3, 2), (1, 4, 1, 2, 1)):
         ws = alloc_workspace(T, K, Q, *sizes(g), S=S, R=R)
         assert sum(a.size for a in ws) - 1 == workspace_floats(T, K, Q, *sizes(g), S=S, R=R)
     assert kernels_for(m, "workspace_bytes").workspace_bytes(3, 2, 5, 2) == \
-        8 * workspace_floats(3, 2, 5, *sizes(g), S=3, R=R)
+        8 * workspace_floats(3, 2, 5, *sizes(g), S=3, R=workers(3))
 
 
 def test_what_is_not_compiled_runs_the_reference():

@@ -3,8 +3,9 @@ drivers over T tasks (parallel over tasks).
 
 Dimension legend: T tasks, K support images, Q query images, N = max(K, Q), P parameters,
 s = inner_steps, MS / CS map / patch floats per image (conv_kernels.py), Fs = Σ_l F_l
-channels, DCM = the largest block's patch floats per image, R = numba's thread slots
-(numba.config.NUMBA_NUM_THREADS), S = the passes kept per thread (s + 1, or 2 to adapt).
+channels, DCM = the largest block's patch floats per image, R = the workers of a call
+(min(numba.get_num_threads(), T): one slot of scratch each), S = the passes kept per slot
+(s + 1, or 2 to adapt).
 
 The maths is mamlnp/meta/maml.py's, one task at a time, with a scalar α:
 
@@ -12,9 +13,9 @@ The maths is mamlnp/meta/maml.py's, one task at a time, with a scalar α:
     for k = s−1 … 0:  g ← g − H_S(θ_k)(α g)        (first order: g = ∇L_Q(θ_s))
 
 each ∇ one forward + backward of conv_kernels.py, each H v the R-forward + R-backward at the
-cache the inner loop left at θ_k (the reference recomputes the same forward/backward). A
-worker takes tasks as it asks (``fetch_add``) and writes only its task's row of G (T, P) and
-its loss; its scratch is its thread's row of the workspace. The rows are then summed in the
+cache the inner loop left at θ_k (the reference recomputes the same forward/backward). Worker
+w of prange(R) takes tasks as it asks (``fetch_add``) and writes only its task's row of G
+(T, P) and its loss; its scratch is slot w of the workspace. The rows are then summed in the
 order t = 0 … T−1 (``mean_rows_into``, the workers splitting the output entries): the same
 bits for any number of threads.
 
@@ -140,14 +141,14 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
 @njit(cache=True, parallel=True)
 def batch_meta_grad(d, g, ws, alpha, s, first_order, W, grad):
     """The meta-gradient of the T tasks of d into grad (P,); returns the meta-loss. W workers
-    take tasks as they ask; then the rows of G are averaged in task order."""
+    (worker w owns the workspace's slot w) take tasks as they ask; then the rows of G are
+    averaged in task order."""
     T, CL, losses = d.xs.shape[0], ws.CL, ws.losses
     CL[0] = 0
     for w in prange(W):
-        r = numba.get_thread_id()
         t = fetch_add(CL, 0, 1)
         while t < T:
-            losses[t] = task_meta_grad(d, t, g, ws, r, alpha, s, first_order)
+            losses[t] = task_meta_grad(d, t, g, ws, w, alpha, s, first_order)
             t = fetch_add(CL, 0, 1)
     P = grad.shape[0]
     for w in prange(W):
@@ -185,10 +186,15 @@ def task_adapt(d, t, g, ws, r, alpha, s, kind, curve):
 
 
 @njit(cache=True, parallel=True)
-def batch_adapt(d, g, ws, alpha, s, kind, want, out, curve):
-    """θ_s of every task into out (T, P) when ``want``; curve (T, s+1) by ``kind``."""
-    for t in prange(d.xs.shape[0]):
-        r = numba.get_thread_id()
-        i = task_adapt(d, t, g, ws, r, alpha, s, kind, curve)
-        if want:
-            out[t, :] = ws.TH[r, i]
+def batch_adapt(d, g, ws, alpha, s, kind, want, W, out, curve):
+    """θ_s of every task into out (T, P) when ``want``; curve (T, s+1) by ``kind``; W workers
+    (worker w owns slot w) take tasks as they ask."""
+    T, CL = d.xs.shape[0], ws.CL
+    CL[0] = 0
+    for w in prange(W):
+        t = fetch_add(CL, 0, 1)
+        while t < T:
+            i = task_adapt(d, t, g, ws, w, alpha, s, kind, curve)
+            if want:
+                out[t, :] = ws.TH[w, i]
+            t = fetch_add(CL, 0, 1)

@@ -2,7 +2,7 @@
 
 Dimension legend: T tasks, K support images, Q query images, N = max(K, Q), P parameters,
 s = inner_steps, B blocks, MS / CS map / patch floats per image (conv_kernels.py), R =
-numba's thread slots (numba.config.NUMBA_NUM_THREADS).
+the workers of a call, min(numba.get_num_threads(), T).
 
 Reference: mamlnp/meta/maml.py (``meta_gradient``, ``adapt``, ``adapt_batch_numpy``,
 ``adapt_curve_numpy``) and mamlnp/run/classify.py (``query_accuracy``) on
@@ -16,12 +16,14 @@ One task at a time, the tasks in parallel (conv_maml.py); every convolution is i
 BLAS dgemm with θ's own weights (conv_kernels.py), OpenBLAS held on one thread for the call
 (common/blas_threads.py), so a task's arithmetic never depends on the thread running it.
 
-Memory (``workspace_floats``): per thread slot, S = s + 1 kept passes (2 to adapt) of
-θ_k (P), the caches (6·N·MS), the patches (N·CS) and the channel scales, one R-pass
-(6·K·MS + K·CS), the col2im scratch and 3·P; per call T·(P + 1). The paper's network
-(28×28, 64 channels; P = 112,261, MS = 17,349, CS = 41,508) at R = 2: 23.6 MB per call at
-5-way 1-shot (Q = 1 query per class, T = 32, s = 1), 63.3 MB at 5-way 5-shot, and
-338 MB at 20-way 1-shot, T = 16, s = 5.
+Memory (``workspace_floats``, what ``workspace_bytes`` reports): per worker, S = s + 1
+kept passes (2 to adapt) of θ_k (P), the caches (6·N·MS), the patches (N·CS) and the channel
+scales, one R-pass (6·K·MS + K·CS), the col2im scratch and 3·P; per call T·(P + 1) (each
+task's gradient row). The paper's network (28×28, 64 channels; P = 112,261, MS = 17,029,
+CS = 41,508) on 2 workers: 74.5 MB per call at 5-way 1-shot (Q = K, T = 32, s = 1),
+221.5 MB at 5-way 5-shot, 361.9 MB at 20-way 1-shot (T = 16, s = 5); on one worker 51.6,
+125.1 and 188.2 MB. The workspace stays allocated (per Python thread) for the next call of
+the same sizes.
 """
 import threading
 
@@ -76,14 +78,19 @@ def sizes(geom):
 _local = threading.local()          # one workspace per Python thread
 
 
+def workers(T):
+    """R: the workers (and scratch slots) of a call on T tasks."""
+    return max(1, min(numba.get_num_threads(), T))
+
+
 def workspace(geom, T, K, Q, S):
-    """This Python thread's Workspace for (T, K, Q, S), made again when the key changes."""
-    key = (id(geom), T, K, Q, S)
+    """This Python thread's Workspace for (T, K, Q, S) and R = workers(T) slots, made again
+    when any size changes."""
+    key = (sizes(geom), T, K, Q, S, workers(T))
     cached = getattr(_local, "ws", None)
     if cached is None or cached[0] != key:
         _local.ws = None                                    # free the old one first
-        _local.ws = cached = (key, alloc_workspace(T, K, Q, *sizes(geom), S=S,
-                                                   R=numba.config.NUMBA_NUM_THREADS))
+        _local.ws = cached = (key, alloc_workspace(T, K, Q, *sizes(geom), S=S, R=key[-1]))
     return cached[1]
 
 
@@ -101,7 +108,7 @@ def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha, inner_steps, fir
     grad = np.empty(d.theta.shape[0])
     with one_blas_thread():
         loss = batch_meta_grad(d, geom, ws, float(alpha), s, bool(first_order),
-                               min(numba.get_num_threads(), T), grad)
+                               ws.TH.shape[0], grad)
     return float(loss), grad
 
 
@@ -114,7 +121,7 @@ def adapt_tasks(geom, theta, xs, ys, xq, yq, alpha, steps, kind, want_theta=True
     out = np.empty((T, d.theta.shape[0]) if want_theta else (1, 1))
     curve = np.zeros((T, s + 1))
     with one_blas_thread():
-        batch_adapt(d, geom, ws, float(alpha), s, kind, want_theta, out, curve)
+        batch_adapt(d, geom, ws, float(alpha), s, kind, want_theta, ws.TH.shape[0], out, curve)
     return (out if want_theta else None), curve
 
 
@@ -164,7 +171,7 @@ class ConvKernels(KernelSet):
 
     def workspace_bytes(self, T, K, Q, steps):
         return 8 * workspace_floats(T, K, Q, *sizes(self.geom), S=max(int(steps) + 1, 2),
-                                    R=numba.config.NUMBA_NUM_THREADS)
+                                    R=workers(T))
 
 
 KERNELS = ConvKernels
