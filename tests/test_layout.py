@@ -133,8 +133,9 @@ def test_only_meta_maml_dispatches_to_the_kernel_sets():
 
 # the conv set reuses the batch-norm kernels (on pixel rows), the accuracy and row-mean
 # kernels, and the plain MLP's loss kernels: called, not copied
-CONV_REUSES = ("mamlnp.fast.mlp.mlp_kernels", "mamlnp.fast.bn_mlp.bn_kernels",
-               "mamlnp.fast.bn_mlp.classify_kernels", "mamlnp.fast.bn_mlp.first_layer")
+CONV_REUSES = ("mamlnp.fast.mlp.mlp_kernels", "mamlnp.fast.mlp.thin_layers",
+               "mamlnp.fast.bn_mlp.bn_kernels", "mamlnp.fast.bn_mlp.classify_kernels",
+               "mamlnp.fast.bn_mlp.first_layer")
 
 
 def test_kernel_sets_share_only_common_and_the_plain_mlp_kernels():
