@@ -41,15 +41,13 @@ import sys
 import time
 
 import numba
-import numpy as np
-
-from mamlnp.fast import kernels_for
-from mamlnp.meta.optim import Adam
-from mamlnp.nn.convnet import ConvNet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "compare"))
+sys.path[:0] = [os.path.dirname(HERE), os.path.join(HERE, "compare")]    # this checkout's mamlnp
 import omniglot_conv_common as common  # noqa: E402
+from mamlnp.fast import kernels_for  # noqa: E402
+from mamlnp.meta.optim import Adam  # noqa: E402
+from mamlnp.nn.convnet import ConvNet  # noqa: E402
 
 ALPHA = 0.4
 PEERS = {"jax": "omniglot_conv_jax.py", "torch": "omniglot_conv_torch.py"}
