@@ -27,7 +27,7 @@ order (SO) and first order (FO). Printed per configuration:
     python benchmarks/bench_conv.py                          # everything, ~10 min with peers
     python benchmarks/bench_conv.py --configs 5-1-1-32-1 --orders 2 --rounds 3
     python benchmarks/bench_conv.py --peers none             # ours only
-    python benchmarks/bench_conv.py --threads 1              # ours on one numba thread
+    python benchmarks/bench_conv.py --threads 1 --peer-threads 1    # everyone on one thread
 
 Timings on a shared machine move with its load: compare the figures of one run and quote
 medians over rounds.
@@ -104,11 +104,12 @@ class Ours:
         return out + [cpu]
 
 
-def run_peer(python, name, N, K, Q, T, s, orders, reps):
+def run_peer(python, name, N, K, Q, T, s, orders, reps, threads=0):
     """{order: median ms} of one comparison script, or a string saying why there is none."""
     cmd = [python, os.path.join(HERE, "compare", PEERS[name]), "--ways", str(N), "--shots",
            str(K), "--query", str(Q), "--meta-batch", str(T), "--steps", str(s), "--alpha",
-           str(ALPHA), "--reps", str(reps), "--order", *map(str, orders)]
+           str(ALPHA), "--reps", str(reps), "--threads", str(threads), "--order",
+           *map(str, orders)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -135,6 +136,8 @@ def main(argv=None):
                     help="torch, jax, or none")
     ap.add_argument("--peer-python", default=os.environ.get("MAMLNP_PEER_PYTHON") or sys.executable)
     ap.add_argument("--threads", type=int, default=0, help="numba threads (0: all)")
+    ap.add_argument("--peer-threads", type=int, default=0,
+                    help="the peers' threads (0: their default; JAX honours only 1)")
     a = ap.parse_args(argv)
     if a.threads:
         numba.set_num_threads(a.threads)
@@ -151,7 +154,8 @@ def main(argv=None):
                 rows[o]["iter"].append(it)
                 rows[o]["cpu"].append(cpu)
             for name in peers:
-                got = run_peer(a.peer_python, name, N, K, Q, T, s, a.orders, a.reps)
+                got = run_peer(a.peer_python, name, N, K, Q, T, s, a.orders, a.reps,
+                               a.peer_threads)
                 for o in a.orders:
                     rows[o].setdefault(name, []).append(got.get(o) if isinstance(got, dict)
                                                         else got)

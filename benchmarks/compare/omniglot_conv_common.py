@@ -81,7 +81,8 @@ def parser(doc):
     ap.add_argument("--order", type=int, nargs="+", default=[2, 1])
     ap.add_argument("--alpha", type=float, default=0.4)
     ap.add_argument("--reps", type=int, default=5, help="timed calls after the warm-up")
-    ap.add_argument("--threads", type=int, default=0, help="0: the framework's default")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="0: the framework's default (JAX honours only 1)")
     return ap
 
 

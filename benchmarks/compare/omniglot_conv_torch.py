@@ -28,10 +28,8 @@ def forward(params, x, geom):
     h = x.reshape(-1, C, H, Wd)                                          # NCHW
     for W, b, gamma, beta in params[:-1]:
         z = Fn.conv2d(h, W, b, stride=geom["stride"], padding=geom["pad"])
-        mu = z.mean(dim=(0, 2, 3), keepdim=True)
-        var = ((z - mu) ** 2).mean(dim=(0, 2, 3), keepdim=True)           # biased
-        zhat = (z - mu) / torch.sqrt(var + geom["eps"])
-        h = torch.relu(gamma[None, :, None, None] * zhat + beta[None, :, None, None])
+        h = torch.relu(Fn.batch_norm(z, None, None, gamma, beta, training=True,
+                                     eps=geom["eps"]))           # batch statistics, biased var
     Wh, bh = params[-1]
     return h.mean(dim=(2, 3)) @ Wh + bh
 
@@ -75,7 +73,7 @@ def meta_gradient(theta, xs, ys, xq, yq, alpha, steps, first_order, geom=common.
     data = [torch.as_tensor(np.asarray(v, dtype=np.float64)) for v in (xs, ys, xq, yq)]
     value = meta_loss(flat, data, alpha, steps, first_order, geom)
     grads = torch.autograd.grad(value, flat)
-    return float(value), np.concatenate([g.detach().numpy().ravel() for g in grads])
+    return float(value.detach()), np.concatenate([g.detach().numpy().ravel() for g in grads])
 
 
 def main():
