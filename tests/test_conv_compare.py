@@ -32,7 +32,8 @@ def case(geom, T, N, K, Q, seed=0):
 
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
-@pytest.mark.parametrize("geom, T, N, K, Q, steps", [(SMALL, 3, 3, 2, 1, 2), (PAPER, 2, 5, 1, 1, 1)])
+@pytest.mark.parametrize("geom, T, N, K, Q, steps",
+                         [(SMALL, 3, 3, 2, 1, 2), (PAPER, 2, 5, 1, 1, 1)])
 def test_comparison_gives_mamlnp_meta_gradient(framework, geom, T, N, K, Q, steps):
     pytest.importorskip(framework)
     impl = importlib.import_module(f"omniglot_conv_{framework}")

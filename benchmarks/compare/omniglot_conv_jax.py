@@ -80,8 +80,8 @@ def meta_gradient(theta, xs, ys, xq, yq, alpha, steps, first_order, geom=common.
 def main():
     a = common.parser(__doc__).parse_args()
     if a.threads == 1:                                   # XLA's CPU client: one thread
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
+                                   "=false intra_op_parallelism_threads=1")
     jax = _jax()
     N, geom = a.ways, common.GEOMETRY
     params = to_params(common.theta0(geom, N), N)

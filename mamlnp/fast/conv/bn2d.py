@@ -7,10 +7,10 @@ Reference: mamlnp/nn/batchnorm.py ``batchnorm_rbackward`` (through nn/conv.py
 tests/test_conv_kernels.py. The forward, backward and R-forward of a block are
 mamlnp/fast/bn_mlp/bn_kernels.py's (their loops already run row by row). Its
 ``bn_rbackward`` sums each channel down its column (n outer inside o), which suits the MLP's
-few points; over a conv block's M = 980 pixel rows of 64 channels it walks 500 kB arrays
-column by column, about 8× slower than this version, which makes the same sums in the same
-order n = 0 … M−1 row by row into per-channel accumulators ``RCache2D.SC`` (the same bits as
-bn_rbackward):
+few points; over a conv block's M = N·Ho·Wo pixel rows (980 at the first Omniglot block, 5
+images) of 64 channels it walks 500 kB arrays column by column, several times slower than
+this version, which makes the same sums in the same order n = 0 … M−1 row by row into
+per-channel accumulators ``RCache2D.SC`` (the same bits as bn_rbackward):
 
     Rdy = Rdh ⊙ σ′(y) + dh ⊙ σ″(y) ⊙ Ry,   Rdβ = Σ_n Rdy,   Rdγ = Σ_n (Rdy ⊙ ẑ + dy ⊙ Rẑ)
     dẑ = dy ⊙ γ,  Rdẑ = Rdy ⊙ γ + dy ⊙ V_γ,  m = mean(dẑ ⊙ ẑ),  Rm = mean(Rdẑ ⊙ ẑ + dẑ ⊙ Rẑ)
