@@ -230,3 +230,19 @@ def test_what_is_not_compiled_runs_the_reference():
     for kw in (dict(pool=True), dict(head="flatten")):                      # MiniImageNet form
         other = ConvNet(in_shape=(1, 12, 12), channels=(3,), ways=2, stride=1, **kw)
         assert kernels_for(other) is None
+
+
+def test_no_conv_kernel_takes_more_than_12_arguments():
+    """Every @njit function of mamlnp/fast/conv/ (read with ast) takes at most 12 arguments."""
+    import ast
+    import pathlib
+    counts = {}
+    for path in sorted(pathlib.Path(CK.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and any(
+                    "njit" in ast.unparse(d) for d in node.decorator_list):
+                counts[f"{path.name}:{node.name}"] = len(node.args.args)
+    assert len(counts) > 15                                 # the kernels were found
+    longest = max(counts, key=counts.get)
+    print(f"{len(counts)} compiled kernels; longest signature {longest}: {counts[longest]}")
+    assert counts[longest] <= 12, {k: n for k, n in counts.items() if n > 12}
