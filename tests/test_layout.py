@@ -5,7 +5,7 @@ Dimension legend: none (a check of the source tree).
 Layers from the bottom (docs/architecture.md):
     errors, validation, _version, safeio, npzread  →  nn, tasks  →  fast  →  meta  →  check, run
 Every import, at module level or inside a function, is read from the source with ``ast``.
-Inside fast/, one folder per model kind (mlp/, bn_mlp/) and common/; the rest of the package
+Inside fast/, one folder per model kind (mlp/, bn_mlp/, conv/) and common/; the rest of the package
 reaches it only through its face: ``mamlnp.fast.kernels_for`` (asked by meta/maml.py) and
 ``spin_threads`` (run/cli.py), plus three helpers that are no kernel set.
 """
@@ -133,20 +133,28 @@ def test_only_meta_maml_dispatches_to_the_kernel_sets():
     assert users == ["mamlnp.meta.maml", "mamlnp.run.cli"], users
 
 
+# the conv set reuses the batch-norm kernels (on pixel rows), the accuracy and row-mean
+# kernels, and the plain MLP's loss kernels: called, not copied
+CONV_REUSES = ("mamlnp.fast.mlp.mlp_kernels", "mamlnp.fast.mlp.thin_layers",
+               "mamlnp.fast.bn_mlp.bn_kernels", "mamlnp.fast.bn_mlp.classify_kernels",
+               "mamlnp.fast.bn_mlp.first_layer")
+
+
 def test_kernel_sets_share_only_common_and_the_plain_mlp_kernels():
     """A kind's folder imports common/ and the face (kernelset.py); the batch-norm MLP also
     reuses the plain MLP's loss and activation kernels. No set imports another set's module."""
     bad = []
     for m, deps in graph().items():
         kind = m.split(".")[2] if m.count(".") >= 3 else None
-        if kind not in ("mlp", "bn_mlp"):
+        if kind not in ("mlp", "bn_mlp", "conv"):
             continue
         for d in deps:
             if not d.startswith("mamlnp.fast.") or d.count(".") < 3:
                 continue
             other = d.split(".")[2]
             ok = other in (kind, "common") or (kind == "bn_mlp" and d in (
-                "mamlnp.fast.mlp.mlp_kernels", "mamlnp.fast.mlp.thin_layers"))
+                "mamlnp.fast.mlp.mlp_kernels", "mamlnp.fast.mlp.thin_layers")) or (
+                kind == "conv" and d in CONV_REUSES)
             if not ok:
                 bad.append(f"{m} -> {d}")
     assert not bad, bad

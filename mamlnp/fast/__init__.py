@@ -11,6 +11,7 @@ Dimension legend: none (the dispatch; shapes in mamlnp/fast/kernelset.py).
                        its __init__ drops stale compiled code
       mlp/             the plain MLP (sinusoid regression): its kernels and its set
       bn_mlp/          the batch-norm MLP (classification): its kernels and its set
+      conv/            the ConvNet (Omniglot form: no pool, spatial mean): its kernels and set
       episodes.py, episode_kernels.py   Omniglot episodes, compiled (not a model kind)
       compile_notice.py                 the one-line notice while Numba compiles
 

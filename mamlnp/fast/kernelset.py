@@ -4,7 +4,8 @@ Dimension legend: T tasks, K support points, Q query points, D inputs, O outputs
 P parameters, s = inner_steps.
 
 A *kernel set* is the compiled path of one model kind (mamlnp/fast/mlp/kernelset.py for the
-plain MLP, mamlnp/fast/bn_mlp/kernelset.py for the batch-norm MLP). ``mamlnp.fast.kernels_for
+plain MLP, mamlnp/fast/bn_mlp/kernelset.py for the batch-norm MLP, mamlnp/fast/conv/kernelset.py
+for the ConvNet). ``mamlnp.fast.kernels_for
 (model, method, alpha)`` returns the set of the model's kind when that set compiles
 ``method`` for that form of α, else None, and then the NumPy reference in mamlnp/meta/ runs.
 A set is bound to one model: its geometry is worked out once.
@@ -35,7 +36,7 @@ import weakref
 
 import numpy as np
 
-SETS = ("bn_mlp", "mlp")         # the registered kinds (folders of mamlnp/fast/), asked in
+SETS = ("conv", "bn_mlp", "mlp")  # the registered kinds (folders of mamlnp/fast/), asked in
                                  # this order; a new kind adds its folder's name here
 
 

@@ -22,6 +22,9 @@ docstring names the reference, file and function, and its test file). The module
             ``classify_kernels`` (one task at a time), ``classify_groups`` and
             ``group_products`` (s = 1 over groups of tasks), ``first_layer`` (x W1, Gram
             matrices and ∇W1 on packed or CSR/CSC rows), ``kernelset`` (the set)
+  conv/     ``conv_kernels`` (im2col/col2im, the ConvNet's passes: nn/conv.py, nn/convnet.py),
+            ``bn2d`` (batch norm's R-backward row by row), ``conv_maml`` (one task's
+            meta-gradient, the drivers: meta/maml.py), ``kernelset`` (the set)
   fast/     ``episode_kernels`` (Omniglot episodes: tasks/omniglot.py)
 
 Conventions: every array is flat (1-d, row-major) and addressed by offsets, so
