@@ -59,6 +59,7 @@ from mamlnp.run.trainstep import fused_step
 from mamlnp.meta.variants import get_method
 from mamlnp.fast.kernels import spin_threads
 
+COMPARE_ENV = dict(os.environ)   # the comparisons run without mamlnp's spin setting (below)
 spin_threads()      # the CLI's thread-spin setting (mamlnp/fast/kernels/__init__.py)
 
 SIZES, T, K, Q, ALPHA = (1, 40, 40, 1), 25, 10, 10, 0.01
@@ -169,7 +170,8 @@ class CompareRunner:
         script, *extra = COMPARISONS[name]
         self.name = name
         self.proc = subprocess.Popen([python, os.path.join(COMPARE, script), "--worker"] + extra,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=COMPARE_ENV)
 
     def block(self, s, fo, n):
         cmd = {"s": s, "first_order": fo, "n": n, "chunk": min(n, JAX_CHUNK)}
