@@ -435,7 +435,8 @@ if history is not None:
     c = trained_cfg
     print(f"protocol of this run: {c['meta_batch']} episodes per meta-batch, {c['inner_steps']} "
           f"inner step(s) of α = {c['alpha']}, {'first' if c['first_order'] else 'exact second'} "
-          f"order, {c['optimizer']} β = {c['beta']}, {c['iterations']:,} iterations, network "
+          f"order, {c['optimizer']} β = {c['beta']}, {c['iteration']:,} of {c['iterations']:,} "
+          f"iterations done, network "
           f"{'-'.join(map(str, trained_model.sizes))}")
     fig, ax1 = plt.subplots(figsize=(8.5, 3.8), constrained_layout=True)
     mark = dict(marker="o", ms=3 if len(history["iteration"]) > 20 else 5)   # one row shows too
