@@ -243,9 +243,9 @@ for k in shots:
 # %% [markdown]
 # **Reading the results** (of the committed full-length run; fast-mode numbers mean nothing).
 #
-# * *Before adaptation* (0 steps) MAML's network is no better than the pretrained one, and
-#   FOMAML's is clearly worse (query MSE 4.4 against 3.0): neither meta-learned
-#   initialisation tries to fit the average task.
+# * *Before adaptation* (0 steps) MAML's network is no better than the pretrained one
+#   (query MSE 2.98 for both), and FOMAML's is a little worse (3.24): neither
+#   meta-learned initialisation tries to fit the average task.
 # * *After one step* MAML is several times better than the baseline at every K; the
 #   baseline improves slowly, however many steps it takes — a gradient step from the
 #   average fit does not find the task. Beside the paper's K = 5 values (the differences
@@ -258,15 +258,14 @@ for k in shots:
 #   steps at every K. At K = 5 the mean falls more slowly than the median and its
 #   confidence band is wider: on a fifth of the tasks plain SGD at α = 0.01 overshoots
 #   (the query MSE rises from step 1 to step 2), and a few tasks whose five support points
-#   sit close together reach MSEs of 5–20 before settling. The cell below counts them;
+#   sit close together reach MSEs of 5–20 before settling. The cell above counts them;
 #   the medians are the steadier summary there.
-# * *FOMAML vs MAML*: after the one step both were trained for, FOMAML's error is about
-#   1.5 times MAML's at every K (K = 5: 0.88 against 0.58) — the Hessian term matters most
-#   exactly there (notebook 03 measures its size). With more steps the gap narrows but
-#   does not close: after 10 steps FOMAML is still behind at every K (K = 5: 0.45 against
-#   0.35, K = 10: 0.14 against 0.10, K = 20: 0.045 against 0.034); the confidence intervals
-#   overlap at K = 5 and 10, not at K = 20. FOMAML varies more from seed to seed than MAML:
-#   `docs/results.md` has two more seeds, one of them level with MAML after ten steps.
+# * *FOMAML vs MAML*: after the one step both were trained for, FOMAML's error is 1.2–1.3
+#   times MAML's at every K (K = 5: 0.69 against 0.58) — the Hessian term matters most
+#   exactly there (notebook 03 measures its size). With more steps the gap closes: after
+#   10 steps FOMAML is level with MAML (K = 5: 0.34 against 0.35, K = 10: 0.11 against
+#   0.10, K = 20: 0.040 against 0.034), the confidence intervals overlapping at every K.
+#   FOMAML varies more from seed to seed than MAML: `docs/results.md` has two more seeds.
 #
 # The command that makes the same MAML and baseline numbers, and their discussion, are in
 # `docs/results.md`.
