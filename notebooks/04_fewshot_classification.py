@@ -503,7 +503,8 @@ if results:
         after = steps >= 1                              # 0 steps (chance, ~20 %) is in the table
         label = f"mamlnp MAML 5-way {K}-shot (0 steps: {mean[~after][0]:.1f} %, off the axis)"
         if "NOT the protocol" in src:
-            label += "\n" + src[src.index("[NOT"):]
+            label += "\n" + (src[src.index("[NOT"):] if "[NOT" in src
+                              else "[NOT the protocol: a short run trained here]")
         line, = ax.plot(steps[after], mean[after], "o-", ms=3, label=label)
         ax.fill_between(steps[after], (mean - ci)[after], (mean + ci)[after],
                         color=line.get_color(), alpha=0.2)
