@@ -1,41 +1,42 @@
-"""The classification workload of Finn et al. (2017), "MAML, no conv", timed beside the peers.
+"""The classification workload of Finn et al. (2017), "MAML, no conv", timed beside JAX and PyTorch.
 
 784-256-128-64-64-N, each hidden layer dense -> batch norm (batch statistics) -> ReLU,
 softmax cross-entropy, α = 0.4, meta-batch T = 32, float64, s inner steps; one fixed random
-batch with 8% ink (as the peers' scripts draw it): the support set N·K points, the query set
+batch with 8% ink (benchmarks/compare/common.py): the support set N·K points, the query set
 N·Q points per task. Printed per configuration (N-way K-shot, SO/FO):
 
   * median ms per meta-gradient (the kernel set's meta_gradient_unchecked, backend="numba",
     and the NumPy reference once with --numpy) and per meta-iteration (meta-gradient + the
-    compiled Adam step on θ; the batch is fixed, as in the peers' scripts);
-  * the FLOP count of the workload as the peers run it, every adapted θ formed:
+    compiled Adam step on θ; the batch is fixed, as in the comparisons);
+  * the FLOP count of the workload as JAX and PyTorch run it, every adapted θ formed:
     T·[(3 + 6·SO)·s·F(N·K) + 3·F(N·Q)] with F(n) = 2·n·Σ_l fan_in·fan_out (forward 1 F,
     backward 2 F, R-forward 2 F, R-backward 4 F), and the GFLOP/s that count makes of our time
     (mamlnp executes fewer: it never forms an adapted first layer, and skips zero inputs);
-  * the peers, in the same run, interleaved with ours, round by round: the JAX script
-    (omniglot_mlp_jax.py: jit + vmap, exact second order) and, with --torch, PyTorch
-    (omniglot_mlp_torch.py --impl compile|func|loop), each run by a Python that has them
-    (--peer-python, default $MAMLNP_PEER_PYTHON) from the peers' folder (--peers, default
-    $MAMLNP_PEERS_DIR); without both, ours only.
+  * the comparisons of benchmarks/compare/ (``pip install -e ".[compare]"``), in the same run,
+    interleaved with ours, round by round: JAX (maml_jax.py --workload omniglot: jit + vmap)
+    and, with --torch, PyTorch (maml_torch.py --impl compile|func|loop), each a subprocess of
+    the Python --compare-python (default $MAMLNP_COMPARE_PYTHON, else this one); when that
+    Python has no jax, ours only. tests/test_compare.py checks that they compute mamlnp's
+    meta-gradient.
 
     python benchmarks/bench_classification.py                     # ~5 min with JAX
     python benchmarks/bench_classification.py --configs 5-1-1 --torch compile --rounds 3
-    python benchmarks/bench_classification.py --peer-python ''    # ours only
+    python benchmarks/bench_classification.py --compare-python ''  # ours only
     python benchmarks/bench_classification.py --threads 1         # ours on one numba thread
     python benchmarks/bench_classification.py --path tasks        # s = 1 one task at a time
-    python benchmarks/bench_classification.py --ink 0.05 0.12 0.25 --peer-python ''
-    MAMLNP_DATA_DIR=… python benchmarks/bench_classification.py --real --peer-python ''
+    python benchmarks/bench_classification.py --ink 0.05 0.12 0.25 --compare-python ''
+    MAMLNP_DATA_DIR=… python benchmarks/bench_classification.py --real --compare-python ''
 
 ``--path``: "auto" (the default, what training runs) takes s = 1 in task groups
 (mamlnp/fast/bn_mlp/classify_groups.py), "tasks" one task at a time
-(classify_kernels.py). ``--ink``: the fraction of nonzero inputs of our batch (the peers
+(classify_kernels.py). ``--ink``: the fraction of nonzero inputs of our batch (the comparisons
 draw 8%); several values time ours at each (where the first layer's packed rows stop paying,
 bn_mlp/first_layer.sparse_pays). ``--real``: ours on real Omniglot training episodes
 (grey-level strokes, about a quarter of the inputs nonzero), the batches the training loop
-sees; the peers still time their 8% batch.
+sees; the comparisons still time their 8% batch.
 
 Timings on a shared machine move with its load: compare figures of one run (each round
-times ours, then each peer, for one configuration) and quote the medians over rounds.
+times ours, then each comparison, for one configuration) and quote the medians over rounds.
 """
 import argparse
 import json
@@ -57,8 +58,8 @@ from mamlnp.fast.bn_mlp import kernelset as classify  # noqa: E402
 from mamlnp.meta.optim import Adam  # noqa: E402
 
 SIZES, T, ALPHA = (784, 256, 128, 64, 64), 32, 0.4
-DEFAULT_PEERS = os.environ.get("MAMLNP_PEERS_DIR")        # a folder with omniglot_mlp_*.py
-DEFAULT_PY = os.environ.get("MAMLNP_PEER_PYTHON")         # a Python with jax (and torch)
+COMPARE = os.path.join(HERE, "compare")                   # maml_jax.py, maml_torch.py
+DEFAULT_PY = os.environ.get("MAMLNP_COMPARE_PYTHON") or sys.executable
 
 
 def flops(N, K, Q, s, first_order):
@@ -69,7 +70,7 @@ def flops(N, K, Q, s, first_order):
 
 
 def batch(N, K, Q, seed=0, ink=0.08, real=False):
-    """The peers' batch (8% ink, one-hot labels), or a real Omniglot training batch (real:
+    """The comparisons' batch (8% ink, one-hot labels), or a real Omniglot training batch (real:
     from $MAMLNP_DATA_DIR), as flat (T, n·C) float64 rows."""
     if real:
         from mamlnp.tasks.omniglot import OmniglotTasks
@@ -140,10 +141,11 @@ def numpy_ms(N, K, Q, s, first_order, n=2):
 
 
 def peer(args, script, extra, N, K, Q, s, order):
-    """One run of a peer's script; its RESULT dict (or {'error': …})."""
-    cmd = [args.peer_python, os.path.join(args.peers, script), "--dtype", "float64",
-           "--ways", str(N), "--shots", str(K), "--query", str(Q), "--meta-batch", str(T),
-           "--steps", str(s), "--order", str(order)] + extra
+    """One run of a comparison script of benchmarks/compare/; its RESULT dict (or
+    {'error': …})."""
+    cmd = [args.compare_python, os.path.join(COMPARE, script), "--workload", "omniglot",
+           "--dtype", "float64", "--ways", str(N), "--shots", str(K), "--query", str(Q),
+           "--meta-batch", str(T), "--steps", str(s), "--order", str(order)] + extra
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.peer_timeout)
     except subprocess.TimeoutExpired:
@@ -154,22 +156,31 @@ def peer(args, script, extra, N, K, Q, s, order):
     return {"error": (out.stderr.strip().splitlines() or ["no RESULT"])[-1][:200]}
 
 
+def has_module(python, module):
+    """Whether ``python`` can import ``module``."""
+    try:
+        return subprocess.run([python, "-c", f"import {module}"], capture_output=True,
+                              timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def peers_for(args):
-    """[(name, script, extra args)] of the peers this run times."""
-    if not args.peer_python or not os.path.exists(args.peer_python):
+    """[(name, script, extra args)] of the comparisons this run times."""
+    if not args.compare_python or not has_module(args.compare_python, "jax"):
         return []
-    if not args.peers or not os.path.isdir(args.peers):
-        raise SystemExit(f"--peers: expected the folder of the peers' omniglot_mlp_jax.py, "
-                         f"got {args.peers!r}")
-    out = [("jax", "omniglot_mlp_jax.py", ["--reps", "3", "--block", "5"])]
+    out = [("jax", "maml_jax.py", ["--reps", "3", "--block", "5"])]
+    if args.torch and not has_module(args.compare_python, "torch"):
+        raise SystemExit(f"--torch: {args.compare_python} has no torch "
+                         f"(pip install -e \".[compare]\")")
     for impl in args.torch:
-        out.append((f"torch-{impl}", "omniglot_mlp_torch.py",
+        out.append((f"torch-{impl}", "maml_torch.py",
                     ["--impl", impl, "--reps", "3", "--block", "3"]))
     return out
 
 
 def run_config(args, cfg, peers):
-    """Rounds of (ours at each ink, then each peer) for one configuration; the per-round
+    """Rounds of (ours at each ink, then each comparison) for one configuration; the per-round
     figures (rows "ours_grad" etc. for the first ink, "ours_grad@ink" for the others)."""
     N, K, Q, fo = cfg
     inks = [None] if args.real else args.ink
@@ -181,8 +192,6 @@ def run_config(args, cfg, peers):
             for key, x in zip(("ours_grad", "ours_iter", "ours_cpu"), o.block(args.calls)):
                 rows.setdefault(key + sfx, []).append(x)
         for name, script, extra in peers:
-            if name.startswith("torch") and fo:
-                continue                                         # the torch script: SO
             r = peer(args, script, extra, N, K, Q, args.s, 1 if fo else 2)
             rows.setdefault(name, []).append(r.get("median_ms", r.get("error")))
     if args.numpy:
@@ -230,8 +239,9 @@ def main(argv=None):
     ap.add_argument("--s", type=int, default=1, help="inner steps")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=10, help="our calls per round")
-    ap.add_argument("--peer-python", default=DEFAULT_PY)
-    ap.add_argument("--peers", default=DEFAULT_PEERS)
+    ap.add_argument("--compare-python", default=DEFAULT_PY,
+                    help="the Python that runs benchmarks/compare/ (default "
+                         "$MAMLNP_COMPARE_PYTHON, else this one; '': ours only)")
     ap.add_argument("--peer-timeout", type=float, default=900)
     ap.add_argument("--torch", nargs="*", default=[], choices=["compile", "func", "loop"])
     ap.add_argument("--numpy", action="store_true", help="also time the NumPy reference")
@@ -253,7 +263,7 @@ def main(argv=None):
           f"{', real Omniglot episodes' if args.real else ''}; load average "
           f"{os.getloadavg()[0]:.1f} at start")
     peers = peers_for(args)
-    print("peers:", [p[0] for p in peers] or "none (no --peer-python)")
+    print("comparisons:", [p[0] for p in peers] or "none (pip install -e \".[compare]\")")
     for c in args.configs:
         N, K, Q = map(int, c.split("-"))
         for order in args.orders:

@@ -1,7 +1,7 @@
-"""Milliseconds per MAML meta-iteration: NumPy reference, Numba kernels, and (optional) JAX.
+"""Milliseconds per MAML meta-iteration: NumPy reference, Numba kernels, JAX and PyTorch.
 
     python benchmarks/bench_meta_gradient.py [--rounds 5] [--block 40] [--cold]
-        [--jax-python PEERS/bin/python] [--json results.json]
+        [--compare jax torch-func …] [--compare-python PY] [--json results.json]
 
 Dimension legend: T tasks, K support points, Q query points, P parameters,
 s = inner_steps, I/O fan-in/fan-out of a layer.
@@ -19,20 +19,21 @@ time the meta-gradient alone on a fixed batch: through the unchecked entry
 Configurations (s = 1, 5) × (second order SO, first order FO) are timed in blocks,
 INTERLEAVED: numba block, numpy block, JAX block, next configuration, … for several
 rounds, so that a change of machine load hits every backend alike. Medians and min–max
-over all iterations after one warm-up block, and the mean (the peers' scripts in
-the peers' own scripts report the median of ~0.5 s block MEANS, closer to our mean than to our
-median when a few iterations are slow). GFLOP/s = counted FLOPs / median. Nothing is
-asserted.
+over all iterations after one warm-up block, and the mean. GFLOP/s = counted FLOPs / median.
+Nothing is asserted.
 
-When --jax-python names a Python with jax installed (default: $MAMLNP_PEER_PYTHON), benchmarks/jax_worker.py runs there as a subprocess and times a jit+vmap
-meta-gradient on the same workload, in the same run.
+The comparisons (--compare, default: jax when the Python of --compare-python has it) are
+the implementations of benchmarks/compare/ (``pip install -e ".[compare]"``), each run as a
+subprocess worker (``maml_jax.py --worker``: jit + vmap, parameters as a pytree, the
+meta-gradient and Adam in one jitted call; ``maml_torch.py --impl func|loop|compile
+--worker``: the meta-gradient, then torch.optim.Adam), timed block by block in the same run.
+tests/test_compare.py checks that they compute mamlnp's meta-gradient.
 
 Statistics. ``meta_iteration`` / ``meta_gradient``: one call timed alone, its result in
 hand (mamlnp's calls are synchronous; JAX's ``meta_iteration`` waits for each iteration's
 loss). ``*_chunk``: the mean per call over chunks of 10 consecutive calls, which is how a
 JAX loop runs at full speed (asynchronous dispatch: the host samples the next batch while
-the last step runs; synchronised once per chunk) and how the peers' scripts time it
-(means of ~0.5 s blocks). Compare backends on the same row.
+the last step runs; synchronised once per chunk). Compare backends on the same row.
 
 First call: a fresh subprocess imports mamlnp and calls the kernel set's meta_gradient once, and another
 one imports mamlnp and runs a one-iteration meta_train (the fused step's kernels, the
@@ -58,6 +59,7 @@ from mamlnp.run.trainstep import fused_step
 from mamlnp.meta.variants import get_method
 from mamlnp.fast import spin_threads
 
+COMPARE_ENV = dict(os.environ)   # the comparisons run without mamlnp's spin setting (below)
 spin_threads()      # the CLI's thread-spin setting (mamlnp/fast/__init__.py)
 
 SIZES, T, K, Q, ALPHA = (1, 40, 40, 1), 25, 10, 10, 0.01
@@ -66,8 +68,12 @@ PAUSE = 0.12         # s between blocks: XLA's and OpenMP's worker threads spin 
                      # after work (our numba worker ~70 ms with GOMP_SPINCOUNT = 3,000,000,
                      # measured from /proc/self/task); a block must not start while another
                      # backend's threads still spin on a core
-JAX_CHUNK = 10       # JAX iterations dispatched back to back per timed sample (jax_worker.py)
+JAX_CHUNK = 10       # comparison iterations dispatched back to back per timed sample
 HERE = os.path.dirname(os.path.abspath(__file__))
+COMPARE = os.path.join(HERE, "compare")
+COMPARISONS = {"jax": ["maml_jax.py"], "torch-func": ["maml_torch.py", "--impl", "func"],
+               "torch-loop": ["maml_torch.py", "--impl", "loop"],
+               "torch-compile": ["maml_torch.py", "--impl", "compile"]}
 
 
 # ---- work per meta-iteration ---------------------------------------------------------------
@@ -154,12 +160,16 @@ def chunk_means(times, chunk):
     return [float(np.mean(times[i:i + chunk])) for i in range(0, len(times) - chunk + 1, chunk)]
 
 
-class JaxRunner:
-    """benchmarks/jax_worker.py in another Python, one JSON line per block."""
+class CompareRunner:
+    """A comparison of benchmarks/compare/ as a worker subprocess, one JSON line per block
+    (benchmarks/compare/common.py, ``serve``)."""
 
-    def __init__(self, python):
-        self.proc = subprocess.Popen([python, os.path.join(HERE, "jax_worker.py")],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, python, name):
+        script, *extra = COMPARISONS[name]
+        self.name = name
+        self.proc = subprocess.Popen([python, os.path.join(COMPARE, script), "--worker"] + extra,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=COMPARE_ENV)
 
     def block(self, s, fo, n):
         cmd = {"s": s, "first_order": fo, "n": n, "chunk": min(n, JAX_CHUNK)}
@@ -167,7 +177,7 @@ class JaxRunner:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError("the JAX worker exited")
+            raise RuntimeError(f"the {self.name} worker exited")
         return json.loads(line)
 
     def close(self):
@@ -222,9 +232,10 @@ def summary(times):
 
 def run(args):
     runners = {"numba": Runner("numba"), "numpy": Runner("numpy")}
-    if args.jax_python:
-        runners["jax"] = JaxRunner(args.jax_python)
-    blocks = {"numba": args.block, "numpy": args.numpy_block, "jax": args.block}
+    for name in args.compare:
+        runners[name] = CompareRunner(args.compare_python, name)
+    blocks = {name: args.block for name in runners}
+    blocks["numpy"] = args.numpy_block
     results = {}
     try:
         for r in range(args.rounds + 1):                     # round 0 = warm-up, discarded
@@ -237,8 +248,8 @@ def run(args):
                     for what, ts in out.items():
                         results.setdefault((name, s, fo, what), []).extend(ts)
     finally:
-        if "jax" in runners:
-            runners["jax"].close()
+        for name in args.compare:
+            runners[name].close()
     return {k: summary(v) for k, v in results.items() if v}
 
 
@@ -251,6 +262,15 @@ def print_table(stats):
         print(f"{name:7s} {s:2d} {'FO' if fo else 'SO':5s} {what:22s} {st['median_ms']:10.3f} "
               f"{st['min_ms']:8.3f}–{st['max_ms']:<8.3f} {st['mean_ms']:8.3f} {mf:7.2f} "
               f"{mf / st['median_ms']:8.1f}")
+
+
+def has_module(python, module):
+    """Whether ``python`` can import ``module``."""
+    try:
+        return subprocess.run([python, "-c", f"import {module}"], capture_output=True,
+                              timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def machine():
@@ -272,12 +292,18 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (after a warm-up)")
     p.add_argument("--block", type=int, default=40, help="iterations per numba/JAX block")
     p.add_argument("--numpy-block", type=int, default=2, help="iterations per NumPy block")
-    p.add_argument("--jax-python", default=os.environ.get("MAMLNP_PEER_PYTHON") or None,
-                   help="a Python with jax, for the JAX peer (default $MAMLNP_PEER_PYTHON; "
-                        "'' or unset: no JAX)")
+    p.add_argument("--compare", nargs="*", choices=sorted(COMPARISONS),
+                   help="comparison implementations timed in the same run (default: jax when "
+                        "--compare-python has it; --compare alone: none)")
+    p.add_argument("--compare-python", default=os.environ.get("MAMLNP_COMPARE_PYTHON")
+                   or sys.executable, help="the Python that runs them (default "
+                   "$MAMLNP_COMPARE_PYTHON, else this one)")
     p.add_argument("--cold", action="store_true", help="also time a compile from an empty cache")
     p.add_argument("--json", help="write all figures to this file")
     args = p.parse_args(argv)
+    if args.compare is None:
+        args.compare = ["jax"] if has_module(args.compare_python, "jax") else []
+    print("comparisons:", ", ".join(args.compare) or "none (pip install -e \".[compare]\")")
 
     info = machine()
     print("machine:", ", ".join(f"{k} {v}" for k, v in info.items()))

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,8 +33,10 @@
 # of `python -m mamlnp evaluate`). The derivation is
 # [docs/derivations/batchnorm.md](../docs/derivations/batchnorm.md).
 #
-# **Where the trained network comes from.** A full run made by the command line is loaded
-# from `runs/` when it exists:
+# **Where the trained network comes from.** A run made by the command line is loaded from
+# `runs/` when it exists, and the first cell says which one and whether it is the paper's
+# protocol (the settings of `mamlnp/run/classify.py`, all 60,000 iterations done); a run that
+# is not is labelled so on every figure and table below:
 #
 # ```bash
 # python -m mamlnp download omniglot                    # the data, once (SHA-256 checked)
@@ -52,8 +54,11 @@
 # class, D = 784 pixels, H hidden units, P parameters, T episodes, s inner steps.
 
 # %%
-import json
 import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads: NumPy's BLAS on one
+                                                    # thread (section 6 says why)
+import json
 import pathlib
 import time
 
@@ -97,14 +102,36 @@ def find_run(shots):
     return None
 
 
+def protocol_gaps(model, cfg, shots):
+    """How a run differs from the paper's N-way K-shot protocol (mamlnp/run/classify.py):
+    a list of short phrases, empty for a finished protocol run."""
+    want = CL.omniglot_defaults({"ways": WAYS, "shots": shots})
+    gaps = [f"{k} = {cfg.get(k)} (protocol: {want[k]})"
+            for k in ("ways", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
+                      "iterations") if cfg.get(k) != want[k]]
+    if cfg.get("method") != "maml" or cfg.get("first_order"):
+        gaps.append(f"method {cfg.get('method')}, first_order={cfg.get('first_order')} "
+                    "(protocol: maml, exact second order)")
+    if tuple(model.sizes) != (784, *want["hidden"], WAYS) or not model.batch_norm:
+        gaps.append(f"network {'-'.join(map(str, model.sizes))} (protocol: the paper's MLP)")
+    if cfg["iteration"] < cfg["iterations"]:
+        gaps.append(f"stopped at iteration {cfg['iteration']:,} of {cfg['iterations']:,}")
+    return gaps
+
+
 RUN1 = find_run(1) if family is not None else None
+RUN_NOTE = ""                     # appended to titles when the run is not the protocol
 if RUN1 is not None:
     net, theta_run, run_cfg = mamlnp.load_checkpoint(str(RUN1))
-    state = "finished" if run_cfg["iteration"] >= run_cfg["iterations"] else "NOT finished yet"
-    with open(RUN1 / "config.json") as f:
-        trained_at = str(json.load(f).get("metadata", {}).get("git_commit"))[:10]
+    gaps = protocol_gaps(net, run_cfg, 1)
     print(f"loaded {RUN1.relative_to(REPO)}: {run_cfg['iteration']:,} of "
-          f"{run_cfg['iterations']:,} iterations ({state}), trained at commit {trained_at}")
+          f"{run_cfg['iterations']:,} iterations")
+    if gaps:
+        RUN_NOTE = f" [NOT the protocol: {run_cfg['iteration']:,} iterations]"
+        print("THIS RUN IS NOT THE PAPER'S PROTOCOL, so its figures below are not the "
+              "protocol's results:\n  " + "\n  ".join(gaps))
+    else:
+        print("the paper's 5-way 1-shot protocol, finished (mamlnp/run/classify.py)")
 else:
     net = mamlnp.MLP(PAPER_SIZES, "relu", "softmax_xent", batch_norm=True)
     theta_run = None
@@ -363,9 +390,10 @@ if family is not None:
 # 32 episodes per meta-batch, one inner step of α = 2.0, exact second order, Adam β = 0.001,
 # 60,000 iterations; every 500 iterations the history records the mean meta-loss (query
 # cross-entropy after the inner step) and the accuracy on 100 fixed validation episodes
-# (validation characters). The full run's curve is loaded from its `history.csv`; without it,
-# a short run is trained here (fast mode: a tiny 784-64-64-5 network), its duration announced
-# from a measured meta-gradient.
+# (validation characters). The loaded run's curve is read from its `history.csv` (the line
+# under the figure says how many iterations that run did); without a run, a short one is
+# trained here (fast mode: a tiny 784-64-64-5 network), its duration announced from a
+# measured meta-gradient.
 
 # %%
 def read_history(run_dir):
@@ -376,10 +404,11 @@ def read_history(run_dir):
 if family is None:
     history = None
 elif RUN1 is not None:
-    history, curve_source = read_history(RUN1), f"command-line run {RUN1.relative_to(REPO)}"
+    history = read_history(RUN1)
+    curve_source = f"command-line run {RUN1.relative_to(REPO)}{RUN_NOTE}"
     trained_model, trained_theta, trained_cfg = net, theta_run, run_cfg
 else:
-    small_cfg = dict(task="omniglot", ways=WAYS, shots=1, seed=0, progress=True, backend=BACKEND,
+    small_cfg = dict(task="omniglot", ways=WAYS, shots=1, seed=0, progress=False, backend=BACKEND,
                      hidden=[64, 64] if FAST else [256, 128, 64, 64],
                      meta_batch=8 if FAST else 32, iterations=40 if FAST else 1000,
                      eval_every=10 if FAST else 100, val_tasks=20 if FAST else 100)
@@ -398,25 +427,29 @@ else:
     t = time.perf_counter()
     res = mamlnp.meta_train(**small_cfg)
     print(f"trained in {time.perf_counter() - t:.0f} s")
-    history, curve_source = res.history, "trained in this notebook (a short run)"
+    history = res.history
+    curve_source = f"trained in this notebook, {small_cfg['iterations']} iterations: NOT the protocol"
     trained_model, trained_theta, trained_cfg = res.model, res.theta, res.config
 
 if history is not None:
     c = trained_cfg
     print(f"protocol of this run: {c['meta_batch']} episodes per meta-batch, {c['inner_steps']} "
           f"inner step(s) of α = {c['alpha']}, {'first' if c['first_order'] else 'exact second'} "
-          f"order, {c['optimizer']} β = {c['beta']}, {c['iterations']:,} iterations, network "
+          f"order, {c['optimizer']} β = {c['beta']}, {c['iteration']:,} of {c['iterations']:,} "
+          f"iterations done, network "
           f"{'-'.join(map(str, trained_model.sizes))}")
     fig, ax1 = plt.subplots(figsize=(8.5, 3.8), constrained_layout=True)
-    ax1.plot(history["iteration"], history["meta_loss"], color="C0")
+    mark = dict(marker="o", ms=3 if len(history["iteration"]) > 20 else 5)   # one row shows too
+    ax1.plot(history["iteration"], history["meta_loss"], color="C0", **mark)
     ax1.set(xlabel="meta-iteration", ylabel="meta-loss (query cross-entropy)", yscale="log")
     ax1.yaxis.label.set_color("C0")
     ax2 = ax1.twinx()
-    ax2.plot(history["iteration"], 100 * history["val_accuracy"], color="C1")
+    ax2.plot(history["iteration"], 100 * history["val_accuracy"], color="C1", **mark)
     ax2.set_ylabel("validation accuracy (%), 1 step", color="C1")
     ax1.set_title(f"MAML 5-way 1-shot meta-training ({curve_source})", fontsize=9)
     plt.show()
-    print(f"last row, iteration {int(history['iteration'][-1]):,}: meta-loss "
+    print(f"{len(history['iteration'])} history rows; last, iteration "
+          f"{int(history['iteration'][-1]):,}: meta-loss "
           f"{history['meta_loss'][-1]:.3f}, validation accuracy {100 * history['val_accuracy'][-1]:.1f} %"
           f"; best validation accuracy {100 * history['val_accuracy'].max():.1f} %")
 
@@ -450,7 +483,10 @@ if family is not None:
         run_dir = find_run(K)
         rows_k = load_eval(run_dir) if run_dir is not None else None
         if rows_k is not None:
-            results[K] = (rows_k, f"{run_dir.relative_to(REPO)}/eval")
+            model_k, _, cfg_k = mamlnp.load_checkpoint(str(run_dir))
+            note = (f" [NOT the protocol: {cfg_k['iteration']:,} iterations]"
+                    if protocol_gaps(model_k, cfg_k, K) else "")
+            results[K] = (rows_k, f"{run_dir.relative_to(REPO)}/eval{note}")
     if 1 not in results:
         n_eval = 20 if FAST else CL.TEST_EPISODES          # 600, as `evaluate`
         r = CR.evaluate_run(trained_model, trained_theta, trained_cfg, episodes=n_eval,
@@ -460,16 +496,26 @@ if family is not None:
 
 if results:
     fig, ax = plt.subplots(figsize=(7.5, 4), constrained_layout=True)
+    shown = []                                          # every value drawn, for the y-range
     for K, (rows_k, src) in sorted(results.items()):
         steps = np.array([r["steps"] for r in rows_k])
         mean, ci = (np.array([100 * r[k] for r in rows_k]) for k in ("mean", "ci95"))
-        line, = ax.plot(steps, mean, "o-", ms=3, label=f"mamlnp MAML 5-way {K}-shot")
-        ax.fill_between(steps, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
+        after = steps >= 1                              # 0 steps (chance, ~20 %) is in the table
+        label = f"mamlnp MAML 5-way {K}-shot (0 steps: {mean[~after][0]:.1f} %, off the axis)"
+        if "NOT the protocol" in src:
+            label += "\n" + (src[src.index("[NOT"):] if "[NOT" in src
+                              else "[NOT the protocol: a short run trained here]")
+        line, = ax.plot(steps[after], mean[after], "o-", ms=3, label=label)
+        ax.fill_between(steps[after], (mean - ci)[after], (mean + ci)[after],
+                        color=line.get_color(), alpha=0.2)
         p = CL.PAPER_TABLE1_MLP[(5, K)]
         ax.errorbar([3], [p[0]], [p[1]], fmt="s", color=line.get_color(), capsize=3,
                     label=f"paper, Table 1 MLP, {K}-shot (3 steps)")
-    ax.set(xlabel="SGD steps on the support set", ylabel="test accuracy (%)", xticks=steps,
-           title="Omniglot 5-way: test accuracy against inner steps (band: 95% CI)")
+        shown += [*(mean - ci)[after], *(mean + ci)[after], p[0] - p[1], p[0] + p[1]]
+    ax.set_ylim(np.floor(min(shown)) - 1, min(100.5, np.ceil(max(shown)) + 1))
+    ax.set(xlabel="SGD steps on the support set", ylabel="test accuracy (%)",
+           xticks=steps[steps >= 1],
+           title="Omniglot 5-way: test accuracy after 1 … 10 inner steps (band: 95% CI)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     plt.show()
@@ -495,8 +541,10 @@ if results:
 # FOMAML drops the Hessian terms of the meta-gradient (it uses $\nabla L_Q(\theta')$ as if
 # θ' did not depend on θ). What that saves and what it costs here, measured in this notebook:
 # (a) the time of one meta-gradient on a protocol meta-batch of the paper's network, exact
-# (SO) against first order (FO), for the NumPy reference and (in full mode) the compiled
-# backend that training uses by default; (b) a short training of each from the same θ₀ on the same
+# (SO) against first order (FO), for the NumPy reference (with NumPy's BLAS on one thread,
+# set in the first cell: on products this small a multi-threaded OpenBLAS mostly waits for
+# its own threads, and on a machine shared with other jobs it can be many times slower) and
+# (in full mode) the compiled backend that training uses by default; (b) a short training of each from the same θ₀ on the same
 # budget (same iterations, same episodes: the run's one seed), their validation accuracy and
 # wall time; (c) the size of the Hessian term, $\|g_{SO}-g_{FO}\|/\|g_{SO}\|$, on a fixed
 # batch of training episodes at checkpoints of θ during the short SO training, and at the
@@ -504,12 +552,15 @@ if results:
 
 # %%
 if family is not None:
-    T_time, repeats = (4, 2) if FAST else (32, 3)
+    T_time, repeats, times = (4, 2, {}) if FAST else (32, 3, {})
     b_time = family.sample(1, T_time, 1)
     backends = ["numpy"] if FAST or maml.kernels_for(net, "numba") is None else ["numpy", "numba"]
     th_time = net.init(0, "normal")
+    import numba
     print(f"paper net, one meta-gradient on T = {T_time} episodes (5-way 1-shot), 1 inner step, "
-          f"best of {repeats} after a warm-up:")
+          f"best of {repeats} after a warm-up; NumPy's BLAS threads: OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS')}, compiled path: "
+          f"{numba.get_num_threads()} Numba thread(s):")
     for be in backends:
         ms = {}
         for fo in (False, True):
@@ -522,10 +573,26 @@ if family is not None:
             ms[fo] = 1e3 * min(ts)
         print(f"  {be:>5}: SO {ms[False]:8.1f} ms   FO {ms[True]:8.1f} ms   "
               f"SO/FO = {ms[False] / ms[True]:.2f}")
+        times[be] = ms
+    if "numba" in times:
+        print(f"  numpy / numba: SO {times['numpy'][False] / times['numba'][False]:.1f}x, "
+              f"FO {times['numpy'][True] / times['numba'][True]:.1f}x")
+
+# %% [markdown]
+# **What the NumPy/compiled ratio measures** (full mode). Not the same arithmetic done
+# faster. The NumPy reference (`mamlnp/meta/maml.py`) is the textbook algorithm: one task at
+# a time, it forms each task's adapted parameters θ′, a new 784×256 first layer included (32
+# of them per meta-gradient), and multiplies 5-row matrices, where BLAS runs far below its
+# peak, on one thread. The compiled path computes the same meta-gradient (to 1e-12,
+# `tests/test_classify_kernels.py`) with less work, on all of Numba's threads: with a scalar α
+# the adapted first layer is W₁ plus a rank-K correction and is never formed, the tasks of a
+# group are stacked into one product per layer, and the zero pixels of the drawings are
+# skipped ([docs/performance.md](../docs/performance.md) has the details). The ratio is
+# therefore algorithm, compilation and thread count together.
 
 # %%
 if family is not None:
-    budget = dict(task="omniglot", ways=WAYS, shots=1, seed=0, progress=True, backend=BACKEND,
+    budget = dict(task="omniglot", ways=WAYS, shots=1, seed=0, progress=False, backend=BACKEND,
                   hidden=[64, 64] if FAST else [256, 128, 64, 64],
                   meta_batch=8 if FAST else 32, iterations=30 if FAST else 600,
                   eval_every=10 if FAST else 100, val_tasks=20 if FAST else 100)

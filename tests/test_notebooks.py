@@ -35,3 +35,21 @@ def test_committed_executed_without_errors(path):
     assert not errors, f"{path.name}: error outputs {[e.ename for e in errors]}"
     images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, f"{path.name}: no figure in the outputs"
+
+
+DEBRIS = {"a progress bar": r"\r|\d+it/s|it/s\]", "a local path": r"/root/|/home/|/work/|/tmp/|/Users/",
+          "a commit hash": r"\b[0-9a-f]{10,40}\b|trained at commit"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_outputs_carry_no_debris(path):
+    """No progress-bar frames, paths of the machine that executed it, or commit hashes in the
+    committed outputs: they are read by users on other machines and at other commits."""
+    import re
+    nb = jupytext.read(path)
+    texts = [o.get("text", "") if o.output_type == "stream" else
+             "".join(v for k, v in o.get("data", {}).items() if k.startswith("text/"))
+             for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    for what, pattern in DEBRIS.items():
+        found = [m.group(0) for t in texts for m in re.finditer(pattern, t)]
+        assert not found, f"{path.name}: {what} in the outputs: {found[:3]}"
