@@ -127,7 +127,7 @@ def bias_rows(study, exact):
             for e, (m, se) in study.items()]
 
 
-def report(alpha=0.5, m_values=(20, 200), reps=1000, samples=200_000, seed=0, bandit=None):
+def report(alpha=0.1, m_values=(20, 200, 2000), reps=500, samples=200_000, seed=0, bandit=None):
     """Run both studies and return the printed table (a string)."""
     bandit = bandit or GaussianBandit()
     theta = bandit.default_theta()

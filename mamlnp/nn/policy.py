@@ -122,7 +122,8 @@ def mean_kl_points(old, new):
     """(1/M) Σ_m Σ_j [ρ_n − ρ_o + (e^{2ρ_o} + (μ_o − μ_n)²) / (2 e^{2ρ_n}) − 1/2] of two points
     on the same observations (closed form for diagonal Gaussians)."""
     d2 = (old.mu - new.mu) ** 2                                            # (M, A)
-    per = (new.log_std - old.log_std) + (np.exp(2.0 * old.log_std) + d2) * new.inv_var / 2 - 0.5
+    ratio = np.exp(2.0 * (old.log_std - new.log_std))                     # σ_o² / σ_n² (A,)
+    per = (new.log_std - old.log_std) + (ratio + d2 * new.inv_var) / 2 - 0.5   # (M, A)
     return float(per.sum(axis=1).mean())
 
 
@@ -134,7 +135,8 @@ def mean_kl_grad(old, new):
     grad = np.empty(policy.num_params)
     policy.net._backprop(new.caches, (new.mu - old.mu) * (new.inv_var / M), grad[:Pm])
     d2 = (old.mu - new.mu) ** 2                                            # (M, A)
-    grad[Pm:] = (1.0 - (np.exp(2.0 * old.log_std) + d2) * new.inv_var).sum(axis=0) / M
+    ratio = np.exp(2.0 * (old.log_std - new.log_std))                     # σ_o² / σ_n² (A,)
+    grad[Pm:] = (1.0 - ratio - d2 * new.inv_var).sum(axis=0) / M
     return grad
 
 
@@ -161,6 +163,9 @@ class PolicyPoint:
             self.d_rho = delta * self.d_mu - 1.0                           # ∂ log π/∂ρ (M, A)
             self.log_prob = (-0.5 * (delta * self.d_mu).sum(axis=1) - self.log_std.sum()
                              - 0.5 * policy.act_dim * LOG_2PI)             # (M,)
+            if not np.isfinite(self.log_prob).all():
+                raise InputError("theta: the policy's log-likelihood of these actions is not "
+                                 "finite (expected finite means and log-std; diverged parameters?)")
 
     def _need_actions(self):
         if self.actions is None:
