@@ -79,7 +79,7 @@ def trpo_step(theta, g, fvp, surrogate_fn, kl_fn, max_kl=0.01, backtrack_ratio=0
             "kl": 0.0, "surrogate_before": before, "reason": ""}
     if not np.isfinite(xFx) or xFx < 0.0:
         return _reject(theta, info, f"xᵀFx = {xFx!r} is not a non-negative number")
-    beta = np.sqrt(2.0 * max_kl / (xFx + 1e-8))
+    beta = float(np.sqrt(2.0 * max_kl / (xFx + 1e-8)))
     for k in range(max_backtracks):
         ratio = backtrack_ratio ** k
         cand = theta + (ratio * beta) * x
