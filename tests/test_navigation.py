@@ -139,9 +139,10 @@ def test_samples_flatten_valid_steps_trajectory_major():
     ro = nav.rollout(pol, go_to_goal_theta(log_std=-3.0), goals, 3, rng, oracle=True)
     out = nav.to_samples(ro)
     assert len(out) == 2
-    for k, (o, a, adv) in enumerate(out):
+    for k, (o, a, adv, ep) in enumerate(out):
         M = int(ro.lengths[k].sum())
         assert o.shape == (M, 4) and a.shape == (M, 2) and adv.shape == (M,)
+        assert ep.tolist() == sum(([n] * int(L) for n, L in enumerate(ro.lengths[k])), [])
         L0 = int(ro.lengths[k, 0])
         np.testing.assert_array_equal(o[:L0], ro.obs[k, 0, :L0])
         np.testing.assert_array_equal(a[L0:L0 + 2], ro.actions[k, 1, :2])

@@ -207,7 +207,8 @@ def task_advantages(obs, rewards, mask, discount=DISCOUNT):
 
 
 def to_samples(ro, discount=DISCOUNT):
-    """The per-task Samples [(obs (M, D), actions (M, A), advantages (M,)), …] of Rollouts.
+    """The per-task Samples [(obs (M, D), actions (M, A), advantages (M,), episodes (M,)), …]
+    of Rollouts; ``episodes`` labels each step with its trajectory n (what ``dice`` needs).
 
     Raises InputError if a reward or observation is NaN or infinite.
     """
@@ -218,6 +219,7 @@ def to_samples(ro, discount=DISCOUNT):
     out = []
     for k in range(ro.goals.shape[0]):
         m = ro.mask[k]                                              # (N, H)
+        episodes = np.broadcast_to(np.arange(m.shape[0])[:, None], m.shape)[m]   # (M,)
         out.append((ro.obs[k][m], ro.actions[k][m],
-                    task_advantages(ro.obs[k], ro.rewards[k], m, discount)))
+                    task_advantages(ro.obs[k], ro.rewards[k], m, discount), episodes))
     return out

@@ -1,0 +1,116 @@
+"""Training, checkpoints, resume and the commands of 2D navigation (mamlnp/run/navigation*.py).
+
+Dimension legend: T tasks, N trajectories, H horizon, P parameters.
+
+Every run here is tiny (T = 2, N = 3, H = 10, one hidden layer of 4): the protocol's sizes
+belong to ``mamlnp train navigation``, not to the tests.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mamlnp.errors import CheckpointError, DivergenceError, InputError
+from mamlnp.run import navigation as N
+from mamlnp.run import navigation_checkpoint as NC
+from mamlnp.run.cli import main
+
+TINY = dict(meta_batch=2, trajectories=3, hidden=[4], progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _short_horizon(monkeypatch):
+    monkeypatch.setitem(N.DEFAULTS, "horizon", 10)
+
+
+@pytest.mark.parametrize("extra", [dict(), dict(method="pretrain", outer="adam"),
+                                   dict(method="oracle", estimator="dice")])
+def test_resume_repeats_the_same_bits(tmp_path, extra):
+    full = N.train_navigation(out=tmp_path / "a", iterations=4, checkpoint_every=2, **TINY, **extra)
+    N.train_navigation(out=tmp_path / "b", iterations=2, **TINY, **extra)
+    resumed = N.train_navigation(out=tmp_path / "b", resume=True, iterations=4, progress=False)
+    assert np.array_equal(full.theta, resumed.theta)
+    assert np.array_equal(full.history, resumed.history, equal_nan=True)
+    assert full.history.shape == (4, 3) and np.all(np.isfinite(full.history[:, :2]))
+    policy, theta, cfg = NC.load_checkpoint(tmp_path / "b")
+    assert np.array_equal(theta, full.theta) and cfg["iteration"] == 4
+    assert policy.num_params == theta.size and policy.obs_dim == (4 if "oracle" in
+                                                                 extra.values() else 2)
+    assert (tmp_path / "b" / "history.csv").read_text().startswith("iteration,return_before")
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["task"] == "navigation"
+
+
+def test_maml_adapts_the_post_update_rollouts(tmp_path):
+    """After adaptation the tasks sample with their own θ′ (different returns than before)."""
+    res = N.train_navigation(iterations=1, **TINY)
+    assert res.history[0, 2] != res.history[0, 1]
+    assert res.config["policy"] == {"sizes": [2, 4, 2], "activation": "relu"}
+
+
+def test_bad_options_are_named():
+    for bad, name in ((dict(alpha=0.0), "alpha"), (dict(max_kl=-1.0), "max_kl"),
+                      (dict(method="reptile"), "method"), (dict(estimator="x"), "estimator"),
+                      (dict(backtrack_ratio=1.5), "backtrack_ratio"), (dict(meta_batch=0), "meta_batch")):
+        with pytest.raises(InputError, match=name):
+            N.train_navigation(iterations=1, **{**TINY, **bad})
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    N.train_navigation(out=tmp_path, iterations=1, **TINY)
+    with pytest.raises(InputError, match="alpha"):
+        N.train_navigation(out=tmp_path, resume=True, alpha=0.1, iterations=2, progress=False)
+    with pytest.raises(InputError, match="already holds a run"):
+        N.train_navigation(out=tmp_path, iterations=1, **TINY)
+
+
+def test_line_search_that_never_satisfies_the_kl_keeps_theta():
+    cfg = N.make_config(meta_batch=2, trajectories=3, hidden=[4])
+    init = N.GaussianPolicy(**cfg["policy"]).init(np.random.default_rng(cfg["seed"]))
+    with pytest.warns(RuntimeWarning, match="theta kept"):
+        res = N.train_navigation(iterations=1, max_kl=1e-300, **TINY)
+    np.testing.assert_array_equal(res.theta, init)
+
+
+def test_a_policy_that_outputs_nan_stops_before_the_step(tmp_path):
+    cfg = N.make_config(meta_batch=2, trajectories=3, hidden=[4])
+    policy = N.GaussianPolicy(**cfg["policy"])
+    state = N._State(np.full(policy.num_params, 1e200), np.random.default_rng(0))
+    with pytest.raises(DivergenceError, match="diverged at iteration 1"):
+        N.iteration(policy, cfg, state)
+    assert np.all(state.theta == 1e200)
+
+
+def test_crafted_checkpoints_are_refused(tmp_path):
+    N.train_navigation(out=tmp_path, iterations=1, **TINY)
+    state = NC.read(tmp_path)
+    cfg = dict(state["config"], iteration=1)
+    with pytest.raises(InputError, match="param.theta"):                  # θ of another size
+        NC.save(tmp_path, cfg, state["theta"][:-1], state["rng_state"], 1, state["history"])
+    with pytest.raises(InputError, match="config.policy"):
+        NC.save(tmp_path, dict(cfg, policy={"sizes": [2, 10**9, 2], "activation": "relu"}),
+                state["theta"], state["rng_state"], 1, state["history"])
+    file = tmp_path / "checkpoint.npz"
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        NC.load_checkpoint(tmp_path)
+
+
+def test_cli_train_evaluate_and_errors(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = ["train", "navigation", "--iterations", "1", "--meta-batch", "2", "--trajectories",
+            "3", "--hidden", "4", "--out", out, "--no-progress"]
+    assert main(args) == 0
+    assert "run saved in" in capsys.readouterr().out
+    assert main(args[:-3] + ["--out", out, "--resume", "--iterations", "2", "--no-progress"]) == 0
+    assert main(["train", "navigation", "--alpha", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "alpha" in capsys.readouterr().err
+    assert main(["train", "sinusoid", "--method", "oracle", "--out", str(tmp_path / "y")]) == 2
+    ev = str(tmp_path / "eval")
+    assert main(["evaluate", out, "--max-steps", "1", "--no-plots", "--out", ev]) == 0
+    text = capsys.readouterr().out
+    assert "| MAML |" in text and "| random init |" in text
+    rows = json.loads(open(os.path.join(ev, "results.json")).read())["rows"]
+    assert len(rows["maml"]["per_goal"]) == 40 and len(rows["maml"]["per_goal"][0]) == 2
