@@ -114,3 +114,16 @@ def test_cli_train_evaluate_and_errors(tmp_path, capsys):
     assert "| MAML |" in text and "| random init |" in text
     rows = json.loads(open(os.path.join(ev, "results.json")).read())["rows"]
     assert len(rows["maml"]["per_goal"]) == 40 and len(rows["maml"]["per_goal"][0]) == 2
+
+
+def test_reproduce_quick_writes_the_table_and_figures(tmp_path, capsys):
+    out = tmp_path / "repro"
+    assert main(["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    for row in ("| MAML |", "| pretrained |", "| random init |", "| oracle |", "-40.41"):
+        assert row in text
+    for name in ("results.md", "results.json", "returns.png", "trajectories.png"):
+        assert (out / name).stat().st_size > 0
+    again = main(["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"])
+    assert again == 0                                                # reuses the runs
+    assert json.loads((out / "results.json").read_text())["rows"]["oracle"]["summary"][0]["n"] == 40

@@ -28,10 +28,11 @@ def return_curves(results, path=None, paper=True):
             p = PAPER[row]
             ax.plot(np.arange(len(p)), p, "x--", color=color, alpha=0.7,
                     label=f"{LABELS.get(row, row)} (paper)")
+    ax.set_xticks(range(max(len(r["summary"]) for r in results.values())))
     ax.set_xlabel("policy-gradient steps at test time")
     ax.set_ylabel("average return")
     ax.set_title("2D navigation: adaptation to a new goal")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
     return _finish(fig, path)
 
