@@ -153,9 +153,11 @@ def _plain_fns(policy, theta, tasks, damping):
 def iteration(policy, cfg, state):
     """One meta-iteration on ``state`` (θ, rng, Adam) in place; returns (return before, return
     after adaptation or NaN, info dict). Raises DivergenceError before a bad step."""
+    clock = [time.perf_counter()]
     with np.errstate(over="ignore", invalid="ignore"):
         try:
             _, pre_ro, pre, _, post_ro, post = sample_batch(policy, cfg, state.theta, state.rng)
+            clock.append(time.perf_counter())
         except InputError as exc:                       # NaN policy / rewards: a diverged θ
             raise DivergenceError(f"training diverged at iteration {state.iteration + 1}: "
                                   f"{exc}", iteration=state.iteration + 1) from None
@@ -164,6 +166,7 @@ def iteration(policy, cfg, state):
                                             cfg["estimator"])
         else:
             obj, grad, fvp, surrogate, kl = _plain_fns(policy, state.theta, pre, cfg["damping"])
+    clock.append(time.perf_counter())
     if not (math.isfinite(obj) and np.all(np.isfinite(grad))):
         raise DivergenceError(f"training diverged at iteration {state.iteration + 1}: the "
                               f"meta-gradient holds NaN or inf; θ is not updated",
@@ -181,6 +184,8 @@ def iteration(policy, cfg, state):
             backtrack_ratio=cfg["backtrack_ratio"], max_backtracks=cfg["max_backtracks"],
             cg_iters=cfg["cg_iters"])
         info.update(step_info)
+    clock.append(time.perf_counter())
+    info["seconds"] = dict(zip(("sampling", "meta_gradient", "outer_step"), np.diff(clock)))
     after = float(post_ro.returns.mean()) if post_ro is not None else float("nan")
     return float(pre_ro.returns.mean()), after, info
 
@@ -296,5 +301,6 @@ def _log(state, before, after, info, seconds):
         extra = f", kl {info['kl']:.4f}, backtracks {info.get('backtracks', '?')}"
         if not info.get("accepted", True):
             extra += " (no step satisfied the KL and improved the surrogate: θ kept)"
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in info.get("seconds", {}).items())
     print(f"iteration {state.iteration}: return before {before:.2f}, after {after:.2f}"
-          f"{extra}, {seconds:.1f} s", file=sys.stderr, flush=True)
+          f"{extra}, {seconds:.1f} s ({parts})", file=sys.stderr, flush=True)
