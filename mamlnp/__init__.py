@@ -14,7 +14,8 @@ from .nn.mlp import MLP
 from .nn.policy import GaussianPolicy
 from .meta.rl import rl_meta_gradient
 from .tasks import EvaluationPool, OmniglotTasks, SinusoidTasks, TaskBatch, TaskFamily
-from .run.checkpoint import load_checkpoint, save_checkpoint
+from .run.checkpoint import save_checkpoint
+from .run.navigation_checkpoint import load_checkpoint   # navigation runs: (policy, θ, config)
 from .run.train import meta_train
 from .run.evaluate import EvalResult, adaptation_curve  # the module: mamlnp.run.evaluate
 from ._version import __version__  # noqa: F401

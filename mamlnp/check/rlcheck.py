@@ -167,8 +167,8 @@ def fvp_rows(policy, theta, pre, post, alpha, tag, eps=1e-5, seed=0):
     """meta_fvp vs FD of ∇KL (through the inner step), and vᵀFv vs the KL's second difference."""
     obs1 = [t[0] for t in post]
     V = directions(policy.num_params, 3, seed)
-    fvp = rl.meta_fvp_operator(policy, theta, pre, obs1, alpha)
-    Fv = np.array([fvp(v) for v in V])
+    fvp = rl.meta_fvp_operator(policy, theta, pre, obs1, alpha, damping=rl.DAMPING)
+    Fv = np.array([fvp(v) - rl.DAMPING * v for v in V])                      # undamped
     fd = fd_directional(lambda t: post_kl_grad(policy, t, theta, pre, obs1, alpha), theta, V, eps)
     e2 = 1e-4
     quad = np.array([(post_kl(policy, theta + e2 * v, theta, pre, obs1, alpha)

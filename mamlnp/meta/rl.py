@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..nn.policy import PolicyPoint, mean_kl_points
-from ..validation import as_float64, choice, nonneg_float, positive_float
+from ..validation import as_float64, choice, positive_float
 
 ESTIMATORS = ("maml", "lvc", "dice")
 
@@ -171,12 +171,16 @@ def rl_meta_gradient(policy, theta, pre, post, alpha, estimator="dice"):
 # ---- meta-TRPO: the exact Fisher-vector product, the KL, the surrogate ----------------------
 
 
-def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=0.0):
+DAMPING = 1e-5      # cbfinn/maml_rl's reg_coeff of the Fisher-vector product
+
+
+def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING):
     """v ↦ (1/T) Σ_i U_iᵀ F_i U_i v + damping · v, with the forward passes of every task
-    computed once (a conjugate-gradient solve calls it ~10 times)."""
+    computed once (a conjugate-gradient solve calls it ~10 times). damping > 0 keeps the
+    product positive definite (the undamped one is singular where F is)."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
-    damping = nonneg_float("damping", damping)
+    damping = positive_float("damping", damping)
     pre, post_obs = _pair(policy, pre, post_obs, "post_obs")
     parts = []
     for task, obs1 in zip(pre, post_obs):
@@ -192,7 +196,7 @@ def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=0.0):
     return fvp
 
 
-def meta_fvp(policy, theta, pre, post_obs, alpha, v, damping=0.0):
+def meta_fvp(policy, theta, pre, post_obs, alpha, v, damping=DAMPING):
     """(1/T) Σ_i U_iᵀ F_i U_i v + damping · v: the Hessian of the mean post-update KL at θ."""
     fvp = meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping)
     return fvp(policy.check_theta(v, "v"))
