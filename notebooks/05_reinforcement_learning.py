@@ -237,7 +237,8 @@ else:
 # %%
 n_goals, n_traj = (6, 5) if FAST else (20, 20)
 goals_test = NE.held_out_goals(n_goals)
-entries = {"maml": (policy, theta), "random": (mamlnp.GaussianPolicy(policy.sizes, policy.activation), None)}
+entries = {"maml": (policy, theta),
+           "random": (mamlnp.GaussianPolicy(policy.sizes, NE.RANDOM_ACTIVATION), None)}
 _, results = NE.evaluate_policies(entries, goals=goals_test, trajectories=n_traj, keep=True)
 print(NE.format_table(results))
 NP.return_curves(results, paper=not FAST)

@@ -14,7 +14,9 @@ One meta-iteration (Finn et al. 2017, Algorithm 3; cbfinn/maml_rl's MAMLTRPO):
 
 ``--method pretrain`` trains one policy on all tasks without adaptation (the same TRPO on the
 pre-update surrogate, θ′ = θ); ``--method oracle`` does the same with the goal in the
-observation (D = 4). Defaults are the protocol of the figure's code (maml_trpo_point.py with
+observation (D = 4). (maml_rl trained its pretrained policy with Adam, ``use_maml=False``,
+and its oracle with TRPO on 1000 steps of random goals per iteration; here both use the
+same loop and sizes as MAML, ``--outer adam`` giving the former.) Defaults are the protocol of the figure's code (maml_trpo_point.py with
 the test script's meta-batch 20): T = 20, N = 20, H = 100, α = 0.5, δ = 0.01, 10 CG
 iterations, damping 1e-5, backtracking 0.8 × 15, 500 iterations.
 

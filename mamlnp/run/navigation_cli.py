@@ -82,7 +82,7 @@ def run_evaluate(args):
     first = next(iter(entries.values()))[0]
     if first.obs_dim == 2:
         from ..nn.policy import GaussianPolicy
-        entries["random"] = (GaussianPolicy(first.sizes, first.activation), None)
+        entries["random"] = (GaussianPolicy(first.sizes, NE.RANDOM_ACTIVATION), None)
     steps = NE.EVAL_STEPS if args.max_steps is None else args.max_steps
     goals, results = NE.evaluate_policies(entries, steps=steps, keep=not args.no_plots)
     run_dir = os.path.dirname(os.path.abspath(args.run)) if args.run.endswith(".npz") else args.run
@@ -138,8 +138,8 @@ def run_reproduce(args):
         policy, theta, _ = _load(run)
         entries[method] = (policy, theta)
     entries = {"maml": entries["maml"], "pretrain": entries["pretrain"],
-               "random": (GaussianPolicy(entries["maml"][0].sizes, entries["maml"][0].activation),
-                          None), "oracle": entries["oracle"]}
+               "random": (GaussianPolicy(entries["maml"][0].sizes, NE.RANDOM_ACTIVATION), None),
+               "oracle": entries["oracle"]}
     t1 = time.perf_counter()
     print("[reproduce] evaluating on the 40 held-out goals", flush=True)
     goals, results = NE.evaluate_policies(entries, keep=True,

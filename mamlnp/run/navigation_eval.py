@@ -7,7 +7,8 @@ cbfinn/maml_rl's test_maml_point.py: for each of G goals, sample N trajectories,
 plain policy-gradient step (vanilla PG on mean_m Â log π, the same advantages as training)
 of size 0.5, then steps of 0.25, sampling N fresh trajectories after each; the score after
 s steps is the average undiscounted return Σ_t r_t of those trajectories. Rows: MAML, the
-pretrained policy, a randomly initialised policy (a fresh Xavier θ per goal), the oracle
+pretrained policy, a randomly initialised policy (a fresh Xavier θ per goal, tanh hidden
+layers as in the test script), the oracle
 (goal observed; scored before any step, as in the paper). Each entry: mean over the G goals
 ± 1.96 · std / √G (std with ddof = 1).
 
@@ -31,6 +32,9 @@ Z95 = 1.96
 # row is its Table 4); the oracle is reported before adaptation only.
 PAPER = {"maml": (-40.41, -11.68, -3.33, -3.23), "pretrain": (-40.81, -19.73, -11.72, -8.47),
          "random": (-82.66, -57.96, -53.84, -46.81), "oracle": (-2.29,)}
+# The paper's random-init row: test_maml_point.py builds GaussianMLPPolicy(hidden_sizes=(100,
+# 100)) without a nonlinearity, i.e. rllab's default tanh hidden layers.
+RANDOM_ACTIVATION = "tanh"
 LABELS = {"maml": "MAML", "pretrain": "pretrained", "random": "random init", "oracle": "oracle"}
 
 

@@ -27,7 +27,10 @@ Advantages (rllab's ``process_samples`` with ``gae_lambda = 1``, ``center_adv = 
 
 The sampler steps all T·N episodes together: one call of the policy's mean on the (T·N, D)
 batch per step when the tasks share θ, one (N, D) call per task when each has its own θ′.
-A finished episode is frozen (no more steps; its later entries are masked out).
+A finished episode is frozen (no more steps; its later entries are masked out). maml_rl's
+vectorised sampler instead runs each task's environment until the task has about N·H steps,
+starting new episodes after early ones end; here a task has exactly N episodes (the same
+thing unless the goal is reached, and the protocol's "N trajectories per task").
 """
 from dataclasses import dataclass
 
