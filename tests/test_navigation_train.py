@@ -11,6 +11,8 @@ import os
 import numpy as np
 import pytest
 
+import mamlnp
+
 from mamlnp.errors import CheckpointError, DivergenceError, InputError
 from mamlnp.run import navigation as N
 from mamlnp.run import navigation_checkpoint as NC
@@ -33,7 +35,8 @@ def test_resume_repeats_the_same_bits(tmp_path, extra):
     assert np.array_equal(full.theta, resumed.theta)
     assert np.array_equal(full.history, resumed.history, equal_nan=True)
     assert full.history.shape == (4, 3) and np.all(np.isfinite(full.history[:, :2]))
-    policy, theta, cfg = NC.load_checkpoint(tmp_path / "b")
+    policy, theta, cfg = mamlnp.load_checkpoint(str(tmp_path / "b"))     # the public API
+    assert isinstance(policy, mamlnp.GaussianPolicy)
     assert np.array_equal(theta, full.theta) and cfg["iteration"] == 4
     assert policy.num_params == theta.size and policy.obs_dim == (4 if "oracle" in
                                                                  extra.values() else 2)
@@ -127,3 +130,18 @@ def test_reproduce_quick_writes_the_table_and_figures(tmp_path, capsys):
     again = main(["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"])
     assert again == 0                                                # reuses the runs
     assert json.loads((out / "results.json").read_text())["rows"]["oracle"]["summary"][0]["n"] == 40
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_continues(tmp_path):
+    import signal
+    from mamlnp.run.train import TrainingInterrupted
+
+    def press_ctrl_c(iteration, *_):
+        if iteration == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match="--resume") as info:
+        N.train_navigation(out=tmp_path, iterations=5, callback=press_ctrl_c, **TINY)
+    assert info.value.result.interrupted and NC.read(tmp_path)["iteration"] == 2
+    resumed = N.train_navigation(out=tmp_path, resume=True, progress=False)
+    full = N.train_navigation(iterations=5, **TINY)
+    assert resumed.config["iteration"] == 5 and np.array_equal(resumed.theta, full.theta)
