@@ -111,6 +111,23 @@ def test_bandit_bias_maml_biased_dice_unbiased():
     assert rows["dice"][0] < 4 * rows["dice"][1] + 0.02
 
 
+def test_two_step_chain_lvc_biased_dice_unbiased(fd):
+    chain = rl_bandit.TwoStepChain()
+    theta = chain.default_theta()
+    assert fd.rel_error(chain.gradient(theta), fd.num_grad(chain.expected_return, theta)) < 1e-8
+    _, _, adv, episodes = chain.samples(theta, 200_000, np.random.default_rng(1))
+    se = adv.reshape(-1, 2).std(0) / np.sqrt(len(adv) // 2)
+    assert np.all(np.abs(adv.reshape(-1, 2).mean(0)) < 4 * se)       # baselines are E[R_t]
+    assert np.array_equal(episodes[:4], [0, 0, 1, 1])
+    v = chain.gradient(theta + 0.1 * chain.gradient(theta))
+    study, exact = rl_bandit.curvature_study(chain, theta, v, samples=100_000, batches=20)
+    rows = {e: (b, s) for e, b, s in rl_bandit.bias_rows(study, exact)}
+    print("two-step chain, curvature:", rows)
+    assert rows["maml"][0] > 1.0 and rows["maml"][0] > 20 * rows["maml"][1]
+    assert rows["lvc"][0] > 0.2 and rows["lvc"][0] > 5 * rows["lvc"][1]
+    assert rows["dice"][0] < 4 * rows["dice"][1]
+
+
 def test_bandit_closed_forms_match_fd(fd):
     bandit = rl_bandit.GaussianBandit()
     theta = bandit.default_theta() + 0.1

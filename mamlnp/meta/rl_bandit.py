@@ -15,7 +15,9 @@ is drawn uniformly from N fixed states, an action a ~ π_θ(·|s), the reward is
 The meta-gradient the estimators target (Rothfuss et al. 2019, eq. 3, with the exact inner
 step): ∇_θ J(θ + α ∇J(θ)) = (I + α ∇²J(θ)) ∇J(θ′), θ′ = θ + α ∇J(θ).
 
-Two studies, printed by ``report``:
+``TwoStepChain`` adds a problem where the second state depends on the first action: there
+the per-timestep outer products of lvc miss the cross-timestep terms and only dice is
+unbiased. Two studies on each problem, printed by ``report`` (``python -m mamlnp.meta.rl_bandit``):
   * curvature: the mean of Ĥ v over R·M samples against ∇²J v. lvc (= dice here: one step
     per episode) is unbiased; maml's Ĥ = Σ c ∇² log π lacks E[Â s sᵀ] and is not;
   * meta-gradient: the mean over R repetitions of ``rl_meta_gradient`` (M pre- and M
@@ -28,7 +30,7 @@ import numpy as np
 
 from ..nn.policy import GaussianPolicy, PolicyPoint
 from ..validation import as_float64, as_rng, positive_float, positive_int
-from .rl import ESTIMATORS, rl_meta_gradient, score_coefficients
+from .rl import ESTIMATORS, check_samples, inner_step, rl_meta_gradient, score_coefficients
 
 
 class GaussianBandit:
@@ -84,6 +86,65 @@ class GaussianBandit:
         return self.policy.flatten([(0.3 * np.eye(D, A), np.zeros(A))], np.full(A, np.log(0.6)))
 
 
+class TwoStepChain:
+    """A two-step linear-Gaussian chain: the second state depends on the first action, so
+    the cross-timestep curvature terms matter (lvc is biased there, dice is not).
+
+    s₀ uniform over ``starts`` (scalars), a_t ~ N(w s_t + b, e^{2ρ}), s_{t+1} = s_t + a_t,
+    r_t = −(s_{t+1} − g)², t = 0, 1; θ = [w, b, ρ] (``GaussianPolicy((1, 1))``). With
+    m₁ = (1 + w) s₀ + b and σ² = e^{2ρ}, the expected return per timestep is
+
+        η(θ) = −(1/2) mean_{s₀} [ (m₁ − g)² + σ² + ((1 + w) m₁ + b − g)² + (1 + w)² σ² + σ² ],
+
+    a polynomial in (w, b, e^{2ρ}): ∇η by the complex step (exact to rounding), ∇²η by
+    centred differences of it. Advantages: rewards-to-go minus their exact expectations
+    (constant baselines)."""
+
+    def __init__(self, starts=(-0.5, 0.0, 0.5), goal=0.4):
+        self.starts = as_float64("starts", starts, 1)
+        self.goal = float(goal)
+        self.policy = GaussianPolicy((1, 1))
+
+    def _terms(self, theta):
+        """(E r₀, E r₁) averaged over s₀; complex θ allowed."""
+        w, b, var = theta[0], theta[1], np.exp(2 * theta[2])
+        m1 = (1 + w) * self.starts + b
+        r0 = -((m1 - self.goal) ** 2 + var)
+        r1 = -(((1 + w) * m1 + b - self.goal) ** 2 + (1 + w) ** 2 * var + var)
+        return r0.mean(), r1.mean()
+
+    def expected_return(self, theta):
+        return float(np.real(sum(self._terms(theta)))) / 2
+
+    def gradient(self, theta, h=1e-30):
+        E = np.eye(len(theta))
+        return np.array([np.imag(sum(self._terms(theta + 1j * h * e))) / h for e in E]) / 2
+
+    def hessian(self, theta, eps=1e-5):
+        H = np.array([(self.gradient(theta + eps * e) - self.gradient(theta - eps * e)) / (2 * eps)
+                      for e in np.eye(len(theta))])
+        return (H + H.T) / 2
+
+    def exact_meta_gradient(self, theta, alpha):
+        return GaussianBandit.exact_meta_gradient(self, theta, alpha)
+
+    def samples(self, theta, m, rng):
+        """m // 2 episodes of two steps: (obs (M, 1), actions (M, 1), advantages (M,), episodes (M,))."""
+        e = max(m // 2, 1)
+        s0 = self.starts[rng.integers(0, len(self.starts), e)][:, None]         # (E, 1)
+        a0 = self.policy.sample(theta, s0, rng)
+        s1 = s0 + a0
+        a1 = self.policy.sample(theta, s1, rng)
+        r0, r1 = -((s1 - self.goal) ** 2)[:, 0], -((s1 + a1 - self.goal) ** 2)[:, 0]
+        er0, er1 = (float(np.real(t)) for t in self._terms(theta))
+        adv = np.stack([r0 + r1 - (er0 + er1), r1 - er1], axis=1)               # (E, 2)
+        obs, act = np.stack([s0, s1], axis=1), np.stack([a0, a1], axis=1)       # (E, 2, 1)
+        return obs.reshape(-1, 1), act.reshape(-1, 1), adv.ravel(), np.repeat(np.arange(e), 2)
+
+    def default_theta(self):
+        return np.array([-0.3, 0.1, np.log(0.5)])
+
+
 def _mean_se(x):
     """(mean over axis 0, its standard error) of x (R, P)."""
     return x.mean(axis=0), x.std(axis=0, ddof=1) / np.sqrt(len(x))
@@ -95,12 +156,12 @@ def curvature_study(bandit, theta, v, samples=200_000, batches=50, seed=0):
     per = positive_int("samples", samples) // positive_int("batches", batches)
     out = {e: [] for e in ESTIMATORS}
     for _ in range(batches):
-        obs, act, adv = bandit.samples(theta, per, rng)
+        obs, act, adv, starts = check_samples(bandit.policy, bandit.samples(theta, per, rng), "s")
         pt = PolicyPoint(bandit.policy, theta, obs, act)
-        c = adv / per
+        c = adv / len(adv)
         pt.vjp(c)
         for e in ESTIMATORS:
-            out[e].append(pt.hvp(v, score_coefficients(e, c, None)))
+            out[e].append(pt.hvp(v, score_coefficients(e, c, starts)))
     return {e: _mean_se(np.array(h)) for e, h in out.items()}, bandit.hessian(theta) @ v
 
 
@@ -113,7 +174,7 @@ def meta_gradient_study(bandit, theta, alpha, m=100, reps=2000, seed=0):
     out = {e: [] for e in ESTIMATORS}
     for _ in range(reps):
         pre = bandit.samples(theta, m, rng)
-        theta1 = theta + alpha * PolicyPoint(bandit.policy, theta, pre[0], pre[1]).vjp(pre[2] / m)
+        theta1 = inner_step(bandit.policy, theta, pre, alpha)
         post = bandit.samples(theta1, m, rng)
         for e in ESTIMATORS:
             out[e].append(rl_meta_gradient(bandit.policy, theta, [pre], [post], alpha, e)[1])
@@ -127,21 +188,23 @@ def bias_rows(study, exact):
             for e, (m, se) in study.items()]
 
 
-def report(alpha=0.1, m_values=(20, 200, 2000), reps=500, samples=200_000, seed=0, bandit=None):
-    """Run both studies and return the printed table (a string)."""
-    bandit = bandit or GaussianBandit()
-    theta = bandit.default_theta()
-    lines = ["Gaussian bandit, P = %d, alpha = %g" % (bandit.policy.num_params, alpha),
+def report(alpha=0.1, m_values=(20, 200, 2000), reps=500, samples=200_000, seed=0, problem=None):
+    """Run both studies on one problem (default: the bandit) and return the table (a string)."""
+    problem = problem or GaussianBandit()
+    theta = problem.default_theta()
+    lines = [f"{type(problem).__name__}, P = {problem.policy.num_params}, alpha = {alpha:g}",
              f"{'study':<28}{'estimator':<10}{'rel. bias':>12}{'MC noise':>12}"]
-    v = bandit.gradient(theta + alpha * bandit.gradient(theta))
-    study, exact = curvature_study(bandit, theta, v, samples, seed=seed)
+    v = problem.gradient(theta + alpha * problem.gradient(theta))
+    study, exact = curvature_study(problem, theta, v, samples, seed=seed)
     lines += [f"{'curvature H v':<28}{e:<10}{b:>12.4f}{s:>12.4f}" for e, b, s in bias_rows(study, exact)]
     for m in m_values:
-        study, exact = meta_gradient_study(bandit, theta, alpha, m, reps, seed)
+        study, exact = meta_gradient_study(problem, theta, alpha, m, reps, seed)
         lines += [f"{f'meta-gradient, M = {m}':<28}{e:<10}{b:>12.4f}{s:>12.4f}"
                   for e, b, s in bias_rows(study, exact)]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(report())
+    print(report(problem=GaussianBandit()))
+    print()
+    print(report(problem=TwoStepChain()))
