@@ -111,6 +111,10 @@ def test_cli_train_evaluate_and_errors(tmp_path, capsys):
     assert main(["train", "navigation", "--alpha", "-1", "--out", str(tmp_path / "x")]) == 2
     assert "alpha" in capsys.readouterr().err
     assert main(["train", "sinusoid", "--method", "oracle", "--out", str(tmp_path / "y")]) == 2
+    assert main(["train", "sinusoid", "--max-kl", "0.1", "--out", str(tmp_path / "y")]) == 2
+    assert "--max-kl: not an option of 'train sinusoid'" in capsys.readouterr().err
+    assert main(["train", "navigation", "--shots", "5", "--out", str(tmp_path / "y")]) == 2
+    assert "--shots: not an option of 'train navigation'" in capsys.readouterr().err
     ev = str(tmp_path / "eval")
     assert main(["evaluate", out, "--max-steps", "1", "--no-plots", "--out", ev]) == 0
     text = capsys.readouterr().out

@@ -23,6 +23,19 @@ TRAIN_KEYS = ("method", "estimator", "outer", "alpha", "beta", "meta_batch", "tr
               "iterations", "hidden", "activation", "seed", "checkpoint_every")
 
 
+OTHER_KEYS = ("shots", "query", "inner_steps", "optimizer", "init", "backend", "eval_every",
+              "ways", "data_dir", "lam", "cg_steps", "epoch_length", "msl_epochs", "fo_epochs")
+NAV_ONLY = ("estimator", "outer", "trajectories", "max_kl", "cg_iters", "damping",
+            "backtrack_ratio", "max_backtracks")
+
+
+def refuse(args, keys, task):
+    """InputError naming the first option of ``keys`` given on the command line for ``task``."""
+    given = [k for k in keys if getattr(args, k, None) is not None]
+    if given:
+        raise InputError(f"--{given[0].replace('_', '-')}: not an option of 'train {task}'")
+
+
 def add_train_arguments(p):
     """The options only navigation has (the shared ones are train_cli's)."""
     p.add_argument("--estimator", choices=("lvc", "dice", "maml"),
@@ -42,6 +55,11 @@ def train(args):
     """``mamlnp train navigation``: exit code 0, 1 (diverged / cannot write), 2 (bad input),
     130/143 (interrupted, checkpoint written)."""
     from .navigation import DEFAULTS, train_navigation
+    try:
+        refuse(args, OTHER_KEYS, "navigation")
+    except InputError as exc:
+        print(f"mamlnp train: error: {exc}", file=sys.stderr)
+        return 2
     kwargs = {k: getattr(args, k, None) for k in TRAIN_KEYS}
     out = args.out or os.path.join("runs", f"navigation-{args.method or DEFAULTS['method']}")
     try:

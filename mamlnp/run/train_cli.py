@@ -84,6 +84,8 @@ def run(args):
     if args.task == "navigation":               # MAML for RL: mamlnp/run/navigation*.py
         from .navigation_cli import train
         return train(args)
+    from .navigation_cli import NAV_ONLY, refuse
+    refuse(args, NAV_ONLY, args.task)           # --estimator etc. mean nothing here
     keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
             "iterations", "hidden", "activation", "optimizer", "init", "seed", "backend",
             "checkpoint_every", "eval_every", "ways", "data_dir", "lam", "cg_steps",
