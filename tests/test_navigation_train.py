@@ -27,7 +27,8 @@ def _short_horizon(monkeypatch):
 
 
 @pytest.mark.parametrize("extra", [dict(), dict(method="pretrain", outer="adam"),
-                                   dict(method="oracle", estimator="dice")])
+                                   dict(method="oracle"), dict(estimator="dice", outer="adam"),
+                                   dict(estimator="maml")])
 def test_resume_repeats_the_same_bits(tmp_path, extra):
     full = N.train_navigation(out=tmp_path / "a", iterations=4, checkpoint_every=2, **TINY, **extra)
     N.train_navigation(out=tmp_path / "b", iterations=2, **TINY, **extra)
