@@ -26,6 +26,7 @@ def _short_horizon(monkeypatch):
     monkeypatch.setitem(N.DEFAULTS, "horizon", 10)
 
 
+@pytest.mark.filterwarnings("ignore:line search rejected")     # a tiny policy: it happens
 @pytest.mark.parametrize("extra", [dict(), dict(method="pretrain", outer="adam"),
                                    dict(method="oracle"), dict(estimator="dice", outer="adam"),
                                    dict(estimator="maml")])
