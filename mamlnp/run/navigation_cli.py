@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from ..errors import CheckpointError, DivergenceError, InputError, MamlnpError
+from ..errors import DivergenceError, InputError, MamlnpError
 from . import navigation_eval as NE
 from .train import TrainingInterrupted
 
@@ -125,38 +125,21 @@ def _figures(results, out):
 def run_reproduce(args):
     """``mamlnp reproduce navigation``: train (or reuse) maml, pretrain, oracle; evaluate the
     four rows; write the table and the figures."""
-    from .navigation import train_navigation
-    from .navigation_checkpoint import read
     from ..nn.policy import GaussianPolicy
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
-    iterations = QUICK_ITERATIONS if args.quick else args.iterations
     out = args.out or os.path.join("runs", "reproduce-navigation" + ("-quick" if args.quick else ""))
-    small = dict(meta_batch=2, trajectories=4, hidden=[16, 16]) if args.quick else {}
     t0, entries = time.perf_counter(), {}
     for method in ("maml", "pretrain", "oracle"):
-        run = os.path.join(out, method)
-        print(f"[reproduce] {method}: training in {run}", flush=True)
         try:
-            done = (not args.overwrite and os.path.exists(os.path.join(run, "checkpoint.npz")))
-            if done:
-                have = read(run)
-                want = iterations or have["config"]["iterations"]
-                if have["iteration"] < want:
-                    train_navigation(out=run, resume=True, iterations=want,
-                                     progress=not args.no_progress)
-            else:
-                train_navigation(out=run, overwrite=args.overwrite, method=method,
-                                 seed=args.seed, iterations=iterations,
-                                 progress=not args.no_progress, **small)
+            entries[method] = _train_or_reuse(args, method, os.path.join(out, method))
         except TrainingInterrupted as exc:
             print(f"mamlnp reproduce: {exc}; run the same command again to continue",
                   file=sys.stderr)
             return 128 + int(exc.signum)
-        policy, theta, _ = _load(run)
-        entries[method] = (policy, theta)
+    sizes = entries["maml"][0].sizes
     entries = {"maml": entries["maml"], "pretrain": entries["pretrain"],
-               "random": (GaussianPolicy(entries["maml"][0].sizes, NE.RANDOM_ACTIVATION), None),
+               "random": (GaussianPolicy(sizes, NE.RANDOM_ACTIVATION), None),
                "oracle": entries["oracle"]}
     t1 = time.perf_counter()
     print("[reproduce] evaluating on the 40 held-out goals", flush=True)
@@ -172,7 +155,21 @@ def run_reproduce(args):
     return 0
 
 
-def check_exists(path):
-    if not os.path.exists(path):
-        raise CheckpointError(f"DIR: no such run directory or checkpoint file: {path!r}")
-    return path
+def _train_or_reuse(args, method, run):
+    """(policy, θ) of the run ``run``: reused if finished, continued if not, else trained
+    (--quick: a tiny policy for QUICK_ITERATIONS iterations, a smoke test)."""
+    from .navigation import train_navigation
+    from .navigation_checkpoint import read
+    iterations = QUICK_ITERATIONS if args.quick else args.iterations
+    print(f"[reproduce] {method}: {run}", flush=True)
+    if not args.overwrite and os.path.exists(os.path.join(run, "checkpoint.npz")):
+        have = read(run)
+        if have["iteration"] < (iterations or have["config"]["iterations"]):
+            train_navigation(out=run, resume=True, iterations=iterations,
+                             progress=not args.no_progress)
+    else:
+        small = dict(meta_batch=2, trajectories=4, hidden=[16, 16]) if args.quick else {}
+        train_navigation(out=run, overwrite=args.overwrite, method=method, seed=args.seed,
+                         iterations=iterations, progress=not args.no_progress, **small)
+    policy, theta, _ = _load(run)
+    return policy, theta

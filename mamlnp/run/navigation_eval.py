@@ -19,7 +19,6 @@ import os
 
 import numpy as np
 
-from ..errors import InputError
 from ..meta import rl as RL
 from ..tasks import navigation as nav
 from ..validation import nonneg_int, positive_int
@@ -122,10 +121,3 @@ def write_results(results, goals, out, meta=None):
           + format_table(results) + "\n")
     atomic_write(paths[1], lambda f: f.write(md.encode()))
     return paths
-
-
-def check_row_names(rows):
-    bad = [r for r in rows if r not in PAPER]
-    if bad:
-        raise InputError(f"rows: expected names among {sorted(PAPER)}, got {bad}")
-    return rows

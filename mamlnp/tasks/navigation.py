@@ -120,17 +120,8 @@ def rollout(policy, thetas, goals, num_traj, rng, horizon=HORIZON, oracle=False)
     it, so the draws do not depend on which episodes end early). Returns Rollouts.
     Raises InputError if the policy's actions are NaN or infinite (a diverged θ).
     """
-    goals = check_goals(goals)
-    T, N, H, A = goals.shape[0], positive_int("num_traj", num_traj), positive_int(
-        "horizon", horizon), policy.act_dim
-    thetas = as_float64("thetas", thetas)
-    if thetas.shape not in ((policy.num_params,), (T, policy.num_params)):
-        raise InputError(f"thetas: expected ({policy.num_params},) or ({T}, {policy.num_params}), "
-                         f"got {thetas.shape}")
-    D = 4 if oracle else 2
-    if policy.obs_dim != D:
-        raise InputError(f"policy: expected observations of dim {D} ({'oracle' if oracle else 'position'}), "
-                         f"the policy takes {policy.obs_dim}")
+    goals, thetas, (T, N, H, A, D) = _check_rollout(policy, thetas, goals, num_traj, horizon,
+                                                    oracle)
     eps = rng.standard_normal((H, T, N, A))                         # ε, every step's noise
     shared = thetas.ndim == 1
     std = np.exp(np.array([policy.unflatten(th)[1] for th in (
@@ -157,6 +148,21 @@ def rollout(policy, thetas, goals, num_traj, rng, horizon=HORIZON, oracle=False)
     return Rollouts(obs.reshape(shape + (H, D)), act.reshape(shape + (H, A)),
                     rew.reshape(shape + (H,)), mask.reshape(shape + (H,)),
                     mask.sum(axis=1).reshape(shape), goals, state.reshape(shape + (2,)))
+
+
+def _check_rollout(policy, thetas, goals, num_traj, horizon, oracle):
+    """(goals (T, 2), thetas (P,) or (T, P), (T, N, H, A, D)) checked, else InputError."""
+    goals = check_goals(goals)
+    T, N, H = goals.shape[0], positive_int("num_traj", num_traj), positive_int("horizon", horizon)
+    thetas = as_float64("thetas", thetas)
+    if thetas.shape not in ((policy.num_params,), (T, policy.num_params)):
+        raise InputError(f"thetas: expected ({policy.num_params},) or ({T}, {policy.num_params}), "
+                         f"got {thetas.shape}")
+    D, what = (4, "oracle: position and goal") if oracle else (2, "position")
+    if policy.obs_dim != D:
+        raise InputError(f"policy: expected observations of dim {D} ({what}), the policy "
+                         f"takes {policy.obs_dim}")
+    return goals, thetas, (T, N, H, policy.act_dim, D)
 
 
 def _mean(policy, thetas, o, T, N, shared):
