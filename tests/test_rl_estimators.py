@@ -73,6 +73,12 @@ def test_meta_fvp_matches_fd_and_is_symmetric_psd(case):
     eig = np.linalg.eigvalsh((F + F.T) / 2)
     print(f"meta Fisher: asymmetry {asym:.1e}, eigenvalues {eig.min():.2e} .. {eig.max():.2e}")
     assert asym < 1e-13 and eig.min() > 0.0                           # PSD + damping 1e-5
+    for est in ("lvc", "dice"):                    # the estimators' U: symmetric PSD too
+        Fe = np.array([rl.meta_fvp(policy, theta, pre, obs1, alpha, e, estimator=est)
+                       for e in np.eye(policy.num_params)])
+        assert np.abs(Fe - Fe.T).max() < 1e-13 * np.abs(Fe).max()
+        assert np.linalg.eigvalsh((Fe + Fe.T) / 2).min() > 0.0
+        assert np.abs(Fe - F).max() > 1e-3 * np.abs(F).max()
     v = np.random.default_rng(0).standard_normal(policy.num_params)
     damped = rl.meta_fvp(policy, theta, pre, obs1, alpha, v, damping=0.5)
     assert np.allclose(damped, fvp(v) + (0.5 - rl.DAMPING) * v, rtol=1e-14, atol=1e-14)
@@ -164,5 +170,7 @@ def test_bad_input(case):
     for damping in (-1.0, 0.0, np.nan):
         with pytest.raises(InputError, match="damping"):
             rl.meta_fvp(policy, theta, pre, [q[0] for q in post], alpha, theta, damping=damping)
+    with pytest.raises(InputError, match="estimator"):
+        rl.meta_fvp(policy, theta, pre, [q[0] for q in post], alpha, theta, estimator="x")
     with pytest.raises(InputError, match="v"):
         rl.meta_fvp(policy, theta, pre, [q[0] for q in post], alpha, theta[:-1])

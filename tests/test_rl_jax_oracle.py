@@ -104,14 +104,15 @@ def test_estimators_match_jax(activation, estimator):
     assert err < RTOL and abs(obj - float(J(theta))) < 1e-13 * max(1.0, abs(obj))
 
 
-def test_meta_fvp_matches_jax_hvp_of_the_kl():
+@pytest.mark.parametrize("estimator", rl.ESTIMATORS)
+def test_meta_fvp_matches_jax_hvp_of_the_kl(estimator):
     policy, theta, pre, post, alpha = rlcheck.draw_rl_case(7, "tanh")
     obs1 = [q[0] for q in post]
 
     def kl(t):
         total = 0.0
         for task, o in zip(pre, obs1):
-            inner = lambda s: _inner_objective(policy, s, task, "maml")      # noqa: E731
+            inner = lambda s: _inner_objective(policy, s, task, estimator)  # noqa: E731
             old, new = theta + alpha * jax.grad(inner)(theta), t + alpha * jax.grad(inner)(t)
             ls_o, ls_n = _unflatten(policy.sizes, old)[1], _unflatten(policy.sizes, new)[1]
             mu_o, mu_n = _mean(policy, old, o), _mean(policy, new, o)
@@ -121,10 +122,10 @@ def test_meta_fvp_matches_jax_hvp_of_the_kl():
         return total / len(pre)
 
     v = np.random.default_rng(1).standard_normal(policy.num_params)
-    ours = rl.meta_fvp(policy, theta, pre, obs1, alpha, v, damping=1e-5) - 1e-5 * v
+    ours = rl.meta_fvp(policy, theta, pre, obs1, alpha, v, 1e-5, estimator) - 1e-5 * v
     theirs = jax.jvp(jax.grad(kl), (jnp.asarray(theta),), (jnp.asarray(v),))[1]
     err = _rel(ours, theirs)
-    print(f"meta FVP rel err vs JAX {err:.1e}")
+    print(f"meta FVP ({estimator}) rel err vs JAX {err:.1e}")
     assert err < 1e-10
 
 

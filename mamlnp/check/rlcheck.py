@@ -63,13 +63,14 @@ def meta_surrogate(policy, theta, theta0, pre, post, alpha, estimator):
     return total / len(pre)
 
 
-def post_kl(policy, theta, theta0, pre, post_obs, alpha):
-    """(1/T) Σ_i KL(π_θ′₀_i ‖ π_θ′(θ)_i) on the post observations."""
+def post_kl(policy, theta, theta0, pre, post_obs, alpha, estimator="maml"):
+    """(1/T) Σ_i KL(π_θ′₀_i ‖ π_θ′(θ)_i) on the post observations, θ′(θ) = θ + α g(θ; θ₀)
+    with the estimator's inner surrogate (its Hessian at θ₀ is the estimator's Uᵀ F U)."""
     pre, post_obs = rl._pair(policy, pre, post_obs, "post_obs")
     kls = []
     for task, obs1 in zip(pre, post_obs):
         old = rl._inner(policy, theta0, task, alpha)[1]
-        new = rl._inner(policy, theta, task, alpha)[1]
+        new = theta + alpha * surrogate_inner_gradient(policy, theta, theta0, task, estimator)
         kls.append(mean_kl_points(PolicyPoint(policy, old, obs1), PolicyPoint(policy, new, obs1)))
     return float(np.mean(kls))
 
@@ -174,8 +175,16 @@ def fvp_rows(policy, theta, pre, post, alpha, tag, eps=1e-5, seed=0):
     quad = np.array([(post_kl(policy, theta + e2 * v, theta, pre, obs1, alpha)
                       + post_kl(policy, theta - e2 * v, theta, pre, obs1, alpha)) / e2 ** 2
                      for v in V])
-    return [compare(f"{tag} meta FVP Uᵀ F U", Fv, fd, 1e-6),
+    rows = [compare(f"{tag} meta FVP Uᵀ F U", Fv, fd, 1e-6),
             compare(f"{tag} vᵀ(meta FVP)v vs KL", np.einsum("mp,mp->m", V, Fv), quad, 1e-5)]
+    for est in ("lvc", "dice"):                      # U with the estimator's curvature
+        fvp = rl.meta_fvp_operator(policy, theta, pre, obs1, alpha, rl.DAMPING, est)
+        vFv = np.array([v @ fvp(v) - rl.DAMPING * v @ v for v in V])
+        quad = np.array([(post_kl(policy, theta + e2 * v, theta, pre, obs1, alpha, est)
+                          + post_kl(policy, theta - e2 * v, theta, pre, obs1, alpha, est)) / e2 ** 2
+                         for v in V])
+        rows.append(compare(f"{tag} vᵀ(meta FVP {est})v vs KL", vFv, quad, 1e-5))
+    return rows
 
 
 def rl_checks(seed=0, quick=False):

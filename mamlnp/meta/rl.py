@@ -174,31 +174,39 @@ def rl_meta_gradient(policy, theta, pre, post, alpha, estimator="dice"):
 DAMPING = 1e-5      # cbfinn/maml_rl's reg_coeff of the Fisher-vector product
 
 
-def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING):
+def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, estimator="maml"):
     """v ↦ (1/T) Σ_i U_iᵀ F_i U_i v + damping · v, with the forward passes of every task
     computed once (a conjugate-gradient solve calls it ~10 times). damping > 0 keeps the
-    product positive definite (the undamped one is singular where F is)."""
+    product positive definite (the undamped one is singular where F is).
+
+    estimator "maml" (default): U = I + α Σ c ∇² log π, the Jacobian of the inner step as
+    computed, so the product is the exact Hessian of the mean post-update KL. "lvc" / "dice":
+    U = I + α Ĥ with that estimator's curvature, the product autodiff gives when the KL is
+    written through the LVC / DiCE inner surrogate (ProMP's and the JAX peer's form)."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     damping = positive_float("damping", damping)
+    estimator = choice("estimator", estimator, ESTIMATORS)
     pre, post_obs = _pair(policy, pre, post_obs, "post_obs")
     parts = []
     for task, obs1 in zip(pre, post_obs):
         pt, theta1 = _inner(policy, theta, task, alpha)
-        parts.append((pt, PolicyPoint(policy, theta1, obs1)))
+        coeffs = score_coefficients(estimator, task[2] / task[2].shape[0], task[3])
+        parts.append((pt, coeffs, PolicyPoint(policy, theta1, obs1)))
     def fvp(v):
         out = damping * v
-        for pt, post_pt in parts:
-            u = v + alpha * pt.hvp(v)                                       # U v
+        for pt, coeffs, post_pt in parts:
+            u = v + alpha * pt.hvp(v, coeffs)                               # U v
             w = post_pt.fisher_vp(u)                                        # F U v
-            out = out + (w + alpha * pt.hvp(w)) / len(parts)                # Uᵀ F U v
+            out = out + (w + alpha * pt.hvp(w, coeffs)) / len(parts)        # Uᵀ F U v
         return out
     return fvp
 
 
-def meta_fvp(policy, theta, pre, post_obs, alpha, v, damping=DAMPING):
-    """(1/T) Σ_i U_iᵀ F_i U_i v + damping · v: the Hessian of the mean post-update KL at θ."""
-    fvp = meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping)
+def meta_fvp(policy, theta, pre, post_obs, alpha, v, damping=DAMPING, estimator="maml"):
+    """(1/T) Σ_i U_iᵀ F_i U_i v + damping · v: the Hessian of the mean post-update KL at θ
+    (``meta_fvp_operator`` for ``estimator``)."""
+    fvp = meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping, estimator)
     return fvp(policy.check_theta(v, "v"))
 
 
