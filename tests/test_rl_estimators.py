@@ -52,6 +52,25 @@ def test_objective_inner_step_and_the_estimators_relations(case, fd):
                        grads["lvc"], rtol=0, atol=1e-15)
 
 
+def test_threads_give_the_same_bits(case):
+    policy, theta, pre, post, alpha = case
+    pre, post = pre * 3, post * 3                       # 6 tasks
+    v = np.random.default_rng(3).standard_normal(policy.num_params)
+    obs1 = [q[0] for q in post]
+    one = (mamlnp.rl_meta_gradient(policy, theta, pre, post, alpha, "dice", threads=1),
+           rl.meta_fvp(policy, theta, pre, obs1, alpha, v, threads=1))
+    for threads in (2, 3):
+        other = (mamlnp.rl_meta_gradient(policy, theta, pre, post, alpha, "dice", threads=threads),
+                 rl.meta_fvp(policy, theta, pre, obs1, alpha, v, threads=threads))
+        assert one[0][0] == other[0][0] and np.array_equal(one[0][1], other[0][1])
+        assert np.array_equal(one[1], other[1])
+    s1, k1 = rl.line_search_fns(policy, theta, pre, post, alpha, threads=1)
+    s2, k2 = rl.line_search_fns(policy, theta, pre, post, alpha, threads=2)
+    assert (s1(theta + 0.01 * v), k1(theta + 0.01 * v)) == (s2(theta + 0.01 * v), k2(theta + 0.01 * v))
+    with pytest.raises(InputError, match="threads"):
+        mamlnp.rl_meta_gradient(policy, theta, pre, post, alpha, threads=0)
+
+
 def test_segment_sums():
     x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     starts = np.array([0, 2, 3, 6])                    # episodes [0, 1], [2], [3, 4, 5]

@@ -30,11 +30,13 @@ KL between the old and new post-update policies; its Hessian at the old θ is, e
 
 Derivation: docs/derivations/policy-gradient.md.
 """
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..errors import InputError
 from ..nn.policy import PolicyPoint, mean_kl_points
-from ..validation import as_float64, choice, positive_float
+from ..validation import as_float64, choice, positive_float, positive_int
 
 ESTIMATORS = ("maml", "lvc", "dice")
 
@@ -89,6 +91,22 @@ def _pair(policy, pre, post, name_post="post"):
         raise InputError(f"{name_post}: expected one entry per task of pre ({len(pre)}), "
                          f"got {len(post)}")
     return pre, post
+
+
+_POOLS = {}
+
+
+def _per_task(fn, items, threads=1):
+    """[fn(x) for x in items], on ``threads`` Python threads when threads > 1 (NumPy's matrix
+    products and elementwise loops release the GIL; give each thread one BLAS thread, as
+    mamlnp's commands do). The list is in task order and every item is computed alone, so
+    the sums over tasks that follow have the same bits at any thread count."""
+    threads = positive_int("threads", threads)
+    if threads == 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="mamlnp-rl")
+    return list(_POOLS[threads].map(fn, items))
 
 
 # ---- the inner step ------------------------------------------------------------------------
@@ -154,16 +172,18 @@ def _task_meta_gradient(policy, theta, pre, post, alpha, estimator):
     return float(c1 @ post_pt.log_prob), g1 + alpha * pt.hvp(g1, coeffs)
 
 
-def rl_meta_gradient(policy, theta, pre, post, alpha, estimator="dice"):
+def rl_meta_gradient(policy, theta, pre, post, alpha, estimator="dice", threads=1):
     """(objective, gradient (P,)): the post-update surrogate (1/T) Σ_i mean_m′ Â′ log π_θ′_i
-    and the estimator's meta-gradient, ``estimator`` in "maml" | "lvc" | "dice"."""
+    and the estimator's meta-gradient, ``estimator`` in "maml" | "lvc" | "dice"; the tasks
+    on ``threads`` threads (the same bits at any count)."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     estimator = choice("estimator", estimator, ESTIMATORS)
     pre, post = _pair(policy, pre, post)
+    parts = _per_task(lambda ab: _task_meta_gradient(policy, theta, ab[0], ab[1], alpha,
+                                                     estimator), list(zip(pre, post)), threads)
     obj, grad = 0.0, np.zeros(policy.num_params)
-    for a, b in zip(pre, post):
-        o, g = _task_meta_gradient(policy, theta, a, b, alpha, estimator)
+    for o, g in parts:
         obj, grad = obj + o, grad + g
     return obj / len(pre), grad / len(pre)
 
@@ -174,7 +194,8 @@ def rl_meta_gradient(policy, theta, pre, post, alpha, estimator="dice"):
 DAMPING = 1e-5      # cbfinn/maml_rl's reg_coeff of the Fisher-vector product
 
 
-def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, estimator="maml"):
+def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, estimator="maml",
+                      threads=1):
     """v ↦ (1/T) Σ_i U_iᵀ F_i U_i v + damping · v, with the forward passes of every task
     computed once (a conjugate-gradient solve calls it ~10 times). damping > 0 keeps the
     product positive definite (the undamped one is singular where F is).
@@ -182,31 +203,38 @@ def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, esti
     estimator "maml" (default): U = I + α Σ c ∇² log π, the Jacobian of the inner step as
     computed, so the product is the exact Hessian of the mean post-update KL. "lvc" / "dice":
     U = I + α Ĥ with that estimator's curvature, the product autodiff gives when the KL is
-    written through the LVC / DiCE inner surrogate (ProMP's and the JAX peer's form)."""
+    written through the LVC / DiCE inner surrogate (ProMP's and the JAX peer's form).
+    The tasks run on ``threads`` threads (the same bits at any count)."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     damping = positive_float("damping", damping)
     estimator = choice("estimator", estimator, ESTIMATORS)
     pre, post_obs = _pair(policy, pre, post_obs, "post_obs")
-    parts = []
-    for task, obs1 in zip(pre, post_obs):
+    threads = positive_int("threads", threads)
+    def build(item):
+        task, obs1 = item
         pt, theta1 = _inner(policy, theta, task, alpha)
         coeffs = score_coefficients(estimator, task[2] / task[2].shape[0], task[3])
-        parts.append((pt, coeffs, PolicyPoint(policy, theta1, obs1)))
+        return pt, coeffs, PolicyPoint(policy, theta1, obs1)
+    parts = _per_task(build, list(zip(pre, post_obs)), threads)
     def fvp(v):
-        out = damping * v
-        for pt, coeffs, post_pt in parts:
+        def one(part):
+            pt, coeffs, post_pt = part
             u = v + alpha * pt.hvp(v, coeffs)                               # U v
             w = post_pt.fisher_vp(u)                                        # F U v
-            out = out + (w + alpha * pt.hvp(w, coeffs)) / len(parts)        # Uᵀ F U v
+            return w + alpha * pt.hvp(w, coeffs)                            # Uᵀ F U v
+        out = damping * v
+        for x in _per_task(one, parts, threads):
+            out = out + x / len(parts)
         return out
     return fvp
 
 
-def meta_fvp(policy, theta, pre, post_obs, alpha, v, damping=DAMPING, estimator="maml"):
+def meta_fvp(policy, theta, pre, post_obs, alpha, v, damping=DAMPING, estimator="maml",
+             threads=1):
     """(1/T) Σ_i U_iᵀ F_i U_i v + damping · v: the Hessian of the mean post-update KL at θ
     (``meta_fvp_operator`` for ``estimator``)."""
-    fvp = meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping, estimator)
+    fvp = meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping, estimator, threads)
     return fvp(policy.check_theta(v, "v"))
 
 
@@ -221,7 +249,7 @@ def mean_kl(policy, old_thetas, new_thetas, post_obs):
     return float(np.mean(kls))
 
 
-def line_search_fns(policy, theta, pre, post, alpha):
+def line_search_fns(policy, theta, pre, post, alpha, threads=1):
     """(surrogate_fn, kl_fn) of meta-TRPO's line search, both of a candidate θ_new:
 
       surrogate(θ_new) = (1/T) Σ_i mean_m′ Â′ exp(log π_θ′new_i − log π_θ′old_i)  (maml_rl's)
@@ -231,15 +259,16 @@ def line_search_fns(policy, theta, pre, post, alpha):
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     pre, post = _pair(policy, pre, post)
-    old = [PolicyPoint(policy, _inner(policy, theta, a, alpha)[1], b[0], b[1]) for a, b in
-           zip(pre, post)]
-    memo = {}
+    threads = positive_int("threads", threads)
+    def points(th):
+        return _per_task(lambda ab: PolicyPoint(policy, _inner(policy, th, ab[0], alpha)[1],
+                                                ab[1][0], ab[1][1]), list(zip(pre, post)), threads)
+    old, memo = points(theta), {}
     def adapted(theta_new):
         key = theta_new.tobytes()
         if key not in memo:
             memo.clear()
-            memo[key] = [PolicyPoint(policy, _inner(policy, theta_new, a, alpha)[1], b[0], b[1])
-                         for a, b in zip(pre, post)]
+            memo[key] = points(theta_new)
         return memo[key]
     def surrogate(theta_new):
         pts = adapted(policy.check_theta(theta_new, "theta_new"))
