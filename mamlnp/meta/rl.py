@@ -26,7 +26,13 @@ output weights e_m, functions of the JVPs q_m = s_m · g′. Meta-TRPO's constra
 KL between the old and new post-update policies; its Hessian at the old θ is, exactly,
 
     Uᵀ F U,  U = ∂θ′/∂θ = I + α Σ_m c_m ∇² log π_m  (the map the inner step computes),
-    F = the Fisher of π_θ′ on the post-update observations  (``PolicyPoint.fisher_vp``).
+    F = the Fisher of π_θ′ on the post-update observations  (``PolicyPoint.fisher_vp``);
+    ``estimator="lvc"|"dice"`` puts that estimator's Ĥ in U instead (autodiff's product
+    through the LVC / DiCE inner surrogate).
+
+Every product runs on all M samples of a task at once (BLAS matrix products over the rows,
+no loop over timesteps); ``threads`` > 1 runs the tasks on that many threads, each task
+alone and the results summed in task order (the same bits at any thread count).
 
 Derivation: docs/derivations/policy-gradient.md.
 """
