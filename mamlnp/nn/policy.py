@@ -58,7 +58,8 @@ class GaussianPolicy:
     # ---- parameters ---------------------------------------------------------------
 
     def init(self, seed=0):
-        """θ (P,): Glorot-uniform W_l ~ U(±√(6/(fan_in + fan_out))) (rllab's default), b = 0, ρ = 0."""
+        """θ (P,): Glorot-uniform W_l ~ U(±√(6/(fan_in + fan_out))) (rllab's default),
+        b = 0, ρ = 0."""
         rng = as_rng("seed", seed)
         theta = np.zeros(self.num_params)
         for (w0, w1), _, (fi, fo) in self.net.layout:
@@ -129,7 +130,8 @@ def mean_kl_points(old, new):
 
 def mean_kl_grad(old, new):
     """∇ of ``mean_kl_points(old, new)`` with respect to the new θ (P,): backprop of
-    ∂KL/∂μ_n = (μ_n − μ_o) e^{−2ρ_n} / M, plus ∂KL/∂ρ_n = Σ_m [1 − (e^{2ρ_o} + (μ_o − μ_n)²) e^{−2ρ_n}] / M."""
+    ∂KL/∂μ_n = (μ_n − μ_o) e^{−2ρ_n} / M, and
+    ∂KL/∂ρ_n = Σ_m [1 − (e^{2ρ_o} + (μ_o − μ_n)²) e^{−2ρ_n}] / M."""
     policy, M = new.policy, new.mu.shape[0]
     Pm = policy.num_mean_params
     grad = np.empty(policy.num_params)
