@@ -33,7 +33,8 @@ def _short_horizon(monkeypatch):
 def test_resume_repeats_the_same_bits(tmp_path, extra):
     full = N.train_navigation(out=tmp_path / "a", iterations=4, checkpoint_every=2, **TINY, **extra)
     N.train_navigation(out=tmp_path / "b", iterations=2, **TINY, **extra)
-    resumed = N.train_navigation(out=tmp_path / "b", resume=True, iterations=4, progress=False)
+    resumed = N.train_navigation(out=tmp_path / "b", resume=True, iterations=4, threads=2,
+                                 progress=False)                    # same bits on 2 threads
     assert np.array_equal(full.theta, resumed.theta)
     assert np.array_equal(full.history, resumed.history, equal_nan=True)
     assert full.history.shape == (4, 3) and np.all(np.isfinite(full.history[:, :2]))

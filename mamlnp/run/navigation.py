@@ -30,7 +30,9 @@ variance and meta-trained best with TRPO in Rothfuss et al. 2019 (sec. 7).
 Reliability as ``mamlnp train sinusoid``: one Generator for all randomness (goals, then
 every rollout's noise), checkpointed with θ, so a resumed run repeats the same bits; a
 NaN/inf meta-gradient stops the run before the step (DivergenceError; the last checkpoint
-is kept); Ctrl-C or SIGTERM writes a checkpoint and raises TrainingInterrupted.
+is kept); Ctrl-C or SIGTERM writes a checkpoint and raises TrainingInterrupted. ``threads``
+runs the tasks' derivatives on that many threads (mamlnp/meta/rl.py: the same bits at any
+count, so a resumed run may change it).
 """
 import math
 import os
@@ -56,8 +58,9 @@ DEFAULTS = {"task": "navigation", "method": "maml", "estimator": "lvc", "outer":
             "alpha": 0.5, "beta": 0.01, "meta_batch": 20, "trajectories": 20,
             "horizon": nav.HORIZON, "discount": nav.DISCOUNT, "max_kl": 0.01, "cg_iters": 10,
             "damping": 1e-5, "backtrack_ratio": 0.8, "max_backtracks": 15, "iterations": 500,
-            "hidden": [100, 100], "activation": "relu", "seed": 0, "checkpoint_every": 10}
-RESUMABLE = ("iterations", "checkpoint_every")     # what --resume may change
+            "hidden": [100, 100], "activation": "relu", "seed": 0, "checkpoint_every": 10,
+            "threads": 1}
+RESUMABLE = ("iterations", "checkpoint_every", "threads")     # what --resume may change
 
 
 def make_config(**kwargs):
@@ -76,7 +79,7 @@ def make_config(**kwargs):
         raise InputError(f"backtrack_ratio, discount: expected a ratio in (0, 1) and a discount "
                          f"in (0, 1], got {cfg['backtrack_ratio']} and {cfg['discount']}")
     for k in ("meta_batch", "trajectories", "horizon", "iterations", "cg_iters",
-              "max_backtracks", "checkpoint_every"):
+              "max_backtracks", "checkpoint_every", "threads"):
         cfg[k] = positive_int(k, cfg[k])
     cfg["seed"] = nonneg_int("seed", cfg["seed"])
     hidden = [positive_int("hidden", h) for h in np.atleast_1d(cfg.pop("hidden")).tolist()]
@@ -165,7 +168,7 @@ def iteration(policy, cfg, state):
                                   f"{exc}", iteration=state.iteration + 1) from None
         if cfg["method"] == "maml":
             obj, grad = RL.rl_meta_gradient(policy, state.theta, pre, post, cfg["alpha"],
-                                            cfg["estimator"])
+                                            cfg["estimator"], cfg["threads"])
         else:
             obj, grad, fvp, surrogate, kl = _plain_fns(policy, state.theta, pre, cfg["damping"])
     clock.append(time.perf_counter())
@@ -179,8 +182,9 @@ def iteration(policy, cfg, state):
     else:
         if cfg["method"] == "maml":
             fvp = RL.meta_fvp_operator(policy, state.theta, pre, [s[0] for s in post],
-                                       cfg["alpha"], cfg["damping"])
-            surrogate, kl = RL.line_search_fns(policy, state.theta, pre, post, cfg["alpha"])
+                                       cfg["alpha"], cfg["damping"], threads=cfg["threads"])
+            surrogate, kl = RL.line_search_fns(policy, state.theta, pre, post, cfg["alpha"],
+                                               cfg["threads"])
         state.theta, step_info = trpo_step(
             state.theta, grad, fvp, surrogate, kl, max_kl=cfg["max_kl"],
             backtrack_ratio=cfg["backtrack_ratio"], max_backtracks=cfg["max_backtracks"],
@@ -239,6 +243,7 @@ def _load(out, kwargs):
             raise InputError(f"{key}: the run in {out!r} was trained with {key}="
                              f"{have.get(key)!r}, got {value!r}; only {', '.join(RESUMABLE)} "
                              f"may change on --resume")
+    cfg.setdefault("threads", 1)
     for key in RESUMABLE:
         if kwargs.get(key) is not None:
             cfg[key] = positive_int(key, kwargs[key])

@@ -74,8 +74,8 @@ def check_config(file, config, iteration):
               "first_order": lambda v: boolean("first_order", v),
               **{k: (lambda name: lambda v: positive_int(name, v))(k) for k in (
                   "meta_batch", "trajectories", "horizon", "iterations", "cg_iters",
-                  "max_backtracks", "checkpoint_every")}}
-    missing = [k for k in checks if k not in config and k != "first_order"]
+                  "max_backtracks", "checkpoint_every", "threads")}}
+    missing = [k for k in checks if k not in config and k not in ("first_order", "threads")]
     if missing:
         raise S.fail(file, f"config.{missing[0]}", "missing (expected a navigation run's config)")
     for key, check in checks.items():

@@ -20,13 +20,13 @@ from .train import TrainingInterrupted
 QUICK_ITERATIONS = 3
 TRAIN_KEYS = ("method", "estimator", "outer", "alpha", "beta", "meta_batch", "trajectories",
               "max_kl", "cg_iters", "damping", "backtrack_ratio", "max_backtracks",
-              "iterations", "hidden", "activation", "seed", "checkpoint_every")
+              "iterations", "hidden", "activation", "seed", "checkpoint_every", "threads")
 
 
 OTHER_KEYS = ("shots", "query", "inner_steps", "optimizer", "init", "backend", "eval_every",
               "ways", "data_dir", "lam", "cg_steps", "epoch_length", "msl_epochs", "fo_epochs")
 NAV_ONLY = ("estimator", "outer", "trajectories", "max_kl", "cg_iters", "damping",
-            "backtrack_ratio", "max_backtracks")
+            "backtrack_ratio", "max_backtracks", "threads")
 
 
 def refuse(args, keys, task):
@@ -49,6 +49,8 @@ def add_train_arguments(p):
     p.add_argument("--damping", type=float, help="navigation: FVP damping (default 1e-5)")
     p.add_argument("--backtrack-ratio", type=float, help="navigation: line-search ratio (default 0.8)")
     p.add_argument("--max-backtracks", type=int, help="navigation: line-search tries (default 15)")
+    p.add_argument("--threads", type=int, help="navigation: threads over the tasks' derivatives "
+                   "(the same bits at any count; default 1)")
 
 
 def train(args):
