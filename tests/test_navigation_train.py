@@ -152,3 +152,21 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_continues(tmp_path):
     resumed = N.train_navigation(out=tmp_path, resume=True, progress=False)
     full = N.train_navigation(iterations=5, **TINY)
     assert resumed.config["iteration"] == 5 and np.array_equal(resumed.theta, full.theta)
+
+
+def test_evaluation_steps_are_0_5_then_0_25_and_the_ci_is_over_goals():
+    from mamlnp.meta import rl as RL
+    from mamlnp.run import navigation_eval as NE
+    from mamlnp.tasks import navigation as nav
+    policy = N.GaussianPolicy((2, 4, 2))
+    theta, goals = policy.init(3), NE.held_out_goals(3)
+    ret, ros = NE.adaptation_returns(policy, theta, goals, 5, 2, np.random.default_rng(9), keep=True)
+    rng, th = np.random.default_rng(9), np.tile(theta, (3, 1))
+    for s, lr in enumerate((0.5, 0.25, None)):                     # the same draws, by hand
+        ro = nav.rollout(policy, th, goals, 5, rng)
+        np.testing.assert_array_equal(ro.returns.mean(axis=1), ret[:, s])
+        if lr is not None:
+            th = np.stack([RL.inner_step(policy, t, smp, lr) for t, smp in zip(th, nav.to_samples(ro))])
+    assert len(ros) == 3 and ret.shape == (3, 3)
+    row = NE.summarize(ret)[1]
+    assert row["n"] == 3 and row["ci95"] == pytest.approx(1.96 * ret[:, 1].std(ddof=1) / np.sqrt(3))
