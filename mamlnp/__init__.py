@@ -11,8 +11,11 @@ from .errors import CheckpointError, DivergenceError, InputError, MamlnpError
 from .meta.maml import adapt, meta_gradient, meta_loss
 from .meta.imaml import imaml_gradient
 from .nn.mlp import MLP
+from .nn.policy import GaussianPolicy
+from .meta.rl import rl_meta_gradient
 from .tasks import EvaluationPool, OmniglotTasks, SinusoidTasks, TaskBatch, TaskFamily
-from .run.checkpoint import load_checkpoint, save_checkpoint
+from .run.checkpoint import save_checkpoint
+from .run.navigation_checkpoint import load_checkpoint   # navigation runs: (policy, θ, config)
 from .run.train import meta_train
 from .run.evaluate import EvalResult, adaptation_curve  # the module: mamlnp.run.evaluate
 from ._version import __version__  # noqa: F401
@@ -20,6 +23,7 @@ from ._version import __version__  # noqa: F401
 __all__ = [
     "MLP", "TaskBatch", "TaskFamily", "SinusoidTasks", "OmniglotTasks", "EvaluationPool",
     "adapt", "meta_gradient", "meta_loss", "imaml_gradient",
+    "GaussianPolicy", "rl_meta_gradient",
     "MamlnpError", "InputError", "CheckpointError", "DivergenceError",
     "load_checkpoint", "save_checkpoint", "meta_train",
     "adaptation_curve", "EvalResult",

@@ -240,8 +240,8 @@ def add_arguments(p):
     p.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20],
                    help="support-set sizes K to evaluate (the pool holds 5, 10, 20; "
                         "default 5 10 20)")
-    p.add_argument("--max-steps", type=int, default=10,
-                   help="SGD steps at test time (default 10)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="SGD steps at test time (default 10; navigation runs: 3)")
     p.add_argument("--alpha", type=alpha_arg, nargs="+", default=None,
                    help=ALPHA_HELP.format("run"))
     p.add_argument("--baseline", metavar="DIR2", default=None,
@@ -272,6 +272,11 @@ def run(args):
     for name, path in (("DIR", args.run), ("--baseline", args.baseline)):
         if path is not None and not os.path.exists(path):
             raise InputError(f"{name}: no such run directory or checkpoint file: {path!r}")
+    from .navigation_checkpoint import is_navigation
+    if is_navigation(args.run):                   # MAML for RL: returns on 40 held-out goals
+        from .navigation_cli import run_evaluate
+        return run_evaluate(args)
+    args.max_steps = 10 if args.max_steps is None else args.max_steps
     if _is_classification_run(args.run):          # Omniglot: accuracy on 600 test episodes
         from .classify_report import run_evaluate
         return run_evaluate(args, alpha_option(args.alpha))

@@ -37,8 +37,10 @@ def add_arguments(p):
     d = DEFAULTS
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EXAMPLES
-    p.add_argument("task", choices=sorted(TASKS), help="the task family (the paper's sinusoid)")
-    p.add_argument("--method", choices=METHODS, help=f"meta-learning method (default {d['method']})")
+    p.add_argument("task", choices=sorted((*TASKS, "navigation")),
+                   help="the task family (the paper's sinusoid; navigation: RL, sec. 5.3)")
+    p.add_argument("--method", choices=(*METHODS, "oracle"),
+                   help=f"meta-learning method (default {d['method']}; oracle: navigation only)")
     p.add_argument("--shots", type=int, help=f"K support points per task (default {d['shots']})")
     p.add_argument("--query", type=int, help=f"Q query points per task (default {d['query']})")
     p.add_argument("--alpha", type=float, help=f"inner step size α (default {d['alpha']})")
@@ -74,9 +76,16 @@ def add_arguments(p):
     p.add_argument("--ways", type=int, help="omniglot: N classes per episode (default 5)")
     p.add_argument("--data-dir", help="omniglot: the data folder (default $MAMLNP_DATA_DIR, "
                    "else the user cache folder; 'mamlnp download omniglot' fills it)")
+    from .navigation_cli import add_train_arguments
+    add_train_arguments(p)                      # --estimator, --outer, --max-kl, ...
 
 
 def run(args):
+    if args.task == "navigation":               # MAML for RL: mamlnp/run/navigation*.py
+        from .navigation_cli import train
+        return train(args)
+    from .navigation_cli import NAV_ONLY, refuse
+    refuse(args, NAV_ONLY, args.task)           # --estimator etc. mean nothing here
     keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
             "iterations", "hidden", "activation", "optimizer", "init", "seed", "backend",
             "checkpoint_every", "eval_every", "ways", "data_dir", "lam", "cg_steps",
