@@ -42,6 +42,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..nn.policy import PolicyPoint, mean_kl_points
+from ..nn.policy_factors import FactoredPoint, factors_apply
 from ..validation import as_float64, choice, positive_float, positive_int
 
 ESTIMATORS = ("maml", "lvc", "dice")
@@ -201,7 +202,7 @@ DAMPING = 1e-5      # cbfinn/maml_rl's reg_coeff of the Fisher-vector product
 
 
 def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, estimator="maml",
-                      threads=1):
+                      threads=1, factored=None):
     """v ↦ (1/T) Σ_i U_iᵀ F_i U_i v + damping · v, with the forward passes of every task
     computed once (a conjugate-gradient solve calls it ~10 times). damping > 0 keeps the
     product positive definite (the undamped one is singular where F is).
@@ -210,18 +211,27 @@ def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, esti
     computed, so the product is the exact Hessian of the mean post-update KL. "lvc" / "dice":
     U = I + α Ĥ with that estimator's curvature, the product autodiff gives when the KL is
     written through the LVC / DiCE inner surrogate (ProMP's and the JAX peer's form).
-    The tasks run on ``threads`` threads (the same bits at any count)."""
+    The tasks run on ``threads`` threads (the same bits at any count).
+
+    factored: None (default) uses the cached Jacobian factors (mamlnp/nn/policy_factors.py:
+    two (M × H × H) products per HVP or Fisher product instead of six and four) when the
+    policy has two hidden ReLU layers, else the general R-pass; False forces the R-pass
+    (the reference the factored products are tested against), True requires the factors."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     damping = positive_float("damping", damping)
     estimator = choice("estimator", estimator, ESTIMATORS)
     pre, post_obs = _pair(policy, pre, post_obs, "post_obs")
     threads = positive_int("threads", threads)
+    factored = _use_factors(policy, factored)
     def build(item):
         task, obs1 = item
         pt, theta1 = _inner(policy, theta, task, alpha)
         coeffs = score_coefficients(estimator, task[2] / task[2].shape[0], task[3])
-        return pt, coeffs, PolicyPoint(policy, theta1, obs1)
+        post_pt = PolicyPoint(policy, theta1, obs1)
+        if factored:
+            return FactoredPoint(pt), coeffs, FactoredPoint(post_pt)
+        return pt, coeffs, post_pt
     parts = _per_task(build, list(zip(pre, post_obs)), threads)
     def fvp(v):
         def one(part):
@@ -236,11 +246,24 @@ def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, esti
     return fvp
 
 
+def _use_factors(policy, factored):
+    """The ``factored`` option resolved to a bool (None: when the factors apply)."""
+    if factored is None:
+        return factors_apply(policy)
+    if factored not in (True, False):
+        raise InputError(f"factored: expected None, True or False, got {factored!r}")
+    if factored and not factors_apply(policy):
+        raise InputError(f"factored: the Jacobian-factor products need two hidden ReLU layers "
+                         f"(sizes (D, H1, H2, A), activation 'relu'), got {policy!r}")
+    return factored
+
+
 def meta_fvp(policy, theta, pre, post_obs, alpha, v, damping=DAMPING, estimator="maml",
-             threads=1):
+             threads=1, factored=None):
     """(1/T) Σ_i U_iᵀ F_i U_i v + damping · v: the Hessian of the mean post-update KL at θ
     (``meta_fvp_operator`` for ``estimator``)."""
-    fvp = meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping, estimator, threads)
+    fvp = meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping, estimator, threads,
+                            factored)
     return fvp(policy.check_theta(v, "v"))
 
 

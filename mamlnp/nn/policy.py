@@ -207,21 +207,28 @@ class PolicyPoint:
         low-variance and DiCE curvatures add (mamlnp/meta/rl.py)."""
         if self._bp is None:
             raise InputError("hvp: call vjp(c) first (the HVP is of Σ c_m log π_m)")
-        c, deltas = self._bp
+        _, deltas = self._bp
         Pm = self.policy.num_mean_params
-        vr = v[Pm:]                                                        # v_ρ (A,)
         V, Rmu, rimages = self._rforward(v)
+        out = np.empty(self.policy.num_params)
+        Rd_mu, out[Pm:] = self._output_r(Rmu, v, score_coeffs)
+        self.policy.net._rbackprop(self.caches, deltas, rimages, V, Rd_mu, out[:Pm])
+        return out
+
+    def _output_r(self, Rmu, v, score_coeffs=None):
+        """The output end of the HVP along v, given Rμ = J_μ v_φ (M, A):
+        (R{c ⊙ d_μ} (+ e ⊙ d_μ) (M, A) to backpropagate, the ρ block (A,))."""
+        c = self._bp[0]
+        vr = v[self.policy.num_mean_params:]                               # v_ρ (A,)
         # R{c ⊙ d_μ} = c ⊙ (−e^{−2ρ} Rμ − 2 d_μ v_ρ)                               (M, A)
         Rd_mu = c[:, None] * (-self.inv_var * Rmu - 2.0 * self.d_mu * vr)
         # R{Σ c d_ρ} = Σ_m c_m (−2 d_μ Rμ − 2 (d_ρ + 1) v_ρ)                           (A,)
-        out = np.empty(self.policy.num_params)
-        out[Pm:] = c @ (-2.0 * self.d_mu * Rmu - 2.0 * (self.d_rho + 1.0) * vr)
+        out_rho = c @ (-2.0 * self.d_mu * Rmu - 2.0 * (self.d_rho + 1.0) * vr)
         if score_coeffs is not None:
             e = score_coeffs(self._q(Rmu, v))                              # (M,)
             Rd_mu = Rd_mu + e[:, None] * self.d_mu
-            out[Pm:] += e @ self.d_rho
-        self.policy.net._rbackprop(self.caches, deltas, rimages, V, Rd_mu, out[:Pm])
-        return out
+            out_rho = out_rho + e @ self.d_rho
+        return Rd_mu, out_rho
 
     def fisher_vp(self, v):
         """F v = (1/M) Σ_m [J_μᵀ (e^{−2ρ} ⊙ Rμ) ; 2 v_ρ]: the Fisher information of π at θ

@@ -1,0 +1,113 @@
+"""The Jacobian-factor products of a two-hidden-layer ReLU policy (mamlnp/nn/policy_factors.py)
+against the general R-pass (mamlnp/nn/policy.py), and the meta Fisher-vector product they
+serve (mamlnp/meta/rl.py, ``factored``) against its general path and finite differences.
+
+Dimension legend: M samples, D observation entries, A action entries, P parameters.
+"""
+import numpy as np
+import pytest
+
+from mamlnp import GaussianPolicy, InputError
+from mamlnp.check import rlcheck
+from mamlnp.meta import rl
+from mamlnp.nn.policy import PolicyPoint
+from mamlnp.nn.policy_factors import FactoredPoint, factors_apply
+
+SIZES = [(2, 7, 5, 2), (3, 6, 4, 1), (1, 9, 8, 3)]
+
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _point(sizes, seed=0, m=40):
+    """A pre-update point with vjp weights c: θ perturbed so both ReLU layers have units on
+    and off (biases non-zero), episodes of 10 steps for dice."""
+    policy = GaussianPolicy(sizes, "relu")
+    rng = np.random.default_rng(seed)
+    theta = policy.init(seed) + 0.3 * rng.standard_normal(policy.num_params)
+    obs = rng.uniform(-1, 1, (m, sizes[0]))
+    act = rng.standard_normal((m, sizes[-1]))
+    c = rng.standard_normal(m) / m
+    pt = PolicyPoint(policy, theta, obs, act)
+    pt.vjp(c)
+    return policy, pt, c, np.arange(0, m + 1, 10), rng
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_factored_products_match_the_r_pass(sizes):
+    policy, pt, c, starts, rng = _point(sizes)
+    fp = FactoredPoint(pt)
+    assert 0 < fp.s1.mean() < 1 and 0 < fp.s2.mean() < 1        # ReLU units on and off
+    errs = {}
+    for k in range(3):
+        v = rng.standard_normal(policy.num_params)
+        errs[f"fisher {k}"] = _rel(fp.fisher_vp(v), pt.fisher_vp(v))
+        for est in rl.ESTIMATORS:
+            coeffs = rl.score_coefficients(est, c, starts)
+            errs[f"hvp {est} {k}"] = _rel(fp.hvp(v, coeffs), pt.hvp(v, coeffs))
+    for name, e in errs.items():
+        print(f"{sizes} {name:<12} rel err {e:.1e}")
+    assert max(errs.values()) < 1e-12
+
+
+def test_factored_point_needs_weights_for_the_hvp():
+    policy, pt, _, _, rng = _point((2, 7, 5, 2))
+    bare = FactoredPoint(PolicyPoint(policy, pt.theta, pt.obs, pt.actions))
+    v = rng.standard_normal(policy.num_params)
+    assert _rel(bare.fisher_vp(v), pt.fisher_vp(v)) < 1e-12    # the Fisher needs no weights
+    with pytest.raises(InputError, match="vjp"):
+        bare.hvp(v)
+
+
+def test_which_policies_take_the_factors():
+    assert factors_apply(GaussianPolicy((2, 100, 100, 2), "relu"))
+    assert not factors_apply(GaussianPolicy((2, 100, 100, 2), "tanh"))
+    assert not factors_apply(GaussianPolicy((2, 8, 8, 8, 2), "relu"))
+    assert not factors_apply(GaussianPolicy((2, 8, 2), "relu"))
+
+
+@pytest.fixture(scope="module")
+def relu_case():
+    return rlcheck.draw_rl_case(3, "relu", tasks=3)
+
+
+@pytest.mark.parametrize("estimator", rl.ESTIMATORS)
+def test_meta_fvp_factored_matches_general(relu_case, estimator):
+    policy, theta, pre, post, alpha = relu_case
+    obs1 = [q[0] for q in post]
+    rng = np.random.default_rng(1)
+    general = rl.meta_fvp_operator(policy, theta, pre, obs1, alpha, estimator=estimator,
+                                   factored=False)
+    fast = rl.meta_fvp_operator(policy, theta, pre, obs1, alpha, estimator=estimator,
+                                factored=True)
+    default = rl.meta_fvp_operator(policy, theta, pre, obs1, alpha, estimator=estimator)
+    for _ in range(3):                                   # the operator is reused, as in CG
+        v = rng.standard_normal(policy.num_params)
+        e = _rel(fast(v), general(v))
+        print(f"meta FVP {estimator}: factored vs R-pass rel err {e:.1e}")
+        assert e < 1e-12
+        assert np.array_equal(default(v), fast(v))       # the default takes the factors
+
+
+def test_meta_fvp_factored_matches_fd_and_threads(relu_case):
+    policy, theta, pre, post, alpha = relu_case
+    rows = rlcheck.fvp_rows(policy, theta, pre, post, alpha, "relu (factored)")
+    for r in rows:
+        print(f"{r.label:<40} rel err {r.rel_err:.2e}")
+    assert all(r.passed for r in rows)
+    obs1 = [q[0] for q in post]
+    v = np.random.default_rng(2).standard_normal(policy.num_params)
+    one = rl.meta_fvp(policy, theta, pre, obs1, alpha, v, estimator="lvc", threads=1)
+    two = rl.meta_fvp(policy, theta, pre, obs1, alpha, v, estimator="lvc", threads=2)
+    assert np.array_equal(one, two)
+
+
+def test_factored_option_bad_input(relu_case):
+    policy, theta, pre, post, alpha = relu_case
+    obs1 = [q[0] for q in post]
+    with pytest.raises(InputError, match="factored"):
+        rl.meta_fvp_operator(policy, theta, pre, obs1, alpha, factored="yes")
+    tanh = GaussianPolicy(policy.sizes, "tanh")
+    with pytest.raises(InputError, match="two hidden ReLU layers"):
+        rl.meta_fvp_operator(tanh, theta, pre, obs1, alpha, factored=True)
