@@ -20,44 +20,60 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-def _point(sizes, seed=0, m=40):
-    """A pre-update point with vjp weights c: θ perturbed so both ReLU layers have units on
-    and off (biases non-zero), episodes of 10 steps for dice."""
+def _points(sizes, seed=0, m=40):
+    """The general and the factored point at one θ with vjp weights c (their gradients, rel.
+    error printed): θ perturbed so both ReLU layers have units on and off, episodes of 10."""
     policy = GaussianPolicy(sizes, "relu")
     rng = np.random.default_rng(seed)
     theta = policy.init(seed) + 0.3 * rng.standard_normal(policy.num_params)
     obs = rng.uniform(-1, 1, (m, sizes[0]))
     act = rng.standard_normal((m, sizes[-1]))
     c = rng.standard_normal(m) / m
-    pt = PolicyPoint(policy, theta, obs, act)
-    pt.vjp(c)
-    return policy, pt, c, np.arange(0, m + 1, 10), rng
+    pt, fp = PolicyPoint(policy, theta, obs, act), FactoredPoint(policy, theta, obs, act)
+    for name in ("mu", "log_prob", "d_mu", "d_rho"):
+        e = _rel(getattr(fp, name), getattr(pt, name))
+        print(f"{sizes} {name:<12} rel err {e:.1e}")
+        assert e < 1e-13
+    e = _rel(fp.vjp(c), pt.vjp(c))
+    print(f"{sizes} vjp          rel err {e:.1e}")
+    assert e < 1e-12
+    return policy, pt, fp, c, np.arange(0, m + 1, 10), rng
 
 
 @pytest.mark.parametrize("sizes", SIZES)
-def test_factored_products_match_the_r_pass(sizes):
-    policy, pt, c, starts, rng = _point(sizes)
-    fp = FactoredPoint(pt)
+def test_factored_point_matches_the_general_one(sizes):
+    policy, pt, fp, c, starts, rng = _points(sizes)
     assert 0 < fp.s1.mean() < 1 and 0 < fp.s2.mean() < 1        # ReLU units on and off
     errs = {}
-    for k in range(3):
-        v = rng.standard_normal(policy.num_params)
-        errs[f"fisher {k}"] = _rel(fp.fisher_vp(v), pt.fisher_vp(v))
+    V = rng.standard_normal((3, policy.num_params))
+    for k, v in enumerate(V):                                   # the passes written out
+        errs[f"jvp {k}"] = _rel(fp.jvp(v), pt.jvp(v))
         for est in rl.ESTIMATORS:
             coeffs = rl.score_coefficients(est, c, starts)
             errs[f"hvp {est} {k}"] = _rel(fp.hvp(v, coeffs), pt.hvp(v, coeffs))
+    fp.factorize()
+    for k, v in enumerate(V):                                   # through the factors
+        errs[f"fisher {k}"] = _rel(fp.fisher_vp(v), pt.fisher_vp(v))
+        for est in rl.ESTIMATORS:
+            coeffs = rl.score_coefficients(est, c, starts)
+            errs[f"factored hvp {est} {k}"] = _rel(fp.hvp(v, coeffs), pt.hvp(v, coeffs))
     for name, e in errs.items():
-        print(f"{sizes} {name:<12} rel err {e:.1e}")
+        print(f"{sizes} {name:<18} rel err {e:.1e}")
     assert max(errs.values()) < 1e-12
 
 
-def test_factored_point_needs_weights_for_the_hvp():
-    policy, pt, _, _, rng = _point((2, 7, 5, 2))
-    bare = FactoredPoint(PolicyPoint(policy, pt.theta, pt.obs, pt.actions))
+def test_factored_point_without_weights():
+    policy, pt, fp, _, _, rng = _points((2, 7, 5, 2))
+    bare = FactoredPoint(policy, pt.theta, pt.obs, pt.actions)
     v = rng.standard_normal(policy.num_params)
     assert _rel(bare.fisher_vp(v), pt.fisher_vp(v)) < 1e-12    # the Fisher needs no weights
+    assert bare.K is None and bare.d1 is not None
     with pytest.raises(InputError, match="vjp"):
         bare.hvp(v)
+    obs_only = FactoredPoint(policy, pt.theta, pt.obs)
+    assert _rel(obs_only.mu, pt.mu) < 1e-13
+    with pytest.raises(InputError, match="actions"):
+        obs_only.vjp(np.ones(len(pt.obs)))
 
 
 def test_which_policies_take_the_factors():
@@ -88,6 +104,19 @@ def test_meta_fvp_factored_matches_general(relu_case, estimator):
         print(f"meta FVP {estimator}: factored vs R-pass rel err {e:.1e}")
         assert e < 1e-12
         assert np.array_equal(default(v), fast(v))       # the default takes the factors
+
+
+@pytest.mark.parametrize("estimator", rl.ESTIMATORS)
+def test_meta_gradient_and_line_search_factored_match_general(relu_case, estimator):
+    policy, theta, pre, post, alpha = relu_case
+    o0, g0 = rl.rl_meta_gradient(policy, theta, pre, post, alpha, estimator, factored=False)
+    o1, g1 = rl.rl_meta_gradient(policy, theta, pre, post, alpha, estimator)
+    print(f"meta-gradient {estimator}: written out vs R-pass rel err {_rel(g1, g0):.1e}")
+    assert abs(o1 - o0) < 1e-14 and _rel(g1, g0) < 1e-12
+    theta_new = theta + 1e-2 * g0
+    fns = [rl.line_search_fns(policy, theta, pre, post, alpha, factored=f) for f in (False, None)]
+    assert fns[1][0](theta_new) == pytest.approx(fns[0][0](theta_new), rel=1e-13, abs=1e-15)
+    assert fns[1][1](theta_new) == pytest.approx(fns[0][1](theta_new), rel=1e-10, abs=1e-17)
 
 
 def test_meta_fvp_factored_matches_fd_and_threads(relu_case):

@@ -119,10 +119,16 @@ def _per_task(fn, items, threads=1):
 # ---- the inner step ------------------------------------------------------------------------
 
 
-def _inner(policy, theta, task, alpha):
-    """(pre-update point with Σ c log π's deltas kept, θ′)."""
+def _point_class(policy, factored=None):
+    """FactoredPoint (two hidden ReLU layers, the passes written out; mamlnp/nn/policy_factors.py)
+    when it applies and ``factored`` is not False, else the general PolicyPoint."""
+    return FactoredPoint if _use_factors(policy, factored) else PolicyPoint
+
+
+def _inner(policy, theta, task, alpha, cls=PolicyPoint):
+    """(pre-update point of class ``cls`` with Σ c log π's deltas kept, θ′)."""
     obs, act, adv, _ = task
-    pt = PolicyPoint(policy, theta, obs, act)
+    pt = cls(policy, theta, obs, act)
     g = pt.vjp(adv / adv.shape[0])                         # Σ_m c_m ∇ log π_m   (P,)
     return pt, theta + alpha * g
 
@@ -131,7 +137,8 @@ def inner_step(policy, theta, pre, alpha):
     """θ′ = θ + α ∇_θ (1/M) Σ_m Â_m log π_θ(a_m|s_m) for one task's samples ``pre``."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
-    return _inner(policy, theta, check_samples(policy, pre, "pre"), alpha)[1]
+    return _inner(policy, theta, check_samples(policy, pre, "pre"), alpha,
+                  _point_class(policy))[1]
 
 
 # ---- the estimators' curvature ------------------------------------------------------------
@@ -167,28 +174,33 @@ def score_coefficients(estimator, c, starts):
 # ---- the meta-gradient -----------------------------------------------------------------------
 
 
-def _task_meta_gradient(policy, theta, pre, post, alpha, estimator):
-    """(objective, (I + α Ĥ) g′) of one task."""
-    pt, theta1 = _inner(policy, theta, pre, alpha)
+def _task_meta_gradient(policy, theta, pre, post, alpha, estimator, cls):
+    """(objective, (I + α Ĥ) g′) of one task, its points of class ``cls``."""
+    pt, theta1 = _inner(policy, theta, pre, alpha, cls)
     obs1, act1, adv1, _ = post
     c1 = adv1 / adv1.shape[0]
-    post_pt = PolicyPoint(policy, theta1, obs1, act1)
+    post_pt = cls(policy, theta1, obs1, act1)
     g1 = post_pt.vjp(c1)                                                    # g′ (P,)
     c = pre[2] / pre[2].shape[0]
     coeffs = score_coefficients(estimator, c, pre[3])
     return float(c1 @ post_pt.log_prob), g1 + alpha * pt.hvp(g1, coeffs)
 
 
-def rl_meta_gradient(policy, theta, pre, post, alpha, estimator="dice", threads=1):
+def rl_meta_gradient(policy, theta, pre, post, alpha, estimator="dice", threads=1,
+                     factored=None):
     """(objective, gradient (P,)): the post-update surrogate (1/T) Σ_i mean_m′ Â′ log π_θ′_i
     and the estimator's meta-gradient, ``estimator`` in "maml" | "lvc" | "dice"; the tasks
-    on ``threads`` threads (the same bits at any count)."""
+    on ``threads`` threads (the same bits at any count). ``factored``: None (default) runs
+    a two-hidden-layer ReLU policy's passes written out (mamlnp/nn/policy_factors.py), False
+    the general R-pass, True requires the former."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     estimator = choice("estimator", estimator, ESTIMATORS)
     pre, post = _pair(policy, pre, post)
+    cls = _point_class(policy, factored)
     parts = _per_task(lambda ab: _task_meta_gradient(policy, theta, ab[0], ab[1], alpha,
-                                                     estimator), list(zip(pre, post)), threads)
+                                                     estimator, cls), list(zip(pre, post)),
+                      threads)
     obj, grad = 0.0, np.zeros(policy.num_params)
     for o, g in parts:
         obj, grad = obj + o, grad + g
@@ -223,14 +235,14 @@ def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, esti
     estimator = choice("estimator", estimator, ESTIMATORS)
     pre, post_obs = _pair(policy, pre, post_obs, "post_obs")
     threads = positive_int("threads", threads)
-    factored = _use_factors(policy, factored)
+    cls = _point_class(policy, factored)
     def build(item):
         task, obs1 = item
-        pt, theta1 = _inner(policy, theta, task, alpha)
+        pt, theta1 = _inner(policy, theta, task, alpha, cls)
         coeffs = score_coefficients(estimator, task[2] / task[2].shape[0], task[3])
-        post_pt = PolicyPoint(policy, theta1, obs1)
-        if factored:
-            return FactoredPoint(pt), coeffs, FactoredPoint(post_pt)
+        post_pt = cls(policy, theta1, obs1)
+        if cls is FactoredPoint:                # the fixed products, once for the whole solve
+            pt.factorize(), post_pt.factorize()
         return pt, coeffs, post_pt
     parts = _per_task(build, list(zip(pre, post_obs)), threads)
     def fvp(v):
@@ -278,20 +290,22 @@ def mean_kl(policy, old_thetas, new_thetas, post_obs):
     return float(np.mean(kls))
 
 
-def line_search_fns(policy, theta, pre, post, alpha, threads=1):
+def line_search_fns(policy, theta, pre, post, alpha, threads=1, factored=None):
     """(surrogate_fn, kl_fn) of meta-TRPO's line search, both of a candidate θ_new:
 
       surrogate(θ_new) = (1/T) Σ_i mean_m′ Â′ exp(log π_θ′new_i − log π_θ′old_i)  (maml_rl's)
       kl(θ_new)        = mean KL between π_θ′old_i and π_θ′new_i on the post observations
 
-    θ′new_i = inner_step(θ_new, pre_i); the last candidate's adapted points are reused."""
+    θ′new_i = inner_step(θ_new, pre_i); the last candidate's adapted points are reused.
+    ``factored`` as in ``rl_meta_gradient``."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     pre, post = _pair(policy, pre, post)
     threads = positive_int("threads", threads)
+    cls = _point_class(policy, factored)
     def points(th):
-        return _per_task(lambda ab: PolicyPoint(policy, _inner(policy, th, ab[0], alpha)[1],
-                                                ab[1][0], ab[1][1]), list(zip(pre, post)), threads)
+        return _per_task(lambda ab: cls(policy, _inner(policy, th, ab[0], alpha, cls)[1],
+                                        ab[1][0], ab[1][1]), list(zip(pre, post)), threads)
     old, memo = points(theta), {}
     def adapted(theta_new):
         key = theta_new.tobytes()

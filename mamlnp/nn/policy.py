@@ -154,7 +154,7 @@ class PolicyPoint:
         Pm = policy.num_mean_params
         self.log_std = theta[Pm:]                                          # ρ (A,)
         self.inv_var = np.exp(-2.0 * self.log_std)                         # e^{−2ρ} (A,)
-        self.mu, self.caches = policy.net._forward(theta[:Pm], obs)        # (M, A)
+        self.mu = self._mean_forward(theta[:Pm], obs)                      # (M, A)
         if not np.isfinite(self.mu).all():
             raise InputError("theta: the policy's mean is NaN or infinite on these "
                              "observations (expected finite outputs; diverged parameters?)")
@@ -169,6 +169,11 @@ class PolicyPoint:
                 raise InputError("theta: the policy's log-likelihood of these actions is not "
                                  "finite (expected finite means and log-std; diverged parameters?)")
 
+    def _mean_forward(self, phi, obs):
+        """μ_φ(obs) (M, A), keeping the mean network's caches."""
+        mu, self.caches = self.policy.net._forward(phi, obs)
+        return mu
+
     def _need_actions(self):
         if self.actions is None:
             raise InputError("actions: this call needs the actions (the point was built "
@@ -179,10 +184,14 @@ class PolicyPoint:
         self._need_actions()
         P, Pm = self.policy.num_params, self.policy.num_mean_params
         grad = np.empty(P)
-        deltas = self.policy.net._backprop(self.caches, c[:, None] * self.d_mu, grad[:Pm])
+        deltas = self._backprop(c[:, None] * self.d_mu, grad[:Pm])
         grad[Pm:] = c @ self.d_rho                                         # (A,) = (M,)(M, A)
         self._bp = (c, deltas)
         return grad
+
+    def _backprop(self, d, out):
+        """J_μᵀ d into out (P_μ,) for output weights d (M, A); returns the deltas."""
+        return self.policy.net._backprop(self.caches, d, out)
 
     def _rforward(self, v):
         """R-images along v: (V blocks of φ, Rμ (M, A), (Rhs, Rzs, Rus))."""
@@ -236,6 +245,6 @@ class PolicyPoint:
         Pm = self.policy.num_mean_params
         _, Rmu, _ = self._rforward(v)
         out = np.empty(self.policy.num_params)
-        self.policy.net._backprop(self.caches, Rmu * (self.inv_var / self.mu.shape[0]), out[:Pm])
+        self._backprop(Rmu * (self.inv_var / self.mu.shape[0]), out[:Pm])
         out[Pm:] = 2.0 * v[Pm:]
         return out

@@ -1,134 +1,184 @@
-"""The Gaussian policy's products through cached Jacobian factors: two hidden ReLU layers.
+"""The Gaussian policy with two hidden ReLU layers: its passes written out, and its products
+through cached Jacobian factors.
 
 Dimension legend: M samples, D observation entries, H1, H2 hidden units, A action entries,
-P parameters; i ∈ 0…D runs over the entries of x̃ = [x, 1], j over actions, k over H1,
-l over H2.
+P_μ mean-network parameters; i ∈ 0…D runs over the entries of x̃ = [x, 1], j over actions,
+k over H1, l over H2.
 
-A meta-TRPO conjugate-gradient solve multiplies by U = I + α Ĥ (pre-update samples) and by
-the Fisher F′ (post-update samples) ~20 and ~10 times at ONE θ. The general R-pass
-(``PolicyPoint.hvp``, ``fisher_vp``) pays six and four (M × H × H) matrix products per call.
-For the navigation policy, sizes (D, H1, H2, A) with D and A tiny and ReLU (σ″ = 0), every
-product whose two factors stay fixed during the solve is computed once, and a call pays
-two: h̃1 Ṽ2 and h̃1ᵀ R{dz2}. With every layer written z = h̃ W̃ (h̃ = [h, 1], W̃ = [W; b],
-exactly θ's block layout), s1 = 1[z1 > 0], s2 = 1[z2 > 0]:
+``FactoredPoint`` is a ``PolicyPoint`` (mamlnp/nn/policy.py: same log π, scores, vjp, jvp,
+hvp, fisher_vp, to rounding) for sizes (D, H1, H2, A), activation ReLU. Every layer is one
+product z = h̃ W̃ with h̃ = [h, 1] and W̃ = [W; b] (exactly θ's block layout), the ReLU
+masks s1 = 1[z1 > 0], s2 = 1[z2 > 0] are kept, and since σ″ = 0 the R-pass has no σ″ terms:
+
+    forward     z1 = x̃ W̃1,  h1 = s1 ⊙ z1,  z2 = h̃1 W̃2,  h2 = s2 ⊙ z2,  μ = h̃2 W̃3
+    backprop    G̃3 = h̃2ᵀ d,  dz2 = s2 ⊙ d W3ᵀ,  G̃2 = h̃1ᵀ dz2,  dz1 = s1 ⊙ dz2 W2ᵀ,  G̃1 = x̃ᵀ dz1
+    R-forward   Rh1 = s1 ⊙ x̃ Ṽ1,  Rh2 = s2 ⊙ (Rh1 W2 + h̃1 Ṽ2),  Rμ = Rh2 W3 + h̃2 Ṽ3
+    R-backward  (d = c ⊙ d_μ, r = R{d} from ``PolicyPoint._output_r``)
+                G̃3 = h̃2ᵀ r + [Rh2ᵀ d; 0],  R{dz2} = s2 ⊙ (r W3ᵀ + d V3ᵀ),
+                G̃2 = h̃1ᵀ R{dz2} + [Rh1ᵀ dz2; 0],  G̃1 = x̃ᵀ (s1 ⊙ (R{dz2} W2ᵀ + dz2 V2ᵀ))
+
+(six (M × H × H) products per HVP, four per Fisher product). A meta-TRPO conjugate-gradient
+solve multiplies ~30 times at ONE point; ``factorize()`` then computes, once, every product
+whose two factors stay fixed, and an HVP or Fisher product pays two: h̃1 Ṽ2 and h̃1ᵀ (·):
 
     δ2_j = s2 ⊙ W3_jᵀ = ∂μ_j/∂z2 (M, H2),    δ1_j = s1 ⊙ (δ2_j W2ᵀ) = ∂μ_j/∂z1 (M, H1)
-    JVP   Rz1 = x̃ Ṽ1,  Rμ_j = Rz1·δ1_j + (h̃1 Ṽ2)·δ2_j + h̃2 Ṽ3_j       (row-wise dots)
+    JVP   Rμ_j = (x̃ Ṽ1)·δ1_j + (h̃1 Ṽ2)·δ2_j + h̃2 Ṽ3_j                    (row-wise dots)
     VJP   Jᵀy:  G̃3 = h̃2ᵀ y,  G̃2 = h̃1ᵀ (Σ_j y_j δ2_j),  G̃1 = x̃ᵀ (Σ_j y_j δ1_j)
-
-For the HVP of Σ_m c_m log π_m (d = c ⊙ d_μ (M, A), the backprop delta; r = R{d} from
-``PolicyPoint._output_r``) the R-backward of the ReLU network is
-
-    R{dz2} = s2 ⊙ (r W3ᵀ + d V3ᵀ)                                              (M, H2)
-    G̃3 = h̃2ᵀ r + [Rh2ᵀ d; 0],   G̃2 = h̃1ᵀ R{dz2} + [Rh1ᵀ dz2; 0]
-    G̃1 = x̃ᵀ (s1 ⊙ (R{dz2} W2ᵀ + dz2 V2ᵀ))
-
-and the terms with a fixed factor on each side go through the (D+1)·A fixed matrices
-
     K[i, j] = (s1 ⊙ x̃_i)ᵀ (s2 ⊙ d_j)   (H1, H2),     C[i] = Σ_j K[i, j] ⊙ W3_jᵀ  (H1, H2)
-    Rh1ᵀ dz2 = Σ_i Ṽ1_i ⊙ C[i]          (Rh1 = s1 ⊙ Rz1, dz2 = s2 ⊙ d W3ᵀ)
-    (s2 ⊙ Rh1 W2)ᵀ d = [Σ_{i,k} Ṽ1_ik W2_kl K[i,j]_kl]_{l, j}
-    x̃ᵀ (s1 ⊙ dz2 V2ᵀ) = [Σ_l V2_kl C[i]_kl]_{i, k}
-    x̃ᵀ (s1 ⊙ (s2 ⊙ d V3ᵀ) W2ᵀ) = [Σ_{j,l} W2_kl V3_lj K[i,j]_kl]_{i, k}
-    x̃ᵀ (s1 ⊙ (s2 ⊙ r W3ᵀ) W2ᵀ) = x̃ᵀ Σ_j r_j δ1_j
+    Rh1ᵀ dz2 = Σ_i Ṽ1_i ⊙ C[i]                       (s2 ⊙ Rh1 W2)ᵀ d = [Σ_{i,k} Ṽ1_ik W2_kl K[i,j]_kl]_{l,j}
+    x̃ᵀ(s1 ⊙ dz2 V2ᵀ) = [Σ_l V2_kl C[i]_kl]_{i,k}     x̃ᵀ(s1 ⊙ (s2 ⊙ d V3ᵀ) W2ᵀ) = [Σ_{j,l} W2_kl V3_lj K[i,j]_kl]_{i,k}
+    x̃ᵀ(s1 ⊙ (s2 ⊙ r W3ᵀ) W2ᵀ) = x̃ᵀ Σ_j r_j δ1_j
 
-Set-up: A products for δ1 (and (D+1)·A for K on a point with weights c). Same results as
-the general R-pass to rounding (tests/test_policy.py); derivation:
+Set-up: A products for δ1, (D+1)·A for K (only on a point with vjp weights c). Tested
+against ``PolicyPoint`` (tests/test_policy_factors.py); derivation:
 docs/derivations/policy-gradient.md.
 """
 import numpy as np
 
 from ..errors import InputError
+from ..validation import check_memory
+from .policy import PolicyPoint
 
 
 def factors_apply(policy):
-    """True when the Jacobian-factor products hold: two hidden layers, ReLU."""
+    """True when ``FactoredPoint`` serves the policy: two hidden layers, ReLU."""
     return len(policy.sizes) == 4 and policy.activation == "relu"
 
 
-def _ones_column(h):
-    """h̃ = [h, 1]: (M, n) -> (M, n + 1)."""
-    return np.concatenate([h, np.ones((h.shape[0], 1))], axis=1)
+def _relu_ones(z):
+    """(h̃ = [max(z, 0), 1] (M, H+1), s = 1[z > 0] (M, H))."""
+    s = (z > 0.0).astype(float)
+    h = np.empty((z.shape[0], z.shape[1] + 1))
+    np.multiply(z, s, out=h[:, :-1])
+    h[:, -1] = 1.0
+    return h, s
 
 
-class FactoredPoint:
-    """A ``PolicyPoint`` of a (D, H1, H2, A) ReLU policy with its Jacobian factors cached.
+class FactoredPoint(PolicyPoint):
+    """A ``PolicyPoint`` of a (D, H1, H2, A) ReLU policy: lean passes, Jacobian factors."""
 
-    point : the PolicyPoint (its forward caches; for ``hvp`` its last ``vjp`` weights c).
-    """
-
-    def __init__(self, point):
-        self.point = pt = point
-        policy = pt.policy
-        D, H1, H2, A = policy.sizes
-        th = pt.theta
-        o1, o2 = (D + 1) * H1, (D + 1) * H1 + (H1 + 1) * H2
-        self.cuts = (o1, o2, policy.num_mean_params)
-        self.W2 = th[o1:o2].reshape(H1 + 1, H2)[:H1]                       # (H1, H2)
-        self.W3 = th[o2:self.cuts[2]].reshape(H2 + 1, A)[:H2]              # (H2, A)
-        (_, (z1, _)), ((h1, _), (z2, _)), ((h2, _), _) = pt.caches
-        self.x = _ones_column(pt.obs)                                      # x̃ (M, D+1)
-        self.h1, self.h2 = _ones_column(h1), _ones_column(h2)             # h̃ (M, H+1)
-        self.s1, self.s2 = (z1 > 0).astype(float), (z2 > 0).astype(float)  # (M, H)
-        self.d1 = np.stack([self.s1 * ((self.s2 * self.W3[:, j]) @ self.W2.T)
-                            for j in range(A)])                            # δ1 (A, M, H1)
-        self.K = self.C = None
-        if pt._bp is not None:
-            d = pt._bp[0][:, None] * pt.d_mu                               # d = c ⊙ d_μ (M, A)
-            sx = [self.s1 * self.x[:, i:i + 1] for i in range(D + 1)]      # s1 ⊙ x̃_i (M, H1)
-            self.K = np.array([[sxi.T @ (self.s2 * d[:, j:j + 1]) for j in range(A)]
-                               for sxi in sx])                             # (D+1, A, H1, H2)
-            self.C = np.einsum("ijkl,lj->ikl", self.K, self.W3)            # (D+1, H1, H2)
-            self.d = d
+    def _mean_forward(self, phi, obs):
+        D, H1, H2, _ = self.policy.sizes
+        o1 = (D + 1) * H1
+        self.cuts = (o1, o1 + (H1 + 1) * H2, self.policy.num_mean_params)
+        W1, W2, W3 = self._blocks(phi)                                     # W̃1, W̃2, W̃3
+        self.W2, self.W3 = W2[:H1], W3[:H2]                                # (H1, H2), (H2, A)
+        self.x = np.empty((obs.shape[0], D + 1))
+        self.x[:, :D], self.x[:, D] = obs, 1.0                             # x̃ (M, D+1)
+        self.h1, self.s1 = _relu_ones(self.x @ W1)                         # (M, H1+1), (M, H1)
+        self.h2, self.s2 = _relu_ones(self.h1 @ W2)                        # (M, H2+1), (M, H2)
+        self.caches, self.d1, self.K = None, None, None
+        return self.h2 @ W3                                                # μ (M, A)
 
     def _blocks(self, v):
-        """Ṽ1 (D+1, H1), Ṽ2 (H1+1, H2), Ṽ3 (H2+1, A): views into v."""
+        """Ṽ1 (D+1, H1), Ṽ2 (H1+1, H2), Ṽ3 (H2+1, A): views into v (P_μ,) or (P,)."""
         o1, o2, o3 = self.cuts
-        H1, H2 = self.W2.shape
+        H1, H2 = self.policy.sizes[1:3]
         return (v[:o1].reshape(-1, H1), v[o1:o2].reshape(H1 + 1, H2),
                 v[o2:o3].reshape(H2 + 1, -1))
 
-    def _jvp(self, V1, V2, V3):
-        """(Rμ = J_μ v_φ (M, A), Rz1 (M, H1), s2 ⊙ h̃1 Ṽ2 (M, H2))."""
-        Rz1 = self.x @ V1                                                  # (M, H1)
+    def _backprop(self, d, out):
+        """J_μᵀ d into out (P_μ,); returns the deltas (d (M, A), dz2 (M, H2))."""
+        G1, G2, G3 = self._blocks(out)
+        G3[:] = self.h2.T @ d                                              # (H2+1, A)
+        dz2 = d @ self.W3.T
+        dz2 *= self.s2                                                     # (M, H2)
+        G2[:] = self.h1.T @ dz2                                            # (H1+1, H2)
+        dz1 = dz2 @ self.W2.T
+        dz1 *= self.s1                                                     # (M, H1)
+        G1[:] = self.x.T @ dz1                                             # (D+1, H1)
+        return d, dz2
+
+    # ---- the Jacobian factors ------------------------------------------------------------
+
+    def factorize(self):
+        """Compute δ1 and, after ``vjp(c)``, K and C (see the module docstring); -> self."""
+        (M, D1), (H1, H2), A = self.x.shape, self.W2.shape, self.W3.shape[1]
+        check_memory("obs", (M, D1 - 1), 8 * M * (A * H1 + D1 * H1 + A * H2),
+                     "the Jacobian factors δ1 (A, M, H1) and K's (M, (D+1)·H1), (M, A·H2)")
+        if self.d1 is None:
+            self.d1 = np.stack([self.s1 * ((self.s2 * w) @ self.W2.T)
+                                for w in self.W3.T])                       # δ1 (A, M, H1)
+        if self._bp is not None and self.K is None:
+            d = self._bp[1][0]                                             # c ⊙ d_μ (M, A)
+            sx = np.concatenate([self.s1 * xi[:, None] for xi in self.x.T], axis=1)
+            sd = np.concatenate([self.s2 * dj[:, None] for dj in d.T], axis=1)
+            K = (sx.T @ sd).reshape(D1, H1, A, H2)                         # one product
+            self.K = np.ascontiguousarray(K.transpose(0, 2, 1, 3))         # (D+1, A, H1, H2)
+            self.C = np.einsum("ijkl,lj->ikl", self.K, self.W3)            # (D+1, H1, H2)
+        return self
+
+    def _jvp_factored(self, V1, V2, V3):
+        """(Rμ = J_μ v_φ (M, A), s2 ⊙ h̃1 Ṽ2 (M, H2)) through δ1."""
         u2 = self.s2 * (self.h1 @ V2)                                      # (M, H2): a product
         Rmu = u2 @ self.W3 + self.h2 @ V3                                  # (M, A)
-        Rmu += np.einsum("mk,jmk->mj", Rz1, self.d1)                       # Rz1 · δ1_j
-        return Rmu, Rz1, u2
+        Rmu += np.einsum("mk,jmk->mj", self.x @ V1, self.d1)               # (x̃ Ṽ1) · δ1_j
+        return Rmu, u2
 
-    def _vjp(self, y, dz2, out):
-        """Jᵀ y into out[:P_μ] for output weights y (M, A), given dz2 = ∂/∂z2 (M, H2);
-        returns the three (h̃ᵀ ·) blocks as views to add to."""
+    def _vjp_factored(self, y, dz2, out):
+        """Jᵀ y into out (P_μ,) through δ1, given dz2 = s2 ⊙ y W3ᵀ (M, H2): the blocks."""
         G1, G2, G3 = self._blocks(out)
         G3[:] = self.h2.T @ y                                              # (H2+1, A)
         G2[:] = self.h1.T @ dz2                                            # (H1+1, H2): a product
         G1[:] = self.x.T @ np.einsum("mj,jmk->mk", y, self.d1)             # (D+1, H1)
         return G1, G2, G3
 
+    # ---- the products -------------------------------------------------------------------
+
+    def _rforward(self, v):
+        """(Ṽ blocks, Rμ (M, A), (Rh1 (M, H1), Rh2 (M, H2))): the R-forward, written out."""
+        V1, V2, V3 = V = self._blocks(v)
+        Rh1 = self.x @ V1
+        Rh1 *= self.s1                                                     # (M, H1)
+        Rh2 = Rh1 @ self.W2 + self.h1 @ V2
+        Rh2 *= self.s2                                                     # (M, H2)
+        return V, Rh2 @ self.W3 + self.h2 @ V3, (Rh1, Rh2)
+
     def fisher_vp(self, v):
-        """F v = (1/M) Σ_m [J_μᵀ (e^{−2ρ} ⊙ Rμ) ; 2 v_ρ]  (``PolicyPoint.fisher_vp``)."""
-        pt, Pm = self.point, self.cuts[2]
-        Rmu = self._jvp(*self._blocks(v))[0]
-        y = Rmu * (pt.inv_var / Rmu.shape[0])                              # (M, A)
+        """F v = (1/M) Σ_m [J_μᵀ (e^{−2ρ} ⊙ Rμ) ; 2 v_ρ] through δ1 (``PolicyPoint.fisher_vp``)."""
+        Pm = self.cuts[2]
+        Rmu = self.factorize()._jvp_factored(*self._blocks(v))[0]
+        y = Rmu * (self.inv_var / Rmu.shape[0])                            # (M, A)
         out = np.empty_like(v)
-        self._vjp(y, self.s2 * (y @ self.W3.T), out)
+        self._vjp_factored(y, self.s2 * (y @ self.W3.T), out)
         out[Pm:] = 2.0 * v[Pm:]
         return out
 
     def hvp(self, v, score_coeffs=None):
-        """Σ_m c_m ∇² log π_m v (+ Σ_m e_m ∇ log π_m, e = score_coeffs(q)): ``PolicyPoint.hvp``."""
-        if self.K is None:
-            raise InputError("hvp: build the FactoredPoint after the point's vjp(c) (the HVP "
-                             "is of Σ c_m log π_m)")
-        V1, V2, V3 = self._blocks(v)
-        Rmu, Rz1, u2 = self._jvp(V1, V2, V3)
+        """Σ_m c_m ∇² log π_m v (+ Σ_m e_m ∇ log π_m, e = score_coeffs(q)): ``PolicyPoint.hvp``,
+        through the factors after ``factorize()``, else the R-pass written out."""
+        if self._bp is None:
+            raise InputError("hvp: call vjp(c) first (the HVP is of Σ c_m log π_m)")
+        if self.K is not None:
+            return self._hvp_factored(v, score_coeffs)
+        d, dz2 = self._bp[1]
+        (V1, V2, V3), Rmu, (Rh1, Rh2) = self._rforward(v)
         out = np.empty_like(v)
-        r, out[self.cuts[2]:] = self.point._output_r(Rmu, v, score_coeffs)   # (M, A), (A,)
-        Rdz2 = self.s2 * (r @ self.W3.T + self.d @ V3[:-1].T)              # R{dz2} (M, H2)
-        G1, G2, G3 = self._vjp(r, Rdz2, out)
+        r, out[self.cuts[2]:] = self._output_r(Rmu, v, score_coeffs)       # (M, A), (A,)
+        G1, G2, G3 = self._blocks(out)
+        G3[:] = self.h2.T @ r
+        G3[:-1] += Rh2.T @ d                                               # (H2+1, A)
+        Rdz2 = r @ self.W3.T + d @ V3[:-1].T
+        Rdz2 *= self.s2                                                    # R{dz2} (M, H2)
+        G2[:] = self.h1.T @ Rdz2
+        G2[:-1] += Rh1.T @ dz2                                             # (H1+1, H2)
+        Rdz1 = Rdz2 @ self.W2.T + dz2 @ V2[:-1].T
+        Rdz1 *= self.s1                                                    # R{dz1} (M, H1)
+        G1[:] = self.x.T @ Rdz1                                            # (D+1, H1)
+        return out
+
+    def _hvp_factored(self, v, score_coeffs):
+        V1, V2, V3 = self._blocks(v)
+        Rmu, u2 = self._jvp_factored(V1, V2, V3)
+        out = np.empty_like(v)
+        r, out[self.cuts[2]:] = self._output_r(Rmu, v, score_coeffs)       # (M, A), (A,)
+        d = self._bp[1][0]
+        Rdz2 = r @ self.W3.T + d @ V3[:-1].T
+        Rdz2 *= self.s2                                                    # R{dz2} (M, H2)
+        G1, G2, G3 = self._vjp_factored(r, Rdz2, out)
         K, C, W2 = self.K, self.C, self.W2
-        G3[:-1] += u2.T @ self.d + np.einsum("ik,kl,ijkl->lj", V1, W2, K)   # Rh2ᵀ d
+        G3[:-1] += u2.T @ d + np.einsum("ik,kl,ijkl->lj", V1, W2, K)       # Rh2ᵀ d
         G2[:-1] += np.einsum("ik,ikl->kl", V1, C)                          # Rh1ᵀ dz2
         G1 += np.einsum("kl,ikl->ik", V2[:-1], C)                          # x̃ᵀ(s1 ⊙ dz2 V2ᵀ)
-        G1 += np.einsum("kl,lj,ijkl->ik", W2, V3[:-1], K)                  # x̃ᵀ(s1 ⊙ (s2⊙dV3ᵀ)W2ᵀ)
+        G1 += np.einsum("kl,lj,ijkl->ik", W2, V3[:-1], K)                  # x̃ᵀ(s1⊙(s2⊙dV3ᵀ)W2ᵀ)
         return out
