@@ -2,7 +2,7 @@
 implementation in the same run (optional).
 
     python benchmarks/bench_rl_derivatives.py [--tasks 20] [--steps 2000] [--rounds 3] [--reps 5]
-        [--threads 2] [--jax-python VENV/bin/python [--jax-script benchmarks/compare/navigation_jax.py]]
+        [--threads 2] [--jax-python VENV/bin/python [--jax-script compare/navigation_jax.py]]
 
 Dimension legend: T tasks, M timesteps per task before and after the update, P parameters.
 

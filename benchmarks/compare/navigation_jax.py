@@ -71,7 +71,8 @@ def make(alpha=0.5, estimator="lvc"):
     def log_prob(params, obs, act):
         mu, log_std = mean(params, obs), params[1]
         z = (act - mu) * jnp.exp(-log_std)
-        return -0.5 * jnp.sum(z * z, axis=1) - jnp.sum(log_std) - 0.5 * act.shape[1] * jnp.log(2 * jnp.pi)
+        return (-0.5 * jnp.sum(z * z, axis=1) - jnp.sum(log_std)
+                - 0.5 * act.shape[1] * jnp.log(2 * jnp.pi))
 
     def inner(params, obs, act, adv):
         lp = log_prob(params, obs, act)

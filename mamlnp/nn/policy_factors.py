@@ -11,7 +11,7 @@ product z = h̃ W̃ with h̃ = [h, 1] and W̃ = [W; b] (exactly θ's block layou
 masks s1 = 1[z1 > 0], s2 = 1[z2 > 0] are kept, and since σ″ = 0 the R-pass has no σ″ terms:
 
     forward     z1 = x̃ W̃1,  h1 = s1 ⊙ z1,  z2 = h̃1 W̃2,  h2 = s2 ⊙ z2,  μ = h̃2 W̃3
-    backprop    G̃3 = h̃2ᵀ d,  dz2 = s2 ⊙ d W3ᵀ,  G̃2 = h̃1ᵀ dz2,  dz1 = s1 ⊙ dz2 W2ᵀ,  G̃1 = x̃ᵀ dz1
+    backprop    G̃3 = h̃2ᵀ d, dz2 = s2 ⊙ d W3ᵀ, G̃2 = h̃1ᵀ dz2, dz1 = s1 ⊙ dz2 W2ᵀ, G̃1 = x̃ᵀ dz1
     R-forward   Rh1 = s1 ⊙ x̃ Ṽ1,  Rh2 = s2 ⊙ (Rh1 W2 + h̃1 Ṽ2),  Rμ = Rh2 W3 + h̃2 Ṽ3
     R-backward  (d = c ⊙ d_μ, r = R{d} from ``PolicyPoint._output_r``)
                 G̃3 = h̃2ᵀ r + [Rh2ᵀ d; 0],  R{dz2} = s2 ⊙ (r W3ᵀ + d V3ᵀ),
@@ -25,8 +25,10 @@ whose two factors stay fixed, and an HVP or Fisher product pays two: h̃1 Ṽ2 a
     JVP   Rμ_j = (x̃ Ṽ1)·δ1_j + (h̃1 Ṽ2)·δ2_j + h̃2 Ṽ3_j                    (row-wise dots)
     VJP   Jᵀy:  G̃3 = h̃2ᵀ y,  G̃2 = h̃1ᵀ (Σ_j y_j δ2_j),  G̃1 = x̃ᵀ (Σ_j y_j δ1_j)
     K[i, j] = (s1 ⊙ x̃_i)ᵀ (s2 ⊙ d_j)   (H1, H2),     C[i] = Σ_j K[i, j] ⊙ W3_jᵀ  (H1, H2)
-    Rh1ᵀ dz2 = Σ_i Ṽ1_i ⊙ C[i]                       (s2 ⊙ Rh1 W2)ᵀ d = [Σ_{i,k} Ṽ1_ik W2_kl K[i,j]_kl]_{l,j}
-    x̃ᵀ(s1 ⊙ dz2 V2ᵀ) = [Σ_l V2_kl C[i]_kl]_{i,k}     x̃ᵀ(s1 ⊙ (s2 ⊙ d V3ᵀ) W2ᵀ) = [Σ_{j,l} W2_kl V3_lj K[i,j]_kl]_{i,k}
+    Rh1ᵀ dz2 = Σ_i Ṽ1_i ⊙ C[i]
+    (s2 ⊙ Rh1 W2)ᵀ d = [Σ_{i,k} Ṽ1_ik W2_kl K[i,j]_kl]_{l,j}
+    x̃ᵀ(s1 ⊙ dz2 V2ᵀ) = [Σ_l V2_kl C[i]_kl]_{i,k}
+    x̃ᵀ(s1 ⊙ (s2 ⊙ d V3ᵀ) W2ᵀ) = [Σ_{j,l} W2_kl V3_lj K[i,j]_kl]_{i,k}
     x̃ᵀ(s1 ⊙ (s2 ⊙ r W3ᵀ) W2ᵀ) = x̃ᵀ Σ_j r_j δ1_j
 
 Set-up: A products for δ1, (D+1)·A for K (only on a point with vjp weights c). Tested
@@ -101,8 +103,8 @@ class FactoredPoint(PolicyPoint):
                                 for w in self.W3.T])                       # δ1 (A, M, H1)
         if self._bp is not None and self.K is None:
             d = self._bp[1][0]                                             # c ⊙ d_μ (M, A)
-            sx = np.concatenate([self.s1 * xi[:, None] for xi in self.x.T], axis=1)
-            sd = np.concatenate([self.s2 * dj[:, None] for dj in d.T], axis=1)
+            sx = (self.x[:, :, None] * self.s1[:, None, :]).reshape(M, -1)  # s1 ⊙ x̃_i (M, 3H1)
+            sd = (d[:, :, None] * self.s2[:, None, :]).reshape(M, -1)      # s2 ⊙ d_j (M, A·H2)
             K = (sx.T @ sd).reshape(D1, H1, A, H2)                         # one product
             self.K = np.ascontiguousarray(K.transpose(0, 2, 1, 3))         # (D+1, A, H1, H2)
             self.C = np.einsum("ijkl,lj->ikl", self.K, self.W3)            # (D+1, H1, H2)
