@@ -130,6 +130,9 @@ def test_meta_fvp_factored_matches_fd_and_threads(relu_case):
     one = rl.meta_fvp(policy, theta, pre, obs1, alpha, v, estimator="lvc", threads=1)
     two = rl.meta_fvp(policy, theta, pre, obs1, alpha, v, estimator="lvc", threads=2)
     assert np.array_equal(one, two)
+    one = rl.rl_meta_gradient(policy, theta, pre, post, alpha, "dice", threads=1)
+    two = rl.rl_meta_gradient(policy, theta, pre, post, alpha, "dice", threads=2)
+    assert one[0] == two[0] and np.array_equal(one[1], two[1])
 
 
 def test_factored_option_bad_input(relu_case):

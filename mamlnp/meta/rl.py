@@ -32,7 +32,11 @@ KL between the old and new post-update policies; its Hessian at the old θ is, e
 
 Every product runs on all M samples of a task at once (BLAS matrix products over the rows,
 no loop over timesteps); ``threads`` > 1 runs the tasks on that many threads, each task
-alone and the results summed in task order (the same bits at any thread count).
+alone and the results summed in task order (the same bits at any thread count). A policy
+with two hidden ReLU layers (the navigation policy) runs ``FactoredPoint``
+(mamlnp/nn/policy_factors.py: the passes written out, and in the FVP operator the Jacobian
+factors, two (M × H × H) products per HVP or Fisher product instead of six and four);
+``factored=False`` runs the general ``PolicyPoint``, the reference it is tested against.
 
 Derivation: docs/derivations/policy-gradient.md.
 """
