@@ -141,7 +141,7 @@ class FactoredPoint(PolicyPoint):
         Pm = self.cuts[2]
         Rmu = self.factorize()._jvp_factored(*self._blocks(v))[0]
         y = Rmu * (self.inv_var / Rmu.shape[0])                            # (M, A)
-        out = np.empty_like(v)
+        out = np.empty(v.shape)
         self._vjp_factored(y, self.s2 * (y @ self.W3.T), out)
         out[Pm:] = 2.0 * v[Pm:]
         return out
@@ -155,13 +155,12 @@ class FactoredPoint(PolicyPoint):
             return self._hvp_factored(v, score_coeffs)
         d, dz2 = self._bp[1]
         (V1, V2, V3), Rmu, (Rh1, Rh2) = self._rforward(v)
-        out = np.empty_like(v)
+        out = np.empty(v.shape)
         r, out[self.cuts[2]:] = self._output_r(Rmu, v, score_coeffs)       # (M, A), (A,)
         G1, G2, G3 = self._blocks(out)
         G3[:] = self.h2.T @ r
         G3[:-1] += Rh2.T @ d                                               # (H2+1, A)
-        Rdz2 = r @ self.W3.T + d @ V3[:-1].T
-        Rdz2 *= self.s2                                                    # R{dz2} (M, H2)
+        Rdz2 = self._rdz2(r, d, V3)
         G2[:] = self.h1.T @ Rdz2
         G2[:-1] += Rh1.T @ dz2                                             # (H1+1, H2)
         Rdz1 = Rdz2 @ self.W2.T + dz2 @ V2[:-1].T
@@ -169,15 +168,19 @@ class FactoredPoint(PolicyPoint):
         G1[:] = self.x.T @ Rdz1                                            # (D+1, H1)
         return out
 
+    def _rdz2(self, r, d, V3):
+        """R{dz2} = s2 ⊙ (r W3ᵀ + d V3ᵀ) (M, H2), as one product [r, d] [W3, V3]ᵀ."""
+        Rdz2 = np.concatenate([r, d], axis=1) @ np.concatenate([self.W3, V3[:-1]], axis=1).T
+        Rdz2 *= self.s2
+        return Rdz2
+
     def _hvp_factored(self, v, score_coeffs):
         V1, V2, V3 = self._blocks(v)
         Rmu, u2 = self._jvp_factored(V1, V2, V3)
-        out = np.empty_like(v)
+        out = np.empty(v.shape)
         r, out[self.cuts[2]:] = self._output_r(Rmu, v, score_coeffs)       # (M, A), (A,)
         d = self._bp[1][0]
-        Rdz2 = r @ self.W3.T + d @ V3[:-1].T
-        Rdz2 *= self.s2                                                    # R{dz2} (M, H2)
-        G1, G2, G3 = self._vjp_factored(r, Rdz2, out)
+        G1, G2, G3 = self._vjp_factored(r, self._rdz2(r, d, V3), out)
         K, C, W2 = self.K, self.C, self.W2
         G3[:-1] += u2.T @ d + np.einsum("ik,kl,ijkl->lj", V1, W2, K)       # Rh2ᵀ d
         G2[:-1] += np.einsum("ik,ikl->kl", V1, C)                          # Rh1ᵀ dz2
