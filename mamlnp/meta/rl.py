@@ -1,5 +1,6 @@
 """MAML for reinforcement learning: the inner policy-gradient step, the meta-policy-gradient
-estimators maml / lvc / dice, the exact meta Fisher-vector product and the mean KL.
+estimators maml / lvc / dice, the exact meta Fisher-vector product and the mean KL
+(``meta_trpo_fns``: all of one meta-TRPO iteration, each task's points computed once).
 
 Dimension legend: T tasks, M pre-update samples of a task, M′ post-update samples, D
 observation entries, A action entries, P parameters.
@@ -244,11 +245,21 @@ def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, esti
         task, obs1 = item
         pt, theta1 = _inner(policy, theta, task, alpha, cls)
         coeffs = score_coefficients(estimator, task[2] / task[2].shape[0], task[3])
-        post_pt = cls(policy, theta1, obs1)
-        if cls is FactoredPoint:                # the fixed products, once for the whole solve
-            pt.factorize(), post_pt.factorize()
-        return pt, coeffs, post_pt
-    parts = _per_task(build, list(zip(pre, post_obs)), threads)
+        return _factorized(pt, coeffs, cls(policy, theta1, obs1))
+    return _fvp_closure(_per_task(build, list(zip(pre, post_obs)), threads), alpha, damping,
+                        threads)
+
+
+def _factorized(pt, coeffs, post_pt):
+    """(pt, coeffs, post_pt) of one task's FVP, a FactoredPoint's fixed products computed
+    once for the whole solve (the post point's Fisher needs no cross products K)."""
+    if isinstance(pt, FactoredPoint):
+        pt.factorize(), post_pt.factorize(cross=False)
+    return pt, coeffs, post_pt
+
+
+def _fvp_closure(parts, alpha, damping, threads):
+    """v ↦ (1/T) Σ_i U_iᵀ F_i U_i v + damping · v over the tasks' (pt, coeffs, post_pt)."""
     def fvp(v):
         def one(part):
             pt, coeffs, post_pt = part
@@ -307,15 +318,24 @@ def line_search_fns(policy, theta, pre, post, alpha, threads=1, factored=None):
     pre, post = _pair(policy, pre, post)
     threads = positive_int("threads", threads)
     cls = _point_class(policy, factored)
-    def points(th):
-        return _per_task(lambda ab: cls(policy, _inner(policy, th, ab[0], alpha, cls)[1],
-                                        ab[1][0], ab[1][1]), list(zip(pre, post)), threads)
-    old, memo = points(theta), {}
+    return _line_search_closures(policy, pre, post, alpha, threads, cls,
+                                 _adapted_points(policy, theta, pre, post, alpha, threads, cls))
+
+
+def _adapted_points(policy, theta, pre, post, alpha, threads, cls):
+    """The post-update points at θ′_i = inner_step(θ, pre_i) on post_i's samples."""
+    return _per_task(lambda ab: cls(policy, _inner(policy, theta, ab[0], alpha, cls)[1],
+                                    ab[1][0], ab[1][1]), list(zip(pre, post)), threads)
+
+
+def _line_search_closures(policy, pre, post, alpha, threads, cls, old):
+    """(surrogate_fn, kl_fn) against the old post-update points ``old``."""
+    memo = {}
     def adapted(theta_new):
         key = theta_new.tobytes()
         if key not in memo:
             memo.clear()
-            memo[key] = points(theta_new)
+            memo[key] = _adapted_points(policy, theta_new, pre, post, alpha, threads, cls)
         return memo[key]
     def surrogate(theta_new):
         pts = adapted(policy.check_theta(theta_new, "theta_new"))
@@ -325,3 +345,38 @@ def line_search_fns(policy, theta, pre, post, alpha, threads=1, factored=None):
         pts = adapted(policy.check_theta(theta_new, "theta_new"))
         return float(np.mean([mean_kl_points(o, p) for p, o in zip(pts, old)]))
     return surrogate, kl
+
+
+# ---- one meta-TRPO iteration, each task's points shared --------------------------------------
+
+
+def meta_trpo_fns(policy, theta, pre, post, alpha, estimator="dice", damping=DAMPING,
+                  fvp_estimator="maml", threads=1, factored=None):
+    """(objective, gradient, fvp, surrogate_fn, kl_fn) of one meta-TRPO iteration at θ: what
+    ``rl_meta_gradient(…, estimator)``, ``meta_fvp_operator(…, damping, fvp_estimator)`` and
+    ``line_search_fns`` return, the same numbers, with each task's pre-update point (forward,
+    backward) and post-update point (forward) computed once instead of three times."""
+    theta = policy.check_theta(theta)
+    alpha = positive_float("alpha", alpha)
+    estimator = choice("estimator", estimator, ESTIMATORS)
+    damping = positive_float("damping", damping)
+    fvp_estimator = choice("fvp_estimator", fvp_estimator, ESTIMATORS)
+    pre, post = _pair(policy, pre, post)
+    threads = positive_int("threads", threads)
+    cls = _point_class(policy, factored)
+    def task(ab):
+        (obs, act, adv, starts), (obs1, act1, adv1, _) = ab
+        pt, theta1 = _inner(policy, theta, ab[0], alpha, cls)
+        post_pt, c1 = cls(policy, theta1, obs1, act1), adv1 / adv1.shape[0]
+        g1 = post_pt.vjp(c1)                                                # g′ (P,)
+        g = g1 + alpha * pt.hvp(g1, score_coefficients(estimator, adv / adv.shape[0], starts))
+        coeffs = score_coefficients(fvp_estimator, adv / adv.shape[0], starts)
+        return float(c1 @ post_pt.log_prob), g, _factorized(pt, coeffs, post_pt)
+    parts = _per_task(task, list(zip(pre, post)), threads)
+    obj, grad = 0.0, np.zeros(policy.num_params)
+    for o, g, _ in parts:
+        obj, grad = obj + o, grad + g
+    fvp = _fvp_closure([p for _, _, p in parts], alpha, damping, threads)
+    old = [p[2] for _, _, p in parts]
+    return (obj / len(pre), grad / len(pre), fvp,
+            *_line_search_closures(policy, pre, post, alpha, threads, cls, old))

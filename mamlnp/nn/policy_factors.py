@@ -93,15 +93,16 @@ class FactoredPoint(PolicyPoint):
 
     # ---- the Jacobian factors ------------------------------------------------------------
 
-    def factorize(self):
-        """Compute δ1 and, after ``vjp(c)``, K and C (see the module docstring); -> self."""
+    def factorize(self, cross=True):
+        """Compute δ1 and, after ``vjp(c)`` and with ``cross``, K and C (see the module
+        docstring: δ1 serves the Fisher product, K and C the HVP); -> self."""
         (M, D1), (H1, H2), A = self.x.shape, self.W2.shape, self.W3.shape[1]
         check_memory("obs", (M, D1 - 1), 8 * M * (A * H1 + D1 * H1 + A * H2),
                      "the Jacobian factors δ1 (A, M, H1) and K's (M, (D+1)·H1), (M, A·H2)")
         if self.d1 is None:
             self.d1 = np.stack([self.s1 * ((self.s2 * w) @ self.W2.T)
                                 for w in self.W3.T])                       # δ1 (A, M, H1)
-        if self._bp is not None and self.K is None:
+        if cross and self._bp is not None and self.K is None:
             d = self._bp[1][0]                                             # c ⊙ d_μ (M, A)
             sx = (self.x[:, :, None] * self.s1[:, None, :]).reshape(M, -1)  # s1 ⊙ x̃_i (M, 3H1)
             sd = (d[:, :, None] * self.s2[:, None, :]).reshape(M, -1)      # s2 ⊙ d_j (M, A·H2)
