@@ -21,6 +21,11 @@ actions and advantages N(0, 1), the same construction as the JAX peer's. Timed:
   fvp_with_setup        meta_fvp: the operator built (factors included) and applied once
   *_rpass               the same with factored=False: the general R-pass (mamlnp/nn/policy.py),
                         the alternative beside the default, with its cost
+  trpo_iteration        the derivatives of one meta-TRPO iteration: meta_trpo_fns (the lvc
+                        meta-gradient, the FVP operator, the line-search functions, each task's
+                        points computed once) and trpo_step (10 conjugate-gradient products,
+                        one more for the step size, the backtracking line search; its number
+                        of candidates, which the synthetic advantages decide, is printed)
 
 The JAX comparison (benchmarks/compare/navigation_jax.py, our own JAX code for the same
 workload) recomputes everything at every call, as jit(jvp(grad)) does: compare its FVP with
@@ -41,11 +46,13 @@ import os
 import statistics
 import subprocess
 import time
+import warnings
 
 import numpy as np
 
 import mamlnp
 from mamlnp.meta import rl
+from mamlnp.meta.trpo import trpo_step
 from mamlnp.run.process import keep_freed_memory, single_blas_thread
 
 SIZES = (2, 100, 100, 2)
@@ -104,6 +111,14 @@ def mamlnp_block(policy, theta, pre, post, reps, v, threads):
         res["fvp_with_setup" + tag] = timed(lambda: rl.meta_fvp(
             policy, theta, pre, obs1, 0.5, v, estimator="lvc", threads=threads,
             factored=factored), reps)
+    def trpo_iteration():
+        obj, g, fvp, sur, kl = rl.meta_trpo_fns(policy, theta, pre, post, 0.5, "lvc",
+                                                threads=threads)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # a rejected step is still timed
+            info = trpo_step(theta, g, fvp, sur, kl, cg_iters=10)[1]
+        res.setdefault("backtracks", set()).add(info["backtracks"])
+    res["trpo_iteration"] = timed(trpo_iteration, reps)
     return res
 
 
@@ -140,7 +155,9 @@ def main():
     v = rng.normal(0, 1, policy.num_params)
     times, jax_ms = {}, {}
     for _ in range(a.rounds):
-        for k, t in mamlnp_block(policy, theta, pre, post, a.reps, v, a.threads).items():
+        block = mamlnp_block(policy, theta, pre, post, a.reps, v, a.threads)
+        backtracks = block.pop("backtracks")
+        for k, t in block.items():
             times.setdefault(k, []).extend(t)
         peer = jax_block(a.jax_python, a.jax_script, a.tasks, a.steps, a.reps)
         for k in ("meta_gradient", "fvp"):
@@ -158,10 +175,13 @@ def main():
           f"{a.threads} task thread(s), one BLAS thread in {blas} OpenBLAS; "
           f"median ms [min-max] over {a.rounds} rounds x {a.reps}")
     for k, t in times.items():
-        w = work["meta_gradient" if k.startswith("meta_gradient") else k]
         med = statistics.median(t)
-        print(f"  {k:<24} {1e3 * med:9.1f} [{1e3 * min(t):.1f}-{1e3 * max(t):.1f}]   "
-              f"{w / 1e9:5.1f} GFLOP  {w / med / 1e9:6.1f} GFLOP/s")
+        line = f"  {k:<24} {1e3 * med:9.1f} [{1e3 * min(t):.1f}-{1e3 * max(t):.1f}]   "
+        if k == "trpo_iteration":
+            print(line + f"line search backtracks: {sorted(backtracks)}")
+            continue
+        w = work["meta_gradient" if k.startswith("meta_gradient") else k]
+        print(line + f"{w / 1e9:5.1f} GFLOP  {w / med / 1e9:6.1f} GFLOP/s")
     for k, ms in jax_ms.items():
         print(f"  JAX {k:<20} {statistics.median(ms):9.1f} (median of the JAX blocks' medians)")
 
