@@ -13,7 +13,8 @@ one task's lvc meta-gradient with the passes written out and with the R-pass (12
 each). Last, the question of a compiled kernel set: the elementwise end of the factored JVP
 (u2 = s2 ⊙ Z, Rμ = u2 W3 + h̃2 Ṽ3 + (x̃ Ṽ1)·δ1, after the product Z = h̃1 Ṽ2) as NumPy does
 it, and as one fused Numba row loop (no fastmath, as the project's kernels: its sums over
-H stay in order, so they do not vectorise). Timed by the thread's CPU clock
+H stay in order, so they do not vectorise); the same for the R-backward's elementwise end
+(R{dz2}, x̃ᵀ Σ_j r_j δ1_j, h̃2ᵀ r). Timed by the thread's CPU clock
 (time.thread_time), median of ``repeats`` after a warm-up; one BLAS thread. Nothing is
 asserted.
 """
@@ -44,6 +45,32 @@ def jvp_rows(Z, s2, W3, h2, V3, Rz1, d1, u2, Rmu):
             for k in range(Rz1.shape[1]):
                 acc += Rz1[m, k] * d1[j, m, k]
             Rmu[m, j] = acc
+
+
+@njit(cache=False, nogil=True)
+def vjp_rows(r, d, W3, V3, s2, d1, x, h2, Rdz2, G1, G3):
+    """The fused row loop: R{dz2} = s2 ⊙ (r W3ᵀ + d V3ᵀ), G̃1 = x̃ᵀ Σ_j r_j δ1_j, G̃3 = h̃2ᵀ r
+    (the sums over M accumulated row by row, their inner loops over H free to vectorise)."""
+    M, H2 = s2.shape
+    G1[:] = 0.0
+    G3[:] = 0.0
+    dz1 = np.empty(d1.shape[2])
+    for m in range(M):
+        for l in range(H2):
+            acc = 0.0
+            for j in range(r.shape[1]):
+                acc += r[m, j] * W3[l, j] + d[m, j] * V3[l, j]
+            Rdz2[m, l] = s2[m, l] * acc
+        dz1[:] = 0.0
+        for j in range(r.shape[1]):
+            for k in range(dz1.shape[0]):
+                dz1[k] += r[m, j] * d1[j, m, k]
+        for i in range(x.shape[1]):
+            for k in range(dz1.shape[0]):
+                G1[i, k] += x[m, i] * dz1[k]
+        for j in range(r.shape[1]):
+            for l in range(H2 + 1):
+                G3[l, j] += h2[m, l] * r[m, j]
 
 
 def cpu_ms(fn, repeats):
@@ -82,6 +109,13 @@ def main():
         u = fp.s2 * Z
         return u @ fp.W3 + fp.h2 @ V3 + np.einsum("mk,jmk->mj", Rz1, fp.d1)
 
+    r, d = rng.standard_normal((M, 2)), fp._bp[1][0]
+    W3, V3w = np.ascontiguousarray(fp.W3), np.ascontiguousarray(V3[:-1])
+    Rdz2_, G1, G3 = np.empty((M, 100)), np.empty((3, 100)), np.empty((101, 2))
+
+    def numpy_vjp_rows():
+        return (fp._rdz2(r, d, V3), fp.x.T @ np.einsum("mj,jmk->mk", r, fp.d1), fp.h2.T @ r)
+
     def point(factorize):
         q = FactoredPoint(policy, theta, *task[:2])
         q.vjp(c)
@@ -101,14 +135,20 @@ def main():
                 policy, theta, task, post, 0.5, "lvc", PolicyPoint)),
             ("JVP rows, NumPy", numpy_rows),
             ("JVP rows, Numba fused", lambda: jvp_rows(Z, fp.s2, fp.W3, fp.h2, V3, Rz1, fp.d1,
-                                                       u2, Rmu))]
+                                                       u2, Rmu)),
+            ("VJP rows, NumPy", numpy_vjp_rows),
+            ("VJP rows, Numba fused", lambda: vjp_rows(r, d, W3, V3w, fp.s2, fp.d1, fp.x, fp.h2,
+                                                       Rdz2_, G1, G3))]
     unit = cpu_ms(rows[0][1], a.repeats)
     print(f"one task, M = {M}, CPU ms (median of {a.repeats}); unit = one product h̃1 Ṽ2 "
           f"= {unit:.3f} ms")
     for name, fn in rows:
         ms = cpu_ms(fn, a.repeats)
         print(f"  {name:<34} {ms:8.3f} ms  {ms / unit:6.2f} units")
-    print(f"  fused rows agree with NumPy's: max |diff| {np.abs(numpy_rows() - Rmu).max():.1e}")
+    ref = numpy_vjp_rows()
+    diff = max(np.abs(numpy_rows() - Rmu).max(), *(np.abs(a - b).max() / np.abs(a).max()
+                                                  for a, b in zip(ref, (Rdz2_, G1, G3))))
+    print(f"  fused rows agree with NumPy's: max rel. diff {diff:.1e}")
 
 
 if __name__ == "__main__":
