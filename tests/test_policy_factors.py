@@ -167,3 +167,11 @@ def test_meta_trpo_fns_equal_the_separate_calls(relu_case, factored):
     assert np.array_equal(one[2](v), two[2](v))
     with pytest.raises(InputError, match="fvp_estimator"):
         rl.meta_trpo_fns(policy, theta, pre, post, alpha, fvp_estimator="x")
+
+
+def test_kl_gradient_on_factored_points():
+    from mamlnp.nn.policy import mean_kl_grad
+    policy, pt, fp, _, _, rng = _points((2, 7, 5, 2))
+    theta_old = pt.theta + 0.1 * rng.standard_normal(policy.num_params)
+    old = PolicyPoint(policy, theta_old, pt.obs)
+    assert _rel(mean_kl_grad(old, fp), mean_kl_grad(old, pt)) < 1e-12

@@ -135,7 +135,7 @@ def mean_kl_grad(old, new):
     policy, M = new.policy, new.mu.shape[0]
     Pm = policy.num_mean_params
     grad = np.empty(policy.num_params)
-    policy.net._backprop(new.caches, (new.mu - old.mu) * (new.inv_var / M), grad[:Pm])
+    new._backprop((new.mu - old.mu) * (new.inv_var / M), grad[:Pm])
     d2 = (old.mu - new.mu) ** 2                                            # (M, A)
     ratio = np.exp(2.0 * (old.log_std - new.log_std))                     # σ_o² / σ_n² (A,)
     grad[Pm:] = (1.0 - ratio - d2 * new.inv_var).sum(axis=0) / M
