@@ -13,8 +13,11 @@ from .meta.maml import adapt, meta_gradient, meta_loss
 from .meta.imaml import imaml_gradient
 from .nn.mlp import MLP
 from .nn.convnet import ConvNet
+from .nn.policy import GaussianPolicy
+from .meta.rl import rl_meta_gradient
 from .tasks import EvaluationPool, OmniglotTasks, SinusoidTasks, TaskBatch, TaskFamily
-from .run.checkpoint import load_checkpoint, save_checkpoint
+from .run.checkpoint import save_checkpoint
+from .run.navigation_checkpoint import load_checkpoint   # navigation runs: (policy, θ, config)
 from .run.train import meta_train
 from .run.evaluate import EvalResult, adaptation_curve  # the module: mamlnp.run.evaluate
 from ._version import __version__  # noqa: F401
@@ -62,6 +65,7 @@ if not any(isinstance(f, _MovedFinder) for f in __import__("sys").meta_path):
 __all__ = [
     "MLP", "ConvNet", "TaskBatch", "TaskFamily", "SinusoidTasks", "OmniglotTasks", "EvaluationPool",
     "adapt", "meta_gradient", "meta_loss", "imaml_gradient",
+    "GaussianPolicy", "rl_meta_gradient",
     "MamlnpError", "InputError", "CheckpointError", "DivergenceError",
     "load_checkpoint", "save_checkpoint", "meta_train",
     "adaptation_curve", "EvalResult",

@@ -47,6 +47,7 @@ from .fdcheck import (FULL_FD_LIMIT, TINY, CheckResult, compare, dense_hessian, 
                       fd_hessian_richardson, format_table, rel_error, skipped)
 from .convcheck import conv_checks
 from .familycheck import family_checks
+from .rlcheck import rl_checks
 from ..nn.mlp import MLP
 from ..tasks.base import TaskBatch
 from ..validation import nonneg_int, positive_float
@@ -373,8 +374,9 @@ def paper_net_checks(seed):
 
 def all_checks(seed=0, quick=False, backend="numpy"):
     """Every row of the ``gradcheck`` table: every activation, without and with batch norm
-    (MAML, the variants, and the family's rows of mamlnp/check/familycheck.py), the
-    paper's batch-norm classifier, and the ConvNet's rows (mamlnp/check/convcheck.py)."""
+    (MAML, the variants, and the family's rows of mamlnp/check/familycheck.py), the Gaussian
+    policy and the RL meta-gradient estimators (mamlnp/check/rlcheck.py), the paper's
+    batch-norm classifier, and the ConvNet's rows (mamlnp/check/convcheck.py)."""
     rows = []
     for batch_norm in (False, True):
         for activation in ACTIVATIONS:
@@ -385,6 +387,7 @@ def all_checks(seed=0, quick=False, backend="numpy"):
                 lambda: draw_meta_case(seed, activation, alpha=0.1, batch_norm=batch_norm),
                 _bn_tag(activation, "mse", batch_norm), activation, quick,
                 1e-6 if batch_norm else 1e-5))     # iMAML, MAML++, ANIL (familycheck.py)
+    rows += _guard("policy", lambda: rl_checks(seed, quick))   # Gaussian policy, RL estimators
     return rows + paper_net_checks(seed) + conv_checks(sys.modules[__name__], seed, quick, backend)
 
 

@@ -329,9 +329,18 @@ class MLP:
         caches, lcache, dzs, dhs, dus = saved
         V = self._unflatten(v)
         Rh, Rhs, Rzs, Rus = self._rforward(caches, V)
-        # R-backward, from R{∂L/∂ŷ} = (∂²L/∂ŷ²) Rŷ down to the first layer.
         Hv = np.empty(self.num_params)
-        Rdz = self._loss[2](Rh, lcache)                         # (N, O)
+        Rdz = self._loss[2](Rh, lcache)                         # R{∂L/∂ŷ} = (∂²L/∂ŷ²) Rŷ  (N, O)
+        self._rbackprop(caches, (dzs, dhs, dus), (Rhs, Rzs, Rus), V, Rdz, Hv)
+        return Hv
+
+    def _rbackprop(self, caches, deltas, rimages, V, Rdz, Hv):
+        """R-backward from Rdz = R{∂L/∂ŷ} (N, O) down to the first layer, writing each layer's
+        R{∂L/∂θ_l} into Hv (P,). deltas = (dzs, dhs, dus) from ``_backprop``, rimages =
+        (Rhs, Rzs, Rus) from ``_rforward`` along V (= ``_unflatten(v)``). Any output-level
+        R{∂L/∂ŷ} works here (mamlnp/nn/policy.py starts it from the Gaussian's own)."""
+        dzs, dhs, dus = deltas
+        Rhs, Rzs, Rus = rimages
         for l in range(len(caches) - 1, -1, -1):
             dcache, acache = caches[l]
             if acache is not None:                              # hidden: through σ
@@ -345,7 +354,6 @@ class MLP:
             (w0, w1), (b0, b1), _ = self.layout[l]
             Hv[w0:w1] = RdW.ravel()
             Hv[b0:b1] = Rdb
-        return Hv
 
     def grad_and_hvp(self, theta, x, y, v):
         """(L, ∇L, H v) sharing one forward/backward pass: the meta-gradient's building block."""

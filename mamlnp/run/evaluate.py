@@ -241,8 +241,8 @@ def add_arguments(p):
     p.add_argument("--shots", type=int, nargs="+", default=None,
                    help="sinusoid runs: support-set sizes K to evaluate (the pool holds 5, 10, "
                         "20; default 5 10 20); an Omniglot run is tested at its own K")
-    p.add_argument("--max-steps", type=int, default=10,
-                   help="SGD steps at test time (default 10)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="SGD steps at test time (default 10; navigation runs: 3)")
     p.add_argument("--alpha", type=alpha_arg, nargs="+", default=None,
                    help=ALPHA_HELP.format("run"))
     p.add_argument("--baseline", metavar="DIR2", default=None,
@@ -279,6 +279,11 @@ def run(args):
             raise InputError(f"{name}: no such run directory or checkpoint file: {path!r}")
         if path is not None:
             _check_holds_a_run(name, path)
+    from .navigation_checkpoint import is_navigation
+    if is_navigation(args.run):                   # MAML for RL: returns on 40 held-out goals
+        from .navigation_cli import run_evaluate
+        return run_evaluate(args)
+    args.max_steps = 10 if args.max_steps is None else args.max_steps
     if _is_classification_run(args.run):          # Omniglot: accuracy on 600 test episodes
         from .classify_report import run_evaluate
         return run_evaluate(args, alpha_option(args.alpha))

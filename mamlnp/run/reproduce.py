@@ -48,8 +48,9 @@ TABLE_STEPS = (0, 1, 5, 10)
 
 
 def add_arguments(p):
-    p.add_argument("task", nargs="?", choices=("sinusoid", "omniglot"), default="sinusoid",
-                   help="sinusoid (sec. 5.1, default) or omniglot (5-way 1- and 5-shot, Table 1)")
+    p.add_argument("task", nargs="?", choices=("sinusoid", "omniglot", "navigation"),
+                   default="sinusoid", help="sinusoid (sec. 5.1, default), omniglot (5-way 1- "
+                   "and 5-shot, Table 1) or navigation (2D navigation, sec. 5.3, Fig. 4)")
     p.add_argument("--data-dir", default=None, help="omniglot: the data folder (default "
                    "$MAMLNP_DATA_DIR, else the user cache folder; 'mamlnp download omniglot' "
                    "fills it)")
@@ -168,6 +169,9 @@ def write_report(out, results, runs, eval_seconds, quick):
 
 
 def run(args):
+    if getattr(args, "task", "sinusoid") == "navigation":
+        from .navigation_cli import run_reproduce
+        return run_reproduce(args)
     if getattr(args, "task", "sinusoid") == "omniglot":
         from .classify_report import run_reproduce
         return run_reproduce(args)

@@ -58,9 +58,11 @@ def add_arguments(p):
         "keeps the\ndefault of the task being trained, shown below as 'sinusoid X, omniglot "
         "Y'.")
     p.epilog = EXAMPLES
-    p.add_argument("task", choices=sorted(TASKS), help="the task family: sinusoid regression "
-                   "(sec. 5.1) or omniglot N-way K-shot classification (sec. 5.2)")
-    p.add_argument("--method", choices=METHODS, help=f"meta-learning method ({dflt('method')})")
+    p.add_argument("task", choices=sorted((*TASKS, "navigation")), help="the task family: "
+                   "sinusoid regression (sec. 5.1), omniglot N-way K-shot classification "
+                   "(sec. 5.2) or navigation (RL, sec. 5.3: python -m mamlnp train navigation -h)")
+    p.add_argument("--method", choices=(*METHODS, "oracle"), help=f"meta-learning method "
+                   f"({dflt('method')}; oracle: navigation only)")
     p.add_argument("--shots", type=int, help=f"K support points per task (omniglot: per class) "
                    f"({dflt('shots')})")
     p.add_argument("--query", type=int, help=f"Q query points per task (omniglot: per class) "
@@ -102,9 +104,16 @@ def add_arguments(p):
                    "(default 5; 20 or more: the 20-way protocol's defaults)")
     p.add_argument("--data-dir", help="omniglot: the data folder (default $MAMLNP_DATA_DIR, "
                    "else the user cache folder; 'mamlnp download omniglot' fills it)")
+    from .navigation_cli import add_train_arguments
+    add_train_arguments(p)                      # --estimator, --outer, --max-kl, ...
 
 
 def run(args):
+    if args.task == "navigation":               # MAML for RL: mamlnp/run/navigation*.py
+        from .navigation_cli import train
+        return train(args)
+    from .navigation_cli import NAV_ONLY, refuse
+    refuse(args, NAV_ONLY, args.task)           # --estimator etc. mean nothing here
     keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
             "iterations", "hidden", "activation", "optimizer", "init", "seed", "backend",
             "checkpoint_every", "eval_every", "ways", "data_dir", "lam", "cg_steps",

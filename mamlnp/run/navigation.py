@@ -1,0 +1,313 @@
+"""MAML for RL on 2D navigation: ``train_navigation(...)`` and ``python -m mamlnp train navigation``.
+
+Dimension legend: T tasks (meta-batch), N trajectories per task, H horizon, M valid steps
+of one task, D observation dim, P parameters of the Gaussian policy.
+
+One meta-iteration (Finn et al. 2017, Algorithm 3; cbfinn/maml_rl's MAMLTRPO):
+
+    g_1 … g_T ~ U[−0.5, 0.5]²                      T goals
+    D_i  = N rollouts of π_θ in task i             pre-update samples, advantages A_i
+    θ′_i = θ + α ∇_θ mean_m A_im log π_θ(a|s)      the inner policy-gradient step
+    D′_i = N rollouts of π_θ′_i                     post-update samples, advantages A′_i
+    ∇̂   = rl_meta_gradient(θ, D, D′, α, estimator) the meta-policy-gradient (mamlnp/meta/rl.py)
+    θ  ← TRPO(θ, ∇̂, exact FVP Uᵀ F U, mean KL ≤ δ)  or θ ← Adam_β(θ, −∇̂)
+
+``--method pretrain`` trains one policy on all tasks without adaptation (the same TRPO on the
+pre-update surrogate, θ′ = θ); ``--method oracle`` does the same with the goal in the
+observation (D = 4). (maml_rl trained its pretrained policy with Adam, ``use_maml=False``,
+and its oracle with TRPO on 1000 steps of random goals per iteration; here both use the
+same loop and sizes as MAML, ``--outer adam`` giving the former.) Defaults are the protocol of the figure's code (maml_trpo_point.py with
+the test script's meta-batch 20): T = 20, N = 20, H = 100, α = 0.5, δ = 0.01, 10 CG
+iterations, damping 1e-5, backtracking 0.8 × 15, 500 iterations.
+
+α = 0.5, not the paper's text's 0.1: the code and the snapshot behind Fig. 4
+(``trpomaml1_fbs20_mbs20_flr_0.5``) use 0.5, and the test adapts with 0.5 too.
+estimator = ``lvc`` by default: ``maml`` (the original) drops the pre-update sampling term
+(biased, ProMP sec. 4); ``dice`` is unbiased but its curvature sums score products over
+whole 100-step episodes (high variance); ProMP's ``lvc`` keeps the per-step term at low
+variance and meta-trained best with TRPO in Rothfuss et al. 2019 (sec. 7).
+
+Reliability as ``mamlnp train sinusoid``: one Generator for all randomness (goals, then
+every rollout's noise), checkpointed with θ, so a resumed run repeats the same bits; a
+NaN/inf meta-gradient stops the run before the step (DivergenceError; the last checkpoint
+is kept); Ctrl-C or SIGTERM writes a checkpoint and raises TrainingInterrupted. ``threads``
+runs the tasks' derivatives on that many threads (mamlnp/meta/rl.py: the same bits at any
+count, so a resumed run may change it).
+"""
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DivergenceError, InputError
+from ..meta import rl as RL
+from ..meta.optim import Adam
+from ..meta.trpo import trpo_step
+from ..nn.policy import GaussianPolicy, PolicyPoint, mean_kl_points
+from ..tasks import navigation as nav
+from ..validation import choice, nonneg_int, positive_float, positive_int
+from . import navigation_checkpoint as NC
+from .rundir import prepare_run_dir, release_run_dir, write_history_csv, write_json, CONFIG_NAME
+from .runguard import StopSignals, metadata
+from .train import TrainingInterrupted
+
+DEFAULTS = {"task": "navigation", "method": "maml", "estimator": "lvc", "outer": "trpo",
+            "alpha": 0.5, "beta": 0.01, "meta_batch": 20, "trajectories": 20,
+            "horizon": nav.HORIZON, "discount": nav.DISCOUNT, "max_kl": 0.01, "cg_iters": 10,
+            "damping": 1e-5, "backtrack_ratio": 0.8, "max_backtracks": 15, "iterations": 500,
+            "hidden": [100, 100], "activation": "relu", "seed": 0, "checkpoint_every": 10,
+            "threads": 1}
+RESUMABLE = ("iterations", "checkpoint_every", "threads")     # what --resume may change
+
+
+def make_config(**kwargs):
+    """The run's config: DEFAULTS updated with kwargs, every value checked (InputError)."""
+    unknown = sorted(set(kwargs) - set(DEFAULTS))
+    if unknown:
+        raise InputError(f"{unknown[0]}: not an option of train navigation (expected one of "
+                         f"{sorted(DEFAULTS)})")
+    cfg = {**DEFAULTS, **{k: v for k, v in kwargs.items() if v is not None}}
+    cfg["method"] = choice("method", cfg["method"], NC.METHODS)
+    cfg["estimator"] = choice("estimator", cfg["estimator"], NC.ESTIMATORS)
+    cfg["outer"] = choice("outer", cfg["outer"], NC.OUTERS)
+    for k in ("alpha", "beta", "max_kl", "damping", "backtrack_ratio", "discount"):
+        cfg[k] = positive_float(k, cfg[k])
+    if cfg["backtrack_ratio"] >= 1 or cfg["discount"] > 1:
+        raise InputError(f"backtrack_ratio, discount: expected a ratio in (0, 1) and a discount "
+                         f"in (0, 1], got {cfg['backtrack_ratio']} and {cfg['discount']}")
+    for k in ("meta_batch", "trajectories", "horizon", "iterations", "cg_iters",
+              "max_backtracks", "checkpoint_every", "threads"):
+        cfg[k] = positive_int(k, cfg[k])
+    cfg["seed"] = nonneg_int("seed", cfg["seed"])
+    hidden = [positive_int("hidden", h) for h in np.atleast_1d(cfg.pop("hidden")).tolist()]
+    D = 4 if cfg["method"] == "oracle" else 2
+    cfg["policy"] = GaussianPolicy((D, *hidden, 2), cfg.pop("activation")).config()
+    return cfg
+
+
+@dataclass
+class NavResult:
+    """What train_navigation returns. history (R, 3): iteration, average return before
+    adaptation, after one inner step (NaN for pretrain/oracle)."""
+    policy: GaussianPolicy
+    theta: np.ndarray
+    config: dict
+    history: np.ndarray
+    out: str = None
+    interrupted: bool = False
+
+
+@dataclass
+class _State:
+    theta: np.ndarray
+    rng: np.random.Generator
+    adam: Adam = None
+    iteration: int = 0
+    history: list = field(default_factory=list)
+    wall: float = 0.0
+    last_checkpoint: int = None
+
+
+# ---- one meta-iteration ----------------------------------------------------------------
+
+
+def sample_batch(policy, cfg, theta, rng):
+    """(goals (T, 2), pre Rollouts, pre Samples, θ′ (T, P), post Rollouts, post Samples); the
+    post entries are None for the methods that do not adapt."""
+    oracle = cfg["method"] == "oracle"
+    goals = nav.sample_goals(rng, cfg["meta_batch"])
+    roll = lambda th: nav.rollout(policy, th, goals, cfg["trajectories"], rng,        # noqa: E731
+                                  cfg["horizon"], oracle)
+    pre_ro = roll(theta)
+    pre = nav.to_samples(pre_ro, cfg["discount"])
+    if cfg["method"] != "maml":
+        return goals, pre_ro, pre, None, None, None
+    thetas = np.stack([RL.inner_step(policy, theta, s, cfg["alpha"]) for s in pre])
+    post_ro = roll(thetas)
+    return goals, pre_ro, pre, thetas, post_ro, nav.to_samples(post_ro, cfg["discount"])
+
+
+def _plain_fns(policy, theta, tasks, damping):
+    """Policy gradient, Fisher-vector product, line-search surrogate and KL without adaptation
+    (θ′ = θ): the methods pretrain and oracle. Means over the T tasks of per-task means."""
+    pts = [PolicyPoint(policy, theta, o, a) for o, a, *_ in tasks]
+    T = len(pts)
+    grad = sum(p.vjp(t[2] / t[2].shape[0]) for p, t in zip(pts, tasks)) / T
+    fvp = lambda v: sum(p.fisher_vp(v) for p in pts) / T + damping * v          # noqa: E731
+    memo = {}
+
+    def new_points(th):
+        key = th.tobytes()
+        if key not in memo:
+            memo.clear()
+            memo[key] = [PolicyPoint(policy, th, o, a) for o, a, *_ in tasks]
+        return memo[key]
+
+    def surrogate(th):
+        return float(np.mean([np.mean(t[2] * np.exp(n.log_prob - p.log_prob))
+                              for n, p, t in zip(new_points(th), pts, tasks)]))
+
+    def kl(th):
+        return float(np.mean([mean_kl_points(p, n) for n, p in zip(new_points(th), pts)]))
+    return float(np.mean([np.mean(t[2] * p.log_prob) for p, t in zip(pts, tasks)])), grad, fvp, surrogate, kl
+
+
+def iteration(policy, cfg, state):
+    """One meta-iteration on ``state`` (θ, rng, Adam) in place; returns (return before, return
+    after adaptation or NaN, info dict). Raises DivergenceError before a bad step."""
+    clock = [time.perf_counter()]
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            _, pre_ro, pre, _, post_ro, post = sample_batch(policy, cfg, state.theta, state.rng)
+            clock.append(time.perf_counter())
+        except InputError as exc:                       # NaN policy / rewards: a diverged θ
+            raise DivergenceError(f"training diverged at iteration {state.iteration + 1}: "
+                                  f"{exc}", iteration=state.iteration + 1) from None
+        if cfg["method"] == "maml":
+            obj, grad = RL.rl_meta_gradient(policy, state.theta, pre, post, cfg["alpha"],
+                                            cfg["estimator"], cfg["threads"])
+        else:
+            obj, grad, fvp, surrogate, kl = _plain_fns(policy, state.theta, pre, cfg["damping"])
+    clock.append(time.perf_counter())
+    if not (math.isfinite(obj) and np.all(np.isfinite(grad))):
+        raise DivergenceError(f"training diverged at iteration {state.iteration + 1}: the "
+                              f"meta-gradient holds NaN or inf; θ is not updated",
+                              iteration=state.iteration + 1)
+    info = {"objective": obj}
+    if cfg["outer"] == "adam":
+        state.theta = state.adam._step(state.theta, -grad)                  # ascent
+    else:
+        if cfg["method"] == "maml":
+            fvp = RL.meta_fvp_operator(policy, state.theta, pre, [s[0] for s in post],
+                                       cfg["alpha"], cfg["damping"], threads=cfg["threads"])
+            surrogate, kl = RL.line_search_fns(policy, state.theta, pre, post, cfg["alpha"],
+                                               cfg["threads"])
+        state.theta, step_info = trpo_step(
+            state.theta, grad, fvp, surrogate, kl, max_kl=cfg["max_kl"],
+            backtrack_ratio=cfg["backtrack_ratio"], max_backtracks=cfg["max_backtracks"],
+            cg_iters=cfg["cg_iters"])
+        info.update(step_info)
+    clock.append(time.perf_counter())
+    info["seconds"] = dict(zip(("sampling", "meta_gradient", "outer_step"), np.diff(clock)))
+    after = float(post_ro.returns.mean()) if post_ro is not None else float("nan")
+    return float(pre_ro.returns.mean()), after, info
+
+
+# ---- the loop ---------------------------------------------------------------------------
+
+
+def train_navigation(*, out=None, resume=False, overwrite=False, progress=True, callback=None,
+                     **kwargs):
+    """Meta-train a navigation policy; returns a NavResult (.policy, .theta, .config, .history).
+
+    kwargs : keys of DEFAULTS (method, estimator, outer, alpha, iterations, ...).
+    out : the run directory (checkpoint.npz, config.json, history.csv); None keeps nothing.
+    resume : continue the run in ``out`` to the same bits (only iterations and
+    checkpoint_every may change). callback(iteration, before, after, info) after every
+    iteration; a truthy return stops training (a checkpoint is written).
+    """
+    if resume and out is None:
+        raise InputError("resume: expected a run directory in out=..., got out=None")
+    cfg = make_config(**kwargs) if not resume else None
+    lock = None
+    if out is not None:
+        out, lock = prepare_run_dir(out, resume, overwrite)
+    try:
+        if resume:
+            cfg, state = _load(out, kwargs)
+        else:
+            policy = GaussianPolicy(**cfg["policy"])
+            rng = np.random.default_rng(cfg["seed"])
+            theta = policy.init(rng)                                      # θ (P,) Xavier, ρ = 0
+            state = _State(theta, rng, Adam(cfg["beta"]) if cfg["outer"] == "adam" else None)
+        return _run(GaussianPolicy(**cfg["policy"]), cfg, state, out, progress, callback)
+    finally:
+        release_run_dir(lock)
+
+
+def _load(out, kwargs):
+    """(config, state) of the run in ``out``; options given again must equal the saved ones."""
+    saved = NC.read(out)
+    cfg = dict(saved["config"])
+    have = {**cfg, "hidden": cfg["policy"]["sizes"][1:-1],
+            "activation": cfg["policy"]["activation"]}
+    for key, value in kwargs.items():
+        if value is None or key in RESUMABLE:
+            continue
+        if key not in DEFAULTS:
+            raise InputError(f"{key}: not an option of train navigation")
+        if np.atleast_1d(value).tolist() != np.atleast_1d(have.get(key)).tolist():
+            raise InputError(f"{key}: the run in {out!r} was trained with {key}="
+                             f"{have.get(key)!r}, got {value!r}; only {', '.join(RESUMABLE)} "
+                             f"may change on --resume")
+    cfg.setdefault("threads", 1)
+    for key in RESUMABLE:
+        if kwargs.get(key) is not None:
+            cfg[key] = positive_int(key, kwargs[key])
+    if cfg["iterations"] < saved["iteration"]:
+        raise InputError(f"iterations: the run in {out!r} has done {saved['iteration']} "
+                         f"iterations, got iterations={cfg['iterations']}; ask for at least as many")
+    rng = np.random.default_rng()
+    rng.bit_generator.state = saved["rng_state"]
+    adam = None
+    if cfg["outer"] == "adam":
+        adam = Adam(cfg["beta"])
+        adam.load_state_dict(saved["optimizer_state"])
+    state = _State(saved["theta"], rng, adam, saved["iteration"],
+                   [tuple(r) for r in saved["history"]], saved["wall"], saved["iteration"])
+    return cfg, state
+
+
+def _save(out, cfg, state):
+    cfg = dict(cfg, iteration=state.iteration)
+    history = np.array(state.history, dtype=np.float64).reshape(-1, 3)
+    NC.save(out, cfg, state.theta, state.rng.bit_generator.state, state.iteration, history,
+            state.adam.state_dict() if state.adam is not None else None, state.wall)
+    write_history_csv(os.path.join(out, "history.csv"), history,
+                      ("iteration", "return_before", "return_after"))
+    write_json(os.path.join(out, CONFIG_NAME), {**cfg, "metadata": metadata(
+        "numpy", cfg["seed"], state.wall, state.iteration)})
+    state.last_checkpoint = state.iteration
+
+
+def _run(policy, cfg, state, out, progress, callback):
+    start, stop = time.perf_counter(), False
+    with StopSignals() as signals:
+        while state.iteration < cfg["iterations"] and not stop:
+            t0 = time.perf_counter()
+            before, after, info = iteration(policy, cfg, state)
+            state.iteration += 1
+            state.history.append((state.iteration, before, after))
+            if progress:
+                _log(state, before, after, info, time.perf_counter() - t0)
+            if callback is not None:
+                stop = bool(callback(state.iteration, before, after, info))
+            stop = stop or signals.hit
+            if out and (state.iteration % cfg["checkpoint_every"] == 0 or stop
+                        or state.iteration == cfg["iterations"]):
+                state.wall, start = state.wall + time.perf_counter() - start, time.perf_counter()
+                _save(out, cfg, state)
+    state.wall += time.perf_counter() - start
+    result = NavResult(policy, state.theta.copy(), dict(cfg, iteration=state.iteration),
+                       np.array(state.history, dtype=np.float64).reshape(-1, 3), out,
+                       signals.hit and state.iteration < cfg["iterations"])
+    if result.interrupted:
+        where = (f"checkpoint written to {out!r}; resume with: python -m mamlnp train "
+                 f"navigation --out {out} --resume") if out else "no --out: nothing saved"
+        raise TrainingInterrupted(f"interrupted at iteration {state.iteration}; {where}",
+                                  result, signals.signum)
+    return result
+
+
+def _log(state, before, after, info, seconds):
+    extra = ""
+    if "kl" in info:
+        extra = f", kl {info['kl']:.4f}, backtracks {info.get('backtracks', '?')}"
+        if not info.get("accepted", True):
+            extra += " (no step satisfied the KL and improved the surrogate: θ kept)"
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in info.get("seconds", {}).items())
+    print(f"iteration {state.iteration}: return before {before:.2f}, after {after:.2f}"
+          f"{extra}, {seconds:.1f} s ({parts})", file=sys.stderr, flush=True)

@@ -1,0 +1,177 @@
+"""The navigation commands: ``train navigation``, ``evaluate RUN`` of a navigation run and
+``reproduce navigation`` (hooked into mamlnp/run/train_cli.py, evaluate.py, reproduce.py).
+
+Dimension legend: T tasks (--meta-batch), N trajectories (--trajectories), G test goals.
+
+``reproduce navigation`` trains MAML, the pretrained policy and the oracle (defaults: the
+protocol, 500 iterations each; ``--quick``: a few iterations, a smoke test, not a result),
+evaluates them with a random initialisation on the same 40 held-out goals, and writes
+results.md (the table beside the paper's), results.json, returns.png and trajectories.png.
+Runs already in ``--out`` are reused (finished) or continued (interrupted).
+"""
+import os
+import sys
+import time
+
+from ..errors import DivergenceError, InputError, MamlnpError
+from . import navigation_eval as NE
+from .train import TrainingInterrupted
+
+QUICK_ITERATIONS = 3
+TRAIN_KEYS = ("method", "estimator", "outer", "alpha", "beta", "meta_batch", "trajectories",
+              "max_kl", "cg_iters", "damping", "backtrack_ratio", "max_backtracks",
+              "iterations", "hidden", "activation", "seed", "checkpoint_every", "threads")
+
+
+OTHER_KEYS = ("shots", "query", "inner_steps", "optimizer", "init", "backend", "eval_every",
+              "ways", "data_dir", "lam", "cg_steps", "epoch_length", "msl_epochs", "fo_epochs")
+NAV_ONLY = ("estimator", "outer", "trajectories", "max_kl", "cg_iters", "damping",
+            "backtrack_ratio", "max_backtracks", "threads")
+
+
+def refuse(args, keys, task):
+    """InputError naming the first option of ``keys`` given on the command line for ``task``."""
+    given = [k for k in keys if getattr(args, k, None) is not None]
+    if given:
+        raise InputError(f"--{given[0].replace('_', '-')}: not an option of 'train {task}'")
+
+
+def add_train_arguments(p):
+    """The options only navigation has (the shared ones are train_cli's)."""
+    p.add_argument("--estimator", choices=("lvc", "dice", "maml"),
+                   help="navigation: meta-policy-gradient estimator (default lvc)")
+    p.add_argument("--outer", choices=("trpo", "adam"),
+                   help="navigation: outer step, TRPO with exact FVPs or Adam with step --beta "
+                        "(default trpo)")
+    p.add_argument("--trajectories", type=int, help="navigation: trajectories per task (default 20)")
+    p.add_argument("--max-kl", type=float, help="navigation: TRPO's mean-KL bound (default 0.01)")
+    p.add_argument("--cg-iters", type=int, help="navigation: conjugate-gradient iterations (default 10)")
+    p.add_argument("--damping", type=float, help="navigation: FVP damping (default 1e-5)")
+    p.add_argument("--backtrack-ratio", type=float, help="navigation: line-search ratio (default 0.8)")
+    p.add_argument("--max-backtracks", type=int, help="navigation: line-search tries (default 15)")
+    p.add_argument("--threads", type=int, help="navigation: threads over the tasks' derivatives "
+                   "(the same bits at any count; default 1)")
+
+
+def train(args):
+    """``mamlnp train navigation``: exit code 0, 1 (diverged / cannot write), 2 (bad input),
+    130/143 (interrupted, checkpoint written)."""
+    from .navigation import DEFAULTS, train_navigation
+    try:
+        refuse(args, OTHER_KEYS, "navigation")
+    except InputError as exc:
+        print(f"mamlnp train: error: {exc}", file=sys.stderr)
+        return 2
+    kwargs = {k: getattr(args, k, None) for k in TRAIN_KEYS}
+    out = args.out or os.path.join("runs", f"navigation-{args.method or DEFAULTS['method']}")
+    try:
+        result = train_navigation(out=out, resume=args.resume, overwrite=args.overwrite,
+                                  progress=not args.no_progress, **kwargs)
+    except TrainingInterrupted as exc:
+        print(f"mamlnp train: {exc}", file=sys.stderr)
+        return 128 + int(exc.signum)
+    except DivergenceError as exc:
+        print(f"mamlnp train: error: {exc}; the last checkpoint in {out!r} (if any) is kept",
+              file=sys.stderr)
+        return 1
+    except MamlnpError as exc:
+        print(f"mamlnp train: error: {exc}", file=sys.stderr)
+        return 2
+    h = result.history
+    last = f"average return before {h[-1, 1]:.2f}, after {h[-1, 2]:.2f}" if len(h) else "no rows"
+    print(f"{result.config['method']}: {result.config['iteration']} iterations ({last}); run "
+          f"saved in {out}/ (checkpoint.npz, config.json, history.csv)")
+    return 0
+
+
+def _load(path):
+    from .navigation_checkpoint import read
+    state = read(path)
+    return state["policy"], state["theta"], state["config"]
+
+
+def run_evaluate(args):
+    """``mamlnp evaluate RUN`` for a navigation run (with ``--baseline RUN2``): the rows of
+    both runs plus a random initialisation, on the 40 held-out goals."""
+    entries = {}
+    for path in (args.run, args.baseline):
+        if path is not None:
+            policy, theta, cfg = _load(path)
+            row = cfg["method"] if cfg["method"] not in entries else f"{cfg['method']} (2)"
+            entries[row] = (policy, theta)
+    first = next(iter(entries.values()))[0]
+    if first.obs_dim == 2:
+        from ..nn.policy import GaussianPolicy
+        entries["random"] = (GaussianPolicy(first.sizes, NE.RANDOM_ACTIVATION), None)
+    steps = NE.EVAL_STEPS if args.max_steps is None else args.max_steps
+    goals, results = NE.evaluate_policies(entries, steps=steps, keep=not args.no_plots)
+    run_dir = os.path.dirname(os.path.abspath(args.run)) if args.run.endswith(".npz") else args.run
+    out = args.out or os.path.join(run_dir, "eval")
+    print(NE.format_table(results, steps))
+    paths = NE.write_results(results, goals, out, meta={"run": args.run, "baseline": args.baseline})
+    if not args.no_plots:
+        paths += _figures(results, out)
+    print("written: " + ", ".join(paths))
+    return 0
+
+
+def _figures(results, out):
+    from . import navigation_plots as NP
+    paths = [os.path.join(out, "returns.png"), os.path.join(out, "trajectories.png")]
+    NP.return_curves(results, paths[0])
+    NP.trajectory_panels({r: v["rollouts"] for r, v in results.items() if len(v["rollouts"]) > 1},
+                         path=paths[1])
+    return paths
+
+
+def run_reproduce(args):
+    """``mamlnp reproduce navigation``: train (or reuse) maml, pretrain, oracle; evaluate the
+    four rows; write the table and the figures."""
+    from ..nn.policy import GaussianPolicy
+    if args.iterations is not None and args.quick:
+        raise InputError("--iterations and --quick: expected at most one of them")
+    out = args.out or os.path.join("runs", "reproduce-navigation" + ("-quick" if args.quick else ""))
+    t0, entries = time.perf_counter(), {}
+    for method in ("maml", "pretrain", "oracle"):
+        try:
+            entries[method] = _train_or_reuse(args, method, os.path.join(out, method))
+        except TrainingInterrupted as exc:
+            print(f"mamlnp reproduce: {exc}; run the same command again to continue",
+                  file=sys.stderr)
+            return 128 + int(exc.signum)
+    sizes = entries["maml"][0].sizes
+    entries = {"maml": entries["maml"], "pretrain": entries["pretrain"],
+               "random": (GaussianPolicy(sizes, NE.RANDOM_ACTIVATION), None),
+               "oracle": entries["oracle"]}
+    t1 = time.perf_counter()
+    print("[reproduce] evaluating on the 40 held-out goals", flush=True)
+    goals, results = NE.evaluate_policies(entries, keep=True,
+                                          trajectories=4 if args.quick else NE.EVAL_TRAJECTORIES)
+    print(NE.format_table(results))
+    paths = NE.write_results(results, goals, out, meta={
+        "command": "mamlnp reproduce navigation" + (" --quick" if args.quick else ""),
+        "train_seconds_this_call": round(t1 - t0, 1),
+        "evaluate_seconds": round(time.perf_counter() - t1, 1)})
+    paths += _figures(results, out)
+    print("written: " + ", ".join(paths))
+    return 0
+
+
+def _train_or_reuse(args, method, run):
+    """(policy, θ) of the run ``run``: reused if finished, continued if not, else trained
+    (--quick: a tiny policy for QUICK_ITERATIONS iterations, a smoke test)."""
+    from .navigation import train_navigation
+    from .navigation_checkpoint import read
+    iterations = QUICK_ITERATIONS if args.quick else args.iterations
+    print(f"[reproduce] {method}: {run}", flush=True)
+    if not args.overwrite and os.path.exists(os.path.join(run, "checkpoint.npz")):
+        have = read(run)
+        if have["iteration"] < (iterations or have["config"]["iterations"]):
+            train_navigation(out=run, resume=True, iterations=iterations,
+                             progress=not args.no_progress)
+    else:
+        small = dict(meta_batch=2, trajectories=4, hidden=[16, 16]) if args.quick else {}
+        train_navigation(out=run, overwrite=args.overwrite, method=method, seed=args.seed,
+                         iterations=iterations, progress=not args.no_progress, **small)
+    policy, theta, _ = _load(run)
+    return policy, theta
