@@ -25,7 +25,7 @@ from ..errors import CheckpointError, InputError
 from ..validation import boolean, choice, nonneg_int, positive_float, positive_int
 from . import checkpoint as C
 from . import statecheck as S
-from .npzread import NpzReader
+from ..npzread import NpzReader
 
 METHODS = ("maml", "pretrain", "oracle")
 ESTIMATORS = ("dice", "lvc", "maml")
