@@ -145,8 +145,10 @@ def test_method_lists_are_the_variants():
     for path, text in TEXTS:
         for found in re.findall(r"\bmaml\|[a-z|]+", text):
             assert set(found.split("|")) == set(METHODS), (path.relative_to(ROOT), found, want)
+    from mamlnp.run.navigation_checkpoint import METHODS as NAVIGATION
     train = build_parser()._subcommands["train"]
-    assert tuple(train._option_string_actions["--method"].choices) == METHODS
+    choices = tuple(train._option_string_actions["--method"].choices)
+    assert choices == METHODS + tuple(m for m in NAVIGATION if m not in METHODS)
 
 
 def test_the_checks_can_fail(tmp_path):
