@@ -236,18 +236,18 @@ def test_the_download_error_names_both_zips(tmp_path, monkeypatch):
 
 # --- the test suite's own environment ------------------------------------------------------------------
 
-def _tests_conftest():
-    """tests/conftest.py as pytest loaded it (``import conftest`` may find notebooks/conftest.py
-    first when the whole suite runs)."""
+def _tests_conftest(config):
+    """tests/conftest.py as pytest loaded it, from pytest's plugin manager (``import conftest``
+    finds notebooks/conftest.py instead when the whole suite runs)."""
     want = (REPO / "tests" / "conftest.py").resolve()
-    for mod in list(sys.modules.values()):
+    for mod in config.pluginmanager.get_plugins():
         if pathlib.Path(getattr(mod, "__file__", None) or "/").resolve() == want:
             return mod
     raise AssertionError("tests/conftest.py is not loaded")
 
 
-def test_the_suite_finds_the_data_as_ci_does_and_caches_in_a_temporary_folder():
-    conftest = _tests_conftest()
+def test_the_suite_finds_the_data_as_ci_does_and_caches_in_a_temporary_folder(request):
+    conftest = _tests_conftest(request.config)
     assert "MAMLNP_DATA_DIR" not in (REPO / ".ci" / "run").read_text().replace(
         "conftest.py", "")                             # CI runs the plain command
     if conftest.SHARED_DATA.is_dir():
