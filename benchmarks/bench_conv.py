@@ -20,7 +20,7 @@ order (SO) and first order (FO). Printed per configuration:
     R-backward 4 F), and the GFLOP/s it makes of each time;
   * JAX (benchmarks/compare/omniglot_conv_jax.py: jit + vmap over the tasks) and PyTorch
     (omniglot_conv_torch.py: a loop over the tasks, autograd.grad with create_graph), each in
-    a subprocess of ``--peer-python`` (default $MAMLNP_PEER_PYTHON, else this Python),
+    a subprocess of ``--compare-python`` (default $MAMLNP_COMPARE_PYTHON, else this Python),
     interleaved with ours round by round; a framework that is not installed is skipped.
     tests/test_conv_compare.py checks that both give mamlnp's meta-gradient to 1e-10.
 
@@ -134,7 +134,10 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5, help="timed calls per round")
     ap.add_argument("--peers", nargs="+", default=["torch", "jax"],
                     help="torch, jax, or none")
-    ap.add_argument("--peer-python", default=os.environ.get("MAMLNP_PEER_PYTHON") or sys.executable)
+    ap.add_argument("--compare-python", dest="peer_python",
+                    default=os.environ.get("MAMLNP_COMPARE_PYTHON") or sys.executable,
+                    help="the Python that runs benchmarks/compare/ (default $MAMLNP_COMPARE_PYTHON, "
+                         "else this one)")
     ap.add_argument("--threads", type=int, default=0, help="numba threads (0: all)")
     ap.add_argument("--peer-threads", type=int, default=0,
                     help="the peers' threads (0: their default; JAX honours only 1)")

@@ -2,7 +2,7 @@
 implementation in the same run (optional).
 
     python benchmarks/bench_rl_derivatives.py [--tasks 20] [--steps 2000] [--rounds 3] [--reps 5]
-        [--threads 2] [--jax-python VENV/bin/python [--jax-script compare/navigation_jax.py]]
+        [--threads 2] [--compare-python VENV/bin/python [--jax-script compare/navigation_jax.py]]
 
 Dimension legend: T tasks, M timesteps per task before and after the update, P parameters.
 
@@ -142,7 +142,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--jax-python", default="", help="a Python with jax (none: no JAX)")
+    ap.add_argument("--compare-python", dest="jax_python",
+                    default=os.environ.get("MAMLNP_COMPARE_PYTHON", ""),
+                    help="a Python with jax that runs benchmarks/compare/navigation_jax.py "
+                         "(default $MAMLNP_COMPARE_PYTHON; empty: no JAX)")
     ap.add_argument("--jax-script", default=os.path.join(os.path.dirname(os.path.abspath(
         __file__)), "compare", "navigation_jax.py"))
     a = ap.parse_args()
