@@ -60,6 +60,8 @@ TASK_KEYS = ("ways", "data_dir")
 NET_KEYS = {"mlp": ("hidden", "batch_norm"), "conv": ("channels",)}
 INITS = {"mlp": ("normal", "uniform"), "conv": ("xavier",)}
 # config keys a resumed run may change without breaking bit-exact continuation
+# the keys of the network, compared on resume with the saved run's network as a whole
+RESUME_NET_KEYS = ("hidden", "activation", "model", "channels", "batch_norm")
 RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every",
                      "data_dir")                # Omniglot: where the same data now lives
 
@@ -332,14 +334,15 @@ def resume_config(saved, requested):
             raise CheckpointError(
                 f"resume: the checkpoint has {key}={saved.get(key)!r} but {key}={value!r} was "
                 f"requested; drop the option to keep the run's value, or start a new --out")
-    check_config({**cfg, "hidden": cfg["model"]["sizes"][1:-1]})   # conv: its "model" says so
+    spec = cfg["model"]                     # a ConvNet's description has no hidden widths
+    check_config({**cfg, "hidden": spec["sizes"][1:-1]} if kind_of(spec) == "mlp" else cfg)
     check_run_memory(cfg)                       # a saved config may ask for absurd sizes too
     return cfg
 
 
 def requested_keys(requested, saved):
     """Normalise the explicitly requested keys to compare them with a saved config."""
-    net = ("hidden", "activation", "model", "channels", "batch_norm")
+    net = RESUME_NET_KEYS
     req = {k: v for k, v in requested.items()
            if k not in net + ("iteration", "learned_alpha", "learned_lslr", "metadata",
                               "first_order")}

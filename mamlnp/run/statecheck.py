@@ -76,8 +76,8 @@ def model_of(file, config):
     try:
         model = model_from_spec(spec)
     except Exception as exc:                          # InputError, TypeError (a bad key) …
-        raise fail(file, "config.model", f"expected a description of a mamlnp.MLP or ConvNet, "
-                                         f"got {str(spec)[:200]} ({exc})") from None
+        raise fail(file, "config.model", f"expected a description of a mamlnp.MLP or ConvNet "
+                                         f"({exc})") from None
     task = config.get("task")
     if task is not None:
         from .runconfig import IMAGE_SHAPE, task_dims

@@ -41,7 +41,7 @@ from ..nn.mlp import MLP
 from ..nn.spec import model_from_spec
 from ..meta.optim import OPTIMIZERS
 from .runguard import DivergenceGuard, StopSignals, metadata
-from .runconfig import (DEFAULTS, family_for, fresh_seed, make_config, requested_keys,
+from .runconfig import (DEFAULTS, RESUME_NET_KEYS as NET_KEYS, family_for, fresh_seed, make_config, requested_keys,
                         resume_config)
 from . import classify
 from ..validation import boolean
@@ -220,8 +220,11 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
     if not resume and (kwargs.get("seed", 0) is None or (
             isinstance(config, dict) and config.get("seed", 0) is None and "seed" not in kwargs)):
         kwargs["seed"] = fresh_seed()                     # None: fresh entropy, recorded
-    cfg = make_config(config, **kwargs)                   # validates config first
     requested = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
+    if resume:        # the network keys are checked against the saved run's network instead
+        cfg = make_config({k: v for k, v in requested.items() if k not in NET_KEYS})
+    else:
+        cfg = make_config(config, **kwargs)               # validates config first
     if resume and out is None:
         raise InputError("resume: expected a run directory in out=..., got out=None")
     lock = None
