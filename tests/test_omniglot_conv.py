@@ -50,7 +50,7 @@ def test_the_conv_protocol_defaults():
     (dict(task="omniglot", model="conv", method="reptile"), "method: expected one of"),
     (dict(task="omniglot", model="conv", channels=[]), "channels: expected a list"),
     (dict(task="omniglot", model="conv", channels=[4] * 40), "at most 32 conv blocks"),
-    (dict(task="omniglot", model="cnn"), "model: expected one of"),
+    (dict(task="omniglot", model="cnn"), "model: expected a network kind"),
 ])
 def test_options_that_do_not_apply_are_refused(kwargs, message):
     with pytest.raises(InputError) as err:

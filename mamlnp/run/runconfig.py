@@ -82,7 +82,8 @@ def make_config(config=None, **kwargs):
     given = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
     for key in ("iteration", "learned_alpha", "learned_lslr", "metadata"):
         given.pop(key, None)
-    kind, model = _requested_kind(given)
+    kind, model = _requested_kind(given, "model" if kwargs.get("model") is not None
+                                  else "config.model")
     if model is not None:
         model = _model_of("config.model", model, given.get("task", DEFAULTS["task"]),
                           given.get("ways"))
@@ -137,12 +138,17 @@ def task_defaults(task, given, kind="mlp"):
     return {"channels": None} if kind == "conv" else {}       # refused by check_config
 
 
-def _requested_kind(given):
+def _requested_kind(given, name):
     """(kind, the model dict or None) from ``given``'s "model" (popped): "mlp" or "conv" names
     a kind; a dict (a saved run's) describes the network and carries its kind."""
     model = given.pop("model", None)
-    if model is None or isinstance(model, str):
-        return choice("model", "mlp" if model is None else model, KINDS), None
+    if model is None:
+        return "mlp", None
+    if isinstance(model, str) and model in KINDS:
+        return model, None
+    if not isinstance(model, dict):
+        raise InputError(f"{name}: expected a network kind, one of {list(KINDS)}, or a dict "
+                         f"describing the network (a run's config['model']), got {model!r:.80}")
     return kind_of(model), model
 
 

@@ -88,8 +88,8 @@ def add_arguments(p):
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
                    help=f"outer optimizer with step β ({dflt('optimizer')})")
     p.add_argument("--init", choices=("normal", "uniform", "xavier"),
-                   help=f"θ initialisation scheme, see MLP.init ({dflt('init')}; --model conv: "
-                   f"xavier, ConvNet.init's one scheme)")
+                   help=f"θ initialisation scheme, see MLP.init ({dflt('init')}); --model "
+                   f"conv: xavier, ConvNet.init's one scheme")
     p.add_argument("--seed", type=int, help=f"seed of the run's only RNG (default {d['seed']})")
     p.add_argument("--backend", choices=M.BACKENDS,
                    help=f"meta-gradient backend (default {M.DEFAULT_BACKEND})")
