@@ -59,6 +59,14 @@ def test_options_that_do_not_apply_are_refused(kwargs, message):
     assert message in str(err.value)
 
 
+def test_the_memory_check_counts_the_conv_workspace():
+    """On numba the run's memory check asks the conv kernel set's workspace_bytes."""
+    with pytest.raises(InputError) as err:
+        RC.make_config(task="omniglot", model="conv", backend="numba", inner_steps=10 ** 5)
+    print(err.value)
+    assert "inner_steps" in str(err.value) and "compiled kernels' workspace" in str(err.value)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_train_checkpoint_and_resume_to_the_same_bits(data_dir, tmp_path, backend):  # noqa: F811
     whole = meta_train(task="omniglot", data_dir=data_dir, iterations=4, progress=False,

@@ -240,8 +240,8 @@ def write_report(out, results, walls, quick, model="mlp"):
 def run_reproduce(args):
     """``mamlnp reproduce omniglot`` (options of mamlnp.run.reproduce)."""
     refuse_options(args, {"shots": "it trains 5-way 1-shot and 5-shot, both",
-                          "init": "the protocol's initialisation is used (the MLP: N(0, "
-                                  "0.01²); the ConvNet: ConvNet.init's)"},
+                          "init": "the protocol's initialisation is used: N(0, 0.01²) for "
+                                  "the MLP, ConvNet.init's for the ConvNet"},
                    "reproduce omniglot")
     model = getattr(args, "model", None) or "mlp"
     if args.iterations is not None and args.quick:

@@ -162,8 +162,8 @@ def first_order_keys(method):
         return {"method": "fomaml"}
     if method == "metasgd":
         return {"first_order": True}
-    raise InputError(f"--first-order: does not apply to method {method!r} (it has maml -> "
-                     f"fomaml and metasgd's first-order form); drop it")
+    raise InputError(f"--first-order: does not apply to method {method!r} (only maml, as "
+                     f"fomaml, and metasgd have a first-order form); drop it")
 
 
 def _print_summary(result):
