@@ -111,8 +111,9 @@ def accuracy_figure(results, path=None, note=None):
         mean = np.array([100 * r["mean"] for r in res["rows"]])
         ci = np.array([100 * r["ci95"] for r in res["rows"]])
         kind = res.get("model", "mlp")
-        line, = ax.plot(steps, mean, marker="o", ms=3, label=f"{res['method']} "
-                        f"{'conv ' if kind == 'conv' else ''}{res['ways']}-way {res['shots']}-shot")
+        net = "conv " if kind == "conv" else ""
+        line, = ax.plot(steps, mean, marker="o", ms=3,
+                        label=f"{res['method']} {net}{res['ways']}-way {res['shots']}-shot")
         ax.fill_between(steps, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
         paper = CL.PAPER_TABLE1[kind].get((res["ways"], res["shots"]))
         if paper and res["method"] == "maml":

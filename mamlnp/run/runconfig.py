@@ -82,19 +82,7 @@ def make_config(config=None, **kwargs):
     given = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
     for key in ("iteration", "learned_alpha", "learned_lslr", "metadata"):
         given.pop(key, None)
-    kind, model = _requested_kind(given, "model" if kwargs.get("model") is not None
-                                  else "config.model")
-    if model is not None:
-        model = _model_of("config.model", model, given.get("task", DEFAULTS["task"]),
-                          given.get("ways"))
-        if isinstance(model, ConvNet):
-            given.setdefault("channels", list(model.channels))
-        else:
-            given.setdefault("hidden", list(model.sizes[1:-1]))
-        given.setdefault("activation", model.activation)
-        if model.batch_norm and not isinstance(model, ConvNet):
-            given.setdefault("batch_norm", True)
-    _refuse_other_net_keys(kind, given)
+    kind = _network_keys(given, "model" if kwargs.get("model") is not None else "config.model")
     extra = {**task_defaults(given.get("task", DEFAULTS["task"]), given, kind),
              **METHOD_KEYS.get(given.get("method", DEFAULTS["method"]), {})}
     unknown = sorted(set(given) - set(DEFAULTS) - set(extra) - {"first_order"})
@@ -114,19 +102,43 @@ def make_config(config=None, **kwargs):
     if kind == "conv":
         cfg.pop("hidden")
     check_config(cfg)
-    D, O, _ = task_dims(cfg["task"], cfg.get("ways"))        # never reads the data
-    if kind == "conv":
-        cfg["model"] = spec_of(ConvNet(IMAGE_SHAPE, cfg.pop("channels"), O,
-                                       activation=cfg.pop("activation"), loss=LOSS[cfg["task"]]))
-    else:
-        sizes = [D, *cfg.pop("hidden"), O]
-        bn = {"batch_norm": True} if cfg.pop("batch_norm", False) else {}
-        cfg["model"] = MLP(sizes, cfg.pop("activation"), LOSS[cfg["task"]], **bn).config()
+    cfg["model"] = _network(cfg, kind)
     cfg["first_order"] = cfg["method"] in ("fomaml", "reptile") or (
         cfg["method"] == "metasgd" and boolean("first_order", given.get("first_order", False)))
     cfg["iteration"] = 0
     check_run_memory(cfg)
     return cfg
+
+
+def _network_keys(given, name):
+    """The network kind of ``given`` ("model": a kind, or a saved run's dict, popped); a dict
+    sets the defaults of its keys (hidden or channels, activation, batch norm); a key of the
+    other kind is refused."""
+    kind, model = _requested_kind(given, name)
+    if model is not None:
+        model = _model_of("config.model", model, given.get("task", DEFAULTS["task"]),
+                          given.get("ways"))
+        if isinstance(model, ConvNet):
+            given.setdefault("channels", list(model.channels))
+        else:
+            given.setdefault("hidden", list(model.sizes[1:-1]))
+            if model.batch_norm:
+                given.setdefault("batch_norm", True)
+        given.setdefault("activation", model.activation)
+    _refuse_other_net_keys(kind, given)
+    return kind
+
+
+def _network(cfg, kind):
+    """The description config["model"] of a checked config's network, its keys popped:
+    an MLP D-hidden-O, or the ConvNet on Omniglot's images with ``channels``."""
+    D, O, _ = task_dims(cfg["task"], cfg.get("ways"))        # never reads the data
+    if kind == "conv":
+        return spec_of(ConvNet(IMAGE_SHAPE, cfg.pop("channels"), O,
+                               activation=cfg.pop("activation"), loss=LOSS[cfg["task"]]))
+    sizes = [D, *cfg.pop("hidden"), O]
+    bn = {"batch_norm": True} if cfg.pop("batch_norm", False) else {}
+    return MLP(sizes, cfg.pop("activation"), LOSS[cfg["task"]], **bn).config()
 
 
 def task_defaults(task, given, kind="mlp"):

@@ -6,8 +6,8 @@ The checksum of mamlnp.run.checkpoint detects corruption, not tampering: it is a
 SHA-256 that anyone can recompute. So nothing read from a file is trusted because the
 checksum matched: every field is checked here for type, dtype, length, finiteness and range,
 against the model config["model"] describes (mamlnp.nn.spec: an MLP or a ConvNet) and the
-config, and a bad field raises a CheckpointError naming it. The compiled kernels (mamlnp.fast) index their arrays with the
-model's lengths and check nothing, so an array of another length must never reach them:
+config, and a bad field raises a CheckpointError naming it. The compiled kernels
+(mamlnp.fast) index their arrays with the model's lengths and check nothing, so an array of another length must never reach them:
 ``read`` checks every (P,) array at load, ``check_resume`` what resuming adds (optimizer and
 trainer state against the run's config).
 """

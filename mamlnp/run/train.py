@@ -41,8 +41,8 @@ from ..nn.mlp import MLP
 from ..nn.spec import model_from_spec
 from ..meta.optim import OPTIMIZERS
 from .runguard import DivergenceGuard, StopSignals, metadata
-from .runconfig import (DEFAULTS, RESUME_NET_KEYS as NET_KEYS, family_for, fresh_seed, make_config, requested_keys,
-                        resume_config)
+from .runconfig import (DEFAULTS, RESUME_NET_KEYS as NET_KEYS, family_for, fresh_seed,
+                        make_config, requested_keys, resume_config)
 from . import classify
 from ..validation import boolean
 from .trainstep import fused_step, outer_step, sample_batch
