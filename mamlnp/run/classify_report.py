@@ -116,7 +116,7 @@ def accuracy_figure(results, path=None, note=None):
                         label=f"{res['method']} {net}{res['ways']}-way {res['shots']}-shot")
         ax.fill_between(steps, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
         paper = CL.PAPER_TABLE1[kind].get((res["ways"], res["shots"]))
-        if paper and res["method"] == "maml":
+        if paper:                                        # the paper's MAML, any method's line
             ax.axhline(paper[0], color=line.get_color(), ls=":", lw=1)
     ax.set_xticks(steps)
     ax.set_xlabel("SGD steps on the support set")
