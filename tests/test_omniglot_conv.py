@@ -124,6 +124,7 @@ def _crafted(tmp_path, data_dir, change):  # noqa: F811
     (lambda c: c["model"].update(channels=[10 ** 6] * 4), "does not fit|memory"),
     (lambda c: c["model"].update(channels=[4] * 100), "at most 32 conv blocks"),
     (lambda c: c["model"].update(in_shape=[4, 14, 14]), "in_shape"),
+    (lambda c: c["model"].update(bn_eps=1e-300), "bn_eps: expected at least 1e-12"),
     (lambda c: c["model"].update(kind="resnet"), "model.kind"),
     (lambda c: c["model"].update(sizes=[784, 5]), "ConvNet"),
     (lambda c: c["model"].update(ways=7), "output dim 5"),

@@ -10,12 +10,13 @@ Two kinds, told apart by the key "kind":
         ``ConvNet(**spec without "kind")``
 
 ``model_from_spec`` checks the description before anything is allocated: a dict of the
-kind's arguments only, at most MAX_BLOCKS blocks, and the model's own checks (ConvNet refuses a
-θ that would not fit in memory from its sizes alone, before allocating it).
+kind's arguments only, at most MAX_BLOCKS blocks, a ConvNet's ε at least the MLP's BN_EPS_MIN
+(below it 1/√(σ² + ε) of a constant channel overflows), and the model's own checks (ConvNet
+refuses a θ that would not fit in memory from its sizes alone, before allocating it).
 """
 from ..errors import InputError
 from .convnet import ConvNet
-from .mlp import MLP
+from .mlp import BN_EPS_MIN, MLP
 
 KINDS = ("mlp", "conv")
 MAX_BLOCKS = 32           # a description with more conv blocks than this is refused unread
@@ -42,10 +43,14 @@ def model_from_spec(spec, name="model"):
                              f"{len(channels)}")
     cls = ConvNet if kind == "conv" else MLP
     try:
-        return cls(**args)
+        model = cls(**args)
     except TypeError as exc:                                      # a key the class lacks
         raise InputError(f"{name}: expected arguments of mamlnp.{cls.__name__}, got "
                          f"{sorted(args)} ({exc})") from None
+    if kind == "conv" and model.bn_eps < BN_EPS_MIN:
+        raise InputError(f"{name}.bn_eps: expected at least {BN_EPS_MIN:g} (1/sqrt(var + eps) "
+                         f"of a constant channel must stay finite), got {model.bn_eps!r}")
+    return model
 
 
 def spec_of(model):
