@@ -199,3 +199,15 @@ def test_reproduce_quick_on_conv(data_dir, tmp_path):  # noqa: F811
     assert "conv" in text and "1-shot | 3 |" in text and "5-shot | 10 |" in text
     assert os.path.exists(os.path.join(str(tmp_path), "omniglot-5way-1shot-conv-maml",
                                        "eval", "omniglot_accuracy.png"))
+
+
+def test_reproduce_conv_on_the_command_line(capsys):
+    """The options reproduce omniglot --model conv refuses, and the line that continues it."""
+    assert main(["reproduce", "omniglot", "--model", "conv", "--init", "uniform"]) == 2
+    assert "--init: does not apply to reproduce omniglot" in capsys.readouterr().err
+    assert main(["reproduce", "--model", "conv"]) == 2                      # sinusoid
+    assert "--model: does not apply to reproduce sinusoid" in capsys.readouterr().err
+    from argparse import Namespace
+    args = Namespace(model="conv", quick=True, iterations=None, out="o", data_dir=None,
+                     backend=None, seed=0)
+    assert CR._again(args, "o") == "python -m mamlnp reproduce omniglot --model conv --quick --out o"
