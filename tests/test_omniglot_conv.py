@@ -210,4 +210,5 @@ def test_reproduce_conv_on_the_command_line(capsys):
     from argparse import Namespace
     args = Namespace(model="conv", quick=True, iterations=None, out="o", data_dir=None,
                      backend=None, seed=0)
-    assert CR._again(args, "o") == "python -m mamlnp reproduce omniglot --model conv --quick --out o"
+    assert CR._again(args, "o") == ("python -m mamlnp reproduce omniglot --model conv --quick "
+                                     "--out o")
