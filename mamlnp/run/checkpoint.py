@@ -140,7 +140,7 @@ def _npz_path(path):
 def read_checkpoint(path):
     """Everything in a checkpoint, verified: a dict with "config", "params",
     "optimizer_state", "rng_state", "iteration", "history", "train_state", "path",
-    "model" (``MLP(**config["model"])``).
+    "model" (the MLP or ConvNet config["model"] describes, mamlnp.nn.spec).
 
     Raises CheckpointError, naming the field, when the file is missing, truncated, corrupt,
     of another format version, or holds a field that does not fit its model and config.
@@ -227,7 +227,8 @@ def load_checkpoint(path):
     """(model, theta, config) of a trained run.
 
     path : a run directory (``path/checkpoint.npz``) or an ``.npz`` checkpoint.
-    model : the ``mamlnp.MLP`` the run trained; theta (P,) float64;
+    model : the ``mamlnp.MLP`` the run trained, or its ``mamlnp.ConvNet`` (a ``model="conv"``
+    run, config["model"]["kind"] == "conv"); theta (P,) float64;
     config : the run's config dict, with config["iteration"] the iterations done
     and, for Meta-SGD, config["learned_alpha"] the learned step sizes (P,); for MAML++,
     config["learned_lslr"] its learned per-step, per-layer steps (s, L).

@@ -19,6 +19,14 @@ default comes from (cbfinn/maml main.py's usage lines and flags, maml.py, utils.
 | second order | exact | same | main.py ``stop_grad`` False |
 | init | "normal" (N(0, 0.01²) truncated, b = 0) | same | maml.py ``construct_fc_weights``: ``truncated_normal(stddev=0.01)``, zero biases |
 
+**The conv network** (``model="conv"``, ``--model conv``; paper sec. 5.2 and A.1, cbfinn/maml
+``forward_conv``): ``ConvNet``'s defaults, 4 × [3×3 conv with 64 filters, stride 2, padding 1,
+batch norm, ReLU], the spatial mean, a dense head (mamlnp/nn/convnet.py); init "xavier" (the one
+scheme of ``ConvNet.init``: cbfinn's ``construct_conv_weights``). Every other key of the table
+is the same: meta-batch 32 / 16, 1 / 5 inner steps at α = 0.4 / 0.1 on the reference's loss
+(2.0 here), Adam 1e-3, 60,000 iterations; at test the paper reads 3 steps (5-way) and 5
+(20-way), both in the recorded 0 … 10.
+
 **α.** The reference's inner loss is ``softmax_cross_entropy_with_logits(…) / update_batch_size``
 summed by ``tf.gradients`` over the N·K support rows: Σ_i ℓ_i / K = N · (mean of ℓ). mamlnp's
 ``softmax_xent`` is the mean over the rows, so the paper's step α on the reference's loss is
@@ -38,6 +46,11 @@ from ..validation import check_memory, step_count
 CLASSIFICATION_TASKS = ("omniglot",)
 TEST_EPISODES, TEST_SEED = 600, 2017                    # main.py NUM_TEST_POINTS; our seed
 PAPER_TABLE1_MLP = {(5, 1): (89.7, 1.1), (5, 5): (97.5, 0.6)}   # 5-way, K: % ± 95% CI
+PAPER_TABLE1_CONV = {(5, 1): (98.7, 0.4), (5, 5): (99.9, 0.1),    # (N, K): % ± 95% CI, MAML
+                     (20, 1): (95.8, 0.3), (20, 5): (98.9, 0.2)}
+PAPER_TABLE1 = {"mlp": PAPER_TABLE1_MLP, "conv": PAPER_TABLE1_CONV}
+CONV_CHANNELS = [64, 64, 64, 64]                   # ConvNet's defaults: the paper's network
+CONV_METHODS = ("maml", "fomaml")                  # the methods a conv run trains with
 Z95 = 1.96
 
 
@@ -45,14 +58,17 @@ def is_classification(cfg):
     return cfg.get("task") in CLASSIFICATION_TASKS
 
 
-def omniglot_defaults(given):
-    """The protocol's defaults for the keys ``given`` leaves open (the table above)."""
+def omniglot_defaults(given, kind="mlp"):
+    """The protocol's defaults for the keys ``given`` leaves open (the table above), for the
+    batch-norm MLP (``kind`` "mlp") or the ConvNet ("conv": its channels instead of hidden
+    widths and batch_norm, init "xavier")."""
     ways = given.get("ways", 5)
     five = not (isinstance(ways, (int, np.integer)) and ways >= 20)   # else the 20-way protocol
     shots = given.get("shots", 1)
     query = given.get("query", shots)
-    return {"ways": ways, "data_dir": None, "batch_norm": True,
-            "hidden": [256, 128, 64, 64], "activation": "relu", "init": "normal",
+    net = ({"channels": list(CONV_CHANNELS), "init": "xavier"} if kind == "conv" else
+           {"batch_norm": True, "hidden": [256, 128, 64, 64], "init": "normal"})
+    return {"ways": ways, "data_dir": None, **net, "activation": "relu",
             "alpha": 2.0, "beta": 1e-3, "inner_steps": 1 if five else 5,
             "meta_batch": 32 if five else 16, "iterations": 60000,
             "shots": shots, "query": query, "val_tasks": 100, "val_query": query,

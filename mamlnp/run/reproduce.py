@@ -56,14 +56,17 @@ def add_arguments(p):
                    "fills it)")
     p.add_argument("--out", default=None,
                    help="output directory (default: sinusoid runs/reproduce, omniglot "
-                        "runs/reproduce-omniglot; with --quick runs/reproduce-quick, "
-                        "runs/reproduce-omniglot-quick)")
+                        "runs/reproduce-omniglot, -conv with --model conv; with --quick "
+                        "runs/reproduce-quick, runs/reproduce-omniglot[-conv]-quick)")
     p.add_argument("--iterations", type=int, default=None,
                    help=f"meta-iterations for both runs (default: sinusoid {PAPER_ITERATIONS}, "
                         f"omniglot 60000)")
     p.add_argument("--shots", type=int, default=None,
                    help="sinusoid: K used for meta-training (default 10; omniglot trains "
                         "1-shot and 5-shot)")
+    p.add_argument("--model", choices=("mlp", "conv"), default=None,
+                   help="omniglot: the network, mlp (the batch-norm MLP, Table 1's MLP row; "
+                        "default) or conv (the paper's ConvNet, Table 1's conv row)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--init", choices=("normal", "uniform"), default=None,
                    help="sinusoid: θ initialisation, see MLP.init (default uniform: PyTorch's "
@@ -178,6 +181,9 @@ def run(args):
     if getattr(args, "data_dir", None) is not None:
         raise InputError("--data-dir: does not apply to reproduce sinusoid (its tasks are "
                          "generated, not read); drop it")
+    if getattr(args, "model", None) is not None:
+        raise InputError("--model: does not apply to reproduce sinusoid (its network is the "
+                         "paper's 1-40-40-1 MLP); drop it")
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
     if args.resume and args.overwrite:

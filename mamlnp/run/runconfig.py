@@ -12,6 +12,8 @@ import numpy as np
 from ..meta import maml as M
 from ..errors import CheckpointError, InputError
 from ..nn.mlp import MLP
+from ..nn.convnet import ConvNet
+from ..nn.spec import MAX_BLOCKS, KINDS, describe, kind_of, model_from_spec, spec_of
 from ..meta.optim import OPTIMIZERS
 from ..tasks.omniglot import OmniglotTasks
 from ..tasks.sinusoid import SinusoidTasks
@@ -20,6 +22,7 @@ from ..validation import (boolean, check_memory, choice, nonneg_int, positive_fl
 from ..meta.variants import METHODS
 
 TASKS = {"sinusoid": SinusoidTasks, "omniglot": OmniglotTasks}
+IMAGE_SHAPE = (1, 28, 28)                   # (C, H, W) of an Omniglot image: a ConvNet's in_shape
 LOSS = {"sinusoid": "mse", "omniglot": "softmax_xent"}
 DEFAULTS = {
     "task": "sinusoid",        # the task family (TASKS)
@@ -52,7 +55,13 @@ METHOD_KEYS = {"imaml": {"lam": 1.0,         # λ, the proximal term's weight (>
                "mamlpp": {"epoch_length": 500, "msl_epochs": 10, "fo_epochs": 50}}
 # keys of one task only: Omniglot's classes per episode and data folder (run/classify.py)
 TASK_KEYS = ("ways", "data_dir")
+# the networks a run may train ("model": "mlp" | "conv"; config["model"]["kind"]), the keys of
+# one kind only, and each kind's θ initialisations (ConvNet.init has one: "xavier")
+NET_KEYS = {"mlp": ("hidden", "batch_norm"), "conv": ("channels",)}
+INITS = {"mlp": ("normal", "uniform"), "conv": ("xavier",)}
 # config keys a resumed run may change without breaking bit-exact continuation
+# the keys of the network, compared on resume with the saved run's network as a whole
+RESUME_NET_KEYS = ("hidden", "activation", "model", "channels", "batch_norm")
 RESUME_MAY_CHANGE = ("iterations", "backend", "checkpoint_every", "eval_every",
                      "data_dir")                # Omniglot: where the same data now lives
 
@@ -65,21 +74,16 @@ def make_config(config=None, **kwargs):
 
     The result has the keys of DEFAULTS except "hidden"/"activation", which become
     "model" = {"sizes", "activation", "loss"}, plus "first_order" (True for fomaml and
-    reptile) and "iteration" (0). A run's saved config is accepted as input."""
+    reptile) and "iteration" (0). A run's saved config is accepted as input.
+    ``model="conv"`` (Omniglot only) trains the ConvNet instead: "channels" replaces
+    "hidden", and "model" = {"kind": "conv", "in_shape", "channels", "ways", …}."""
     if config is not None and not isinstance(config, dict):
         raise InputError(f"config: expected a dict of config keys, got {type(config).__name__}")
     given = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
     for key in ("iteration", "learned_alpha", "learned_lslr", "metadata"):
         given.pop(key, None)
-    model = given.pop("model", None)
-    if model is not None:
-        model = _model_of("config.model", model, given.get("task", DEFAULTS["task"]),
-                          given.get("ways"))
-        given.setdefault("hidden", list(model.sizes[1:-1]))
-        given.setdefault("activation", model.activation)
-        if model.batch_norm:
-            given.setdefault("batch_norm", True)
-    extra = {**task_defaults(given.get("task", DEFAULTS["task"]), given),
+    kind = _network_keys(given, "model" if kwargs.get("model") is not None else "config.model")
+    extra = {**task_defaults(given.get("task", DEFAULTS["task"]), given, kind),
              **METHOD_KEYS.get(given.get("method", DEFAULTS["method"]), {})}
     unknown = sorted(set(given) - set(DEFAULTS) - set(extra) - {"first_order"})
     other_task = [k for k in unknown if k in TASK_KEYS]
@@ -95,11 +99,10 @@ def make_config(config=None, **kwargs):
         raise InputError(f"config: unknown key(s) {unknown}; expected keys among "
                          f"{sorted(set(DEFAULTS) | set(extra))}")
     cfg = {**DEFAULTS, **extra, **given}
+    if kind == "conv":
+        cfg.pop("hidden")
     check_config(cfg)
-    D, O, _ = task_dims(cfg["task"], cfg.get("ways"))        # never reads the data
-    sizes = [D, *cfg.pop("hidden"), O]
-    bn = {"batch_norm": True} if cfg.pop("batch_norm", False) else {}
-    cfg["model"] = MLP(sizes, cfg.pop("activation"), LOSS[cfg["task"]], **bn).config()
+    cfg["model"] = _network(cfg, kind)
     cfg["first_order"] = cfg["method"] in ("fomaml", "reptile") or (
         cfg["method"] == "metasgd" and boolean("first_order", given.get("first_order", False)))
     cfg["iteration"] = 0
@@ -107,12 +110,79 @@ def make_config(config=None, **kwargs):
     return cfg
 
 
-def task_defaults(task, given):
-    """The task's own keys and protocol defaults ({} for sinusoid; run/classify.py for Omniglot)."""
+def _network_keys(given, name):
+    """The network kind of ``given`` ("model": a kind, or a saved run's dict, popped); a dict
+    sets the defaults of its keys (hidden or channels, activation, batch norm); a key of the
+    other kind is refused."""
+    kind, model = _requested_kind(given, name)
+    if model is not None:
+        model = _model_of("config.model", model, given.get("task", DEFAULTS["task"]),
+                          given.get("ways"))
+        if isinstance(model, ConvNet):
+            given.setdefault("channels", list(model.channels))
+        else:
+            given.setdefault("hidden", list(model.sizes[1:-1]))
+            if model.batch_norm:
+                given.setdefault("batch_norm", True)
+        given.setdefault("activation", model.activation)
+    _refuse_other_net_keys(kind, given)
+    return kind
+
+
+def _network(cfg, kind):
+    """The description config["model"] of a checked config's network, its keys popped:
+    an MLP D-hidden-O, or the ConvNet on Omniglot's images with ``channels``."""
+    D, O, _ = task_dims(cfg["task"], cfg.get("ways"))        # never reads the data
+    if kind == "conv":
+        return spec_of(ConvNet(IMAGE_SHAPE, cfg.pop("channels"), O,
+                               activation=cfg.pop("activation"), loss=LOSS[cfg["task"]]))
+    sizes = [D, *cfg.pop("hidden"), O]
+    bn = {"batch_norm": True} if cfg.pop("batch_norm", False) else {}
+    return MLP(sizes, cfg.pop("activation"), LOSS[cfg["task"]], **bn).config()
+
+
+def task_defaults(task, given, kind="mlp"):
+    """The task's own keys and protocol defaults ({} for sinusoid; run/classify.py for Omniglot,
+    for the network ``kind``: "mlp" or "conv")."""
     if task == "omniglot":
         from .classify import omniglot_defaults
-        return omniglot_defaults(given)
-    return {}
+        return omniglot_defaults(given, kind)
+    return {"channels": None} if kind == "conv" else {}       # refused by check_config
+
+
+def _requested_kind(given, name):
+    """(kind, the model dict or None) from ``given``'s "model" (popped): "mlp" or "conv" names
+    a kind; a dict (a saved run's) describes the network and carries its kind."""
+    model = given.pop("model", None)
+    if model is None:
+        return "mlp", None
+    if isinstance(model, str) and model in KINDS:
+        return model, None
+    if not isinstance(model, dict):
+        raise InputError(f"{name}: expected a network kind, one of {list(KINDS)}, or a dict "
+                         f"describing the network (a run's config['model']), got {model!r:.80}")
+    return kind_of(model), model
+
+
+def _refuse_other_net_keys(kind, given):
+    """A key of the other network (--hidden, --batch-norm for conv; --channels for the MLP)
+    is an error that says so."""
+    other = [k for k in sorted(given) for o in KINDS if o != kind and k in NET_KEYS[o]]
+    if other:
+        what = {"hidden": "the MLP's hidden widths", "batch_norm": "the MLP's batch norm (the "
+                "ConvNet always has batch norm)", "channels": "the ConvNet's filters per block"}
+        raise InputError(f"{other[0]}: does not apply to model {kind!r} ({what[other[0]]}); "
+                         f"drop it" + (" or choose model 'conv'" if other[0] == "channels"
+                                       else ""))
+
+
+def config_kind(cfg):
+    """The network kind of a config being checked: "conv" when it has "channels" (a new
+    config) or a conv model description (a saved one), else "mlp"."""
+    if "channels" in cfg:
+        return "conv"
+    spec = cfg.get("model")
+    return kind_of(spec) if isinstance(spec, dict) else "mlp"
 
 
 _FAMILIES = {}
@@ -142,21 +212,20 @@ def task_dims(task, ways=None):
 
 
 def _model_of(name, spec, task, ways=None):
-    """MLP(**spec) for a config's "model" dict, checked against the task family: input and
-    output dims and the loss (the sinusoids: D = O = 1, "mse"; Omniglot: 784, N = ways,
-    "softmax_xent")."""
+    """The MLP or ConvNet of a config's "model" dict (mamlnp.nn.spec), checked against the task
+    family: input and output dims and the loss (the sinusoids: D = O = 1, "mse"; Omniglot: 784,
+    N = ways, "softmax_xent"); a ConvNet only for Omniglot, on its (1, 28, 28) images."""
     if not isinstance(spec, dict):
-        raise InputError(f"{name}: expected a dict of MLP arguments, got {spec!r}")
-    try:
-        model = MLP(**spec)
-    except TypeError as exc:
-        raise InputError(f"{name}: expected arguments of mamlnp.MLP, got {spec!r} ({exc})") \
-            from None
+        raise InputError(f"{name}: expected a dict of MLP or ConvNet arguments, got {spec!r:.80}")
+    model = model_from_spec(spec, name)                   # sizes checked before allocating
     want = task_dims(task, model.sizes[-1] if ways is None else ways)
     if (model.sizes[0], model.sizes[-1], model.loss_name) != want:
         raise InputError(f"{name}: expected input dim {want[0]}, output dim {want[1]} and loss "
                          f"{want[2]!r} for task {task!r}, got sizes {model.sizes} and loss "
                          f"{model.loss_name!r}")
+    if isinstance(model, ConvNet) and (task != "omniglot" or model.in_shape != IMAGE_SHAPE):
+        raise InputError(f"{name}: expected a ConvNet on Omniglot's {IMAGE_SHAPE} images, got "
+                         f"in_shape {model.in_shape} for task {task!r}")
     return model
 
 
@@ -165,7 +234,7 @@ def check_run_memory(cfg):
     meta-gradient's workspace (mamlnp.meta.maml.check_work) and the task batches, counting
     every dimension: a classification task holds N·(K+Q) rows (N ways), and drawing its
     episodes two (T, C) arrays over the C training characters."""
-    model = MLP(**cfg["model"])
+    model = model_from_spec(cfg["model"])
     T, K, Q, V = cfg["meta_batch"], cfg["shots"], cfg["query"], cfg["val_query"]
     D, O = model.sizes[0], model.sizes[-1]
     N = cfg["ways"] if cfg["task"] == "omniglot" else 1         # rows per point of a task
@@ -208,13 +277,40 @@ def check_config(cfg):
                          f"{cfg['inner_steps']}")
     cfg["backend"] = M.check_backend(cfg["backend"])
     choice("optimizer", cfg["optimizer"], tuple(OPTIMIZERS))
-    choice("init", cfg["init"], ("normal", "uniform"))
-    hidden = cfg["hidden"]
-    if isinstance(hidden, (int, np.integer)):
-        hidden = [hidden]
-    if not isinstance(hidden, (list, tuple)):
-        raise InputError(f"hidden: expected a list of layer widths, got {hidden!r}")
-    cfg["hidden"] = [positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)]
+    kind = config_kind(cfg)
+    check_kind(cfg, kind)
+    if kind == "conv":
+        if "channels" in cfg:
+            cfg["channels"] = _widths("channels", cfg["channels"], "filters per conv block")
+    else:
+        cfg["hidden"] = _widths("hidden", cfg["hidden"], "layer widths")
+
+
+def _widths(name, value, what):
+    """A list of positive ints (one int is a list of one); for conv at least one."""
+    if isinstance(value, (int, np.integer)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or (name == "channels" and not value):
+        raise InputError(f"{name}: expected a list of {what}, got {value!r:.80}")
+    if name == "channels" and len(value) > MAX_BLOCKS:
+        raise InputError(f"channels: expected at most {MAX_BLOCKS} conv blocks, got {len(value)}")
+    return [positive_int(f"{name}[{i}]", h) for i, h in enumerate(value)]
+
+
+def check_kind(cfg, kind):
+    """What a network kind allows: its initialisations; the ConvNet only for Omniglot and for
+    the methods it is wired for (classify.CONV_METHODS)."""
+    from .classify import CONV_METHODS
+    if kind == "conv" and cfg["task"] != "omniglot":
+        raise InputError(f"model: 'conv' applies only to task 'omniglot' (images), not "
+                         f"{cfg['task']!r}")
+    if kind == "conv" and cfg["method"] not in CONV_METHODS:
+        raise InputError(f"method: expected one of {list(CONV_METHODS)} for model 'conv' (the "
+                         f"ConvNet's runs), got {cfg['method']!r}")
+    if cfg["init"] not in INITS[kind]:
+        raise InputError(f"init: expected one of {list(INITS[kind])} for model {kind!r}, got "
+                         f"{cfg['init']!r}" + (" (ConvNet.init has one scheme, cbfinn's)"
+                                               if kind == "conv" else ""))
 
 
 def check_classification(cfg):
@@ -249,26 +345,35 @@ def resume_config(saved, requested):
         elif key == "model" and value != saved["model"]:
             raise CheckpointError(
                 f"resume: the checkpoint was written for model {describe_model(saved['model'])}"
-                f", but model {describe_model(value)} was requested (--hidden/--activation); "
+                f", but model {describe_model(value)} was requested (--model/--hidden/"
+                f"--channels/--activation); "
                 f"resume with the same architecture or start a new run in another --out")
         elif saved.get(key) != value:
             raise CheckpointError(
                 f"resume: the checkpoint has {key}={saved.get(key)!r} but {key}={value!r} was "
                 f"requested; drop the option to keep the run's value, or start a new --out")
-    check_config({**cfg, "hidden": cfg["model"]["sizes"][1:-1]})
+    spec = cfg["model"]                     # a ConvNet's description has no hidden widths
+    check_config({**cfg, "hidden": spec["sizes"][1:-1]} if kind_of(spec) == "mlp" else cfg)
     check_run_memory(cfg)                       # a saved config may ask for absurd sizes too
     return cfg
 
 
 def requested_keys(requested, saved):
     """Normalise the explicitly requested keys to compare them with a saved config."""
+    net = RESUME_NET_KEYS
     req = {k: v for k, v in requested.items()
-           if k not in ("hidden", "activation", "model", "iteration", "learned_alpha", "learned_lslr",
-                        "metadata", "first_order")}
-    if any(k in requested for k in ("hidden", "activation", "model")):
-        keep = set(DEFAULTS) | set(task_defaults(saved.get("task"), saved))
+           if k not in net + ("iteration", "learned_alpha", "learned_lslr", "metadata",
+                              "first_order")}
+    if any(k in requested for k in net):
+        kind = kind_of(saved["model"])
+        if isinstance(requested.get("model"), str) and requested["model"] != kind:
+            raise CheckpointError(f"resume: the checkpoint was written for model {kind!r}, but "
+                                  f"model {requested['model']!r} was requested; resume with "
+                                  f"the same model or start a new run in another --out")
+        asked = {k: v for k, v in requested.items() if not (k == "model" and isinstance(v, str))}
+        keep = set(DEFAULTS) | set(task_defaults(saved.get("task"), saved, kind))
         merged = make_config({**{k: v for k, v in saved.items() if k in keep},
-                              **requested, "iterations": 1})
+                              "model": saved["model"], **asked, "iterations": 1})
         req["model"] = merged["model"]
     if "backend" in req:
         req["backend"] = M.check_backend(req["backend"])
@@ -276,5 +381,6 @@ def requested_keys(requested, saved):
 
 
 def describe_model(model):
-    """'1-40-40-1 relu' for {"sizes": [1, 40, 40, 1], "activation": "relu", …}."""
-    return "-".join(str(n) for n in model["sizes"]) + " " + model["activation"]
+    """'1-40-40-1 relu' for {"sizes": [1, 40, 40, 1], "activation": "relu", …}; 'conv
+    64-64-64-64 relu' for a ConvNet's description."""
+    return describe(model)

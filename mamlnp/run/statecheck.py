@@ -5,9 +5,9 @@ Dimension legend: P parameters (of the model the config describes), R history ro
 The checksum of mamlnp.run.checkpoint detects corruption, not tampering: it is an unkeyed
 SHA-256 that anyone can recompute. So nothing read from a file is trusted because the
 checksum matched: every field is checked here for type, dtype, length, finiteness and range,
-against the model ``MLP(**config["model"])`` and the config, and a bad field raises a
-CheckpointError naming it. The compiled kernels (mamlnp.fast) index their arrays with the
-model's lengths and check nothing, so an array of another length must never reach them:
+against the model config["model"] describes (mamlnp.nn.spec: an MLP or a ConvNet) and the
+config, and a bad field raises a CheckpointError naming it. The compiled kernels
+(mamlnp.fast) index their arrays with the model's lengths and check nothing, so an array of another length must never reach them:
 ``read`` checks every (P,) array at load, ``check_resume`` what resuming adds (optimizer and
 trainer state against the run's config).
 """
@@ -17,7 +17,8 @@ import math
 import numpy as np
 
 from ..errors import CheckpointError, InputError
-from ..nn.mlp import MLP
+from ..nn.convnet import ConvNet
+from ..nn.spec import kind_of, model_from_spec
 from ..validation import boolean, choice, nonneg_int, positive_float, positive_int, step_count
 from .runguard import MEDIAN_WINDOW
 
@@ -65,24 +66,34 @@ def scalar_int(file, field, arr, minimum=0):
 
 
 def model_of(file, config):
-    """MLP(**config["model"]) (any keys MLP accepts), checked against the config's task."""
+    """The MLP or ConvNet of config["model"] (mamlnp.nn.spec: a ConvNet's sizes are checked
+    before θ or anything else is allocated), checked against the config's task, and a ConvNet
+    against its run's rules (Omniglot images, its methods and initialisation)."""
     spec = config.get("model")
     if not isinstance(spec, dict):
-        raise fail(file, "config.model", f"expected a dict of MLP arguments, got {spec!r}")
+        raise fail(file, "config.model", f"expected a dict of MLP or ConvNet arguments, got "
+                                         f"{spec!r:.80}")
     try:
-        model = MLP(**spec)
+        model = model_from_spec(spec)
     except Exception as exc:                          # InputError, TypeError (a bad key) …
-        raise fail(file, "config.model", f"expected arguments of mamlnp.MLP, got {spec!r} "
+        raise fail(file, "config.model", f"expected a description of a mamlnp.MLP or ConvNet "
                                          f"({exc})") from None
     task = config.get("task")
     if task is not None:
-        from .runconfig import task_dims
+        from .runconfig import IMAGE_SHAPE, task_dims
         with _as_checkpoint_error(file, "config.task"):
             want = task_dims(task, config.get("ways"))
         got = (model.sizes[0], model.sizes[-1], model.loss_name)
         if got != want:
             raise fail(file, "config.model", f"expected input dim {want[0]}, output dim "
                        f"{want[1]} and loss {want[2]!r} for task {task!r}, got {got}")
+        if isinstance(model, ConvNet) and model.in_shape != IMAGE_SHAPE:
+            raise fail(file, "config.model", f"expected a ConvNet on {IMAGE_SHAPE} images, got "
+                                             f"in_shape {model.in_shape}")
+    if "method" in config and "init" in config and "task" in config:
+        from .runconfig import check_kind
+        with _as_checkpoint_error(file, "config"):
+            check_kind(config, kind_of(spec))
     return model
 
 
@@ -117,7 +128,7 @@ def check_config(file, config, iteration):
               "val_seed": lambda v: nonneg_int("val_seed", v),
               "backend": lambda v: choice("backend", v, BACKENDS),
               "optimizer": lambda v: choice("optimizer", v, tuple(OPTIMIZERS)),
-              "init": lambda v: choice("init", v, ("normal", "uniform")),
+              "init": lambda v: choice("init", v, ("normal", "uniform", "xavier")),
               "first_order": lambda v: boolean("first_order", v),
               "lam": lambda v: positive_float("lam", v),                  # imaml
               "cg_steps": lambda v: positive_int("cg_steps", v),          # imaml

@@ -38,10 +38,11 @@ from ..meta import maml as M
 from ..errors import CheckpointError, DivergenceError, InputError
 from ..fast.compile_notice import first_call_notice
 from ..nn.mlp import MLP
+from ..nn.spec import model_from_spec
 from ..meta.optim import OPTIMIZERS
 from .runguard import DivergenceGuard, StopSignals, metadata
-from .runconfig import (DEFAULTS, family_for, fresh_seed, make_config, requested_keys,
-                        resume_config)
+from .runconfig import (DEFAULTS, RESUME_NET_KEYS as NET_KEYS, family_for, fresh_seed,
+                        make_config, requested_keys, resume_config)
 from . import classify
 from ..validation import boolean
 from .trainstep import fused_step, outer_step, sample_batch
@@ -58,7 +59,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class TrainResult:
-    """What meta_train returns. history: {"iteration", "meta_loss", "val_mse"} arrays (R,)
+    """What meta_train returns (model: an MLP, or a ConvNet for model="conv"). history:
+    {"iteration", "meta_loss", "val_mse"} arrays (R,)
     ("val_accuracy" instead of "val_mse" for classification)."""
     model: MLP
     theta: np.ndarray
@@ -106,9 +108,10 @@ class _State:
 
 
 def _new_state(method, cfg):
-    model = MLP(**cfg["model"])
+    model = model_from_spec(cfg["model"])
     rng = np.random.default_rng(cfg["seed"])
-    theta = model.init(rng, scheme=cfg["init"])                 # θ (P,), from the run's rng
+    theta = (model.init(rng) if cfg["init"] == "xavier" else    # ConvNet: its one scheme
+             model.init(rng, scheme=cfg["init"]))               # θ (P,), from the run's rng
     params = method.init_params(model, theta, cfg)
     opts = {g: OPTIMIZERS[cfg["optimizer"]](cfg["beta"]) for g in params}
     return _State(params, opts, rng)
@@ -217,8 +220,11 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
     if not resume and (kwargs.get("seed", 0) is None or (
             isinstance(config, dict) and config.get("seed", 0) is None and "seed" not in kwargs)):
         kwargs["seed"] = fresh_seed()                     # None: fresh entropy, recorded
-    cfg = make_config(config, **kwargs)                   # validates config first
     requested = {**(config or {}), **{k: v for k, v in kwargs.items() if v is not None}}
+    if resume:        # the network keys are checked against the saved run's network instead
+        cfg = make_config({k: v for k, v in requested.items() if k not in NET_KEYS})
+    else:
+        cfg = make_config(config, **kwargs)               # validates config first
     if resume and out is None:
         raise InputError("resume: expected a run directory in out=..., got out=None")
     lock = None
@@ -231,7 +237,7 @@ def meta_train(config=None, *, out=None, resume=False, overwrite=False, progress
             method = get_method(cfg["method"])
         else:
             state = _new_state(method, cfg)
-        return _run(MLP(**cfg["model"]), method, cfg, state, out, progress, callback)
+        return _run(model_from_spec(cfg["model"]), method, cfg, state, out, progress, callback)
     finally:
         if lock is not None:
             C.release_run_dir(lock)

@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import classify
-from ..errors import DivergenceError, MamlnpError
+from ..errors import DivergenceError, InputError, MamlnpError
 from ..meta import maml as M
 from ..meta.optim import OPTIMIZERS
 from ..meta.variants import METHODS
@@ -26,6 +26,8 @@ EXAMPLES = """examples:
   mamlnp train sinusoid --out runs/try --resume --iterations 5000   continue it (same bits)
   mamlnp train omniglot --ways 5 --shots 1                the paper's 5-way 1-shot protocol
                                                           (defaults: mamlnp/run/classify.py)
+  mamlnp train omniglot --model conv --ways 5 --shots 1   the same with the paper's ConvNet
+  mamlnp train omniglot --model conv --ways 20 --first-order   20-way, first-order MAML
 
 Ctrl-C (or SIGTERM) writes a checkpoint and exits with 130 (143); --resume continues.
 Exit codes: 0 done, 1 diverged or could not write, 2 bad input, 130/143 interrupted."""
@@ -62,7 +64,9 @@ def add_arguments(p):
                    "sinusoid regression (sec. 5.1), omniglot N-way K-shot classification "
                    "(sec. 5.2) or navigation (RL, sec. 5.3: python -m mamlnp train navigation -h)")
     p.add_argument("--method", choices=(*METHODS, "oracle"), help=f"meta-learning method "
-                   f"({dflt('method')}; oracle: navigation only)")
+                   f"({dflt('method')}; --model conv: maml or fomaml; oracle: navigation only)")
+    p.add_argument("--first-order", action="store_true", help="first-order MAML: the same as "
+                   "--method fomaml (with --method metasgd: its first-order form)")
     p.add_argument("--shots", type=int, help=f"K support points per task (omniglot: per class) "
                    f"({dflt('shots')})")
     p.add_argument("--query", type=int, help=f"Q query points per task (omniglot: per class) "
@@ -72,19 +76,27 @@ def add_arguments(p):
     p.add_argument("--inner-steps", type=int, help=f"inner SGD steps ({dflt('inner_steps')})")
     p.add_argument("--meta-batch", type=int, help=f"tasks per meta-batch ({dflt('meta_batch')})")
     p.add_argument("--iterations", type=int, help=f"meta-iterations ({dflt('iterations')})")
+    p.add_argument("--model", choices=("mlp", "conv"), help="omniglot: the network, mlp (the "
+                   "batch-norm MLP, default) or conv (the paper's ConvNet: 4 x [3x3 conv, "
+                   "stride 2, padding 1, batch norm, ReLU], spatial mean, dense head; the "
+                   "same protocol, with --channels and --init xavier as its defaults)")
     p.add_argument("--hidden", type=int, nargs="+", help=f"hidden layer widths "
                    f"({dflt('hidden')}; omniglot with batch norm)")
+    p.add_argument("--channels", type=int, nargs="+", help="--model conv: filters per conv "
+                   "block (default 64 64 64 64)")
     p.add_argument("--activation", choices=("relu", "tanh", "softplus"),
                    help=f"hidden activation ({dflt('activation')})")
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
                    help=f"outer optimizer with step β ({dflt('optimizer')})")
-    p.add_argument("--init", choices=("normal", "uniform"),
-                   help=f"θ initialisation scheme, see MLP.init ({dflt('init')})")
+    p.add_argument("--init", choices=("normal", "uniform", "xavier"),
+                   help=f"θ initialisation scheme, see MLP.init ({dflt('init')}); --model "
+                   f"conv: xavier, ConvNet.init's one scheme")
     p.add_argument("--seed", type=int, help=f"seed of the run's only RNG (default {d['seed']})")
     p.add_argument("--backend", choices=M.BACKENDS,
                    help=f"meta-gradient backend (default {M.DEFAULT_BACKEND})")
     p.add_argument("--out", help="run directory (default runs/sinusoid-<method>, "
-                   "runs/omniglot-<N>way-<K>shot-<method>)")
+                   "runs/omniglot-<N>way-<K>shot-<method>, runs/omniglot-<N>way-<K>shot-conv-"
+                   "<method>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--checkpoint-every", type=int,
@@ -115,15 +127,19 @@ def run(args):
     from .navigation_cli import NAV_ONLY, refuse
     refuse(args, NAV_ONLY, args.task)           # --estimator etc. mean nothing here
     keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
-            "iterations", "hidden", "activation", "optimizer", "init", "seed", "backend",
-            "checkpoint_every", "eval_every", "ways", "data_dir", "lam", "cg_steps",
-            "epoch_length", "msl_epochs", "fo_epochs")
+            "iterations", "model", "hidden", "channels", "activation", "optimizer", "init",
+            "seed", "backend", "checkpoint_every", "eval_every", "ways", "data_dir", "lam",
+            "cg_steps", "epoch_length", "msl_epochs", "fo_epochs")
     kwargs = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     name = args.task if args.task != "omniglot" else (
-        f"omniglot-{args.ways or 5}way-{args.shots or 1}shot")
-    out = args.out or os.path.join("runs", f"{name}-{args.method or DEFAULTS['method']}")
+        f"omniglot-{args.ways or 5}way-{args.shots or 1}shot"
+        + ("-conv" if args.model == "conv" else ""))
     progress = not args.no_progress and sys.stderr.isatty()
     try:
+        if args.first_order:
+            kwargs.update(first_order_keys(args.method))
+        method = kwargs.get("method", DEFAULTS["method"])
+        out = args.out or os.path.join("runs", f"{name}-{method}")
         result = meta_train(task=args.task, out=out, resume=args.resume,
                             overwrite=args.overwrite, progress=progress, **kwargs)
     except TrainingInterrupted as exc:
@@ -145,6 +161,17 @@ def run(args):
         return 1
     _print_summary(result)
     return 0
+
+
+def first_order_keys(method):
+    """The config keys --first-order stands for: method fomaml (from maml or none given), or
+    Meta-SGD's first_order=True; other methods have no first-order switch (an error)."""
+    if method in (None, "maml", "fomaml"):
+        return {"method": "fomaml"}
+    if method == "metasgd":
+        return {"first_order": True}
+    raise InputError(f"--first-order: does not apply to method {method!r} (only maml, as "
+                     f"fomaml, and metasgd have a first-order form); drop it")
 
 
 def _print_summary(result):
