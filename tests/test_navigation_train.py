@@ -18,7 +18,7 @@ from mamlnp.run import navigation as N
 from mamlnp.run import navigation_checkpoint as NC
 from mamlnp.run.cli import main
 
-TINY = dict(meta_batch=2, trajectories=3, hidden=[4], progress=False)
+TINY = dict(meta_batch=2, trajectories=3, hidden=[4], progress=False, threads=1)
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,9 @@ every rollout's noise), checkpointed with θ, so a resumed run repeats the same 
 NaN/inf meta-gradient stops the run before the step (DivergenceError; the last checkpoint
 is kept); Ctrl-C or SIGTERM writes a checkpoint and raises TrainingInterrupted. ``threads``
 runs the tasks' derivatives on that many threads (mamlnp/meta/rl.py: the same bits at any
-count, so a resumed run may change it).
+count, so a resumed run may change it; default: the cores the process may use). The
+Fisher-vector product is the exact Hessian of the mean KL the line search measures (U the
+true Jacobian of the inner step on its fixed samples), whichever estimator gives ∇̂.
 """
 import math
 import os
@@ -60,7 +62,7 @@ DEFAULTS = {"task": "navigation", "method": "maml", "estimator": "lvc", "outer":
             "horizon": nav.HORIZON, "discount": nav.DISCOUNT, "max_kl": 0.01, "cg_iters": 10,
             "damping": 1e-5, "backtrack_ratio": 0.8, "max_backtracks": 15, "iterations": 500,
             "hidden": [100, 100], "activation": "relu", "seed": 0, "checkpoint_every": 10,
-            "threads": 1}
+            "threads": None}                   # None: the cores this process may use
 RESUMABLE = ("iterations", "checkpoint_every", "threads")     # what --resume may change
 
 
@@ -80,9 +82,12 @@ def make_config(**kwargs):
         raise InputError(f"backtrack_ratio, discount: expected a ratio in (0, 1) and a discount "
                          f"in (0, 1], got {cfg['backtrack_ratio']} and {cfg['discount']}")
     for k in ("meta_batch", "trajectories", "horizon", "iterations", "cg_iters",
-              "max_backtracks", "checkpoint_every", "threads"):
+              "max_backtracks", "checkpoint_every"):
         cfg[k] = positive_int(k, cfg[k])
     cfg["seed"] = nonneg_int("seed", cfg["seed"])
+    if cfg["threads"] is None:
+        cfg["threads"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    cfg["threads"] = positive_int("threads", cfg["threads"])
     hidden = [positive_int("hidden", h) for h in np.atleast_1d(cfg.pop("hidden")).tolist()]
     D = 4 if cfg["method"] == "oracle" else 2
     cfg["policy"] = GaussianPolicy((D, *hidden, 2), cfg.pop("activation")).config()

@@ -53,7 +53,7 @@ def add_train_arguments(p):
                    help="navigation: line-search ratio (default 0.8)")
     p.add_argument("--max-backtracks", type=int, help="navigation: line-search tries (default 15)")
     p.add_argument("--threads", type=int, help="navigation: threads over the tasks' derivatives "
-                   "(the same bits at any count; default 1)")
+                   "(the same bits at any count; default: the cores available)")
 
 
 def train(args):
