@@ -18,7 +18,7 @@ from mamlnp.run import navigation as N
 from mamlnp.run import navigation_checkpoint as NC
 from mamlnp.run.cli import main
 
-TINY = dict(meta_batch=2, trajectories=3, hidden=[4], progress=False)
+TINY = dict(meta_batch=2, trajectories=3, hidden=[4], progress=False, threads=1)
 
 
 @pytest.fixture(autouse=True)
@@ -170,3 +170,14 @@ def test_evaluation_steps_are_0_5_then_0_25_and_the_ci_is_over_goals():
     assert len(ros) == 3 and ret.shape == (3, 3)
     row = NE.summarize(ret)[1]
     assert row["n"] == 3 and row["ci95"] == pytest.approx(1.96 * ret[:, 1].std(ddof=1) / np.sqrt(3))
+
+
+def test_cli_evaluate_with_a_baseline_run(tmp_path, capsys):
+    for method in ("maml", "pretrain"):
+        N.train_navigation(out=tmp_path / method, iterations=1, method=method, **TINY)
+    ev = tmp_path / "eval"
+    assert main(["evaluate", str(tmp_path / "maml"), "--baseline", str(tmp_path / "pretrain"),
+                 "--max-steps", "0", "--no-plots", "--out", str(ev)]) == 0
+    assert "| pretrained |" in capsys.readouterr().out
+    assert set(json.loads((ev / "results.json").read_text())["rows"]) == {"maml", "pretrain",
+                                                                          "random"}

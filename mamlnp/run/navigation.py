@@ -1,4 +1,4 @@
-"""MAML for RL on 2D navigation: ``train_navigation(...)`` and ``python -m mamlnp train navigation``.
+"""MAML for RL on 2D navigation: ``train_navigation(...)``, ``mamlnp train navigation``.
 
 Dimension legend: T tasks (meta-batch), N trajectories per task, H horizon, M valid steps
 of one task, D observation dim, P parameters of the Gaussian policy.
@@ -16,23 +16,26 @@ One meta-iteration (Finn et al. 2017, Algorithm 3; cbfinn/maml_rl's MAMLTRPO):
 pre-update surrogate, θ′ = θ); ``--method oracle`` does the same with the goal in the
 observation (D = 4). (maml_rl trained its pretrained policy with Adam, ``use_maml=False``,
 and its oracle with TRPO on 1000 steps of random goals per iteration; here both use the
-same loop and sizes as MAML, ``--outer adam`` giving the former.) Defaults are the protocol of the figure's code (maml_trpo_point.py with
-the test script's meta-batch 20): T = 20, N = 20, H = 100, α = 0.5, δ = 0.01, 10 CG
-iterations, damping 1e-5, backtracking 0.8 × 15, 500 iterations.
+same loop and sizes as MAML, ``--outer adam`` giving the former.) Defaults are the protocol
+of the figure's code (maml_trpo_point.py with the test script's meta-batch 20): T = 20,
+N = 20, H = 100, α = 0.5, δ = 0.01, 10 CG iterations, damping 1e-5, backtracking 0.8 × 15,
+500 iterations.
 
 α = 0.5, not the paper's text's 0.1: the code and the snapshot behind Fig. 4
 (``trpomaml1_fbs20_mbs20_flr_0.5``) use 0.5, and the test adapts with 0.5 too.
 estimator = ``lvc`` by default: ``maml`` (the original) drops the pre-update sampling term
 (biased, ProMP sec. 4); ``dice`` is unbiased but its curvature sums score products over
-whole 100-step episodes (high variance); ProMP's ``lvc`` keeps the per-step term at low
-variance and meta-trained best with TRPO in Rothfuss et al. 2019 (sec. 7).
+whole 100-step episodes (high variance); ProMP's ``lvc`` keeps the per-step term, at a
+much lower variance than dice's in Rothfuss et al. 2019's comparison of the estimators.
 
 Reliability as ``mamlnp train sinusoid``: one Generator for all randomness (goals, then
 every rollout's noise), checkpointed with θ, so a resumed run repeats the same bits; a
 NaN/inf meta-gradient stops the run before the step (DivergenceError; the last checkpoint
 is kept); Ctrl-C or SIGTERM writes a checkpoint and raises TrainingInterrupted. ``threads``
 runs the tasks' derivatives on that many threads (mamlnp/meta/rl.py: the same bits at any
-count, so a resumed run may change it).
+count, so a resumed run may change it; default: the cores the process may use). The
+Fisher-vector product is the exact Hessian of the mean KL the line search measures (U the
+true Jacobian of the inner step on its fixed samples), whichever estimator gives ∇̂.
 """
 import math
 import os
@@ -59,7 +62,7 @@ DEFAULTS = {"task": "navigation", "method": "maml", "estimator": "lvc", "outer":
             "horizon": nav.HORIZON, "discount": nav.DISCOUNT, "max_kl": 0.01, "cg_iters": 10,
             "damping": 1e-5, "backtrack_ratio": 0.8, "max_backtracks": 15, "iterations": 500,
             "hidden": [100, 100], "activation": "relu", "seed": 0, "checkpoint_every": 10,
-            "threads": 1}
+            "threads": None}                   # None: the cores this process may use
 RESUMABLE = ("iterations", "checkpoint_every", "threads")     # what --resume may change
 
 
@@ -79,9 +82,12 @@ def make_config(**kwargs):
         raise InputError(f"backtrack_ratio, discount: expected a ratio in (0, 1) and a discount "
                          f"in (0, 1], got {cfg['backtrack_ratio']} and {cfg['discount']}")
     for k in ("meta_batch", "trajectories", "horizon", "iterations", "cg_iters",
-              "max_backtracks", "checkpoint_every", "threads"):
+              "max_backtracks", "checkpoint_every"):
         cfg[k] = positive_int(k, cfg[k])
     cfg["seed"] = nonneg_int("seed", cfg["seed"])
+    if cfg["threads"] is None:
+        cfg["threads"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    cfg["threads"] = positive_int("threads", cfg["threads"])
     hidden = [positive_int("hidden", h) for h in np.atleast_1d(cfg.pop("hidden")).tolist()]
     D = 4 if cfg["method"] == "oracle" else 2
     cfg["policy"] = GaussianPolicy((D, *hidden, 2), cfg.pop("activation")).config()
@@ -152,7 +158,8 @@ def _plain_fns(policy, theta, tasks, damping):
 
     def kl(th):
         return float(np.mean([mean_kl_points(p, n) for n, p in zip(new_points(th), pts)]))
-    return float(np.mean([np.mean(t[2] * p.log_prob) for p, t in zip(pts, tasks)])), grad, fvp, surrogate, kl
+    objective = float(np.mean([np.mean(t[2] * p.log_prob) for p, t in zip(pts, tasks)]))
+    return objective, grad, fvp, surrogate, kl
 
 
 def iteration(policy, cfg, state):
@@ -249,7 +256,8 @@ def _load(out, kwargs):
             cfg[key] = positive_int(key, kwargs[key])
     if cfg["iterations"] < saved["iteration"]:
         raise InputError(f"iterations: the run in {out!r} has done {saved['iteration']} "
-                         f"iterations, got iterations={cfg['iterations']}; ask for at least as many")
+                         f"iterations, got iterations={cfg['iterations']}; ask for at least "
+                         f"as many")
     rng = np.random.default_rng()
     rng.bit_generator.state = saved["rng_state"]
     adam = None

@@ -43,14 +43,17 @@ def add_train_arguments(p):
     p.add_argument("--outer", choices=("trpo", "adam"),
                    help="navigation: outer step, TRPO with exact FVPs or Adam with step --beta "
                         "(default trpo)")
-    p.add_argument("--trajectories", type=int, help="navigation: trajectories per task (default 20)")
+    p.add_argument("--trajectories", type=int,
+                   help="navigation: trajectories per task (default 20)")
     p.add_argument("--max-kl", type=float, help="navigation: TRPO's mean-KL bound (default 0.01)")
-    p.add_argument("--cg-iters", type=int, help="navigation: conjugate-gradient iterations (default 10)")
+    p.add_argument("--cg-iters", type=int,
+                   help="navigation: conjugate-gradient iterations (default 10)")
     p.add_argument("--damping", type=float, help="navigation: FVP damping (default 1e-5)")
-    p.add_argument("--backtrack-ratio", type=float, help="navigation: line-search ratio (default 0.8)")
+    p.add_argument("--backtrack-ratio", type=float,
+                   help="navigation: line-search ratio (default 0.8)")
     p.add_argument("--max-backtracks", type=int, help="navigation: line-search tries (default 15)")
     p.add_argument("--threads", type=int, help="navigation: threads over the tasks' derivatives "
-                   "(the same bits at any count; default 1)")
+                   "(the same bits at any count; default: the cores available)")
 
 
 def train(args):
@@ -130,7 +133,8 @@ def run_reproduce(args):
     from ..nn.policy import GaussianPolicy
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
-    out = args.out or os.path.join("runs", "reproduce-navigation" + ("-quick" if args.quick else ""))
+    name = "reproduce-navigation" + ("-quick" if args.quick else "")
+    out = args.out or os.path.join("runs", name)
     t0, entries = time.perf_counter(), {}
     for method in ("maml", "pretrain", "oracle"):
         try:

@@ -73,7 +73,8 @@ def summarize(returns):
     """[{"steps", "mean", "ci95", "std", "n"}] per column of returns (G, S + 1)."""
     G = returns.shape[0]
     std = returns.std(axis=0, ddof=1) if G > 1 else np.zeros(returns.shape[1])
-    return [{"steps": s, "mean": float(returns[:, s].mean()), "ci95": float(Z95 * std[s] / np.sqrt(G)),
+    return [{"steps": s, "mean": float(returns[:, s].mean()),
+             "ci95": float(Z95 * std[s] / np.sqrt(G)),
              "std": float(std[s]), "n": G} for s in range(returns.shape[1])]
 
 

@@ -69,7 +69,7 @@ def check_goals(goals):
 
 
 def env_step(state, action, goal):
-    """One step of every episode: (s (B, 2), a (B, 2), g (B, 2)) -> (s′ (B, 2), r (B,), done (B,))."""
+    """One step of every episode: s (B, 2), a (B, 2), g (B, 2) -> s′ (B, 2), r (B,), done (B,)."""
     u = np.clip(ACTION_SCALE * action, -ACTION_SCALE, ACTION_SCALE)   # (B, 2) the move
     nxt = state + u                                                   # (B, 2) s_{t+1}
     d = nxt - goal                                                    # (B, 2)
@@ -102,7 +102,7 @@ class Rollouts:
 
     @property
     def returns(self):
-        """(T, N) undiscounted return Σ_t r_t of each episode (rllab's AverageReturn averages it)."""
+        """(T, N) undiscounted return Σ_t r_t of each episode (rllab's AverageReturn)."""
         return self.rewards.sum(axis=2)
 
     def positions(self, task, traj):
@@ -139,7 +139,8 @@ def rollout(policy, thetas, goals, num_traj, rng, horizon=HORIZON, oracle=False)
             raise InputError(f"thetas: the policy's actions are NaN or infinite at step {t} "
                              f"(θ holds NaN/inf, or its output overflows)")
         nxt, r, done = env_step(state, a, g)
-        obs[alive, t], act[alive, t], rew[alive, t], mask[alive, t] = o[alive], a[alive], r[alive], True
+        obs[alive, t], act[alive, t] = o[alive], a[alive]
+        rew[alive, t], mask[alive, t] = r[alive], True
         state[alive] = nxt[alive]                                   # finished episodes stay put
         alive &= ~done
         if not alive.any():
