@@ -107,6 +107,52 @@ class KernelSet:
         return adam_step(opt, theta, grad)
 
 
+CURVE_NONE, CURVE_LOSS, CURVE_ACCURACY = 0, 1, 2     # what a batch-adapt driver records
+
+
+class GeomKernels(KernelSet):
+    """The face of a set whose two drivers are functions of the model's geometry ``geom``
+    (the batch-norm MLP's and the conv net's sets): ``_meta_grad(geom, θ, xs, ys, xq, yq, α,
+    s, first_order) -> (loss, ∇θ)`` on (T, N·C) rows, and ``_adapt(geom, θ, xs, ys, xq, yq,
+    α, steps, curve_kind, want_theta) -> (θ_s (T, P) or None, curve (T, steps+1))`` with
+    curve_kind CURVE_NONE, CURVE_LOSS (query losses) or CURVE_ACCURACY (query accuracies).
+    A subclass sets ``self.geom`` and the two drivers (as staticmethods)."""
+
+    _meta_grad = _adapt = None
+
+    def meta_gradient(self, theta, batch, alpha, inner_steps, first_order=False):
+        theta = np.ascontiguousarray(theta, dtype=np.float64)
+        rows = [flat(a) for a in (batch.x_support, batch.y_support, batch.x_query,
+                                  batch.y_query)]
+        return self._meta_grad(self.geom, theta, *rows, float(alpha), int(inner_steps),
+                               bool(first_order))
+
+    def meta_gradient_unchecked(self, theta, xs, ys, xq, yq, alpha, inner_steps, first_order):
+        return self._meta_grad(self.geom, theta, xs, ys, xq, yq, alpha, inner_steps,
+                               first_order)
+
+    def adapt(self, theta, x_support, y_support, alpha, inner_steps):
+        xs, ys = np.asarray(x_support)[None], np.asarray(y_support)[None]
+        return self._adapt(self.geom, theta, xs, ys, xs, ys, alpha, inner_steps,
+                           CURVE_NONE)[0][0]
+
+    def _batch(self, theta, batch, alpha, steps, kind):
+        return self._adapt(self.geom, theta, batch.x_support, batch.y_support, batch.x_query,
+                           batch.y_query, alpha, steps, kind, want_theta=kind == CURVE_NONE)
+
+    def adapt_batch(self, theta, batch, alpha, inner_steps):
+        return self._batch(theta, batch, alpha, inner_steps, CURVE_NONE)[0]
+
+    def adapt_curve(self, theta, batch, alpha, steps):
+        """(T, steps+1) query losses [t, k] = L_Q,t(θ_k^{(t)}); no adapted θ is formed."""
+        return self._batch(theta, batch, alpha, steps, CURVE_LOSS)[1]
+
+    def adapt_accuracy(self, theta, batch, alpha, steps):
+        """(T, steps+1) query accuracies [t, k]: the fraction of task t's query points whose
+        largest logit at θ_k^{(t)} is the true class (as mamlnp.run.classify.query_accuracy)."""
+        return self._batch(theta, batch, alpha, steps, CURVE_ACCURACY)[1]
+
+
 _sets = weakref.WeakKeyDictionary()          # model -> its KernelSet (or False: no kind)
 
 

@@ -41,6 +41,7 @@ from ..mlp.mlp_kernels import loss_value
 from .bn_kernels import Cache, RCache
 from .bn_mlp_kernels import Direction, forward, loss_and_grad, r_backward, r_forward
 from .first_layer import csc_t_rows, csr_rows, mean_rows_into, share
+from ..kernelset import CURVE_ACCURACY, CURVE_LOSS, CURVE_NONE  # batch_adapt's kind
 
 
 
@@ -282,7 +283,6 @@ def batch_meta_grad(d, geom, ws, X, alpha, s, first_order, W, grad):
     return loss / T
 
 
-CURVE_NONE, CURVE_LOSS, CURVE_ACCURACY = 0, 1, 2      # batch_adapt's ``curve_kind``
 
 
 @njit(cache=True, _nrt=False)

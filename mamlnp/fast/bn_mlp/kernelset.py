@@ -45,11 +45,11 @@ import numpy as np
 from ...nn.mlp import MLP
 from ..common import ACT_IDS, LOSS_IDS
 from ..common.blas_threads import one_blas_thread
-from ..kernelset import KernelSet, flat
+from ..kernelset import GeomKernels, KernelSet, flat
 from .bn_mlp_kernels import BNGeometry
 from .classify_groups import (GMAX, Compact, Targets, alloc_group_workspace, group_meta_grad,
                               ngroups)
-from .classify_kernels import (CURVE_ACCURACY, CURVE_LOSS, CURVE_NONE, Data, Inputs,
+from .classify_kernels import (Data, Inputs,
                                alloc_workspace, batch_adapt, batch_meta_grad)
 from .first_layer import Rows, build_csr_csc, count_nonzeros, dense_enough, sparse_pays
 
@@ -246,7 +246,7 @@ def workspace_floats(geom, T, K, Q, s):
     return max(tasks, groups)
 
 
-class BNMLPKernels(KernelSet):
+class BNMLPKernels(GeomKernels):
     """The kernel set of a batch-norm MLP. Methods: mamlnp/fast/kernelset.py."""
 
     kind = "bn_mlp"
@@ -258,39 +258,11 @@ class BNMLPKernels(KernelSet):
     def accepts(model):
         return isinstance(model, MLP) and model.batch_norm
 
+    _meta_grad = staticmethod(meta_gradient_unchecked)
+    _adapt = staticmethod(adapt_tasks)
+
     def __init__(self, model):
         self.geom = geometry(model)
-
-    def meta_gradient(self, theta, batch, alpha, inner_steps, first_order=False):
-        theta = np.ascontiguousarray(theta, dtype=np.float64)
-        arrays = [flat(a) for a in (batch.x_support, batch.y_support, batch.x_query,
-                                    batch.y_query)]
-        return meta_gradient_unchecked(self.geom, theta, *arrays, float(alpha),
-                                       int(inner_steps), bool(first_order))
-
-    def meta_gradient_unchecked(self, theta, xs, ys, xq, yq, alpha, inner_steps, first_order):
-        return meta_gradient_unchecked(self.geom, theta, xs, ys, xq, yq, alpha, inner_steps,
-                                       first_order)
-
-    def adapt(self, theta, x_support, y_support, alpha, inner_steps):
-        xs, ys = np.asarray(x_support)[None], np.asarray(y_support)[None]
-        return adapt_tasks(self.geom, theta, xs, ys, xs, ys, alpha, inner_steps,
-                           CURVE_NONE)[0][0]
-
-    def adapt_batch(self, theta, batch, alpha, inner_steps):
-        return adapt_tasks(self.geom, theta, batch.x_support, batch.y_support, batch.x_query,
-                           batch.y_query, alpha, inner_steps, CURVE_NONE)[0]
-
-    def adapt_curve(self, theta, batch, alpha, steps):
-        """(T, steps+1) query losses [t, k] = L_Q,t(θ_k^{(t)}); no adapted θ is formed."""
-        return adapt_tasks(self.geom, theta, batch.x_support, batch.y_support, batch.x_query,
-                           batch.y_query, alpha, steps, CURVE_LOSS, want_theta=False)[1]
-
-    def adapt_accuracy(self, theta, batch, alpha, steps):
-        """(T, steps+1) query accuracies [t, k]: the fraction of task t's query points whose
-        largest logit at θ_k^{(t)} is the true class (as mamlnp.run.classify.query_accuracy)."""
-        return adapt_tasks(self.geom, theta, batch.x_support, batch.y_support, batch.x_query,
-                           batch.y_query, alpha, steps, CURVE_ACCURACY, want_theta=False)[1]
 
     def workspace_bytes(self, T, K, Q, steps):
         return 8 * workspace_floats(self.geom, T, K, Q, steps)

@@ -36,8 +36,8 @@ from ..common.atomics import fetch_add
 from ..mlp.mlp_kernels import loss_and_dyhat, loss_value, r_loss
 from .bn2d import RCache2D
 from .conv_kernels import backward, forward, r_backward, r_forward
+from ..kernelset import CURVE_ACCURACY, CURVE_LOSS, CURVE_NONE  # batch_adapt's kind
 
-CURVE_NONE, CURVE_LOSS, CURVE_ACCURACY = 0, 1, 2      # batch_adapt's ``kind``
 
 
 class Data(NamedTuple):

@@ -33,9 +33,9 @@ import numpy as np
 from ...nn.convnet import ConvNet
 from ..common import ACT_IDS, LOSS_IDS
 from ..common.blas_threads import one_blas_thread
-from ..kernelset import KernelSet, flat
+from ..kernelset import GeomKernels, KernelSet, flat
 from .conv_kernels import ConvGeometry
-from .conv_maml import (CURVE_ACCURACY, CURVE_LOSS, CURVE_NONE, Data, alloc_workspace,
+from .conv_maml import (Data, alloc_workspace,
                         batch_adapt, batch_meta_grad, workspace_floats)
 
 
@@ -125,7 +125,7 @@ def adapt_tasks(geom, theta, xs, ys, xq, yq, alpha, steps, kind, want_theta=True
     return (out if want_theta else None), curve
 
 
-class ConvKernels(KernelSet):
+class ConvKernels(GeomKernels):
     """The kernel set of a ConvNet (no pool, spatial-mean head). Methods:
     mamlnp/fast/kernelset.py."""
 
@@ -138,36 +138,11 @@ class ConvKernels(KernelSet):
     def accepts(model):
         return isinstance(model, ConvNet) and not model.pool and model.head == "mean"
 
+    _meta_grad = staticmethod(meta_gradient_unchecked)
+    _adapt = staticmethod(adapt_tasks)
+
     def __init__(self, model):
         self.geom = geometry(model)
-
-    def meta_gradient(self, theta, batch, alpha, inner_steps, first_order=False):
-        return meta_gradient_unchecked(self.geom, theta, batch.x_support, batch.y_support,
-                                       batch.x_query, batch.y_query, alpha, inner_steps,
-                                       first_order)
-
-    def meta_gradient_unchecked(self, theta, xs, ys, xq, yq, alpha, inner_steps, first_order):
-        return meta_gradient_unchecked(self.geom, theta, xs, ys, xq, yq, alpha, inner_steps,
-                                       first_order)
-
-    def adapt(self, theta, x_support, y_support, alpha, inner_steps):
-        xs, ys = np.asarray(x_support)[None], np.asarray(y_support)[None]
-        return adapt_tasks(self.geom, theta, xs, ys, xs, ys, alpha, inner_steps,
-                           CURVE_NONE)[0][0]
-
-    def adapt_batch(self, theta, batch, alpha, inner_steps):
-        return adapt_tasks(self.geom, theta, batch.x_support, batch.y_support, batch.x_query,
-                           batch.y_query, alpha, inner_steps, CURVE_NONE)[0]
-
-    def adapt_curve(self, theta, batch, alpha, steps):
-        """(T, steps+1) query losses [t, k] = L_Q,t(θ_k^{(t)})."""
-        return adapt_tasks(self.geom, theta, batch.x_support, batch.y_support, batch.x_query,
-                           batch.y_query, alpha, steps, CURVE_LOSS, want_theta=False)[1]
-
-    def adapt_accuracy(self, theta, batch, alpha, steps):
-        """(T, steps+1) query accuracies [t, k] (as mamlnp.run.classify.query_accuracy)."""
-        return adapt_tasks(self.geom, theta, batch.x_support, batch.y_support, batch.x_query,
-                           batch.y_query, alpha, steps, CURVE_ACCURACY, want_theta=False)[1]
 
     def workspace_bytes(self, T, K, Q, steps):
         return 8 * workspace_floats(T, K, Q, *sizes(self.geom), S=max(int(steps) + 1, 2),
