@@ -141,11 +141,12 @@ def test_benchmark_options_exist(path, text):
 
 
 def test_method_lists_are_the_variants():
+    from mamlnp.run.navigation_checkpoint import METHODS as NAVIGATION
     want = "|".join(METHODS)
     for path, text in TEXTS:
         for found in re.findall(r"\bmaml\|[a-z|]+", text):
-            assert set(found.split("|")) == set(METHODS), (path.relative_to(ROOT), found, want)
-    from mamlnp.run.navigation_checkpoint import METHODS as NAVIGATION
+            assert set(found.split("|")) in (set(METHODS), set(NAVIGATION)), (
+                path.relative_to(ROOT), found, want)
     train = build_parser()._subcommands["train"]
     choices = tuple(train._option_string_actions["--method"].choices)
     assert choices == METHODS + tuple(m for m in NAVIGATION if m not in METHODS)
