@@ -56,6 +56,7 @@ import mamlnp  # noqa: E402
 from mamlnp.fast import kernels_for  # noqa: E402
 from mamlnp.fast.bn_mlp import kernelset as classify  # noqa: E402
 from mamlnp.meta.optim import Adam  # noqa: E402
+from timing import grad_and_iteration_block  # noqa: E402
 
 SIZES, T, ALPHA = (784, 256, 128, 64, 64), 32, 0.4
 COMPARE = os.path.join(HERE, "compare")                   # maml_jax.py, maml_torch.py
@@ -112,18 +113,8 @@ class Ours:
 
     def block(self, n=10):
         """(median ms per meta-gradient, median ms per meta-iteration, CPU ms per
-        meta-gradient: all threads' CPU time over the n calls / n) over n calls each."""
-        out = []
-        for f in (self.grad, self.iteration):
-            ts, c0 = [], time.process_time()
-            for _ in range(n):
-                t0 = time.perf_counter()
-                f()
-                ts.append(time.perf_counter() - t0)
-            out.append(1e3 * statistics.median(ts))
-            if f == self.grad:
-                cpu = 1e3 * (time.process_time() - c0) / n
-        return out + [cpu]
+        meta-gradient, all threads) over n calls each (benchmarks/timing.py)."""
+        return grad_and_iteration_block(self.grad, self.iteration, n)
 
 
 def numpy_ms(N, K, Q, s, first_order, n=2):

@@ -38,7 +38,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import numba
 
@@ -48,6 +47,7 @@ import omniglot_conv_common as common  # noqa: E402
 from mamlnp.fast import kernels_for  # noqa: E402
 from mamlnp.meta.optim import Adam  # noqa: E402
 from mamlnp.nn.convnet import ConvNet  # noqa: E402
+from timing import grad_and_iteration_block  # noqa: E402
 
 ALPHA = 0.4
 PEERS = {"jax": "omniglot_conv_jax.py", "torch": "omniglot_conv_torch.py"}
@@ -90,18 +90,8 @@ class Ours:
 
     def block(self, n):
         """(median ms per meta-gradient, median ms per meta-iteration, CPU ms per
-        meta-gradient, all threads) over n calls each."""
-        out = []
-        for f in (self.grad, self.iteration):
-            ts, c0 = [], time.process_time()
-            for _ in range(n):
-                t0 = time.perf_counter()
-                f()
-                ts.append(time.perf_counter() - t0)
-            out.append(1e3 * statistics.median(ts))
-            if f == self.grad:
-                cpu = 1e3 * (time.process_time() - c0) / n
-        return out + [cpu]
+        meta-gradient, all threads) over n calls each (benchmarks/timing.py)."""
+        return grad_and_iteration_block(self.grad, self.iteration, n)
 
 
 def run_peer(python, name, N, K, Q, T, s, orders, reps, threads=0):
