@@ -56,7 +56,7 @@ import mamlnp  # noqa: E402
 from mamlnp.fast import kernels_for  # noqa: E402
 from mamlnp.fast.bn_mlp import kernelset as classify  # noqa: E402
 from mamlnp.meta.optim import Adam  # noqa: E402
-from timing import grad_and_iteration_block  # noqa: E402
+from timing import grad_and_iteration_block, has_module  # noqa: E402
 
 SIZES, T, ALPHA = (784, 256, 128, 64, 64), 32, 0.4
 COMPARE = os.path.join(HERE, "compare")                   # maml_jax.py, maml_torch.py
@@ -146,14 +146,6 @@ def peer(args, script, extra, N, K, Q, s, order):
             return json.loads(line[7:])
     return {"error": (out.stderr.strip().splitlines() or ["no RESULT"])[-1][:200]}
 
-
-def has_module(python, module):
-    """Whether ``python`` can import ``module``."""
-    try:
-        return subprocess.run([python, "-c", f"import {module}"], capture_output=True,
-                              timeout=120).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 def peers_for(args):

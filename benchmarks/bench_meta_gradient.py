@@ -51,6 +51,7 @@ import time
 import numpy as np
 
 import mamlnp
+from timing import has_module       # benchmarks/timing.py (the script's folder)
 from mamlnp.fast.mlp import kernelset as fast
 from mamlnp.meta import maml
 from mamlnp.run import train as TR
@@ -263,14 +264,6 @@ def print_table(stats):
               f"{st['min_ms']:8.3f}–{st['max_ms']:<8.3f} {st['mean_ms']:8.3f} {mf:7.2f} "
               f"{mf / st['median_ms']:8.1f}")
 
-
-def has_module(python, module):
-    """Whether ``python`` can import ``module``."""
-    try:
-        return subprocess.run([python, "-c", f"import {module}"], capture_output=True,
-                              timeout=120).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 def machine():

@@ -1,8 +1,10 @@
-"""Timing helpers shared by the benchmark scripts (not a benchmark itself).
+"""Helpers shared by the benchmark scripts (not a benchmark itself): a timing block, and
+whether a comparison's Python has a module.
 
 Dimension legend: n timed calls.
 """
 import statistics
+import subprocess
 import time
 
 
@@ -20,3 +22,12 @@ def grad_and_iteration_block(grad, iteration, n):
         if f is grad:
             cpu = 1e3 * (time.process_time() - c0) / n
     return out + [cpu]
+
+
+def has_module(python, module):
+    """Whether ``python`` can import ``module``."""
+    try:
+        return subprocess.run([python, "-c", f"import {module}"], capture_output=True,
+                              timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
