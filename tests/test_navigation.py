@@ -164,3 +164,51 @@ def test_bad_input_is_named():
     ro.rewards[0, 1, 1] = np.nan
     with pytest.raises(InputError, match="rewards"):
         nav.to_samples(ro)
+
+
+# ---- the "steps" sampler: whole episodes until a task holds N·H steps (rllab's batch_size) --
+
+
+def test_steps_sampler_equals_episodes_when_no_episode_ends_early():
+    """Episodes that all run H steps fill the budget in one round: the same draws, the same bits."""
+    pol, goals = LinearGaussian(), np.array([[0.3, 0.1], [-0.2, 0.4]])
+    theta = np.zeros(pol.num_params)                               # μ = 0, σ = 1: never done
+    a = nav.rollout(pol, theta, goals, 3, np.random.default_rng(1), horizon=7)
+    b = nav.rollout_steps(pol, theta, goals, 3, np.random.default_rng(1), horizon=7)
+    assert a.lengths.min() == 7
+    for f in ("obs", "actions", "rewards", "mask", "lengths", "final"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    np.testing.assert_array_equal(b.average_return(), a.returns.mean(axis=1))
+
+
+def test_steps_sampler_keeps_episodes_until_the_budget_by_hand():
+    """The oracle walks to (0.3, 0.1) in 3 steps: a budget of 2·5 = 10 steps takes 4 episodes
+    (3 + 3 + 3 + 3 ≥ 10), drawn in two rounds of 2; the second goal (0.1, 0.1) takes 1 step
+    per episode: 10 episodes. The first task is padded with 6 empty episodes."""
+    pol = LinearGaussian(4)
+    goals = np.array([[0.3, 0.1], [0.1, 0.1]])
+    ro = nav.rollout_steps(pol, go_to_goal_theta(), goals, 2, np.random.default_rng(0),
+                           horizon=5, oracle=True)
+    assert ro.lengths.tolist() == [[3] * 4 + [0] * 6, [1] * 10]
+    assert ro.episodes.tolist() == [4, 10]
+    assert not ro.mask[0, 4:].any() and not ro.obs[0, 4:].any()
+    want = -np.array([0.2 + 0.1 + 0.0, 0.0])                       # Σ_t −‖s_{t+1} − g‖
+    np.testing.assert_allclose(ro.average_return(), want, atol=1e-15)
+    smp = nav.to_samples(ro)
+    assert [s[0].shape[0] for s in smp] == [12, 10]                 # empty episodes add no step
+    assert smp[0][3].tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+
+
+def test_steps_sampler_per_task_thetas_and_its_limits(monkeypatch):
+    pol = LinearGaussian(4)
+    goals = np.array([[0.3, 0.1], [-0.2, 0.4]])
+    thetas = np.stack([go_to_goal_theta(), np.zeros(pol.num_params)])   # walks / wanders
+    ro = nav.sample(pol, thetas, goals, 2, np.random.default_rng(2), horizon=6, oracle=True)
+    assert ro.lengths.sum(axis=1)[0] >= 12 and ro.lengths[1].tolist()[:2] == [6, 6]
+    assert ro.episodes[0] == 4 and ro.episodes[1] == 2
+    with pytest.raises(InputError, match="sampler"):
+        nav.sample(pol, thetas, goals, 2, np.random.default_rng(2), sampler="paths")
+    monkeypatch.setattr(nav, "MAX_EPISODES", 3)
+    with pytest.raises(InputError, match="more than 3 episodes"):
+        nav.rollout_steps(pol, go_to_goal_theta(), goals[:1], 2, np.random.default_rng(0),
+                          horizon=5, oracle=True)

@@ -163,8 +163,9 @@ def test_evaluation_steps_are_0_5_then_0_25_and_the_ci_is_over_goals():
     ret, ros = NE.adaptation_returns(policy, theta, goals, 5, 2, np.random.default_rng(9), keep=True)
     rng, th = np.random.default_rng(9), np.tile(theta, (3, 1))
     for s, lr in enumerate((0.5, 0.25, None)):                     # the same draws, by hand
-        ro = nav.rollout(policy, th, goals, 5, rng)
-        np.testing.assert_array_equal(ro.returns.mean(axis=1), ret[:, s])
+        ro = nav.rollout_steps(policy, th, goals, 5, rng)          # 500 steps of whole episodes
+        assert np.all(ro.lengths.sum(axis=1) >= 500)
+        np.testing.assert_array_equal(ro.average_return(), ret[:, s])
         if lr is not None:
             th = np.stack([RL.inner_step(policy, t, smp, lr) for t, smp in zip(th, nav.to_samples(ro))])
     assert len(ros) == 3 and ret.shape == (3, 3)

@@ -254,6 +254,10 @@ def add_arguments(p):
                    help=f"adaptation backend (default {DEFAULT_BACKEND})")
     p.add_argument("--out", default=None, help="output directory (default: DIR/eval)")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--sampler", choices=("steps", "episodes"), default=None,
+                   help="navigation runs: each test batch holds 40·100 steps of whole episodes "
+                        "(steps, the test script's batch_size; default) or exactly 40 "
+                        "episodes (episodes)")
     p.add_argument("--data-dir", default=None, help="omniglot runs: the data folder (default: "
                    "the run's, else $MAMLNP_DATA_DIR, else the user cache folder)")
 
@@ -283,6 +287,8 @@ def run(args):
     if is_navigation(args.run):                   # MAML for RL: returns on 40 held-out goals
         from .navigation_cli import run_evaluate
         return run_evaluate(args)
+    if getattr(args, "sampler", None) is not None:
+        raise InputError("--sampler: applies to navigation runs only; drop it")
     args.max_steps = 10 if args.max_steps is None else args.max_steps
     if _is_classification_run(args.run):          # Omniglot: accuracy on 600 test episodes
         from .classify_report import run_evaluate

@@ -58,7 +58,7 @@ from .runguard import StopSignals, metadata
 from .train import TrainingInterrupted
 
 DEFAULTS = {"task": "navigation", "method": "maml", "estimator": "lvc", "outer": "trpo",
-            "alpha": 0.5, "beta": 0.01, "meta_batch": 20, "trajectories": 20,
+            "alpha": 0.5, "beta": 0.01, "meta_batch": 20, "trajectories": 20, "sampler": "steps",
             "horizon": nav.HORIZON, "discount": nav.DISCOUNT, "max_kl": 0.01, "cg_iters": 10,
             "damping": 1e-5, "backtrack_ratio": 0.8, "max_backtracks": 15, "iterations": 500,
             "hidden": [100, 100], "activation": "relu", "seed": 0, "checkpoint_every": 10,
@@ -76,6 +76,7 @@ def make_config(**kwargs):
     cfg["method"] = choice("method", cfg["method"], NC.METHODS)
     cfg["estimator"] = choice("estimator", cfg["estimator"], NC.ESTIMATORS)
     cfg["outer"] = choice("outer", cfg["outer"], NC.OUTERS)
+    cfg["sampler"] = choice("sampler", cfg["sampler"], nav.SAMPLERS)
     for k in ("alpha", "beta", "max_kl", "damping", "backtrack_ratio", "discount"):
         cfg[k] = positive_float(k, cfg[k])
     if cfg["backtrack_ratio"] >= 1 or cfg["discount"] > 1:
@@ -125,8 +126,8 @@ def sample_batch(policy, cfg, theta, rng):
     post entries are None for the methods that do not adapt."""
     oracle = cfg["method"] == "oracle"
     goals = nav.sample_goals(rng, cfg["meta_batch"])
-    roll = lambda th: nav.rollout(policy, th, goals, cfg["trajectories"], rng,        # noqa: E731
-                                  cfg["horizon"], oracle)
+    roll = lambda th: nav.sample(policy, th, goals, cfg["trajectories"], rng,         # noqa: E731
+                                 cfg["horizon"], oracle, cfg.get("sampler", "episodes"))
     pre_ro = roll(theta)
     pre = nav.to_samples(pre_ro, cfg["discount"])
     if cfg["method"] != "maml":
@@ -199,8 +200,8 @@ def iteration(policy, cfg, state):
         info.update(step_info)
     clock.append(time.perf_counter())
     info["seconds"] = dict(zip(("sampling", "meta_gradient", "outer_step"), np.diff(clock)))
-    after = float(post_ro.returns.mean()) if post_ro is not None else float("nan")
-    return float(pre_ro.returns.mean()), after, info
+    after = float(post_ro.average_return().mean()) if post_ro is not None else float("nan")
+    return float(pre_ro.average_return().mean()), after, info
 
 
 # ---- the loop ---------------------------------------------------------------------------
@@ -251,6 +252,7 @@ def _load(out, kwargs):
                              f"{have.get(key)!r}, got {value!r}; only {', '.join(RESUMABLE)} "
                              f"may change on --resume")
     cfg.setdefault("threads", 1)
+    cfg.setdefault("sampler", "episodes")          # runs saved before the sampler option
     for key in RESUMABLE:
         if kwargs.get(key) is not None:
             cfg[key] = positive_int(key, kwargs[key])

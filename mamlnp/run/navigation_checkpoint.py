@@ -26,6 +26,7 @@ from ..validation import boolean, choice, nonneg_int, positive_float, positive_i
 from . import checkpoint as C
 from . import statecheck as S
 from ..npzread import NpzReader
+from ..tasks.navigation import SAMPLERS
 
 METHODS = ("maml", "pretrain", "oracle")
 ESTIMATORS = ("dice", "lvc", "maml")
@@ -64,6 +65,7 @@ def check_config(file, config, iteration):
               "method": lambda v: choice("method", v, METHODS),
               "estimator": lambda v: choice("estimator", v, ESTIMATORS),
               "outer": lambda v: choice("outer", v, OUTERS),
+              "sampler": lambda v: choice("sampler", v, SAMPLERS),
               "alpha": lambda v: positive_float("alpha", v),
               "beta": lambda v: positive_float("beta", v),
               "max_kl": lambda v: positive_float("max_kl", v),
@@ -75,7 +77,8 @@ def check_config(file, config, iteration):
               **{k: (lambda name: lambda v: positive_int(name, v))(k) for k in (
                   "meta_batch", "trajectories", "horizon", "iterations", "cg_iters",
                   "max_backtracks", "checkpoint_every", "threads")}}
-    missing = [k for k in checks if k not in config and k not in ("first_order", "threads")]
+    missing = [k for k in checks if k not in config
+               and k not in ("first_order", "threads", "sampler")]
     if missing:
         raise S.fail(file, f"config.{missing[0]}", "missing (expected a navigation run's config)")
     for key, check in checks.items():

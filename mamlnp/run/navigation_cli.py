@@ -19,13 +19,14 @@ from .train import TrainingInterrupted
 
 QUICK_ITERATIONS = 3
 TRAIN_KEYS = ("method", "estimator", "outer", "alpha", "beta", "meta_batch", "trajectories",
+              "sampler",
               "max_kl", "cg_iters", "damping", "backtrack_ratio", "max_backtracks",
               "iterations", "hidden", "activation", "seed", "checkpoint_every", "threads")
 
 
 OTHER_KEYS = ("shots", "query", "inner_steps", "optimizer", "init", "backend", "eval_every",
               "ways", "data_dir", "lam", "cg_steps", "epoch_length", "msl_epochs", "fo_epochs")
-NAV_ONLY = ("estimator", "outer", "trajectories", "max_kl", "cg_iters", "damping",
+NAV_ONLY = ("estimator", "outer", "trajectories", "sampler", "max_kl", "cg_iters", "damping",
             "backtrack_ratio", "max_backtracks", "threads")
 
 
@@ -45,6 +46,10 @@ def add_train_arguments(p):
                         "(default trpo)")
     p.add_argument("--trajectories", type=int,
                    help="navigation: trajectories per task (default 20)")
+    p.add_argument("--sampler", choices=("steps", "episodes"),
+                   help="navigation: fill each task's batch with trajectories·100 steps of whole "
+                        "episodes (steps, maml_rl's batch_size; default) or exactly "
+                        "--trajectories episodes (episodes)")
     p.add_argument("--max-kl", type=float, help="navigation: TRPO's mean-KL bound (default 0.01)")
     p.add_argument("--cg-iters", type=int,
                    help="navigation: conjugate-gradient iterations (default 10)")
@@ -107,11 +112,14 @@ def run_evaluate(args):
         from ..nn.policy import GaussianPolicy
         entries["random"] = (GaussianPolicy(first.sizes, NE.RANDOM_ACTIVATION), None)
     steps = NE.EVAL_STEPS if args.max_steps is None else args.max_steps
-    goals, results = NE.evaluate_policies(entries, steps=steps, keep=not args.no_plots)
+    sampler = args.sampler or NE.EVAL_SAMPLER
+    goals, results = NE.evaluate_policies(entries, steps=steps, keep=not args.no_plots,
+                                          sampler=sampler)
     run_dir = os.path.dirname(os.path.abspath(args.run)) if args.run.endswith(".npz") else args.run
     out = args.out or os.path.join(run_dir, "eval")
     print(NE.format_table(results, steps))
-    paths = NE.write_results(results, goals, out, meta={"run": args.run, "baseline": args.baseline})
+    paths = NE.write_results(results, goals, out, meta={"run": args.run, "baseline": args.baseline},
+                             sampler=sampler)
     if not args.no_plots:
         paths += _figures(results, out)
     print("written: " + ", ".join(paths))

@@ -3,10 +3,12 @@
 Dimension legend: G test goals (40), N trajectories per step (40), S adaptation steps (3),
 P parameters.
 
-cbfinn/maml_rl's test_maml_point.py: for each of G goals, sample N trajectories, take a
-plain policy-gradient step (vanilla PG on mean_m Â log π, the same advantages as training)
-of size 0.5, then steps of 0.25, sampling N fresh trajectories after each; the score after
-s steps is the average undiscounted return Σ_t r_t of those trajectories. Rows: MAML, the
+cbfinn/maml_rl's test_maml_point.py: for each of G goals, sample a batch (VPG's
+batch_size = 4000 = N·H steps of whole episodes: sampler "steps"; or exactly N = 40
+episodes: sampler "episodes"), take a plain policy-gradient step (vanilla PG on
+mean_m Â log π, the same advantages as training) of size 0.5, then steps of 0.25, sampling
+a fresh batch after each; the score after s steps is the average undiscounted return Σ_t r_t
+of that batch's episodes. Rows: MAML, the
 pretrained policy, a randomly initialised policy (a fresh Xavier θ per goal, tanh hidden
 layers as in the test script), the oracle
 (goal observed; scored before any step, as in the paper). Each entry: mean over the G goals
@@ -26,6 +28,7 @@ from .rundir import atomic_write, make_output_dir
 
 STEP_SIZES = (0.5, 0.25)          # the first PG step, every later one
 EVAL_GOALS, EVAL_TRAJECTORIES, EVAL_STEPS, EVAL_SEED = 40, 40, 3, 2017
+EVAL_SAMPLER = "steps"            # batch_size 4000 = 40·100 steps of whole episodes
 Z95 = 1.96
 # Average return after 0-3 steps, from the data files behind the paper's Fig. 4 (the MAML
 # row is its Table 4); the oracle is reported before adaptation only.
@@ -44,11 +47,12 @@ def held_out_goals(num_goals=EVAL_GOALS, seed=EVAL_SEED):
 
 
 def adaptation_returns(policy, thetas, goals, trajectories=EVAL_TRAJECTORIES, steps=EVAL_STEPS,
-                       rng=0, oracle=False, keep=False):
+                       rng=0, oracle=False, keep=False, sampler=EVAL_SAMPLER):
     """Average return per goal after 0 … S plain PG steps: -> (returns (G, S + 1), rollouts).
 
     thetas : θ (P,) for every goal, or (G, P) one per goal; goals (G, 2); rng a seed or
     Generator (the rollouts' noise). ``keep``: also return the S + 1 Rollouts (for drawings).
+    sampler: "steps" (N·H steps of whole episodes per batch, the test script's) or "episodes".
     """
     goals = nav.check_goals(goals)
     steps = nonneg_int("steps", steps)
@@ -57,9 +61,9 @@ def adaptation_returns(policy, thetas, goals, trajectories=EVAL_TRAJECTORIES, st
     thetas = np.array(np.broadcast_to(thetas, (G, policy.num_params)), dtype=np.float64)
     out, kept = np.empty((G, steps + 1)), []
     for s in range(steps + 1):
-        ro = nav.rollout(policy, thetas, goals, positive_int("trajectories", trajectories), rng,
-                         oracle=oracle)
-        out[:, s] = ro.returns.mean(axis=1)                         # (G,) Σ_t r_t, mean over N
+        ro = nav.sample(policy, thetas, goals, positive_int("trajectories", trajectories), rng,
+                        oracle=oracle, sampler=sampler)
+        out[:, s] = ro.average_return()                             # (G,) mean Σ_t r_t
         if keep:
             kept.append(ro)
         if s < steps:
@@ -79,7 +83,7 @@ def summarize(returns):
 
 
 def evaluate_policies(entries, goals=None, trajectories=EVAL_TRAJECTORIES, steps=EVAL_STEPS,
-                      seed=EVAL_SEED, keep=False):
+                      seed=EVAL_SEED, keep=False, sampler=EVAL_SAMPLER):
     """{row: {"returns" (G, S+1), "summary", "rollouts"}} for entries {row: (policy, θ or None)};
     θ None: a random initialisation per goal ("random init"); row "oracle" is scored at 0 steps."""
     goals = held_out_goals(seed=seed) if goals is None else nav.check_goals(goals)
@@ -90,7 +94,7 @@ def evaluate_policies(entries, goals=None, trajectories=EVAL_TRAJECTORIES, steps
             theta = np.stack([policy.init(rng) for _ in range(goals.shape[0])])
         oracle = policy.obs_dim == 4
         ret, ros = adaptation_returns(policy, theta, goals, trajectories, 0 if oracle else steps,
-                                      rng, oracle, keep)
+                                      rng, oracle, keep, sampler)
         results[row] = {"returns": ret, "summary": summarize(ret), "rollouts": ros}
     return goals, results
 
@@ -108,17 +112,24 @@ def format_table(results, steps=EVAL_STEPS):
     return "\n".join(lines)
 
 
-def write_results(results, goals, out, meta=None):
+SAMPLER_TEXT = {"steps": "each batch {n}·100 steps of whole episodes (the test script's "
+                          "batch_size)", "episodes": "each batch exactly {n} episodes"}
+
+
+def write_results(results, goals, out, meta=None, trajectories=EVAL_TRAJECTORIES,
+                  sampler=EVAL_SAMPLER):
     """results.json and results.md into ``out`` (atomically); returns their paths."""
     make_output_dir(out)
-    doc = {"goals": goals.tolist(), "meta": meta or {}, "paper": PAPER,
+    meta = {**(meta or {}), "trajectories": trajectories, "sampler": sampler}
+    doc = {"goals": goals.tolist(), "meta": meta, "paper": PAPER,
            "rows": {row: {"summary": r["summary"], "per_goal": r["returns"].tolist()}
                     for row, r in results.items()}}
     paths = [os.path.join(out, "results.json"), os.path.join(out, "results.md")]
     text = json.dumps(doc, indent=2) + "\n"
     atomic_write(paths[0], lambda f: f.write(text.encode()))
     md = ("# 2D navigation: average return after 0-3 policy-gradient steps\n\n"
-          f"{goals.shape[0]} held-out goals, mean ± 95 % CI over goals.\n\n"
+          f"{goals.shape[0]} held-out goals, mean ± 95 % CI over goals; "
+          f"{SAMPLER_TEXT[sampler].format(n=trajectories)}.\n\n"
           + format_table(results) + "\n")
     atomic_write(paths[1], lambda f: f.write(md.encode()))
     return paths

@@ -27,10 +27,19 @@ Advantages (rllab's ``process_samples`` with ``gae_lambda = 1``, ``center_adv = 
 
 The sampler steps all T·N episodes together: one call of the policy's mean on the (T·N, D)
 batch per step when the tasks share θ, one (N, D) call per task when each has its own θ′.
-A finished episode is frozen (no more steps; its later entries are masked out). maml_rl's
-vectorised sampler instead runs each task's environment until the task has about N·H steps,
-starting new episodes after early ones end; here a task has exactly N episodes (the same
-thing unless the goal is reached, and the protocol's "N trajectories per task").
+A finished episode is frozen (no more steps; its later entries are masked out).
+
+Two ways to fill a batch (``SAMPLERS``):
+
+    "steps"     whole episodes until the task holds at least N·H steps: rllab's batch_size
+                (maml_rl's samplers, training and test alike). An episode that reaches the
+                goal early leaves room for more episodes: a good policy gets many short ones.
+    "episodes"  exactly N episodes per task, however short.
+
+``rollout_steps`` draws rounds of N episodes per task and keeps, for each task, the shortest
+prefix of its episodes (in draw order) whose lengths sum to ≥ N·H, as rllab's sampler stops
+after the episode that crosses the threshold. Tasks then hold different episode counts;
+Rollouts pads them with empty episodes (length 0, mask False), which ``average_return`` skips.
 """
 from dataclasses import dataclass
 
@@ -43,6 +52,8 @@ HORIZON = 100              # H, maml_rl's max_path_length
 GOAL_RANGE = (-0.5, 0.5)   # goals uniform in this square
 ACTION_SCALE = 0.1         # normalize: a ∈ [−1, 1] → 0.1·a ∈ [−0.1, 0.1]
 GOAL_TOLERANCE = 0.01      # done when within this of the goal in both coordinates
+SAMPLERS = ("steps", "episodes")   # how a task's batch is filled (see the module docstring)
+MAX_EPISODES = 100_000     # episodes of one task, at most (a size check before allocating)
 DISCOUNT = 0.99            # γ
 RIDGE = 1e-5               # the baseline's λ
 OBS_CLIP = 10.0            # the baseline clips observations to ±10
@@ -91,7 +102,8 @@ class Rollouts:
     """T·N episodes, padded to H steps. obs (T, N, H, D) o_t, actions (T, N, H, A) a_t,
     rewards (T, N, H) r_t, mask (T, N, H) True where step t happened, lengths (T, N),
     goals (T, 2), final (T, N, 2) the position after the last step (for drawings).
-    Padded entries are 0."""
+    Padded entries are 0; an empty episode (length 0) only pads a task that holds fewer
+    episodes than another (``rollout_steps``)."""
     obs: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
@@ -102,8 +114,17 @@ class Rollouts:
 
     @property
     def returns(self):
-        """(T, N) undiscounted return Σ_t r_t of each episode (rllab's AverageReturn)."""
+        """(T, N) undiscounted return Σ_t r_t of each episode (0 for an empty one)."""
         return self.rewards.sum(axis=2)
+
+    @property
+    def episodes(self):
+        """(T,) how many real (non-empty) episodes each task holds."""
+        return np.count_nonzero(self.lengths, axis=1)
+
+    def average_return(self):
+        """(T,) mean of Σ_t r_t over each task's real episodes (rllab's AverageReturn)."""
+        return self.returns.sum(axis=1) / self.episodes
 
     def positions(self, task, traj):
         """(L + 1, 2) the positions s_0 … s_L of one episode (its path, for drawings)."""
@@ -149,6 +170,60 @@ def rollout(policy, thetas, goals, num_traj, rng, horizon=HORIZON, oracle=False)
     return Rollouts(obs.reshape(shape + (H, D)), act.reshape(shape + (H, A)),
                     rew.reshape(shape + (H,)), mask.reshape(shape + (H,)),
                     mask.sum(axis=1).reshape(shape), goals, state.reshape(shape + (2,)))
+
+
+def rollout_steps(policy, thetas, goals, num_traj, rng, horizon=HORIZON, oracle=False):
+    """Whole episodes per goal until each task holds ≥ N·H steps (rllab's batch_size).
+
+    The arguments are ``rollout``'s; N·H is the budget. Rounds of N episodes are drawn (a
+    round for the tasks still short of the budget only), each task keeps the prefix of its
+    episodes that first reaches the budget, and the tasks are padded to a common episode
+    count with empty episodes. Returns Rollouts (T, N_max, H, ·). Raises InputError as
+    ``rollout`` does, or if a task would need more than MAX_EPISODES episodes.
+    """
+    goals, thetas, (T, N, H, _, _) = _check_rollout(policy, thetas, goals, num_traj, horizon,
+                                                    oracle)
+    need = np.full(T, N * H)                                        # steps each task lacks
+    kept = [[] for _ in range(T)]                                   # (Rollouts, row, count)
+    active = np.arange(T)
+    while active.size:
+        ro = rollout(policy, thetas if thetas.ndim == 1 else thetas[active], goals[active],
+                     N, rng, H, oracle)
+        for j, k in enumerate(active):
+            total = np.cumsum(ro.lengths[j])                        # (N,) steps so far
+            take = min(int(np.searchsorted(total, need[k])) + 1, N)  # first prefix ≥ need
+            kept[k].append((ro, j, take))
+            need[k] -= total[take - 1]
+        active = active[need[active] > 0]
+        if any(sum(c for *_, c in kk) + N > MAX_EPISODES for kk in kept):
+            raise InputError(f"num_traj: a task would need more than {MAX_EPISODES} episodes "
+                             f"to hold {N * H} steps (episodes end almost at once)")
+    return _stack_kept(kept, goals)
+
+
+def _stack_kept(kept, goals):
+    """Rollouts (T, N_max, …) from each task's kept (Rollouts, row, count) pieces, padded."""
+    T, n = len(kept), max(sum(c for *_, c in kk) for kk in kept)
+    fields = ("obs", "actions", "rewards", "mask", "lengths", "final")
+    out = {}
+    for f in fields:
+        ref = getattr(kept[0][0][0], f)
+        arr = np.zeros((T, n) + ref.shape[2:], dtype=ref.dtype)
+        for k in range(T):
+            x = np.concatenate([getattr(r, f)[j, :c] for r, j, c in kept[k]])
+            arr[k, :x.shape[0]] = x
+        out[f] = arr
+    return Rollouts(out["obs"], out["actions"], out["rewards"], out["mask"], out["lengths"],
+                    goals, out["final"])
+
+
+def sample(policy, thetas, goals, num_traj, rng, horizon=HORIZON, oracle=False,
+           sampler="steps"):
+    """``rollout_steps`` (sampler "steps") or ``rollout`` ("episodes"): one entry point."""
+    if sampler not in SAMPLERS:
+        raise InputError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
+    fn = rollout_steps if sampler == "steps" else rollout
+    return fn(policy, thetas, goals, num_traj, rng, horizon, oracle)
 
 
 def _check_rollout(policy, thetas, goals, num_traj, horizon, oracle):
