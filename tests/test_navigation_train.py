@@ -181,3 +181,18 @@ def test_cli_evaluate_with_a_baseline_run(tmp_path, capsys):
     assert "| pretrained |" in capsys.readouterr().out
     assert set(json.loads((ev / "results.json").read_text())["rows"]) == {"maml", "pretrain",
                                                                           "random"}
+
+
+@pytest.mark.filterwarnings("ignore:line search rejected")
+def test_info_seconds_split_the_iteration_by_stage():
+    """info["seconds"]: every stage of the iteration, in the order it runs (the benchmark's
+    split, benchmarks/bench_navigation.py); Adam has no FVP, CG or line search."""
+    for extra, keys in ((dict(), N.SECONDS), (dict(outer="adam"), N.SECONDS[:4]),
+                        (dict(method="pretrain"), N.SECONDS)):
+        infos = []
+        N.train_navigation(iterations=1, callback=lambda *a: infos.append(a[3]), **TINY, **extra)
+        seconds = infos[0]["seconds"]
+        assert tuple(seconds) == keys and all(s >= 0.0 for s in seconds.values())
+        assert seconds["sampling"] > 0.0 and seconds["meta_gradient"] > 0.0
+        if "cg" in keys:
+            assert seconds["cg"] > 0.0 and seconds["line_search"] > 0.0

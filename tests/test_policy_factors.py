@@ -145,30 +145,6 @@ def test_factored_option_bad_input(relu_case):
         rl.meta_fvp_operator(tanh, theta, pre, obs1, alpha, factored=True)
 
 
-@pytest.mark.parametrize("factored", [None, False])
-def test_meta_trpo_fns_equal_the_separate_calls(relu_case, factored):
-    policy, theta, pre, post, alpha = relu_case
-    obs1 = [q[0] for q in post]
-    v = np.random.default_rng(4).standard_normal(policy.num_params)
-    for est, fvp_est in (("dice", "maml"), ("lvc", "lvc")):
-        obj, grad, fvp, sur, kl = rl.meta_trpo_fns(policy, theta, pre, post, alpha, est,
-                                                   fvp_estimator=fvp_est, factored=factored)
-        o0, g0 = rl.rl_meta_gradient(policy, theta, pre, post, alpha, est, factored=factored)
-        fvp0 = rl.meta_fvp_operator(policy, theta, pre, obs1, alpha, estimator=fvp_est,
-                                    factored=factored)
-        sur0, kl0 = rl.line_search_fns(policy, theta, pre, post, alpha, factored=factored)
-        theta_new = theta + 1e-2 * g0
-        assert obj == o0 and np.array_equal(grad, g0)                # the same bits
-        assert np.array_equal(fvp(v), fvp0(v)) and np.array_equal(fvp(v), fvp0(v))
-        assert sur(theta_new) == sur0(theta_new) and kl(theta_new) == kl0(theta_new)
-    two = rl.meta_trpo_fns(policy, theta, pre, post, alpha, threads=2, factored=factored)
-    one = rl.meta_trpo_fns(policy, theta, pre, post, alpha, threads=1, factored=factored)
-    assert one[0] == two[0] and np.array_equal(one[1], two[1])
-    assert np.array_equal(one[2](v), two[2](v))
-    with pytest.raises(InputError, match="fvp_estimator"):
-        rl.meta_trpo_fns(policy, theta, pre, post, alpha, fvp_estimator="x")
-
-
 def test_kl_gradient_on_factored_points():
     from mamlnp.nn.policy import mean_kl_grad
     policy, pt, fp, _, _, rng = _points((2, 7, 5, 2))
