@@ -113,7 +113,8 @@ class FactoredPoint(PolicyPoint):
 
     def _jvp_factored(self, V1, V2, V3):
         """(Rμ = J_μ v_φ (M, A), s2 ⊙ h̃1 Ṽ2 (M, H2)) through δ1."""
-        u2 = self.s2 * (self.h1 @ V2)                                      # (M, H2): a product
+        u2 = self.h1 @ V2                                                  # (M, H2): a product
+        u2 *= self.s2                                                      # in place
         Rmu = u2 @ self.W3 + self.h2 @ V3                                  # (M, A)
         Rmu += np.einsum("mk,jmk->mj", self.x @ V1, self.d1)               # (x̃ Ṽ1) · δ1_j
         return Rmu, u2
@@ -143,7 +144,9 @@ class FactoredPoint(PolicyPoint):
         Rmu = self.factorize()._jvp_factored(*self._blocks(v))[0]
         y = Rmu * (self.inv_var / Rmu.shape[0])                            # (M, A)
         out = np.empty(v.shape)
-        self._vjp_factored(y, self.s2 * (y @ self.W3.T), out)
+        dz2 = y @ self.W3.T
+        dz2 *= self.s2                                                     # (M, H2)
+        self._vjp_factored(y, dz2, out)
         out[Pm:] = 2.0 * v[Pm:]
         return out
 
