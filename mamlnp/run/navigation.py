@@ -143,20 +143,29 @@ def sample_batch(policy, cfg, theta, rng, seconds=None):
     return goals, pre_ro, pre, inner, post_ro, samples(post_ro)
 
 
-def _plain_fns(policy, theta, tasks, damping):
+def _plain_fns(policy, theta, tasks, damping, threads=1):
     """Policy gradient, Fisher-vector product, line-search surrogate and KL without adaptation
-    (θ′ = θ): the methods pretrain and oracle. Means over the T tasks of per-task means."""
-    pts = [PolicyPoint(policy, theta, o, a) for o, a, *_ in tasks]
+    (θ′ = θ): the methods pretrain and oracle. Means over the T tasks of per-task means; the
+    points are rl.py's (a two-hidden-layer ReLU policy's Fisher through the Jacobian factors,
+    computed once for the CG solve), the tasks on ``threads`` threads; at θ itself the
+    surrogate and KL reuse the points."""
+    cls = RL._point_class(policy)
+    def point(th, task, factors=False):
+        p = cls(policy, th, task[0], task[1])
+        return p.factorize(cross=False) if factors and cls is not PolicyPoint else p
+    pts = RL._per_task(lambda t: point(theta, t, factors=True), tasks, threads)
     T = len(pts)
     grad = sum(p.vjp(t[2] / t[2].shape[0]) for p, t in zip(pts, tasks)) / T
-    fvp = lambda v: sum(p.fisher_vp(v) for p in pts) / T + damping * v          # noqa: E731
-    memo = {}
+
+    def fvp(v):
+        return sum(RL._per_task(lambda p: p.fisher_vp(v), pts, threads)) / T + damping * v
+    memo = {theta.tobytes(): pts}
 
     def new_points(th):
         key = th.tobytes()
         if key not in memo:
             memo.clear()
-            memo[key] = [PolicyPoint(policy, th, o, a) for o, a, *_ in tasks]
+            memo[key] = RL._per_task(lambda t: point(th, t), tasks, threads)
         return memo[key]
 
     def surrogate(th):
@@ -213,7 +222,7 @@ def _derivatives(policy, cfg, theta, pre, inner, post, seconds):
     of "meta_gradient" and "fvp_setup" added to ``seconds``."""
     if cfg["method"] != "maml":
         obj, grad, *fns = timed(seconds, "meta_gradient", _plain_fns, policy, theta, pre,
-                                 cfg["damping"])
+                                cfg["damping"], cfg["threads"])
         return obj, grad, fns
     if cfg["outer"] == "adam":
         return (*timed(seconds, "meta_gradient", RL.rl_meta_gradient, policy, theta, pre,
