@@ -64,9 +64,9 @@ def _check_inner(inner, theta, pre, alpha, cls):
                          f"{type(inner).__name__}")
     same = (inner.alpha == alpha and np.array_equal(inner.theta, theta)
             and len(inner.points) == len(pre)
-            and all(type(p) is cls and np.array_equal(p.obs, t[0])
-                    and np.array_equal(p.actions, t[1]) and np.array_equal(p._bp[0], t[2] / len(t[2]))
-                    for p, t in zip(inner.points, pre)))
+            and all(type(p) is cls and np.array_equal(p.obs, obs)
+                    and np.array_equal(p.actions, act) and np.array_equal(p._bp[0], adv / len(adv))
+                    for p, (obs, act, adv, _) in zip(inner.points, pre)))
     if not same:
         raise InputError("inner: expected the inner steps of this theta, alpha and pre (and "
                          "the same factored option), got those of another")
@@ -103,9 +103,13 @@ def meta_trpo_fns(policy, theta, pre, post, alpha, estimator="dice", damping=RL.
     cls = RL._point_class(policy, factored)
     if inner is not None:
         inner = list(zip(_check_inner(inner, theta, pre, alpha, cls), inner.thetas))
-    run = lambda key, fn, items: timed(seconds, key, RL._per_task, fn, items, threads)  # noqa
+    tasks = range(len(pre))
+    run = lambda key, fn: timed(seconds, key, RL._per_task, fn, tasks, threads)  # noqa: E731
 
-    def stage1(i):
+    def coeffs(est, i):
+        return RL.score_coefficients(est, pre[i][2] / pre[i][2].shape[0], pre[i][3])
+
+    def stage1(i):                       # (pt, post point, g′, objective) of task i
         pt, theta1 = inner[i] if inner is not None else RL._inner(policy, theta, pre[i],
                                                                   alpha, cls)
         obs1, act1, adv1, _ = post[i]
@@ -113,17 +117,16 @@ def meta_trpo_fns(policy, theta, pre, post, alpha, estimator="dice", damping=RL.
         c1 = adv1 / adv1.shape[0]
         return pt, post_pt, post_pt.vjp(c1), float(c1 @ post_pt.log_prob)
 
-    def coeffs(est, task):
-        return RL.score_coefficients(est, task[2] / task[2].shape[0], task[3])
-    one = run("meta_gradient", stage1, range(len(pre)))
-    setup = run("fvp_setup", lambda i: RL._factorized(one[i][0], coeffs(fvp_estimator, pre[i]),
-                                                       one[i][1]), range(len(pre)))
-    grads = run("meta_gradient", lambda i: one[i][2] + alpha * one[i][0].hvp(
-        one[i][2], coeffs(estimator, pre[i])), range(len(pre)))
+    def stage3(i):                       # ∇̂_i = g′_i + α Ĥ_i g′_i, through stage 2's factors
+        pt, _, g1, _ = parts[i]
+        return g1 + alpha * pt.hvp(g1, coeffs(estimator, i))
+    parts = run("meta_gradient", stage1)
+    setup = run("fvp_setup", lambda i: RL._factorized(parts[i][0], coeffs(fvp_estimator, i),
+                                                       parts[i][1]))
+    grads = run("meta_gradient", stage3)
     obj, grad = 0.0, np.zeros(policy.num_params)
-    for (*_, o), g in zip(one, grads):
+    for (*_, o), g in zip(parts, grads):                    # in task order: any thread count
         obj, grad = obj + o, grad + g
-    fvp = RL._fvp_closure(setup, alpha, damping, threads)
-    old = [p for _, p, *_ in one]
-    return (obj / len(pre), grad / len(pre), fvp,
+    old = [post_pt for _, post_pt, *_ in parts]
+    return (obj / len(pre), grad / len(pre), RL._fvp_closure(setup, alpha, damping, threads),
             *RL._line_search_closures(policy, pre, post, alpha, threads, cls, old, theta))
