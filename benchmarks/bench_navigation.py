@@ -11,7 +11,7 @@ Runs the trainer's own iteration (``mamlnp.run.navigation.iteration``, the defau
 ``DEFAULTS``: MAML, lvc, TRPO with 10 conjugate-gradient iterations and exact meta
 Fisher-vector products) from the run's seeded initialisation: ``--warmup`` iterations
 untimed, then K timed ones, each continuing the run (so the episodes are those of a run, not
-synthetic). Prints the median over the K iterations of the wall seconds of each stage, as
+synthetic; ``--warmup 20`` times iterations 21 to 20 + K). Prints the median over the K iterations of the wall seconds of each stage, as
 ``info["seconds"]`` splits them:
 
   sampling       the rollouts before and after adaptation (tasks/navigation.py)
@@ -22,7 +22,8 @@ synthetic). Prints the median over the K iterations of the wall seconds of each 
   cg             the conjugate gradient's Fisher-vector products
   line_search    the surrogate and KL of the candidates (an inner step each per task)
 
-then the iteration's total, the remainder (the step, Python), the line search's
+then the iteration's total, the remainder (the step, Python), the process's CPU seconds per
+iteration (CPU / wall near the thread count when the cores are free), the line search's
 candidates per iteration, and the projected wall time of 500 iterations (500 × the median).
 As the commands do: one BLAS thread, freed memory kept, the tasks on ``--threads`` threads
 (default: the cores this process may use). Nothing is asserted.
@@ -41,27 +42,29 @@ from mamlnp.run.process import keep_freed_memory, single_blas_thread         # n
 
 
 def run(args):
-    """(per-iteration rows of stage seconds, totals, backtracks) of the timed iterations."""
+    """(config, per-iteration rows of stage seconds, wall totals, CPU seconds, line-search
+    candidates) of the timed iterations."""
     cfg = NAV.make_config(method=args.method, threads=args.threads, seed=args.seed)
     policy = NAV.GaussianPolicy(**cfg["policy"])
     rng = NAV.np.random.default_rng(cfg["seed"])
     state = NAV._State(policy.init(rng), rng,
                        NAV.Adam(cfg["beta"]) if cfg["outer"] == "adam" else None)
-    rows, totals, backtracks = [], [], []
+    rows, totals, cpus, backtracks = [], [], [], []
     for k in range(args.warmup + args.iterations):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)    # a rejected step is still timed
             _, _, info = NAV.iteration(policy, cfg, state)
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
         state.iteration += 1
         if k >= args.warmup:
             rows.append(info["seconds"])
             totals.append(total)
+            cpus.append(cpu)
             backtracks.append(info.get("backtracks", 0))
         print(f"  iteration {k + 1}{' (warm-up)' if k < args.warmup else ''}: {total:.2f} s",
               file=sys.stderr, flush=True)
-    return cfg, rows, totals, backtracks
+    return cfg, rows, totals, cpus, backtracks
 
 
 def main():
@@ -77,7 +80,7 @@ def main():
         ap.error("--iterations must be at least 1 and --warmup at least 0")
     keep_freed_memory()
     single_blas_thread()
-    cfg, rows, totals, backtracks = run(args)
+    cfg, rows, totals, cpus, backtracks = run(args)
     med = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
     total = statistics.median(totals)
     print(f"train navigation, method {cfg['method']}, T = {cfg['meta_batch']}, "
@@ -89,6 +92,8 @@ def main():
     rest = statistics.median(t - sum(r.values()) for t, r in zip(totals, rows))
     print(f"  {'(rest)':<14} {rest:7.3f} s")
     print(f"  {'iteration':<14} {total:7.3f} s   (min {min(totals):.3f}, max {max(totals):.3f})")
+    print(f"  process CPU per iteration: {statistics.median(cpus):.3f} s "
+          f"(CPU / wall {statistics.median(c / t for c, t in zip(cpus, totals)):.2f})")
     print(f"  line-search candidates per iteration: {backtracks}")
     print(f"  projected wall time of 500 iterations: {500 * total / 60:.1f} min")
 
