@@ -76,6 +76,16 @@ def test_factored_point_without_weights():
         obs_only.vjp(np.ones(len(pt.obs)))
 
 
+def test_the_fisher_product_builds_no_cross_products():
+    """A point with vjp weights (the post-update point of meta_trpo_fns) multiplies by its
+    Fisher through δ1 alone: K (its HVP's factors, (D+1)·A products) is not computed."""
+    policy, pt, fp, _, _, rng = _points((2, 7, 5, 2))
+    v = rng.standard_normal(policy.num_params)
+    assert fp._bp is not None and fp.K is None
+    assert _rel(fp.fisher_vp(v), pt.fisher_vp(v)) < 1e-12
+    assert fp.d1 is not None and fp.K is None
+
+
 def test_which_policies_take_the_factors():
     assert factors_apply(GaussianPolicy((2, 100, 100, 2), "relu"))
     assert not factors_apply(GaussianPolicy((2, 100, 100, 2), "tanh"))

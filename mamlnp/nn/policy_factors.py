@@ -141,7 +141,7 @@ class FactoredPoint(PolicyPoint):
     def fisher_vp(self, v):
         """F v = (1/M) Σ_m [J_μᵀ (e^{−2ρ} ⊙ Rμ) ; 2 v_ρ] through δ1 (``PolicyPoint.fisher_vp``)."""
         Pm = self.cuts[2]
-        Rmu = self.factorize()._jvp_factored(*self._blocks(v))[0]
+        Rmu = self.factorize(cross=False)._jvp_factored(*self._blocks(v))[0]   # δ1 only
         y = Rmu * (self.inv_var / Rmu.shape[0])                            # (M, A)
         out = np.empty(v.shape)
         dz2 = y @ self.W3.T

@@ -146,16 +146,17 @@ def sample_batch(policy, cfg, theta, rng, seconds=None):
 def _plain_fns(policy, theta, tasks, damping, threads=1):
     """Policy gradient, Fisher-vector product, line-search surrogate and KL without adaptation
     (θ′ = θ): the methods pretrain and oracle. Means over the T tasks of per-task means; the
-    points are rl.py's (a two-hidden-layer ReLU policy's Fisher through the Jacobian factors,
-    computed once for the CG solve), the tasks on ``threads`` threads; at θ itself the
+    points are rl.py's (a two-hidden-layer ReLU policy's Fisher product through the Jacobian
+    factors, computed at its first call), the tasks on ``threads`` threads; at θ itself the
     surrogate and KL reuse the points."""
     cls = RL._point_class(policy)
-    def point(th, task, factors=False):
-        p = cls(policy, th, task[0], task[1])
-        return p.factorize(cross=False) if factors and cls is not PolicyPoint else p
-    pts = RL._per_task(lambda t: point(theta, t, factors=True), tasks, threads)
+
+    def point_grad(task):
+        p = cls(policy, theta, task[0], task[1])
+        return p, p.vjp(task[2] / task[2].shape[0])                   # Σ_m c_m ∇ log π_m (P,)
+    pts, grads = zip(*RL._per_task(point_grad, tasks, threads))
     T = len(pts)
-    grad = sum(p.vjp(t[2] / t[2].shape[0]) for p, t in zip(pts, tasks)) / T
+    grad = sum(grads) / T
 
     def fvp(v):
         return sum(RL._per_task(lambda p: p.fisher_vp(v), pts, threads)) / T + damping * v
@@ -165,7 +166,7 @@ def _plain_fns(policy, theta, tasks, damping, threads=1):
         key = th.tobytes()
         if key not in memo:
             memo.clear()
-            memo[key] = RL._per_task(lambda t: point(th, t), tasks, threads)
+            memo[key] = RL._per_task(lambda t: cls(policy, th, t[0], t[1]), tasks, threads)
         return memo[key]
 
     def surrogate(th):
