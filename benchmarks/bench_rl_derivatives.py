@@ -45,15 +45,18 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 import warnings
 
 import numpy as np
 
-import mamlnp
-from mamlnp.meta import rl, rl_trpo
-from mamlnp.meta.trpo import trpo_step
-from mamlnp.run.process import keep_freed_memory, single_blas_thread
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
+
+import mamlnp                                                                 # noqa: E402
+from mamlnp.meta import rl, rl_trpo                                           # noqa: E402
+from mamlnp.meta.trpo import trpo_step                                        # noqa: E402
+from mamlnp.run.process import keep_freed_memory, single_blas_thread         # noqa: E402
 
 SIZES = (2, 100, 100, 2)
 
