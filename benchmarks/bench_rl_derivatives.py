@@ -24,7 +24,7 @@ actions and advantages N(0, 1), the same construction as the JAX peer's. Timed:
   trpo_iteration        the derivatives of one meta-TRPO iteration: meta_trpo_fns (the lvc
                         meta-gradient, the FVP operator, the line-search functions, each task's
                         points computed once) and trpo_step (10 conjugate-gradient products,
-                        one more for the step size, the backtracking line search; its number
+                        xᵀFx from them, the backtracking line search; its number
                         of candidates, which the synthetic advantages decide, is printed)
 
 The JAX comparison (benchmarks/compare/navigation_jax.py, our own JAX code for the same
@@ -45,15 +45,18 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 import warnings
 
 import numpy as np
 
-import mamlnp
-from mamlnp.meta import rl
-from mamlnp.meta.trpo import trpo_step
-from mamlnp.run.process import keep_freed_memory, single_blas_thread
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
+
+import mamlnp                                                                 # noqa: E402
+from mamlnp.meta import rl, rl_trpo                                           # noqa: E402
+from mamlnp.meta.trpo import trpo_step                                        # noqa: E402
+from mamlnp.run.process import keep_freed_memory, single_blas_thread         # noqa: E402
 
 SIZES = (2, 100, 100, 2)
 
@@ -112,8 +115,8 @@ def mamlnp_block(policy, theta, pre, post, reps, v, threads):
             policy, theta, pre, obs1, 0.5, v, estimator="lvc", threads=threads,
             factored=factored), reps)
     def trpo_iteration():
-        obj, g, fvp, sur, kl = rl.meta_trpo_fns(policy, theta, pre, post, 0.5, "lvc",
-                                                threads=threads)
+        obj, g, fvp, sur, kl = rl_trpo.meta_trpo_fns(policy, theta, pre, post, 0.5, "lvc",
+                                                     threads=threads)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)   # a rejected step is still timed
             info = trpo_step(theta, g, fvp, sur, kl, cg_iters=10)[1]

@@ -25,10 +25,13 @@
 # Batch norm is where MAML's classification code confuses most readers: its statistics come
 # from the batch being normalised, so the support set and the query set are normalised
 # differently, and every derivative (gradient, Hessian-vector product, meta-gradient) has to
-# go through the batch mean and variance. Section 2 checks those derivatives live.
+# go through the batch mean and variance. Section 2 checks those derivatives live. Section 7
+# sets the paper's other Omniglot network, a conv net, beside the MLP: its first-layer filters
+# before and after meta-training, and its test accuracy on the same episodes.
 #
 # The notebook only calls the library and draws: `mamlnp.OmniglotTasks` (episodes, the split),
-# `mamlnp.MLP(..., batch_norm=True)` and `mamlnp/nn/batchnorm.py`, `mamlnp.check.gradcheck`,
+# `mamlnp.MLP(..., batch_norm=True)` and `mamlnp/nn/batchnorm.py`, `mamlnp.ConvNet`
+# (`mamlnp/nn/convnet.py`), `mamlnp.check.gradcheck`,
 # `mamlnp.meta_train`, `mamlnp.run.classify` and `mamlnp.run.classify_report` (the evaluation
 # of `python -m mamlnp evaluate`). The derivation is
 # [docs/derivations/batchnorm.md](../docs/derivations/batchnorm.md).
@@ -46,7 +49,7 @@
 #
 # (`python -m mamlnp reproduce omniglot` trains and evaluates both 1-shot and 5-shot into
 # `runs/reproduce-omniglot/`; it is found too.) Otherwise the notebook trains a short run
-# itself. The test suite's fast mode (`MAMLNP_FAST=1`) ignores `runs/` and trains a tiny
+# itself. Section 7 finds the conv net's run the same way (its commands are there). The test suite's fast mode (`MAMLNP_FAST=1`) ignores `runs/` and trains a tiny
 # network for a few dozen iterations, to check that the notebook runs: its accuracies mean
 # nothing.
 #
@@ -70,6 +73,7 @@ from mamlnp.check import gradcheck
 from mamlnp.meta import maml
 from mamlnp.nn import batchnorm as BN
 from mamlnp.nn.losses import softmax
+from mamlnp.nn.spec import describe, spec_of
 from mamlnp.run import classify as CL
 from mamlnp.run import classify_report as CR
 
@@ -93,26 +97,32 @@ else:
     print(family)
 
 
-def find_run(shots):
-    """The folder of a command-line 5-way run with a checkpoint (None in fast mode or if absent)."""
-    name = f"omniglot-{WAYS}way-{shots}shot-maml"
-    for d in (RUNS / name, RUNS / "reproduce-omniglot" / name):
+def find_run(shots, kind="mlp"):
+    """The folder of a command-line 5-way run of the MLP (``kind`` "mlp") or the conv net
+    ("conv") with a checkpoint (None in fast mode or if absent)."""
+    conv = "-conv" if kind == "conv" else ""
+    name = f"omniglot-{WAYS}way-{shots}shot{conv}-maml"
+    for d in (RUNS / name, RUNS / f"reproduce-omniglot{conv}" / name):
         if not FAST and (d / "checkpoint.npz").exists():
             return d
     return None
 
 
-def protocol_gaps(model, cfg, shots):
-    """How a run differs from the paper's N-way K-shot protocol (mamlnp/run/classify.py):
-    a list of short phrases, empty for a finished protocol run."""
-    want = CL.omniglot_defaults({"ways": WAYS, "shots": shots})
+def protocol_gaps(model, cfg, shots, kind="mlp"):
+    """How a run of the MLP (``kind`` "mlp") or the conv net ("conv") differs from the paper's
+    N-way K-shot protocol (mamlnp/run/classify.py): short phrases, empty for a finished
+    protocol run."""
+    want = CL.omniglot_defaults({"ways": WAYS, "shots": shots}, kind)
     gaps = [f"{k} = {cfg.get(k)} (protocol: {want[k]})"
             for k in ("ways", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
                       "iterations") if cfg.get(k) != want[k]]
     if cfg.get("method") != "maml" or cfg.get("first_order"):
         gaps.append(f"method {cfg.get('method')}, first_order={cfg.get('first_order')} "
                     "(protocol: maml, exact second order)")
-    if tuple(model.sizes) != (784, *want["hidden"], WAYS) or not model.batch_norm:
+    if kind == "conv" and model.config() != mamlnp.ConvNet(ways=WAYS).config():
+        gaps.append(f"network {describe(cfg['model'])} (protocol: the paper's conv net)")
+    elif kind == "mlp" and (tuple(model.sizes) != (784, *want["hidden"], WAYS)
+                            or not model.batch_norm):
         gaps.append(f"network {'-'.join(map(str, model.sizes))} (protocol: the paper's MLP)")
     if cfg["iteration"] < cfg["iterations"]:
         gaps.append(f"stopped at iteration {cfg['iteration']:,} of {cfg['iterations']:,}")
@@ -401,6 +411,29 @@ def read_history(run_dir):
     return {k: np.atleast_1d(rows[k]) for k in rows.dtype.names}
 
 
+# a short run's settings when no command-line run exists (section 7's conv net uses them too)
+SHORT = dict(task="omniglot", ways=WAYS, shots=1, seed=0, progress=False, backend=BACKEND,
+             meta_batch=8 if FAST else 32, iterations=40 if FAST else 1000,
+             eval_every=10 if FAST else 100, val_tasks=20 if FAST else 100)
+
+
+def train_here(cfg, model, theta0, what):
+    """A short run of ``cfg`` (meta_train's keywords) trained here, its duration announced
+    first from one meta-gradient of ``model`` (cfg's network) at ``theta0``: its TrainResult."""
+    b = family.sample(0, cfg["meta_batch"], 1)
+    mamlnp.meta_gradient(model, theta0, b, ALPHA, 1, backend=BACKEND)   # warm-up (compiles)
+    t = time.perf_counter()
+    mamlnp.meta_gradient(model, theta0, b, ALPHA, 1, backend=BACKEND)
+    per_it = time.perf_counter() - t
+    print(f"training {cfg['iterations']} iterations of {what} here: about "
+          f"{per_it * cfg['iterations']:.0f} s (one meta-gradient took {per_it:.2f} s)"
+          f", plus validation", flush=True)
+    t = time.perf_counter()
+    res = mamlnp.meta_train(**cfg)
+    print(f"trained in {time.perf_counter() - t:.0f} s")
+    return res
+
+
 if family is None:
     history = None
 elif RUN1 is not None:
@@ -408,25 +441,11 @@ elif RUN1 is not None:
     curve_source = f"command-line run {RUN1.relative_to(REPO)}{RUN_NOTE}"
     trained_model, trained_theta, trained_cfg = net, theta_run, run_cfg
 else:
-    small_cfg = dict(task="omniglot", ways=WAYS, shots=1, seed=0, progress=False, backend=BACKEND,
-                     hidden=[64, 64] if FAST else [256, 128, 64, 64],
-                     meta_batch=8 if FAST else 32, iterations=40 if FAST else 1000,
-                     eval_every=10 if FAST else 100, val_tasks=20 if FAST else 100)
+    small_cfg = dict(SHORT, hidden=[64, 64] if FAST else [256, 128, 64, 64])
     probe_model = mamlnp.MLP((784, *small_cfg["hidden"], WAYS), "relu", "softmax_xent",
                              batch_norm=True)
-    b = family.sample(0, small_cfg["meta_batch"], 1)
-    th0 = probe_model.init(0, "normal")
-    mamlnp.meta_gradient(probe_model, th0, b, ALPHA, 1, backend=BACKEND)   # warm-up (compiles)
-    t = time.perf_counter()
-    mamlnp.meta_gradient(probe_model, th0, b, ALPHA, 1, backend=BACKEND)
-    per_it = time.perf_counter() - t
-    print(f"training {small_cfg['iterations']} iterations of a 784-"
-          f"{'-'.join(map(str, small_cfg['hidden']))}-5 network here: about "
-          f"{per_it * small_cfg['iterations']:.0f} s (one meta-gradient took {per_it:.2f} s)"
-          f", plus validation", flush=True)
-    t = time.perf_counter()
-    res = mamlnp.meta_train(**small_cfg)
-    print(f"trained in {time.perf_counter() - t:.0f} s")
+    res = train_here(small_cfg, probe_model, probe_model.init(0, "normal"),
+                     f"a 784-{'-'.join(map(str, small_cfg['hidden']))}-5 network")
     history = res.history
     curve_source = f"trained in this notebook, {small_cfg['iterations']} iterations: NOT the protocol"
     trained_model, trained_theta, trained_cfg = res.model, res.theta, res.config
@@ -465,8 +484,9 @@ if history is not None:
 # (fast mode: only the first few).
 
 # %%
-def load_eval(run_dir):
-    """The run's evaluation rows, if its eval/ is at least as new as its checkpoint."""
+def load_eval(run_dir, cfg):
+    """The run's evaluation (rows, per-episode accuracies (T, S+1)) if its eval/ is at least
+    as new as its checkpoint and scored 0 … 10 steps at the run's α (``cfg``); else None."""
     path = run_dir / "eval" / "omniglot_results.json"
     if not path.exists():
         return None
@@ -474,16 +494,23 @@ def load_eval(run_dir):
         print(f"{path.relative_to(REPO)} is older than the checkpoint: not used")
         return None
     with open(path) as f:
-        return json.load(f)["rows"]
+        doc = json.load(f)
+    if len(doc["rows"]) < 11 or any(r["alpha"] != cfg["alpha"] for r in doc["rows"]):
+        print(f"{path.relative_to(REPO)} is not 0 … 10 steps at the run's α: not used")
+        return None
+    return doc["rows"], np.array(doc["accuracy"])
 
 
-results = {}
+results, episode_acc = {}, {}          # K: (rows, source), K: accuracies (T, S+1)
 if family is not None:
     for K in (1, 5):
         run_dir = find_run(K)
-        rows_k = load_eval(run_dir) if run_dir is not None else None
-        if rows_k is not None:
-            model_k, _, cfg_k = mamlnp.load_checkpoint(str(run_dir))
+        if run_dir is None:
+            continue
+        model_k, _, cfg_k = mamlnp.load_checkpoint(str(run_dir))
+        ev = load_eval(run_dir, cfg_k)
+        if ev is not None:
+            rows_k, episode_acc[K] = ev
             note = (f" [NOT the protocol: {cfg_k['iteration']:,} iterations]"
                     if protocol_gaps(model_k, cfg_k, K) else "")
             results[K] = (rows_k, f"{run_dir.relative_to(REPO)}/eval{note}")
@@ -493,6 +520,7 @@ if family is not None:
                             family=family)
         results[1] = (r["rows"], f"the network of section 4 ({curve_source}), evaluated here "
                                  f"on the first {n_eval} of the {CL.TEST_EPISODES} test episodes")
+        episode_acc[1] = r["accuracy"]
 
 if results:
     fig, ax = plt.subplots(figsize=(7.5, 4), constrained_layout=True)
@@ -671,6 +699,193 @@ if family is not None:
 # the mean loss of 5 support drawings) takes θ' far from θ, and $\nabla L_Q(\theta')$ then
 # says little about how $L_Q(\theta')$ changes with θ; the factor $(I - \alpha H_S)$ it drops
 # is far from the identity.
+
+# %% [markdown]
+# ## 7 · The paper's conv net: its first-layer filters, and its accuracy beside the MLP's
+#
+# The paper's other Omniglot network (sec. 5.2; cbfinn/maml's `forward_conv`) is
+# `mamlnp.ConvNet` (`mamlnp/nn/convnet.py`, derivation
+# [docs/derivations/conv.md](../docs/derivations/conv.md)): four blocks, each a 3×3
+# convolution with 64 filters, stride 2 and zero padding 1, batch norm per channel (over the
+# N·H_l·W_l pixels of the batch, so the support/query remarks of section 2 hold here too) and
+# ReLU. A drawing, one 28×28 channel, becomes maps of 14×14×64, 7×7×64, 4×4×64 and 2×2×64; the
+# spatial mean of the last maps gives 64 features, a dense layer the N logits. Its forward,
+# backward and R-passes are written by hand like the MLP's, and it is meta-trained by the same
+# code on the same protocol; only the network differs. The first cell below prints each
+# block's shapes and parameter count from the model itself. The run is found like the MLP's:
+#
+# ```bash
+# python -m mamlnp train omniglot --model conv --ways 5 --shots 1   # runs/omniglot-5way-1shot-conv-maml
+# python -m mamlnp evaluate runs/omniglot-5way-1shot-conv-maml      # its eval/: 600 test episodes
+# ```
+#
+# (`python -m mamlnp reproduce omniglot --model conv` writes `runs/reproduce-omniglot-conv/`;
+# it is found too.) Otherwise a short run of the conv net is trained here with the settings
+# of section 4's short run (fast mode: a tiny net of 16 filters per block, and its numbers
+# mean nothing). The cell says which run was loaded, its iteration, and whether it is the
+# protocol.
+
+# %%
+def conv_shapes(model):
+    """One line per layer of a ConvNet: what it does, its output map, its parameters."""
+    (C, H, Wd), k, lines = model.in_shape, model.kernel, []
+    for l, (F, ((Ho, Wo), _)) in enumerate(zip(model.channels, model.maps)):
+        n = model.bn_layout[l][1][1] - model.layout[l][0][0]         # W_l, b_l, γ_l, β_l
+        lines.append((f"block {l + 1}: conv {k}×{k}, stride {model.stride}, pad {model.pad}, "
+                      f"batch norm, {model.activation}", f"{H}×{Wd}×{C} → {Ho}×{Wo}×{F}", n))
+        C, H, Wd = F, Ho, Wo
+    lines.append(("spatial mean", f"{H}×{Wd}×{C} → {model.features}", 0))
+    lines.append(("dense head", f"{model.features} → {model.ways}",
+                  model.num_params - model.layout[-1][0][0]))
+    return "\n".join(f"{a:<52} {b:<18} {n:>7,} parameters" for a, b, n in lines) + \
+        f"\nP = {model.num_params:,}"
+
+
+RUN_CONV = find_run(1, "conv") if family is not None else None
+CONV_NOTE = ""                                  # appended to titles when not the protocol
+if RUN_CONV is not None:
+    conv_net, conv_theta, conv_cfg = mamlnp.load_checkpoint(str(RUN_CONV))
+    conv_source = f"command-line run {RUN_CONV.relative_to(REPO)}"
+    print(f"loaded {RUN_CONV.relative_to(REPO)}: {conv_cfg['iteration']:,} of "
+          f"{conv_cfg['iterations']:,} iterations")
+    gaps = protocol_gaps(conv_net, conv_cfg, 1, "conv")
+    if gaps:
+        CONV_NOTE = f" [NOT the protocol: {conv_cfg['iteration']:,} iterations]"
+        print("THIS RUN IS NOT THE PAPER'S PROTOCOL, so its figures below are not the "
+              "protocol's results:\n  " + "\n  ".join(gaps))
+    else:
+        print("the paper's 5-way 1-shot protocol with its conv net, finished "
+              "(mamlnp/run/classify.py)")
+elif family is not None:
+    conv_small = dict(SHORT, model="conv", channels=[16] * 4 if FAST else CL.CONV_CHANNELS)
+    probe_conv = mamlnp.ConvNet(channels=conv_small["channels"], ways=WAYS)
+    res_conv = train_here(conv_small, probe_conv, probe_conv.init(0),
+                          f"the {describe(spec_of(probe_conv))} net")
+    conv_net, conv_theta, conv_cfg = res_conv.model, res_conv.theta, res_conv.config
+    conv_source = "trained in this notebook"
+    CONV_NOTE = f" [NOT the protocol: a short run here, {conv_cfg['iteration']:,} iterations]"
+    print(f"no command-line conv run used: the short run above{CONV_NOTE}")
+else:
+    conv_net = mamlnp.ConvNet(ways=WAYS)
+    print("no Omniglot data: the paper's conv net's shapes only (nothing trained)")
+print(conv_shapes(conv_net))
+
+# %% [markdown]
+# **The first layer's filters, before and after meta-training.** Block 1's filters
+# W₁ (64, 1, 3, 3) at the run's initial θ₀ and at its final θ. θ₀ is drawn again from the run's
+# seed as `mamlnp train` draws it (`mamlnp/run/train.py`: `ConvNet.init` with
+# `numpy.random.default_rng(seed)`, cbfinn's Xavier-uniform initialisation), so it is the θ₀
+# that run started from. Batch norm follows the convolution, so a filter's bias and scale
+# hardly matter (z − μ removes the bias, and a factor c on a filter divides out of
+# (z − μ)/√(σ² + ε) while c²σ² ≫ ε): only its pattern does. Each filter is therefore drawn on
+# its own colour scale, ± its largest |weight| (red positive, blue negative), in the same
+# position in both panels. The lines under the figure say how far the patterns turned (the
+# angle between each filter before and after) and how their norms changed.
+
+# %%
+def filter_mosaic(W):
+    """(F, 1, k, k) filters -> one image: a grid of k×k tiles, each scaled to ± its largest
+    |w|, NaN gaps between the tiles."""
+    F, _, k, _ = W.shape
+    cols = int(np.ceil(np.sqrt(F)))
+    img = np.full((-(-F // cols) * (k + 1) - 1, cols * (k + 1) - 1), np.nan)
+    for f in range(F):
+        r, c = (k + 1) * np.array(divmod(f, cols))                      # the tile's corner
+        img[r:r + k, c:c + k] = W[f, 0] / np.abs(W[f, 0]).max()
+    return img
+
+
+if family is not None:
+    theta0_conv = conv_net.init(np.random.default_rng(conv_cfg["seed"]))    # as mamlnp train
+    W_before = conv_net.unflatten(theta0_conv)[0][0][0]                     # (F, C, k, k)
+    W_after = conv_net.unflatten(conv_theta)[0][0][0]                       # (F, C, k, k)
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("white")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.2), constrained_layout=True)
+    for ax, W, title in ((axes[0], W_before, f"before: θ₀ from the run's seed {conv_cfg['seed']}"),
+                         (axes[1], W_after, f"after: iteration {conv_cfg['iteration']:,}")):
+        im = ax.imshow(filter_mosaic(W), cmap=cmap, vmin=-1, vmax=1)
+        ax.set(xticks=[], yticks=[], title=title)
+    fig.colorbar(im, ax=axes, shrink=0.7, label="weight / the filter's largest |weight|")
+    fig.suptitle(f"The conv net's {W_after.shape[0]} first-layer {W_after.shape[2]}×"
+                 f"{W_after.shape[3]} filters ({conv_source}{CONV_NOTE})", fontsize=9)
+    plt.show()
+    flat0, flat1 = W_before.reshape(len(W_before), -1), W_after.reshape(len(W_after), -1)
+    n0, n1 = np.linalg.norm(flat0, axis=1), np.linalg.norm(flat1, axis=1)       # (F,) each
+    angle = np.degrees(np.arccos(np.clip((flat0 * flat1).sum(1) / (n0 * n1), -1, 1)))
+    print(f"angle between a filter before and after: median {np.median(angle):.0f}°, range "
+          f"{angle.min():.0f}° … {angle.max():.0f}° (90°: unrelated patterns)")
+    print(f"filter norm after / before: median {np.median(n1 / n0):.2f}, range "
+          f"{(n1 / n0).min():.2f} … {(n1 / n0).max():.2f}")
+
+# %% [markdown]
+# **Accuracy against adaptation steps, conv beside MLP.** Both networks on the same test
+# episodes: the first n of `OmniglotTasks.episodes("test", …, seed=2017)` (the 600 of
+# `python -m mamlnp evaluate`), adapted by 0 … 10 SGD steps of the run's α on each support
+# set and scored on its query set. The per-episode accuracies are read from each run's
+# `eval/omniglot_results.json` when it is there (the MLP's as in section 5), otherwise
+# computed here by `classify_report.evaluate_run` (fast mode: a few episodes); n is the
+# smaller count, printed under the table. Mean ± 95% CI (1.96 · std / √n); the last column is
+# the per-episode difference conv − MLP and its 95% CI (the same episodes make it a paired
+# comparison: how hard an episode is cancels). The squares at 3 steps are the paper's
+# Table 1 (MLP and conv rows, 5-way 1-shot), its test setting. The numbers to read are in the
+# printed table.
+
+# %%
+if family is not None:
+    ev = load_eval(RUN_CONV, conv_cfg) if RUN_CONV is not None else None
+    if ev is not None:
+        conv_acc, conv_from = ev[1], f"{RUN_CONV.relative_to(REPO)}/eval"
+    else:
+        n_conv = 20 if FAST else CL.TEST_EPISODES                 # 600, as `evaluate`
+        t = time.perf_counter()
+        conv_acc = CR.evaluate_run(conv_net, conv_theta, conv_cfg, episodes=n_conv,
+                                   family=family, backend=BACKEND)["accuracy"]
+        conv_from = f"evaluated here ({time.perf_counter() - t:.0f} s)"
+    n_both = min(len(conv_acc), len(episode_acc[1]))
+    steps = np.arange(11)                                         # 0 … 10
+    acc = {"MLP": episode_acc[1][:n_both, :11], "conv": conv_acc[:n_both, :11]}   # (n, 11) each
+    summ = {m: [CL.summarize_accuracy(a[:, s]) for s in steps] for m, a in acc.items()}
+    diff = [CL.summarize_accuracy(acc["conv"][:, s] - acc["MLP"][:, s]) for s in steps]
+    notes = {"MLP": (RUN_NOTE if RUN1 is not None else
+                     " [NOT the protocol: a short run trained here]").strip(),
+             "conv": CONV_NOTE.strip()}
+
+    fig, ax = plt.subplots(figsize=(7.5, 4), constrained_layout=True)
+    shown = []
+    for (m, s_m), kind in zip(summ.items(), ("mlp", "conv")):
+        mean = np.array([100 * r["mean"] for r in s_m])
+        ci = np.array([100 * r["ci95"] for r in s_m])
+        line, = ax.plot(steps[1:], mean[1:], "o-", ms=3,
+                        label=f"{m} (0 steps: {mean[0]:.1f} %, off the axis)"
+                              + (f"\n{notes[m]}" if notes[m] else ""))
+        ax.fill_between(steps[1:], (mean - ci)[1:], (mean + ci)[1:], color=line.get_color(),
+                        alpha=0.2)
+        p = CL.PAPER_TABLE1[kind][(WAYS, 1)]
+        ax.errorbar([3], [p[0]], [p[1]], fmt="s", color=line.get_color(), capsize=3,
+                    label=f"paper, Table 1 {m}, 1-shot (3 steps)")
+        shown += [*(mean - ci)[1:], *(mean + ci)[1:], p[0] - p[1], p[0] + p[1]]
+    ax.set_ylim(np.floor(min(shown)) - 1, min(100.5, np.ceil(max(shown)) + 1))
+    ax.set(xlabel="SGD steps on the support set", ylabel="test accuracy (%)", xticks=steps[1:],
+           title=f"Omniglot 5-way 1-shot, the same {n_both} test episodes: conv net and MLP "
+                 f"(band: 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    plt.show()
+
+    print(f"{'steps':>5} {'MLP (mean ± 95% CI)':>21} {'conv (mean ± 95% CI)':>21} "
+          f"{'conv − MLP (paired)':>21}")
+    for s in steps:
+        cells = [f"{100 * r['mean']:.1f} ± {100 * r['ci95']:.1f} %"
+                 for r in (summ["MLP"][s], summ["conv"][s], diff[s])]
+        print(f"{s:>5} {cells[0]:>21} {cells[1]:>21} {cells[2]:>21}")
+    print(f"\nthe same {n_both} test episodes for both (the first {n_both} of "
+          f"{CL.TEST_EPISODES}, seed {CL.TEST_SEED}); paper, Table 1, 5-way 1-shot at 3 steps: "
+          + ", ".join(f"{m} {p[0]} ± {p[1]} %" for m, p in
+                      (("MLP", CL.PAPER_TABLE1_MLP[(WAYS, 1)]),
+                       ("conv", CL.PAPER_TABLE1_CONV[(WAYS, 1)]))))
+    print(f"MLP rows: {results[1][1]}")
+    print(f"conv rows: {conv_source}{CONV_NOTE}, {conv_from}")
 
 # %%
 print(f"notebook executed in {time.perf_counter() - T0:.0f} s (fast mode: {FAST})")

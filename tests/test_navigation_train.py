@@ -182,3 +182,38 @@ def test_cli_evaluate_with_a_baseline_run(tmp_path, capsys):
     assert "| pretrained |" in capsys.readouterr().out
     assert set(json.loads((ev / "results.json").read_text())["rows"]) == {"maml", "pretrain",
                                                                           "random"}
+
+
+@pytest.mark.filterwarnings("ignore:line search rejected")
+def test_info_seconds_split_the_iteration_by_stage():
+    """info["seconds"]: every stage of the iteration, in the order it runs (the benchmark's
+    split, benchmarks/bench_navigation.py); Adam has no FVP, CG or line search."""
+    for extra, keys in ((dict(), N.SECONDS), (dict(outer="adam"), N.SECONDS[:4]),
+                        (dict(method="pretrain"), N.SECONDS)):
+        infos = []
+        N.train_navigation(iterations=1, callback=lambda *a: infos.append(a[3]), **TINY, **extra)
+        seconds = infos[0]["seconds"]
+        assert tuple(seconds) == keys and all(s >= 0.0 for s in seconds.values())
+        assert seconds["sampling"] > 0.0 and seconds["meta_gradient"] > 0.0
+        if "cg" in keys:
+            assert seconds["cg"] > 0.0 and seconds["line_search"] > 0.0
+
+
+def test_plain_fns_of_pretrain_match_the_general_points():
+    """pretrain/oracle's FVP through the Jacobian factors equals the general R-pass Fisher
+    (averaged over tasks, damped) to rounding, on 1 and 2 threads the same bits; the
+    surrogate and KL at θ reuse the points (exp(0) = 1, KL 0)."""
+    from mamlnp.check import rlcheck
+    from mamlnp.nn.policy import PolicyPoint
+    policy, theta, pre, _, _ = rlcheck.draw_rl_case(5, "relu", tasks=3)
+    v = np.random.default_rng(0).standard_normal(policy.num_params)
+    obj, grad, fvp, sur, kl = N._plain_fns(policy, theta, pre, 1e-5, threads=1)
+    two = N._plain_fns(policy, theta, pre, 1e-5, threads=2)
+    pts = [PolicyPoint(policy, theta, o, a) for o, a, *_ in pre]
+    ref = sum(p.fisher_vp(v) for p in pts) / len(pts) + 1e-5 * v
+    e = float(np.abs(fvp(v) - ref).max() / np.abs(ref).max())
+    print(f"pretrain FVP, factored vs R-pass: rel err {e:.1e}")
+    assert e < 1e-12 and np.array_equal(fvp(v), two[2](v)) and np.array_equal(grad, two[1])
+    assert sur(theta) == float(np.mean([np.mean(t[2]) for t in pre])) and kl(theta) == 0.0
+    theta_new = theta + 1e-2 * grad
+    assert sur(theta_new) == two[3](theta_new) and kl(theta_new) == two[4](theta_new) > 0.0

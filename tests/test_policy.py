@@ -143,3 +143,21 @@ def test_bad_input_is_refused():
     with pytest.raises(InputError, match="sizes"):
         GaussianPolicy((2,))
     assert mean_kl_points(policy.point(theta, obs), policy.point(theta, obs)) == 0.0
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "softplus"])
+def test_stacked_means_equal_the_mean_task_by_task(activation):
+    """GaussianPolicy.means (the sampler's post-update step, one θ′ per task): the same bits
+    as ``mean`` per task; bad shapes named."""
+    policy = GaussianPolicy((3, 8, 6, 2), activation)
+    rng = np.random.default_rng(0)
+    thetas = np.stack([policy.init(rng) + 0.2 * rng.standard_normal(policy.num_params)
+                       for _ in range(4)])                                 # (T, P)
+    obs = rng.standard_normal((4, 5, 3))                                   # (T, N, D)
+    got = policy.means(thetas, obs)
+    assert got.shape == (4, 5, 2)
+    assert np.array_equal(got, np.stack([policy.mean(t, o) for t, o in zip(thetas, obs)]))
+    with pytest.raises(InputError, match="obs"):
+        policy.means(thetas, obs[:3])
+    with pytest.raises(InputError, match="thetas"):
+        policy.means(thetas[:, :-1], obs)

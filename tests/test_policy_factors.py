@@ -76,6 +76,16 @@ def test_factored_point_without_weights():
         obs_only.vjp(np.ones(len(pt.obs)))
 
 
+def test_the_fisher_product_builds_no_cross_products():
+    """A point with vjp weights (the post-update point of meta_trpo_fns) multiplies by its
+    Fisher through δ1 alone: K (its HVP's factors, (D+1)·A products) is not computed."""
+    policy, pt, fp, _, _, rng = _points((2, 7, 5, 2))
+    v = rng.standard_normal(policy.num_params)
+    assert fp._bp is not None and fp.K is None
+    assert _rel(fp.fisher_vp(v), pt.fisher_vp(v)) < 1e-12
+    assert fp.d1 is not None and fp.K is None
+
+
 def test_which_policies_take_the_factors():
     assert factors_apply(GaussianPolicy((2, 100, 100, 2), "relu"))
     assert not factors_apply(GaussianPolicy((2, 100, 100, 2), "tanh"))
@@ -143,30 +153,6 @@ def test_factored_option_bad_input(relu_case):
     tanh = GaussianPolicy(policy.sizes, "tanh")
     with pytest.raises(InputError, match="two hidden ReLU layers"):
         rl.meta_fvp_operator(tanh, theta, pre, obs1, alpha, factored=True)
-
-
-@pytest.mark.parametrize("factored", [None, False])
-def test_meta_trpo_fns_equal_the_separate_calls(relu_case, factored):
-    policy, theta, pre, post, alpha = relu_case
-    obs1 = [q[0] for q in post]
-    v = np.random.default_rng(4).standard_normal(policy.num_params)
-    for est, fvp_est in (("dice", "maml"), ("lvc", "lvc")):
-        obj, grad, fvp, sur, kl = rl.meta_trpo_fns(policy, theta, pre, post, alpha, est,
-                                                   fvp_estimator=fvp_est, factored=factored)
-        o0, g0 = rl.rl_meta_gradient(policy, theta, pre, post, alpha, est, factored=factored)
-        fvp0 = rl.meta_fvp_operator(policy, theta, pre, obs1, alpha, estimator=fvp_est,
-                                    factored=factored)
-        sur0, kl0 = rl.line_search_fns(policy, theta, pre, post, alpha, factored=factored)
-        theta_new = theta + 1e-2 * g0
-        assert obj == o0 and np.array_equal(grad, g0)                # the same bits
-        assert np.array_equal(fvp(v), fvp0(v)) and np.array_equal(fvp(v), fvp0(v))
-        assert sur(theta_new) == sur0(theta_new) and kl(theta_new) == kl0(theta_new)
-    two = rl.meta_trpo_fns(policy, theta, pre, post, alpha, threads=2, factored=factored)
-    one = rl.meta_trpo_fns(policy, theta, pre, post, alpha, threads=1, factored=factored)
-    assert one[0] == two[0] and np.array_equal(one[1], two[1])
-    assert np.array_equal(one[2](v), two[2](v))
-    with pytest.raises(InputError, match="fvp_estimator"):
-        rl.meta_trpo_fns(policy, theta, pre, post, alpha, fvp_estimator="x")
 
 
 def test_kl_gradient_on_factored_points():

@@ -1,6 +1,7 @@
 """MAML for reinforcement learning: the inner policy-gradient step, the meta-policy-gradient
 estimators maml / lvc / dice, the exact meta Fisher-vector product and the mean KL
-(``meta_trpo_fns``: all of one meta-TRPO iteration, each task's points computed once).
+(mamlnp/meta/rl_trpo.py orders them for one meta-TRPO iteration, each task's points
+computed once).
 
 Dimension legend: T tasks, M pre-update samples of a task, M′ post-update samples, D
 observation entries, A action entries, P parameters.
@@ -319,7 +320,8 @@ def line_search_fns(policy, theta, pre, post, alpha, threads=1, factored=None):
     threads = positive_int("threads", threads)
     cls = _point_class(policy, factored)
     return _line_search_closures(policy, pre, post, alpha, threads, cls,
-                                 _adapted_points(policy, theta, pre, post, alpha, threads, cls))
+                                 _adapted_points(policy, theta, pre, post, alpha, threads, cls),
+                                 theta)
 
 
 def _adapted_points(policy, theta, pre, post, alpha, threads, cls):
@@ -328,9 +330,10 @@ def _adapted_points(policy, theta, pre, post, alpha, threads, cls):
                                     ab[1][0], ab[1][1]), list(zip(pre, post)), threads)
 
 
-def _line_search_closures(policy, pre, post, alpha, threads, cls, old):
-    """(surrogate_fn, kl_fn) against the old post-update points ``old``."""
-    memo = {}
+def _line_search_closures(policy, pre, post, alpha, threads, cls, old, theta):
+    """(surrogate_fn, kl_fn) against the old post-update points ``old``, those of θ: at θ
+    itself (trpo_step's surrogate before the step) they are reused, not recomputed."""
+    memo = {theta.tobytes(): old}
     def adapted(theta_new):
         key = theta_new.tobytes()
         if key not in memo:
@@ -345,38 +348,3 @@ def _line_search_closures(policy, pre, post, alpha, threads, cls, old):
         pts = adapted(policy.check_theta(theta_new, "theta_new"))
         return float(np.mean([mean_kl_points(o, p) for p, o in zip(pts, old)]))
     return surrogate, kl
-
-
-# ---- one meta-TRPO iteration, each task's points shared --------------------------------------
-
-
-def meta_trpo_fns(policy, theta, pre, post, alpha, estimator="dice", damping=DAMPING,
-                  fvp_estimator="maml", threads=1, factored=None):
-    """(objective, gradient, fvp, surrogate_fn, kl_fn) of one meta-TRPO iteration at θ: what
-    ``rl_meta_gradient(…, estimator)``, ``meta_fvp_operator(…, damping, fvp_estimator)`` and
-    ``line_search_fns`` return, the same numbers, with each task's pre-update point (forward,
-    backward) and post-update point (forward) computed once instead of three times."""
-    theta = policy.check_theta(theta)
-    alpha = positive_float("alpha", alpha)
-    estimator = choice("estimator", estimator, ESTIMATORS)
-    damping = positive_float("damping", damping)
-    fvp_estimator = choice("fvp_estimator", fvp_estimator, ESTIMATORS)
-    pre, post = _pair(policy, pre, post)
-    threads = positive_int("threads", threads)
-    cls = _point_class(policy, factored)
-    def task(ab):
-        (obs, act, adv, starts), (obs1, act1, adv1, _) = ab
-        pt, theta1 = _inner(policy, theta, ab[0], alpha, cls)
-        post_pt, c1 = cls(policy, theta1, obs1, act1), adv1 / adv1.shape[0]
-        g1 = post_pt.vjp(c1)                                                # g′ (P,)
-        g = g1 + alpha * pt.hvp(g1, score_coefficients(estimator, adv / adv.shape[0], starts))
-        coeffs = score_coefficients(fvp_estimator, adv / adv.shape[0], starts)
-        return float(c1 @ post_pt.log_prob), g, _factorized(pt, coeffs, post_pt)
-    parts = _per_task(task, list(zip(pre, post)), threads)
-    obj, grad = 0.0, np.zeros(policy.num_params)
-    for o, g, _ in parts:
-        obj, grad = obj + o, grad + g
-    fvp = _fvp_closure([p for _, _, p in parts], alpha, damping, threads)
-    old = [p[2] for _, _, p in parts]
-    return (obj / len(pre), grad / len(pre), fvp,
-            *_line_search_closures(policy, pre, post, alpha, threads, cls, old))

@@ -6,6 +6,8 @@ Dimension legend: P parameters.
 
     x  ≈ F⁻¹ g                                   conjugate gradient, ``iters`` products F p
     β  = √(2 δ / (xᵀ F x + 1e-8))                 the step reaching KL ≈ δ on the quadratic model
+                                                  (F x = Σ_k a_k F p_k from CG's own products;
+                                                  rllab spends one more product on it)
     θ_k = θ + r^k β x,  k = 0, 1, …, K − 1        r = backtrack_ratio, K = max_backtracks
     accept the first θ_k with surrogate(θ_k) > surrogate(θ) and kl(θ_k) ≤ δ; if none, keep θ
 
@@ -21,14 +23,17 @@ from ..errors import InputError
 from ..validation import as_float64, float_in, nonneg_float, positive_float, positive_int
 
 
-def conjugate_gradient(fvp, g, iters=10, residual_tol=1e-10):
+def conjugate_gradient(fvp, g, iters=10, residual_tol=1e-10, with_product=False):
     """x ≈ F⁻¹ g for a symmetric positive definite F given as v ↦ F v (P,) -> (P,).
 
-    Hestenes-Stiefel CG from x = 0, at most ``iters`` products, stopping when rᵀr < residual_tol."""
+    Hestenes-Stiefel CG from x = 0, at most ``iters`` products, stopping when rᵀr < residual_tol.
+    with_product: return (x, F x) instead, F x = Σ_k a_k F p_k accumulated from the products
+    the solve made (x = Σ_k a_k p_k and F is linear: the same vector to rounding, no product
+    more)."""
     g = as_float64("g", g, 1)
     iters = positive_int("iters", iters)
     residual_tol = nonneg_float("residual_tol", residual_tol)
-    x = np.zeros_like(g)
+    x, Fx = np.zeros_like(g), np.zeros_like(g)
     r, p = g.copy(), g.copy()                                # residual g − F x, direction
     rr = r @ r
     for _ in range(iters):
@@ -41,11 +46,12 @@ def conjugate_gradient(fvp, g, iters=10, residual_tol=1e-10):
                              f"(add damping?)")
         a = rr / pz
         x += a * p
+        Fx += a * z                                          # F x  (P,)
         r -= a * z
         rr_new = r @ r
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x
+    return (x, Fx) if with_product else x
 
 
 def _safe(fn, theta):
@@ -73,8 +79,8 @@ def trpo_step(theta, g, fvp, surrogate_fn, kl_fn, max_kl=0.01, backtrack_ratio=0
     before = float(surrogate_fn(theta)) if surrogate_before is None else float(surrogate_before)
     if not np.isfinite(before):
         raise InputError(f"surrogate_fn: expected a finite surrogate at theta, got {before!r}")
-    x = conjugate_gradient(fvp, g, cg_iters)                  # F⁻¹ g  (P,)
-    xFx = float(x @ fvp(x))
+    x, Fx = conjugate_gradient(fvp, g, cg_iters, with_product=True)     # F⁻¹ g, F x  (P,)
+    xFx = float(x @ Fx)
     info = {"accepted": False, "backtracks": 0, "step_size": 0.0, "surrogate": before,
             "kl": 0.0, "surrogate_before": before, "reason": ""}
     if not np.isfinite(xFx) or xFx < 0.0:

@@ -97,6 +97,26 @@ class GaussianPolicy:
         """μ_φ(s): obs (M, D) -> (M, A)."""
         return self.point(theta, obs).mu
 
+    def means(self, thetas, obs):
+        """μ_φ_k(obs_k) of T parameter vectors at once, each on its own observations:
+        thetas (T, P), obs (T, N, D) -> (T, N, A). Per layer one stacked product
+        z_k = h_k W_k + b_k over k (np.matmul), the hidden activations elementwise; the same
+        numbers as ``mean`` task by task (the sampler's post-update step, one θ′ per task)."""
+        thetas = as_float64("thetas", thetas, 2, (None, self.num_params))
+        obs = as_float64("obs", obs, 3, (thetas.shape[0], None, self.obs_dim))
+        check_memory("obs", obs.shape, 8 * 2 * obs.shape[0] * obs.shape[1] * max(self.sizes),
+                     "the stacked layers' activations, (T, N, H) each")
+        return self._means(thetas, obs)
+
+    def _means(self, thetas, h):
+        """``means`` on checked arrays: thetas (T, P), h = obs (T, N, D) -> (T, N, A)."""
+        T, last = thetas.shape[0], len(self.net.layout) - 1
+        for l, ((w0, w1), (b0, b1), (fi, fo)) in enumerate(self.net.layout):
+            z = np.matmul(h, thetas[:, w0:w1].reshape(T, fi, fo))             # (T, N, fo)
+            z += thetas[:, None, b0:b1]
+            h = z if l == last else self.net._act[0](z)                       # σ, hidden only
+        return h
+
     def log_prob(self, theta, obs, actions):
         """log π_θ(a_m | s_m): obs (M, D), actions (M, A) -> (M,)."""
         return self.point(theta, obs, actions).log_prob

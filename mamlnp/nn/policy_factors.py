@@ -113,7 +113,8 @@ class FactoredPoint(PolicyPoint):
 
     def _jvp_factored(self, V1, V2, V3):
         """(Rμ = J_μ v_φ (M, A), s2 ⊙ h̃1 Ṽ2 (M, H2)) through δ1."""
-        u2 = self.s2 * (self.h1 @ V2)                                      # (M, H2): a product
+        u2 = self.h1 @ V2                                                  # (M, H2): a product
+        u2 *= self.s2                                                      # in place
         Rmu = u2 @ self.W3 + self.h2 @ V3                                  # (M, A)
         Rmu += np.einsum("mk,jmk->mj", self.x @ V1, self.d1)               # (x̃ Ṽ1) · δ1_j
         return Rmu, u2
@@ -140,10 +141,12 @@ class FactoredPoint(PolicyPoint):
     def fisher_vp(self, v):
         """F v = (1/M) Σ_m [J_μᵀ (e^{−2ρ} ⊙ Rμ) ; 2 v_ρ] through δ1 (``PolicyPoint.fisher_vp``)."""
         Pm = self.cuts[2]
-        Rmu = self.factorize()._jvp_factored(*self._blocks(v))[0]
+        Rmu = self.factorize(cross=False)._jvp_factored(*self._blocks(v))[0]   # δ1 only
         y = Rmu * (self.inv_var / Rmu.shape[0])                            # (M, A)
         out = np.empty(v.shape)
-        self._vjp_factored(y, self.s2 * (y @ self.W3.T), out)
+        dz2 = y @ self.W3.T
+        dz2 *= self.s2                                                     # (M, H2)
+        self._vjp_factored(y, dz2, out)
         out[Pm:] = 2.0 * v[Pm:]
         return out
 

@@ -47,6 +47,8 @@ import numpy as np
 
 from ..errors import DivergenceError, InputError
 from ..meta import rl as RL
+from ..meta import rl_trpo as RT
+from ..meta.rl_trpo import timed
 from ..meta.optim import Adam
 from ..meta.trpo import trpo_step
 from ..nn.policy import GaussianPolicy, PolicyPoint, mean_kl_points
@@ -121,36 +123,52 @@ class _State:
 # ---- one meta-iteration ----------------------------------------------------------------
 
 
-def sample_batch(policy, cfg, theta, rng):
-    """(goals (T, 2), pre Rollouts, pre Samples, θ′ (T, P), post Rollouts, post Samples); the
-    post entries are None for the methods that do not adapt."""
+def sample_batch(policy, cfg, theta, rng, seconds=None):
+    """(goals (T, 2), pre Rollouts, pre Samples, InnerSteps (θ′ (T, P) and the pre-update
+    points), post Rollouts, post Samples); the last three are None for the methods that do
+    not adapt. ``seconds`` (a dict): the wall seconds of "sampling" (the rollouts),
+    "baseline" (returns, baseline fits, advantages) and "inner_step" are added to it."""
     oracle = cfg["method"] == "oracle"
     goals = nav.sample_goals(rng, cfg["meta_batch"])
-    roll = lambda th: nav.sample(policy, th, goals, cfg["trajectories"], rng,         # noqa: E731
-                                 cfg["horizon"], oracle, cfg.get("sampler", "episodes"))
+    roll = lambda th: timed(seconds, "sampling", nav.sample, policy, th, goals,     # noqa: E731
+                            cfg["trajectories"], rng, cfg["horizon"], oracle,
+                            cfg.get("sampler", "episodes"))
+    samples = lambda ro: timed(seconds, "baseline", nav.to_samples, ro,             # noqa: E731
+                               cfg["discount"])
     pre_ro = roll(theta)
-    pre = nav.to_samples(pre_ro, cfg["discount"])
+    pre = samples(pre_ro)
     if cfg["method"] != "maml":
         return goals, pre_ro, pre, None, None, None
-    thetas = np.stack([RL.inner_step(policy, theta, s, cfg["alpha"]) for s in pre])
-    post_ro = roll(thetas)
-    return goals, pre_ro, pre, thetas, post_ro, nav.to_samples(post_ro, cfg["discount"])
+    inner = timed(seconds, "inner_step", RT.inner_steps, policy, theta, pre, cfg["alpha"],
+                  cfg["threads"])
+    post_ro = roll(inner.thetas)
+    return goals, pre_ro, pre, inner, post_ro, samples(post_ro)
 
 
-def _plain_fns(policy, theta, tasks, damping):
+def _plain_fns(policy, theta, tasks, damping, threads=1):
     """Policy gradient, Fisher-vector product, line-search surrogate and KL without adaptation
-    (θ′ = θ): the methods pretrain and oracle. Means over the T tasks of per-task means."""
-    pts = [PolicyPoint(policy, theta, o, a) for o, a, *_ in tasks]
+    (θ′ = θ): the methods pretrain and oracle. Means over the T tasks of per-task means; the
+    points are rl.py's (a two-hidden-layer ReLU policy's Fisher product through the Jacobian
+    factors, computed at its first call), the tasks on ``threads`` threads; at θ itself the
+    surrogate and KL reuse the points."""
+    cls = RL._point_class(policy)
+
+    def point_grad(task):
+        p = cls(policy, theta, task[0], task[1])
+        return p, p.vjp(task[2] / task[2].shape[0])                   # Σ_m c_m ∇ log π_m (P,)
+    pts, grads = zip(*RL._per_task(point_grad, tasks, threads))
     T = len(pts)
-    grad = sum(p.vjp(t[2] / t[2].shape[0]) for p, t in zip(pts, tasks)) / T
-    fvp = lambda v: sum(p.fisher_vp(v) for p in pts) / T + damping * v          # noqa: E731
-    memo = {}
+    grad = sum(grads) / T
+
+    def fvp(v):
+        return sum(RL._per_task(lambda p: p.fisher_vp(v), pts, threads)) / T + damping * v
+    memo = {theta.tobytes(): pts}
 
     def new_points(th):
         key = th.tobytes()
         if key not in memo:
             memo.clear()
-            memo[key] = [PolicyPoint(policy, th, o, a) for o, a, *_ in tasks]
+            memo[key] = RL._per_task(lambda t: cls(policy, th, t[0], t[1]), tasks, threads)
         return memo[key]
 
     def surrogate(th):
@@ -165,21 +183,19 @@ def _plain_fns(policy, theta, tasks, damping):
 
 def iteration(policy, cfg, state):
     """One meta-iteration on ``state`` (θ, rng, Adam) in place; returns (return before, return
-    after adaptation or NaN, info dict). Raises DivergenceError before a bad step."""
-    clock = [time.perf_counter()]
+    after adaptation or NaN, info dict). Raises DivergenceError before a bad step.
+    info["seconds"]: where the wall time went, by stage (sampling, baseline, inner_step,
+    meta_gradient; with TRPO also fvp_setup, cg: the conjugate-gradient products, and
+    line_search: the surrogate and KL of the candidates)."""
+    seconds = dict.fromkeys(SECONDS if cfg["outer"] == "trpo" else SECONDS[:4], 0.0)
     with np.errstate(over="ignore", invalid="ignore"):
         try:
-            _, pre_ro, pre, _, post_ro, post = sample_batch(policy, cfg, state.theta, state.rng)
-            clock.append(time.perf_counter())
+            _, pre_ro, pre, inner, post_ro, post = sample_batch(policy, cfg, state.theta,
+                                                                state.rng, seconds)
         except InputError as exc:                       # NaN policy / rewards: a diverged θ
             raise DivergenceError(f"training diverged at iteration {state.iteration + 1}: "
                                   f"{exc}", iteration=state.iteration + 1) from None
-        if cfg["method"] == "maml":
-            obj, grad = RL.rl_meta_gradient(policy, state.theta, pre, post, cfg["alpha"],
-                                            cfg["estimator"], cfg["threads"])
-        else:
-            obj, grad, fvp, surrogate, kl = _plain_fns(policy, state.theta, pre, cfg["damping"])
-    clock.append(time.perf_counter())
+        obj, grad, fns = _derivatives(policy, cfg, state.theta, pre, inner, post, seconds)
     if not (math.isfinite(obj) and np.all(np.isfinite(grad))):
         raise DivergenceError(f"training diverged at iteration {state.iteration + 1}: the "
                               f"meta-gradient holds NaN or inf; θ is not updated",
@@ -188,20 +204,41 @@ def iteration(policy, cfg, state):
     if cfg["outer"] == "adam":
         state.theta = state.adam._step(state.theta, -grad)                  # ascent
     else:
-        if cfg["method"] == "maml":
-            fvp = RL.meta_fvp_operator(policy, state.theta, pre, [s[0] for s in post],
-                                       cfg["alpha"], cfg["damping"], threads=cfg["threads"])
-            surrogate, kl = RL.line_search_fns(policy, state.theta, pre, post, cfg["alpha"],
-                                               cfg["threads"])
+        fvp, surrogate, kl = (_timer(seconds, key, fn) for key, fn in
+                              zip(("cg", "line_search", "line_search"), fns))
         state.theta, step_info = trpo_step(
             state.theta, grad, fvp, surrogate, kl, max_kl=cfg["max_kl"],
             backtrack_ratio=cfg["backtrack_ratio"], max_backtracks=cfg["max_backtracks"],
             cg_iters=cfg["cg_iters"])
         info.update(step_info)
-    clock.append(time.perf_counter())
-    info["seconds"] = dict(zip(("sampling", "meta_gradient", "outer_step"), np.diff(clock)))
+    info["seconds"] = seconds
     after = float(post_ro.average_return().mean()) if post_ro is not None else float("nan")
     return float(pre_ro.average_return().mean()), after, info
+
+
+SECONDS = ("sampling", "baseline", "inner_step", "meta_gradient", "fvp_setup", "cg",
+           "line_search")          # the stages of info["seconds"], in the order they run
+
+
+def _derivatives(policy, cfg, theta, pre, inner, post, seconds):
+    """(objective, meta-gradient, (fvp, surrogate_fn, kl_fn) or None for Adam); the seconds
+    of "meta_gradient" and "fvp_setup" added to ``seconds``."""
+    if cfg["method"] != "maml":
+        obj, grad, *fns = timed(seconds, "meta_gradient", _plain_fns, policy, theta, pre,
+                                cfg["damping"], cfg["threads"])
+        return obj, grad, fns
+    if cfg["outer"] == "adam":
+        return (*timed(seconds, "meta_gradient", RL.rl_meta_gradient, policy, theta, pre,
+                        post, cfg["alpha"], cfg["estimator"], cfg["threads"]), None)
+    obj, grad, *fns = RT.meta_trpo_fns(policy, theta, pre, post, cfg["alpha"], cfg["estimator"],
+                                       cfg["damping"], threads=cfg["threads"], inner=inner,
+                                       seconds=seconds)
+    return obj, grad, fns
+
+
+def _timer(seconds, key, fn):
+    """fn, its calls' wall time added to seconds[key]."""
+    return lambda *args: timed(seconds, key, fn, *args)
 
 
 # ---- the loop ---------------------------------------------------------------------------
@@ -318,6 +355,6 @@ def _log(state, before, after, info, seconds):
         extra = f", kl {info['kl']:.4f}, backtracks {info.get('backtracks', '?')}"
         if not info.get("accepted", True):
             extra += " (no step satisfied the KL and improved the surrogate: θ kept)"
-    parts = ", ".join(f"{k} {v:.1f}" for k, v in info.get("seconds", {}).items())
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in info.get("seconds", {}).items())
     print(f"iteration {state.iteration}: return before {before:.2f}, after {after:.2f}"
           f"{extra}, {seconds:.1f} s ({parts})", file=sys.stderr, flush=True)

@@ -135,7 +135,7 @@ class Rollouts:
 def rollout(policy, thetas, goals, num_traj, rng, horizon=HORIZON, oracle=False):
     """Run N episodes per goal with Gaussian actions a = μ_θ(o) + exp(log σ) ⊙ ε.
 
-    policy : a GaussianPolicy (its ``mean`` and ``unflatten``);
+    policy : a GaussianPolicy (its ``mean``, ``unflatten`` and, when there, ``_means``);
     thetas : θ (P,) shared by every task, or (T, P) one θ′ per task;
     goals (T, 2) in [−0.5, 0.5]²; rng : numpy Generator (ε (H, T, N, A) drawn first, all of
     it, so the draws do not depend on which episodes end early). Returns Rollouts.
@@ -242,11 +242,19 @@ def _check_rollout(policy, thetas, goals, num_traj, horizon, oracle):
 
 
 def _mean(policy, thetas, o, T, N, shared):
-    """μ (T, N, A): one (T·N, D) call for a shared θ, else one (N, D) call per task's θ′."""
+    """μ (T, N, A): one (T·N, D) call for a shared θ, else one stacked call over the tasks'
+    θ′ (``GaussianPolicy.means``: each task's (N, D) rows through its own layers; θ′ was
+    checked by ``rollout``), or one (N, D) call per task for a policy without it."""
     if shared:
         return policy.mean(thetas, o).reshape(T, N, -1)
     o = o.reshape(T, N, -1)
-    return np.stack([policy.mean(thetas[k], o[k]) for k in range(T)])
+    if not hasattr(policy, "_means"):
+        return np.stack([policy.mean(thetas[k], o[k]) for k in range(T)])
+    mu = policy._means(thetas, o)                                     # (T, N, A)
+    if not np.all(np.isfinite(mu)):
+        raise InputError("thetas: the policy's mean is NaN or infinite on these observations "
+                         "(expected finite outputs; diverged parameters?)")
+    return mu
 
 
 # ---- returns, baseline, advantages ----------------------------------------------------
