@@ -40,7 +40,7 @@
 # `runs/` when it exists:
 #
 # ```bash
-# python -m mamlnp train navigation          # runs/navigation-maml: the protocol, 500 iterations
+# python -m mamlnp train navigation          # runs/navigation-maml: the protocol, 100 iterations
 # python -m mamlnp evaluate runs/navigation-maml
 # ```
 #
@@ -255,5 +255,5 @@ print(f"notebook time: {time.perf_counter() - T0:.0f} s")
 
 # %% [markdown]
 # The full protocol (`python -m mamlnp reproduce navigation`) trains MAML, the pretrained
-# policy and the oracle for 500 iterations each and writes the table of the paper's Fig. 4
+# policy and the oracle for 100 iterations each and writes the table of the paper's Fig. 4
 # with our rows beside it.

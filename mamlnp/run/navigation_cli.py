@@ -4,7 +4,7 @@
 Dimension legend: T tasks (--meta-batch), N trajectories (--trajectories), G test goals.
 
 ``reproduce navigation`` trains MAML, the pretrained policy and the oracle (defaults: the
-protocol, 500 iterations each; ``--quick``: a few iterations, a smoke test, not a result),
+protocol, 100 iterations each; ``--quick``: a few iterations, a smoke test, not a result),
 evaluates them with a random initialisation on the same 40 held-out goals, and writes
 results.md (the table beside the paper's), results.json, returns.png and trajectories.png.
 Runs already in ``--out`` are reused (finished) or continued (interrupted).
