@@ -9,6 +9,8 @@ import json
 import os
 
 import numpy as np
+
+from mamlnp.run import navigation_eval as NE
 import pytest
 
 import mamlnp
@@ -136,7 +138,20 @@ def test_reproduce_quick_writes_the_table_and_figures(tmp_path, capsys):
         assert (out / name).stat().st_size > 0
     again = main(["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"])
     assert again == 0                                                # reuses the runs
-    assert json.loads((out / "results.json").read_text())["rows"]["oracle"]["summary"][0]["n"] == 40
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["rows"]["oracle"]["summary"][0]["n"] == 40
+    assert [e["sampler"] for e in doc["extra"]] == ["steps", "episodes"]
+    assert doc["extra"][0]["goals"] == NE.paper_goals().tolist()
+    md = (out / "results.md").read_text()
+    assert "The paper's own 40 test goals" in md and "exactly 4 episodes" in md
+
+
+def test_paper_goals_are_the_test_scripts_legacy_seed_1_draws():
+    """np.random.seed(1); np.random.uniform(-0.5, 0.5, (40, 2)): the first draw of the legacy
+    Mersenne Twister at seed 1 is 0.417022004702574 (a fixed, published stream)."""
+    g = NE.paper_goals()
+    assert g.shape == (40, 2) and abs(g[0, 0] - (0.417022004702574 - 0.5)) < 1e-15
+    assert np.all(np.abs(g) <= 0.5)
 
 
 def test_ctrl_c_writes_a_checkpoint_and_resume_continues(tmp_path):

@@ -157,16 +157,31 @@ def run_reproduce(args):
                "oracle": entries["oracle"]}
     t1 = time.perf_counter()
     print("[reproduce] evaluating on the 40 held-out goals", flush=True)
-    goals, results = NE.evaluate_policies(entries, keep=True,
-                                          trajectories=4 if args.quick else NE.EVAL_TRAJECTORIES)
+    n = 4 if args.quick else NE.EVAL_TRAJECTORIES
+    goals, results = NE.evaluate_policies(entries, keep=True, trajectories=n)
     print(NE.format_table(results))
+    extra = _extra_tables(entries, n)
     paths = NE.write_results(results, goals, out, meta={
         "command": "mamlnp reproduce navigation" + (" --quick" if args.quick else ""),
         "train_seconds_this_call": round(t1 - t0, 1),
-        "evaluate_seconds": round(time.perf_counter() - t1, 1)})
+        "evaluate_seconds": round(time.perf_counter() - t1, 1)}, trajectories=n, extra=extra)
     paths += _figures(results, out)
     print("written: " + ", ".join(paths))
     return 0
+
+
+def _extra_tables(entries, n):
+    """The same policies on the paper's own 40 test goals, and on the held-out goals with
+    batches of exactly n episodes (the "40 trajectories" reading of the test script)."""
+    out = []
+    for title, goals, sampler in (
+            ("The paper's own 40 test goals (test_maml_point.py's seed)", NE.paper_goals(),
+             "steps"),
+            ("Held-out goals, each batch exactly n episodes", NE.held_out_goals(), "episodes")):
+        g, res = NE.evaluate_policies(entries, goals=goals, trajectories=n, sampler=sampler)
+        print(f"\n{title}\n" + NE.format_table(res))
+        out.append((title, g, res, sampler))
+    return out
 
 
 def _train_or_reuse(args, method, run):

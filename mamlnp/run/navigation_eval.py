@@ -23,6 +23,7 @@ import numpy as np
 
 from ..meta import rl as RL
 from ..tasks import navigation as nav
+from ..tasks.navigation import GOAL_RANGE
 from ..validation import nonneg_int, positive_int
 from .rundir import atomic_write, make_output_dir
 
@@ -44,6 +45,12 @@ def held_out_goals(num_goals=EVAL_GOALS, seed=EVAL_SEED):
     """(G, 2) held-out goals uniform in [−0.5, 0.5]², from their own seed."""
     return nav.sample_goals(np.random.default_rng(np.random.SeedSequence([seed, 0x4E4156])),
                             num_goals)
+
+
+def paper_goals():
+    """(40, 2) the paper's own test goals: test_maml_point.py's ``np.random.seed(1);
+    np.random.uniform(-0.5, 0.5, size=(40, 2))`` (NumPy's legacy generator, same draws)."""
+    return np.random.RandomState(1).uniform(GOAL_RANGE[0], GOAL_RANGE[1], size=(EVAL_GOALS, 2))
 
 
 def adaptation_returns(policy, thetas, goals, trajectories=EVAL_TRAJECTORIES, steps=EVAL_STEPS,
@@ -117,19 +124,24 @@ SAMPLER_TEXT = {"steps": "each batch {n}·100 steps of whole episodes (the test 
 
 
 def write_results(results, goals, out, meta=None, trajectories=EVAL_TRAJECTORIES,
-                  sampler=EVAL_SAMPLER):
-    """results.json and results.md into ``out`` (atomically); returns their paths."""
+                  sampler=EVAL_SAMPLER, extra=()):
+    """results.json and results.md into ``out`` (atomically); returns their paths.
+    extra: more tables, [(title, goals, results, sampler), …] (under "extra" in the json)."""
     make_output_dir(out)
     meta = {**(meta or {}), "trajectories": trajectories, "sampler": sampler}
-    doc = {"goals": goals.tolist(), "meta": meta, "paper": PAPER,
-           "rows": {row: {"summary": r["summary"], "per_goal": r["returns"].tolist()}
-                    for row, r in results.items()}}
+    rows = lambda res: {row: {"summary": r["summary"], "per_goal": r["returns"].tolist()}  # noqa
+                        for row, r in res.items()}
+    doc = {"goals": goals.tolist(), "meta": meta, "paper": PAPER, "rows": rows(results),
+           "extra": [{"title": t, "goals": g.tolist(), "sampler": smp, "rows": rows(r)}
+                     for t, g, r, smp in extra]}
     paths = [os.path.join(out, "results.json"), os.path.join(out, "results.md")]
     text = json.dumps(doc, indent=2) + "\n"
     atomic_write(paths[0], lambda f: f.write(text.encode()))
     md = ("# 2D navigation: average return after 0-3 policy-gradient steps\n\n"
           f"{goals.shape[0]} held-out goals, mean ± 95 % CI over goals; "
-          f"{SAMPLER_TEXT[sampler].format(n=trajectories)}.\n\n"
-          + format_table(results) + "\n")
+          f"{SAMPLER_TEXT[sampler].format(n=trajectories)}.\n\n" + format_table(results) + "\n")
+    for title, g, res, smp in extra:
+        md += (f"\n## {title}\n\n{g.shape[0]} goals; "
+               f"{SAMPLER_TEXT[smp].format(n=trajectories)}.\n\n" + format_table(res) + "\n")
     atomic_write(paths[1], lambda f: f.write(md.encode()))
     return paths
