@@ -20,9 +20,8 @@ same loop and sizes as MAML, ``--outer adam`` giving the former.) Defaults are t
 of the figure's code (maml_trpo_point.py with the test script's meta-batch 20): T = 20,
 N = 20, H = 100 (each task's batch: whole episodes until it holds N·H = 2000 steps, as
 maml_rl's sampler fills batch_size), α = 0.5, δ = 0.01, 10 CG iterations, damping 1e-5,
-backtracking 0.8 × 15, 100 iterations (maml_trpo_point.py's n_itr = 100; the issue allows
-up to 500: the one-step return the meta-objective measures stops improving after about 30
-iterations and returns after 2-3 test steps get worse from about 100 on with ``lvc``, see
+backtracking 0.8 × 15, 100 iterations (maml_trpo_point.py's n_itr = 100; the one-step
+return the meta-objective measures stops improving after about 30 iterations, see
 docs/results.md).
 
 α = 0.5, not the paper's text's 0.1: the code and the snapshot behind Fig. 4
