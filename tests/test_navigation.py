@@ -208,7 +208,13 @@ def test_steps_sampler_per_task_thetas_and_its_limits(monkeypatch):
     assert ro.episodes[0] == 4 and ro.episodes[1] == 2
     with pytest.raises(InputError, match="sampler"):
         nav.sample(pol, thetas, goals, 2, np.random.default_rng(2), sampler="paths")
-    monkeypatch.setattr(nav, "MAX_EPISODES", 3)
-    with pytest.raises(InputError, match="more than 3 episodes"):
+    import mamlnp.validation as V
+    monkeypatch.setattr(V, "memory_limit", lambda: 2_000)    # bytes: 2 episodes fit, 11 do not
+    with pytest.raises(InputError, match=r"num_traj: .*fit in memory.*1·11 episodes of 5 steps"):
         nav.rollout_steps(pol, go_to_goal_theta(), goals[:1], 2, np.random.default_rng(0),
                           horizon=5, oracle=True)
+    nav.rollout(pol, go_to_goal_theta(), goals[:1], 2, np.random.default_rng(0), horizon=5,
+                oracle=True)                                # 2 episodes: fits
+    with pytest.raises(InputError, match=r"num_traj: .*fit in memory"):
+        nav.rollout(pol, go_to_goal_theta(), goals[:1], 100, np.random.default_rng(0),
+                    horizon=5, oracle=True)

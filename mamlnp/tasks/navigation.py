@@ -46,14 +46,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..validation import as_float64, positive_int
+from ..validation import as_float64, check_memory, positive_int
 
 HORIZON = 100              # H, maml_rl's max_path_length
 GOAL_RANGE = (-0.5, 0.5)   # goals uniform in this square
 ACTION_SCALE = 0.1         # normalize: a ∈ [−1, 1] → 0.1·a ∈ [−0.1, 0.1]
 GOAL_TOLERANCE = 0.01      # done when within this of the goal in both coordinates
 SAMPLERS = ("steps", "episodes")   # how a task's batch is filled (see the module docstring)
-MAX_EPISODES = 100_000     # episodes of one task, at most (a size check before allocating)
 DISCOUNT = 0.99            # γ
 RIDGE = 1e-5               # the baseline's λ
 OBS_CLIP = 10.0            # the baseline clips observations to ±10
@@ -179,10 +178,12 @@ def rollout_steps(policy, thetas, goals, num_traj, rng, horizon=HORIZON, oracle=
     round for the tasks still short of the budget only), each task keeps the prefix of its
     episodes that first reaches the budget, and the tasks are padded to a common episode
     count with empty episodes. Returns Rollouts (T, N_max, H, ·). Raises InputError as
-    ``rollout`` does, or if a task would need more than MAX_EPISODES episodes.
+    ``rollout`` does, or if the batches could not fit in memory: every episode has at least
+    one step, so a task holds at most N·H + N − 1 episodes, which is checked up front.
     """
-    goals, thetas, (T, N, H, _, _) = _check_rollout(policy, thetas, goals, num_traj, horizon,
+    goals, thetas, (T, N, H, _, D) = _check_rollout(policy, thetas, goals, num_traj, horizon,
                                                     oracle)
+    _check_batch_memory("num_traj", num_traj, T, N * H + N - 1, H, D)   # 1-step episodes
     need = np.full(T, N * H)                                        # steps each task lacks
     kept = [[] for _ in range(T)]                                   # (Rollouts, row, count)
     active = np.arange(T)
@@ -195,9 +196,6 @@ def rollout_steps(policy, thetas, goals, num_traj, rng, horizon=HORIZON, oracle=
             kept[k].append((ro, j, take))
             need[k] -= total[take - 1]
         active = active[need[active] > 0]
-        if any(sum(c for *_, c in kk) + N > MAX_EPISODES for kk in kept):
-            raise InputError(f"num_traj: a task would need more than {MAX_EPISODES} episodes "
-                             f"to hold {N * H} steps (episodes end almost at once)")
     return _stack_kept(kept, goals)
 
 
@@ -238,7 +236,15 @@ def _check_rollout(policy, thetas, goals, num_traj, horizon, oracle):
     if policy.obs_dim != D:
         raise InputError(f"policy: expected observations of dim {D} ({what}), the policy "
                          f"takes {policy.obs_dim}")
+    _check_batch_memory("num_traj", num_traj, T, N, H, D)
     return goals, thetas, (T, N, H, policy.act_dim, D)
+
+
+def _check_batch_memory(name, value, T, N, H, D, A=2):
+    """InputError naming ``name`` if T·N episodes of H steps (obs, actions, rewards, noise,
+    mask: 8·T·N·H·(D + 2A + 1) + T·N·H bytes) cannot fit in memory, before allocating."""
+    check_memory(name, value, T * N * H * (8 * (D + 2 * A + 1) + 1),
+                 f"{T}·{N} episodes of {H} steps")
 
 
 def _mean(policy, thetas, o, T, N, shared):
