@@ -210,7 +210,7 @@ def test_steps_sampler_per_task_thetas_and_its_limits(monkeypatch):
         nav.sample(pol, thetas, goals, 2, np.random.default_rng(2), sampler="paths")
     import mamlnp.validation as V
     monkeypatch.setattr(V, "memory_limit", lambda: 2_000)    # bytes: 2 episodes fit, 11 do not
-    with pytest.raises(InputError, match=r"num_traj: .*fit in memory.*1·11 episodes of 5 steps"):
+    with pytest.raises(InputError, match=r"num_traj: .*fit in memory.*11 episodes of 5 steps"):
         nav.rollout_steps(pol, go_to_goal_theta(), goals[:1], 2, np.random.default_rng(0),
                           horizon=5, oracle=True)
     nav.rollout(pol, go_to_goal_theta(), goals[:1], 2, np.random.default_rng(0), horizon=5,

@@ -232,3 +232,15 @@ def test_plain_fns_of_pretrain_match_the_general_points():
     assert sur(theta) == float(np.mean([np.mean(t[2]) for t in pre])) and kl(theta) == 0.0
     theta_new = theta + 1e-2 * grad
     assert sur(theta_new) == two[3](theta_new) and kl(theta_new) == two[4](theta_new) > 0.0
+
+
+def test_a_batch_too_large_for_memory_is_refused_before_training(tmp_path, monkeypatch):
+    """The worst case of the steps sampler (1-step episodes) is checked up front, naming
+    --trajectories; nothing is written. (Horizon 10 here: 20·(20·10 + 19) episodes of 10
+    steps need 3.2 MB; exactly 20·20 episodes 0.29 MB.)"""
+    import mamlnp.validation as V
+    monkeypatch.setattr(V, "memory_limit", lambda: 2**20)             # 1 MiB
+    with pytest.raises(InputError, match=r"trajectories: expected a size whose arrays fit"):
+        N.train_navigation(out=tmp_path / "run", trajectories=20)
+    assert not (tmp_path / "run").exists()
+    N.make_config(trajectories=20, sampler="episodes")

@@ -91,6 +91,9 @@ def make_config(**kwargs):
               "max_backtracks", "checkpoint_every"):
         cfg[k] = positive_int(k, cfg[k])
     cfg["seed"] = nonneg_int("seed", cfg["seed"])
+    nav.check_batch_memory("trajectories", cfg["trajectories"], cfg["meta_batch"],
+                           cfg["trajectories"], cfg["horizon"],
+                           4 if cfg["method"] == "oracle" else 2, cfg["sampler"])
     if cfg["threads"] is None:
         cfg["threads"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     cfg["threads"] = positive_int("threads", cfg["threads"])

@@ -183,7 +183,7 @@ def rollout_steps(policy, thetas, goals, num_traj, rng, horizon=HORIZON, oracle=
     """
     goals, thetas, (T, N, H, _, D) = _check_rollout(policy, thetas, goals, num_traj, horizon,
                                                     oracle)
-    _check_batch_memory("num_traj", num_traj, T, N * H + N - 1, H, D)   # 1-step episodes
+    check_batch_memory("num_traj", num_traj, T, N, H, D, "steps")    # 1-step episodes
     need = np.full(T, N * H)                                        # steps each task lacks
     kept = [[] for _ in range(T)]                                   # (Rollouts, row, count)
     active = np.arange(T)
@@ -236,15 +236,18 @@ def _check_rollout(policy, thetas, goals, num_traj, horizon, oracle):
     if policy.obs_dim != D:
         raise InputError(f"policy: expected observations of dim {D} ({what}), the policy "
                          f"takes {policy.obs_dim}")
-    _check_batch_memory("num_traj", num_traj, T, N, H, D)
+    check_batch_memory("num_traj", num_traj, T, N, H, D)
     return goals, thetas, (T, N, H, policy.act_dim, D)
 
 
-def _check_batch_memory(name, value, T, N, H, D, A=2):
-    """InputError naming ``name`` if T·N episodes of H steps (obs, actions, rewards, noise,
-    mask: 8·T·N·H·(D + 2A + 1) + T·N·H bytes) cannot fit in memory, before allocating."""
-    check_memory(name, value, T * N * H * (8 * (D + 2 * A + 1) + 1),
-                 f"{T}·{N} episodes of {H} steps")
+def check_batch_memory(name, value, T, N, H, D, sampler="episodes", A=2):
+    """InputError naming ``name`` if a batch of T tasks cannot fit in memory, before anything
+    is allocated: N episodes of H steps per task ("episodes"), or, for "steps", the worst
+    case of N·H + N − 1 episodes (every episode one step long). Bytes: obs, actions, rewards,
+    noise and mask, 8·E·H·(D + 2A + 1) + E·H for E = T × episodes per task."""
+    E = T * (N * H + N - 1 if sampler == "steps" else N)
+    check_memory(name, value, E * H * (8 * (D + 2 * A + 1) + 1),
+                 f"{E} episodes of {H} steps")
 
 
 def _mean(policy, thetas, o, T, N, shared):
