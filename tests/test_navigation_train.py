@@ -31,7 +31,8 @@ def _short_horizon(monkeypatch):
 @pytest.mark.filterwarnings("ignore:line search rejected")     # a tiny policy: it happens
 @pytest.mark.parametrize("extra", [dict(), dict(method="pretrain", outer="adam"),
                                    dict(method="oracle"), dict(estimator="dice", outer="adam"),
-                                   dict(estimator="maml")])
+                                   dict(estimator="maml"), dict(inner_steps=2),
+                                   dict(inner_steps=3, outer="adam")])
 def test_resume_repeats_the_same_bits(tmp_path, extra):
     full = N.train_navigation(out=tmp_path / "a", iterations=4, checkpoint_every=2, **TINY, **extra)
     N.train_navigation(out=tmp_path / "b", iterations=2, **TINY, **extra)
@@ -59,7 +60,9 @@ def test_maml_adapts_the_post_update_rollouts(tmp_path):
 def test_bad_options_are_named():
     for bad, name in ((dict(alpha=0.0), "alpha"), (dict(max_kl=-1.0), "max_kl"),
                       (dict(method="reptile"), "method"), (dict(estimator="x"), "estimator"),
-                      (dict(backtrack_ratio=1.5), "backtrack_ratio"), (dict(meta_batch=0), "meta_batch")):
+                      (dict(backtrack_ratio=1.5), "backtrack_ratio"), (dict(meta_batch=0), "meta_batch"),
+                      (dict(inner_steps=0), "inner_steps"), (dict(later_alpha=-0.1), "later_alpha"),
+                      (dict(inner_steps=2, method="pretrain"), "inner_steps")):
         with pytest.raises(InputError, match=name):
             N.train_navigation(iterations=1, **{**TINY, **bad})
 
@@ -132,8 +135,11 @@ def test_reproduce_quick_writes_the_table_and_figures(tmp_path, capsys):
     out = tmp_path / "repro"
     assert main(["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    for row in ("| MAML |", "| pretrained |", "| random init |", "| oracle |", "-40.41"):
+    for row in ("| MAML |", "| pretrained |", "| random init |", "| oracle |", "-40.41",
+                "| MAML trained through 2 steps (extension) |"):
         assert row in text
+    assert NC.read(str(out / "maml-steps"))["config"]["inner_steps"] == 2
+    assert NC.read(str(out / "maml"))["config"]["inner_steps"] == 1
     for name in ("results.md", "results.json", "returns.png", "trajectories.png"):
         assert (out / name).stat().st_size > 0
     again = main(["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"])
@@ -244,3 +250,20 @@ def test_a_batch_too_large_for_memory_is_refused_before_training(tmp_path, monke
         N.train_navigation(out=tmp_path / "run", trajectories=20)
     assert not (tmp_path / "run").exists()
     N.make_config(trajectories=20, sampler="episodes")
+
+
+@pytest.mark.filterwarnings("ignore:line search rejected")
+def test_two_inner_steps_train_through_the_tests_schedule():
+    """--inner-steps 2: three batches per task (at θ, θ_1, θ_2 = θ_1 + later_alpha g_1), the
+    returns after each step reported, the chain's step sizes α then later_alpha; one inner
+    step is the paper's iteration to the same bits whatever later_alpha is."""
+    infos = []
+    res = N.train_navigation(iterations=2, inner_steps=2, later_alpha=0.1,
+                             callback=lambda *a: infos.append(a[3]), **TINY)
+    assert res.config["inner_steps"] == 2 and res.config["later_alpha"] == 0.1
+    assert all(len(i["after_steps"]) == 2 and i["after_steps"][0] == h
+               for i, h in zip(infos, res.history[:, 2]))
+    assert all("kl" in i for i in infos)
+    one = N.train_navigation(iterations=2, **TINY)
+    other = N.train_navigation(iterations=2, later_alpha=0.1, **TINY)
+    assert np.array_equal(one.theta, other.theta) and not np.array_equal(one.theta, res.theta)

@@ -12,6 +12,13 @@ One meta-iteration (Finn et al. 2017, Algorithm 3; cbfinn/maml_rl's MAMLTRPO):
     ∇̂   = rl_meta_gradient(θ, D, D′, α, estimator) the meta-policy-gradient (mamlnp/meta/rl.py)
     θ  ← TRPO(θ, ∇̂, exact FVP Uᵀ F U, mean KL ≤ δ)  or θ ← Adam_β(θ, −∇̂)
 
+``--inner-steps K`` (K > 1, a protocol extension; the paper trains through one step)
+meta-trains through the test's own schedule: D_k sampled at θ_k = θ_{k−1} + α_k g_{k−1} for
+k = 1 … K, α_1 = alpha and the later steps ``later_alpha`` (0.25, the test's), the objective
+the mean of the K post-update surrogates, its gradient and the exact FVP of the mean KL over
+the K adapted policies from mamlnp/meta/rl_steps.py; the history's return_after stays the
+return after one step, and the log prints the return after each.
+
 ``--method pretrain`` trains one policy on all tasks without adaptation (the same TRPO on the
 pre-update surrogate, θ′ = θ); ``--method oracle`` does the same with the goal in the
 observation (D = 4). (maml_rl trained its pretrained policy with Adam, ``use_maml=False``,
@@ -50,6 +57,7 @@ import numpy as np
 
 from ..errors import DivergenceError, InputError
 from ..meta import rl as RL
+from ..meta import rl_steps as RS
 from ..meta import rl_trpo as RT
 from ..meta.rl_trpo import timed
 from ..meta.optim import Adam
@@ -67,6 +75,7 @@ DEFAULTS = {"task": "navigation", "method": "maml", "estimator": "lvc", "outer":
             "horizon": nav.HORIZON, "discount": nav.DISCOUNT, "max_kl": 0.01, "cg_iters": 10,
             "damping": 1e-5, "backtrack_ratio": 0.8, "max_backtracks": 15, "iterations": 100,
             "hidden": [100, 100], "activation": "relu", "seed": 0, "checkpoint_every": 10,
+            "inner_steps": 1, "later_alpha": 0.25,
             "threads": None}                   # None: the cores this process may use
 RESUMABLE = ("iterations", "checkpoint_every", "threads")     # what --resume may change
 
@@ -82,15 +91,19 @@ def make_config(**kwargs):
     cfg["estimator"] = choice("estimator", cfg["estimator"], NC.ESTIMATORS)
     cfg["outer"] = choice("outer", cfg["outer"], NC.OUTERS)
     cfg["sampler"] = choice("sampler", cfg["sampler"], nav.SAMPLERS)
-    for k in ("alpha", "beta", "max_kl", "damping", "backtrack_ratio", "discount"):
+    for k in ("alpha", "beta", "max_kl", "damping", "backtrack_ratio", "discount",
+              "later_alpha"):
         cfg[k] = positive_float(k, cfg[k])
     if cfg["backtrack_ratio"] >= 1 or cfg["discount"] > 1:
         raise InputError(f"backtrack_ratio, discount: expected a ratio in (0, 1) and a discount "
                          f"in (0, 1], got {cfg['backtrack_ratio']} and {cfg['discount']}")
     for k in ("meta_batch", "trajectories", "horizon", "iterations", "cg_iters",
-              "max_backtracks", "checkpoint_every"):
+              "max_backtracks", "checkpoint_every", "inner_steps"):
         cfg[k] = positive_int(k, cfg[k])
     cfg["seed"] = nonneg_int("seed", cfg["seed"])
+    if cfg["inner_steps"] > 1 and cfg["method"] != "maml":
+        raise InputError(f"inner_steps: expected 1 for method {cfg['method']!r} (it does not "
+                         f"adapt), got {cfg['inner_steps']}")
     nav.check_batch_memory("trajectories", cfg["trajectories"], cfg["meta_batch"],
                            cfg["trajectories"], cfg["horizon"],
                            4 if cfg["method"] == "oracle" else 2, cfg["sampler"])
@@ -196,12 +209,20 @@ def iteration(policy, cfg, state):
     seconds = dict.fromkeys(SECONDS if cfg["outer"] == "trpo" else SECONDS[:4], 0.0)
     with np.errstate(over="ignore", invalid="ignore"):
         try:
-            _, pre_ro, pre, inner, post_ro, post = sample_batch(policy, cfg, state.theta,
-                                                                state.rng, seconds)
+            if cfg.get("inner_steps", 1) > 1:
+                pre_ro, chain, post_ros = sample_chain(policy, cfg, state.theta, state.rng,
+                                                       seconds)
+                post_ro = post_ros[0]
+            else:
+                _, pre_ro, pre, inner, post_ro, post = sample_batch(policy, cfg, state.theta,
+                                                                    state.rng, seconds)
         except InputError as exc:                       # NaN policy / rewards: a diverged θ
             raise DivergenceError(f"training diverged at iteration {state.iteration + 1}: "
                                   f"{exc}", iteration=state.iteration + 1) from None
-        obj, grad, fns = _derivatives(policy, cfg, state.theta, pre, inner, post, seconds)
+        if cfg.get("inner_steps", 1) > 1:
+            obj, grad, fns = _chain_derivatives(policy, cfg, chain, seconds)
+        else:
+            obj, grad, fns = _derivatives(policy, cfg, state.theta, pre, inner, post, seconds)
     if not (math.isfinite(obj) and np.all(np.isfinite(grad))):
         raise DivergenceError(f"training diverged at iteration {state.iteration + 1}: the "
                               f"meta-gradient holds NaN or inf; θ is not updated",
@@ -218,6 +239,8 @@ def iteration(policy, cfg, state):
             cg_iters=cfg["cg_iters"])
         info.update(step_info)
     info["seconds"] = seconds
+    if cfg.get("inner_steps", 1) > 1:
+        info["after_steps"] = [float(r.average_return().mean()) for r in post_ros]
     after = float(post_ro.average_return().mean()) if post_ro is not None else float("nan")
     return float(pre_ro.average_return().mean()), after, info
 
@@ -240,6 +263,35 @@ def _derivatives(policy, cfg, theta, pre, inner, post, seconds):
                                        cfg["damping"], threads=cfg["threads"], inner=inner,
                                        seconds=seconds)
     return obj, grad, fns
+
+
+def sample_chain(policy, cfg, theta, rng, seconds=None):
+    """(pre Rollouts, rl_steps.Chain of cfg["inner_steps"] = K steps, [post Rollouts after
+    step 1 … K]): D_0 sampled at θ, then each D_k at θ_k = θ_{k−1} + α_k g_{k−1}, α_1 = alpha
+    and the later steps later_alpha (the test's schedule); ``seconds`` as sample_batch's."""
+    goals = nav.sample_goals(rng, cfg["meta_batch"])
+
+    def batch(th):
+        ro = timed(seconds, "sampling", nav.sample, policy, th, goals, cfg["trajectories"],
+                   rng, cfg["horizon"], False, cfg["sampler"])
+        return ro, timed(seconds, "baseline", nav.to_samples, ro, cfg["discount"])
+    alphas = (cfg["alpha"],) + (cfg["later_alpha"],) * (cfg["inner_steps"] - 1)
+    pre_ro, pre = batch(theta)
+    chain = timed(seconds, "inner_step", RS.start_chain, policy, theta, pre, alphas,
+                  cfg["threads"])
+    post_ros = []
+    for _ in alphas:
+        ro, samples = batch(chain.next_thetas())
+        post_ros.append(ro)
+        timed(seconds, "inner_step", RS.extend, policy, chain, samples, cfg["threads"])
+    return pre_ro, chain, post_ros
+
+
+def _chain_derivatives(policy, cfg, chain, seconds):
+    """``_derivatives`` through the chain's K inner steps (mamlnp/meta/rl_steps.py)."""
+    obj, grad, *fns = timed(seconds, "meta_gradient", RS.multistep_trpo_fns, policy, chain,
+                            cfg["estimator"], cfg["damping"], "maml", cfg["threads"])
+    return obj, grad, (fns if cfg["outer"] == "trpo" else None)
 
 
 def _timer(seconds, key, fn):
@@ -296,6 +348,8 @@ def _load(out, kwargs):
                              f"may change on --resume")
     cfg.setdefault("threads", 1)
     cfg.setdefault("sampler", "episodes")          # runs saved before the sampler option
+    cfg.setdefault("inner_steps", 1)               # … and before --inner-steps
+    cfg.setdefault("later_alpha", 0.25)
     for key in RESUMABLE:
         if kwargs.get(key) is not None:
             cfg[key] = positive_int(key, kwargs[key])
@@ -362,5 +416,8 @@ def _log(state, before, after, info, seconds):
         if not info.get("accepted", True):
             extra += " (no step satisfied the KL and improved the surrogate: θ kept)"
     parts = ", ".join(f"{k} {v:.2f}" for k, v in info.get("seconds", {}).items())
+    if "after_steps" in info:
+        after_txt = " / ".join(f"{r:.2f}" for r in info["after_steps"])
+        extra = f" (after 1…{len(info['after_steps'])} steps {after_txt})" + extra
     print(f"iteration {state.iteration}: return before {before:.2f}, after {after:.2f}"
           f"{extra}, {seconds:.1f} s ({parts})", file=sys.stderr, flush=True)

@@ -67,6 +67,7 @@ def check_config(file, config, iteration):
               "outer": lambda v: choice("outer", v, OUTERS),
               "sampler": lambda v: choice("sampler", v, SAMPLERS),
               "alpha": lambda v: positive_float("alpha", v),
+              "later_alpha": lambda v: positive_float("later_alpha", v),
               "beta": lambda v: positive_float("beta", v),
               "max_kl": lambda v: positive_float("max_kl", v),
               "damping": lambda v: positive_float("damping", v),
@@ -76,9 +77,9 @@ def check_config(file, config, iteration):
               "first_order": lambda v: boolean("first_order", v),
               **{k: (lambda name: lambda v: positive_int(name, v))(k) for k in (
                   "meta_batch", "trajectories", "horizon", "iterations", "cg_iters",
-                  "max_backtracks", "checkpoint_every", "threads")}}
+                  "max_backtracks", "checkpoint_every", "threads", "inner_steps")}}
     missing = [k for k in checks if k not in config
-               and k not in ("first_order", "threads", "sampler")]
+               and k not in ("first_order", "threads", "sampler", "inner_steps", "later_alpha")]
     if missing:
         raise S.fail(file, f"config.{missing[0]}", "missing (expected a navigation run's config)")
     for key, check in checks.items():

@@ -19,14 +19,14 @@ from .train import TrainingInterrupted
 
 QUICK_ITERATIONS = 3
 TRAIN_KEYS = ("method", "estimator", "outer", "alpha", "beta", "meta_batch", "trajectories",
-              "sampler",
+              "sampler", "inner_steps", "later_alpha",
               "max_kl", "cg_iters", "damping", "backtrack_ratio", "max_backtracks",
               "iterations", "hidden", "activation", "seed", "checkpoint_every", "threads")
 
 
-OTHER_KEYS = ("shots", "query", "inner_steps", "optimizer", "init", "backend", "eval_every",
+OTHER_KEYS = ("shots", "query", "optimizer", "init", "backend", "eval_every",
               "ways", "data_dir", "lam", "cg_steps", "epoch_length", "msl_epochs", "fo_epochs")
-NAV_ONLY = ("estimator", "outer", "trajectories", "sampler", "max_kl", "cg_iters", "damping",
+NAV_ONLY = ("estimator", "outer", "trajectories", "sampler", "later_alpha", "max_kl", "cg_iters", "damping",
             "backtrack_ratio", "max_backtracks", "threads")
 
 
@@ -50,6 +50,9 @@ def add_train_arguments(p):
                    help="navigation: fill each task's batch with trajectories·100 steps of whole "
                         "episodes (steps, maml_rl's batch_size; default) or exactly "
                         "--trajectories episodes (episodes)")
+    p.add_argument("--later-alpha", type=float,
+                   help="navigation: the step size of inner steps 2, 3, … when --inner-steps > 1 "
+                        "(default 0.25, the test's later steps)")
     p.add_argument("--max-kl", type=float, help="navigation: TRPO's mean-KL bound (default 0.01)")
     p.add_argument("--cg-iters", type=int,
                    help="navigation: conjugate-gradient iterations (default 10)")
@@ -136,23 +139,28 @@ def _figures(results, out):
 
 
 def run_reproduce(args):
-    """``mamlnp reproduce navigation``: train (or reuse) maml, pretrain, oracle; evaluate the
-    four rows; write the table and the figures."""
+    """``mamlnp reproduce navigation``: train (or reuse) maml, maml-steps (meta-trained
+    through the test's first two steps, a protocol extension), pretrain, oracle; evaluate the
+    five rows; write the table and the figures."""
     from ..nn.policy import GaussianPolicy
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
     name = "reproduce-navigation" + ("-quick" if args.quick else "")
     out = args.out or os.path.join("runs", name)
     t0, entries = time.perf_counter(), {}
-    for method in ("maml", "pretrain", "oracle"):
+    runs = {"maml": {}, "maml-steps": {"inner_steps": NE.EXTENSION_STEPS}, "pretrain": {},
+            "oracle": {}}
+    for row, extra in runs.items():
         try:
-            entries[method] = _train_or_reuse(args, method, os.path.join(out, method))
+            entries[row] = _train_or_reuse(args, row.split("-")[0], os.path.join(out, row),
+                                           **extra)
         except TrainingInterrupted as exc:
             print(f"mamlnp reproduce: {exc}; run the same command again to continue",
                   file=sys.stderr)
             return 128 + int(exc.signum)
     sizes = entries["maml"][0].sizes
-    entries = {"maml": entries["maml"], "pretrain": entries["pretrain"],
+    entries = {"maml": entries["maml"], "maml-steps": entries["maml-steps"],
+               "pretrain": entries["pretrain"],
                "random": (GaussianPolicy(sizes, NE.RANDOM_ACTIVATION), None),
                "oracle": entries["oracle"]}
     t1 = time.perf_counter()
@@ -184,9 +192,10 @@ def _extra_tables(entries, n):
     return out
 
 
-def _train_or_reuse(args, method, run):
+def _train_or_reuse(args, method, run, **extra):
     """(policy, θ) of the run ``run``: reused if finished, continued if not, else trained
-    (--quick: a tiny policy for QUICK_ITERATIONS iterations, a smoke test)."""
+    with ``extra`` options (--quick: a tiny policy for QUICK_ITERATIONS iterations, a smoke
+    test)."""
     from .navigation import train_navigation
     from .navigation_checkpoint import read
     iterations = QUICK_ITERATIONS if args.quick else args.iterations
@@ -199,6 +208,7 @@ def _train_or_reuse(args, method, run):
     else:
         small = dict(meta_batch=2, trajectories=4, hidden=[16, 16]) if args.quick else {}
         train_navigation(out=run, overwrite=args.overwrite, method=method, seed=args.seed,
-                         iterations=iterations, progress=not args.no_progress, **small)
+                         iterations=iterations, progress=not args.no_progress, **small,
+                         **extra)
     policy, theta, _ = _load(run)
     return policy, theta

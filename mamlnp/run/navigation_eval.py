@@ -30,6 +30,7 @@ from .rundir import atomic_write, make_output_dir
 STEP_SIZES = (0.5, 0.25)          # the first PG step, every later one
 EVAL_GOALS, EVAL_TRAJECTORIES, EVAL_STEPS, EVAL_SEED = 40, 40, 3, 2017
 EVAL_SAMPLER = "steps"            # batch_size 4000 = 40·100 steps of whole episodes
+EXTENSION_STEPS = 2               # reproduce's extra MAML row: trained through the first two
 Z95 = 1.96
 # Average return after 0-3 steps, from the data files behind the paper's Fig. 4 (the MAML
 # row is its Table 4); the oracle is reported before adaptation only.
@@ -38,7 +39,10 @@ PAPER = {"maml": (-40.41, -11.68, -3.33, -3.23), "pretrain": (-40.81, -19.73, -1
 # The paper's random-init row: test_maml_point.py builds GaussianMLPPolicy(hidden_sizes=(100,
 # 100)) without a nonlinearity, i.e. rllab's default tanh hidden layers.
 RANDOM_ACTIVATION = "tanh"
-LABELS = {"maml": "MAML", "pretrain": "pretrained", "random": "random init", "oracle": "oracle"}
+LABELS = {"maml": "MAML",
+          "maml-steps": f"MAML trained through {EXTENSION_STEPS} steps (extension)",
+          "pretrain": "pretrained", "random": "random init", "oracle": "oracle"}
+PAPER_ROW = {"maml-steps": "maml"}      # the paper row a row of ours is set beside
 
 
 def held_out_goals(num_goals=EVAL_GOALS, seed=EVAL_SEED):
@@ -114,7 +118,7 @@ def format_table(results, steps=EVAL_STEPS):
     for row, res in results.items():
         cells = [f"{r['mean']:.2f} ± {r['ci95']:.2f}" for r in res["summary"]]
         cells += [""] * (steps + 1 - len(cells))
-        paper = " / ".join(f"{v:.2f}" for v in PAPER.get(row, ()))
+        paper = " / ".join(f"{v:.2f}" for v in PAPER.get(PAPER_ROW.get(row, row), ()))
         lines.append(f"| {LABELS.get(row, row)} | " + " | ".join(cells) + f" | {paper} |")
     return "\n".join(lines)
 
