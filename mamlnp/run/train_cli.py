@@ -73,9 +73,9 @@ def add_arguments(p):
                    f"({dflt('query')})")
     p.add_argument("--alpha", type=float, help=f"inner step size α ({dflt('alpha')})")
     p.add_argument("--beta", type=float, help=f"meta step size β of Adam ({dflt('beta')})")
-    p.add_argument("--inner-steps", type=int, help=f"inner SGD steps ({dflt('inner_steps')}; "
-                   f"navigation: 1, the paper's; 2 meta-trains through the test's first two "
-                   f"steps, α then --later-alpha)")
+    p.add_argument("--inner-steps", type=int, help=f"inner SGD steps ({dflt('inner_steps')}); "
+                   f"navigation: 1, the paper's, or K > 1 to meta-train through the test's "
+                   f"first K steps, α then --later-alpha")
     p.add_argument("--meta-batch", type=int, help=f"tasks per meta-batch ({dflt('meta_batch')})")
     p.add_argument("--iterations", type=int, help=f"meta-iterations ({dflt('iterations')})")
     p.add_argument("--model", choices=("mlp", "conv"), help="omniglot: the network, mlp (the "
