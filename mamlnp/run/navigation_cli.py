@@ -5,7 +5,9 @@ Dimension legend: T tasks (--meta-batch), N trajectories (--trajectories), G tes
 
 ``reproduce navigation`` trains MAML, the pretrained policy and the oracle (defaults: the
 protocol, 100 iterations each; ``--quick``: a few iterations, a smoke test, not a result),
-evaluates them with a random initialisation on the same 40 held-out goals, and writes
+and MAML meta-trained through the test's first two steps (``--inner-steps 2``, 150
+iterations: a protocol extension, its own row), evaluates them with a random
+initialisation on the same 40 held-out goals, and writes
 results.md (the table beside the paper's), results.json, returns.png and trajectories.png.
 Runs already in ``--out`` are reused (finished) or continued (interrupted).
 """
@@ -148,8 +150,9 @@ def run_reproduce(args):
     name = "reproduce-navigation" + ("-quick" if args.quick else "")
     out = args.out or os.path.join("runs", name)
     t0, entries = time.perf_counter(), {}
-    runs = {"maml": {}, "maml-steps": {"inner_steps": NE.EXTENSION_STEPS}, "pretrain": {},
-            "oracle": {}}
+    runs = {"maml": {}, "pretrain": {}, "oracle": {},
+            "maml-steps": {"inner_steps": NE.EXTENSION_STEPS,
+                           "iterations": NE.EXTENSION_ITERATIONS}}
     for row, extra in runs.items():
         try:
             entries[row] = _train_or_reuse(args, row.split("-")[0], os.path.join(out, row),
@@ -159,10 +162,9 @@ def run_reproduce(args):
                   file=sys.stderr)
             return 128 + int(exc.signum)
     sizes = entries["maml"][0].sizes
-    entries = {"maml": entries["maml"], "maml-steps": entries["maml-steps"],
-               "pretrain": entries["pretrain"],
+    entries = {"maml": entries["maml"], "pretrain": entries["pretrain"],
                "random": (GaussianPolicy(sizes, NE.RANDOM_ACTIVATION), None),
-               "oracle": entries["oracle"]}
+               "oracle": entries["oracle"], "maml-steps": entries["maml-steps"]}
     t1 = time.perf_counter()
     print("[reproduce] evaluating on the 40 held-out goals", flush=True)
     n = 4 if args.quick else NE.EVAL_TRAJECTORIES
@@ -198,7 +200,8 @@ def _train_or_reuse(args, method, run, **extra):
     test)."""
     from .navigation import train_navigation
     from .navigation_checkpoint import read
-    iterations = QUICK_ITERATIONS if args.quick else args.iterations
+    own = extra.pop("iterations", None)              # the row's default, below --iterations
+    iterations = QUICK_ITERATIONS if args.quick else (args.iterations or own)
     print(f"[reproduce] {method}: {run}", flush=True)
     if not args.overwrite and os.path.exists(os.path.join(run, "checkpoint.npz")):
         have = read(run)

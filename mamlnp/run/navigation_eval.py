@@ -31,6 +31,7 @@ STEP_SIZES = (0.5, 0.25)          # the first PG step, every later one
 EVAL_GOALS, EVAL_TRAJECTORIES, EVAL_STEPS, EVAL_SEED = 40, 40, 3, 2017
 EVAL_SAMPLER = "steps"            # batch_size 4000 = 40·100 steps of whole episodes
 EXTENSION_STEPS = 2               # reproduce's extra MAML row: trained through the first two
+EXTENSION_ITERATIONS = 150        # steps, for 150 iterations (docs/results.md, navigation)
 Z95 = 1.96
 # Average return after 0-3 steps, from the data files behind the paper's Fig. 4 (the MAML
 # row is its Table 4); the oracle is reported before adaptation only.
