@@ -2,7 +2,7 @@
 they go.
 
     python benchmarks/bench_navigation.py [--iterations 5] [--warmup 2] [--threads 2]
-        [--method maml] [--seed 0]
+        [--method maml] [--seed 0] [--inner-steps 1]
 
 Dimension legend: T = 20 tasks (meta-batch), N = 20 trajectories per task, H = 100 steps,
 K timed iterations.
@@ -26,7 +26,10 @@ then the iteration's total, the remainder (the step, Python), the process's CPU 
 iteration (CPU / wall near the thread count when the cores are free), the line search's
 candidates per iteration, and the projected wall time of the protocol's 100 iterations and of 500 (× the median).
 As the commands do: one BLAS thread, freed memory kept, the tasks on ``--threads`` threads
-(default: the cores this process may use). Nothing is asserted.
+(default: the cores this process may use). ``--inner-steps 2`` times the extension that
+meta-trains through the test's first two steps (mamlnp/meta/rl_steps.py; its inner_step
+stage then holds the points at θ_1 too, and its meta_gradient the factors). Nothing is
+asserted.
 """
 import argparse
 import os
@@ -44,7 +47,8 @@ from mamlnp.run.process import keep_freed_memory, single_blas_thread         # n
 def run(args):
     """(config, per-iteration rows of stage seconds, wall totals, CPU seconds, line-search
     candidates) of the timed iterations."""
-    cfg = NAV.make_config(method=args.method, threads=args.threads, seed=args.seed)
+    cfg = NAV.make_config(method=args.method, threads=args.threads, seed=args.seed,
+                          inner_steps=args.inner_steps)
     policy = NAV.GaussianPolicy(**cfg["policy"])
     rng = NAV.np.random.default_rng(cfg["seed"])
     state = NAV._State(policy.init(rng), rng,
@@ -75,6 +79,8 @@ def main():
                     help="threads over the tasks (default: the cores this process may use)")
     ap.add_argument("--method", default="maml", choices=("maml", "pretrain", "oracle"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--inner-steps", type=int, default=1,
+                    help="inner steps in training (2: the extension, mamlnp/meta/rl_steps.py)")
     args = ap.parse_args()
     if args.iterations < 1 or args.warmup < 0:
         ap.error("--iterations must be at least 1 and --warmup at least 0")
@@ -85,6 +91,7 @@ def main():
     total = statistics.median(totals)
     print(f"train navigation, method {cfg['method']}, T = {cfg['meta_batch']}, "
           f"N = {cfg['trajectories']}, H = {cfg['horizon']}, {cfg['cg_iters']} CG iterations, "
+          f"{cfg['inner_steps']} inner step(s), "
           f"threads {cfg['threads']}; median of {len(rows)} iterations after {args.warmup} "
           f"warm-up")
     for key, sec in med.items():

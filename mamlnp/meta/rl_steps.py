@@ -95,6 +95,17 @@ def _append(policy, chain, thetas, batch, threads, factored):
     chain.grads.append(np.stack([g for _, g in parts]))
 
 
+def factorize(chain):
+    """The fixed products of every FactoredPoint of the chain, computed once for the whole
+    solve (the HVP's K and C at θ_0 … θ_{K−1}, the Fisher product's δ1 at θ_1 … θ_K; a no-op
+    for what is already computed): -> chain."""
+    for k, pts in enumerate(chain.points):
+        for p in pts:
+            if isinstance(p, FactoredPoint):
+                p.factorize(cross=k < chain.steps)
+    return chain
+
+
 def _curvatures(chain, estimator, i):
     """[(point, score coefficients) of Ĥ_k] for k = 0 … K−1 of task i."""
     return [(chain.points[k][i], RL.score_coefficients(
@@ -122,10 +133,7 @@ def multistep_trpo_fns(policy, chain, estimator="lvc", damping=RL.DAMPING,
     damping = positive_float("damping", damping)
     threads = positive_int("threads", threads)
     K, T, alphas = chain.steps, len(chain.batches[0]), chain.alphas
-    for k, pts in enumerate(chain.points):                  # the FVP's fixed products
-        for p in pts:
-            if isinstance(p, FactoredPoint):
-                p.factorize(cross=k < K)
+    factorize(chain)
 
     def task_gradient(i):
         curv = _curvatures(chain, estimator, i)

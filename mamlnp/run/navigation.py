@@ -289,6 +289,7 @@ def sample_chain(policy, cfg, theta, rng, seconds=None):
 
 def _chain_derivatives(policy, cfg, chain, seconds):
     """``_derivatives`` through the chain's K inner steps (mamlnp/meta/rl_steps.py)."""
+    timed(seconds, "fvp_setup", RS.factorize, chain)
     obj, grad, *fns = timed(seconds, "meta_gradient", RS.multistep_trpo_fns, policy, chain,
                             cfg["estimator"], cfg["damping"], "maml", cfg["threads"])
     return obj, grad, (fns if cfg["outer"] == "trpo" else None)
