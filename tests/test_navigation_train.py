@@ -101,6 +101,10 @@ def test_crafted_checkpoints_are_refused(tmp_path):
     with pytest.raises(InputError, match="config.policy"):
         NC.save(tmp_path, dict(cfg, policy={"sizes": [2, 10**9, 2], "activation": "relu"}),
                 state["theta"], state["rng_state"], 1, state["history"])
+    for key, bad in (("inner_steps", 0), ("later_alpha", -0.25), ("inner_steps", "2")):
+        with pytest.raises(InputError, match=f"config.{key}"):
+            NC.save(tmp_path, dict(cfg, **{key: bad}), state["theta"], state["rng_state"], 1,
+                    state["history"])
     file = tmp_path / "checkpoint.npz"
     data = bytearray(file.read_bytes())
     data[len(data) // 2] ^= 0xFF
