@@ -104,7 +104,9 @@ def make_config(**kwargs):
     if cfg["inner_steps"] > 1 and cfg["method"] != "maml":
         raise InputError(f"inner_steps: expected 1 for method {cfg['method']!r} (it does not "
                          f"adapt), got {cfg['inner_steps']}")
-    nav.check_batch_memory("trajectories", cfg["trajectories"], cfg["meta_batch"],
+    name = "inner_steps" if cfg["inner_steps"] > 1 else "trajectories"
+    nav.check_batch_memory(name, cfg[name],                         # the K + 1 batches kept
+                           cfg["meta_batch"] * (cfg["inner_steps"] + 1) // 2,
                            cfg["trajectories"], cfg["horizon"],
                            4 if cfg["method"] == "oracle" else 2, cfg["sampler"])
     if cfg["threads"] is None:
