@@ -72,6 +72,23 @@ def test_the_head_path_on_the_omniglot_network_matches_the_numba_masked_gradient
     assert anil.default_path(MLP((1, 40, 40, 1)), "numpy") == "head"
 
 
+def test_on_the_conv_net_the_default_is_the_compiled_masked_path():
+    """The conv kernel set takes a (P,) α: ANIL on a ConvNet runs "masked" on numba, the
+    same gradient as the head-only path to 1e-12."""
+    model = mamlnp.ConvNet(in_shape=(1, 7, 7), channels=(3, 4), ways=3, stride=2)
+    theta = model.init(0)
+    rng = np.random.default_rng(1)
+    y = np.tile(np.eye(3), (2, 2, 1))                                     # (T, 2·3, 3)
+    batch = mamlnp.TaskBatch.make(rng.standard_normal((2, 6, 49)), y,
+                                  rng.standard_normal((2, 6, 49)), y)
+    assert anil.default_path(model, "numba") == "masked"
+    assert anil.default_path(model, "numpy") == "head"
+    g_m = anil.anil_gradient(model, theta, batch, 0.4, 2, backend="numba")[1]
+    g_h = anil.anil_gradient(model, theta, batch, 0.4, 2, path="head")[1]
+    print(f"conv ANIL masked (numba) vs head: rel {rel_error(g_m, g_h):.1e}")
+    assert rel_error(g_m, g_h) < 1e-12
+
+
 def test_the_path_argument_is_checked():
     model, theta, batch = draw_meta_case(0, "tanh")
     with pytest.raises(InputError, match="^path:"):

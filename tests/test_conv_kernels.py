@@ -3,7 +3,9 @@ against mamlnp/nn/conv.py, each pass of the network (forward per block, loss and
 R-forward, R-backward = H v) against mamlnp/nn/convnet.py, the set's meta-gradient (SO and
 FO, s = 0…2), adapt, adapt_batch, adapt_curve, adapt_accuracy against mamlnp.meta.maml and
 mamlnp.run.classify with backend="numpy", on small odd geometries and on the paper's
-28×28 / 64-channel network; the same bits on 1 and 2 threads; what is not compiled."""
+28×28 / 64-channel network; a per-parameter α (P,) (random, and masked off batch norm's γ, β:
+``--inner-bn fixed``) likewise, a scalar α the same bits as np.full(P, α); the same bits on 1
+and 2 threads; what is not compiled."""
 import numba
 import numpy as np
 import pytest
@@ -193,6 +195,80 @@ def test_the_papers_network_on_one_tiny_batch():
         assert rel(got[1], want[1]) <= TOL
 
 
+# ---- a per-parameter α (P,): random, and masked off batch norm's γ, β -----------------------
+
+
+def bn_mask(m):
+    """m (P,): 0 on every block's γ, β (m.bn_layout), 1 elsewhere (written here, not imported)."""
+    mask = np.ones(m.num_params)
+    for bn in m.bn_layout:
+        if bn is not None:
+            (g0, g1), (e0, e1) = bn
+            mask[g0:g1], mask[e0:e1] = 0.0, 0.0
+    return mask
+
+
+def step_vectors(m):
+    """{name: α (P,)}: random positive steps, and 0.3 · the batch-norm mask."""
+    rng = np.random.default_rng(7)
+    return {"random": rng.uniform(0.05, 0.5, m.num_params), "bn masked": 0.3 * bn_mask(m)}
+
+
+@pytest.mark.parametrize("case", GEOMS[:3])
+def test_a_per_parameter_alpha_matches_the_reference(case):
+    """SO and FO, s = 1, 2: meta-gradient, adapt, adapt_batch, curves against the NumPy path."""
+    m, theta = model_of(case)
+    batch = episodes(np.random.default_rng(8), m, 3, 2, 1)
+    ks = kernels_for(m, "meta_gradient", np.ones(m.num_params))
+    assert ks is not None and all(ks.provides(name, np.ones(2)) for name in (
+        "meta_gradient", "meta_gradient_unchecked", "adapt", "adapt_batch", "adapt_curve",
+        "adapt_accuracy"))
+    for name, a in step_vectors(m).items():
+        for s in (1, 2):
+            for fo in (False, True):
+                want = M.meta_gradient(m, theta, batch, a, s, fo, backend="numpy")
+                got = M.meta_gradient(m, theta, batch, a, s, fo, backend="numba")
+                assert abs(got[0] - want[0]) <= TOL * abs(want[0])
+                assert rel(got[1], want[1]) <= TOL, (name, s, fo)
+        assert rel(ks.adapt_batch(theta, batch, a, 2),
+                   M.adapt_batch_numpy(m, theta, batch, a, 2)) <= TOL
+        assert rel(ks.adapt_curve(theta, batch, a, 2),
+                   M.adapt_curve_numpy(m, theta, batch, a, 2)) <= TOL
+        assert np.array_equal(ks.adapt_accuracy(theta, batch, a, 2),
+                              accuracy_curve_numpy(m, theta, batch, a, 2))
+        xs, ys = batch.x_support[0], batch.y_support[0]
+        assert rel(M.adapt(m, theta, xs, ys, a, 2, backend="numba"),
+                   M.adapt(m, theta, xs, ys, a, 2, backend="numpy")) <= TOL
+
+
+def test_the_masked_step_leaves_gamma_and_beta_where_they_are():
+    """α masked off γ, β: every adapted θ'_t has θ's γ, β exactly (the kernels' own rows)."""
+    m, theta = model_of(GEOMS[0])
+    batch = episodes(np.random.default_rng(9), m, 3, 2, 1)
+    mask = bn_mask(m)
+    adapted = kernels_for(m, "adapt_batch", mask).adapt_batch(theta, batch, 0.3 * mask, 3)
+    assert np.array_equal(adapted[:, mask == 0], np.tile(theta[mask == 0], (3, 1)))
+    moved = adapted[:, mask == 1] != theta[mask == 1]     # (a conv bias before batch norm
+    assert moved.mean() > 0.5                              # has zero gradient: it stays)
+
+
+def test_a_scalar_alpha_is_the_full_vector_bit_for_bit():
+    """A scalar α runs the (P,) kernels as np.full(P, α): the same bits (and so those of the
+    scalar kernels before, checked when they changed), and the reference to 1e-12."""
+    m, theta = model_of(GEOMS[1])
+    batch = episodes(np.random.default_rng(10), m, 4, 2, 2)
+    ks, full = kernels_for(m), np.full(m.num_params, 0.3)
+    for s in (1, 2):
+        for fo in (False, True):
+            a, b = ks.meta_gradient(theta, batch, 0.3, s, fo), ks.meta_gradient(theta, batch,
+                                                                              full, s, fo)
+            assert a[0] == b[0] and np.array_equal(a[1], b[1]), (s, fo)
+            want = M.meta_gradient(m, theta, batch, 0.3, s, fo, backend="numpy")
+            assert rel(a[1], want[1]) <= TOL
+    assert np.array_equal(ks.adapt_curve(theta, batch, 0.3, 3),
+                          ks.adapt_curve(theta, batch, full, 3))
+
+
 # ---- same bits, memory, what is not compiled ------------------------------------------------
 
 
@@ -201,6 +277,8 @@ def test_same_bits_on_one_and_two_threads():
     batch = episodes(np.random.default_rng(6), m, 5, 2, 2)
     ks, n = kernels_for(m), numba.get_num_threads()
     ref = ks.meta_gradient(theta, batch, 0.3, 2, False)
+    vectors = step_vectors(m)
+    ref_vec = [ks.meta_gradient(theta, batch, a, 2, False) for a in vectors.values()]
     try:
         for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
             numba.set_num_threads(threads)
@@ -208,6 +286,9 @@ def test_same_bits_on_one_and_two_threads():
             assert got[0] == ref[0] and np.array_equal(got[1], ref[1]), f"{threads} threads"
             assert np.array_equal(ks.adapt_curve(theta, batch, 0.3, 2),
                                   M.adapt_curve(m, theta, batch, 0.3, 2, backend="numba"))
+            for a, want in zip(vectors.values(), ref_vec):                  # α (P,)
+                got = ks.meta_gradient(theta, batch, a, 2, False)
+                assert got[0] == want[0] and np.array_equal(got[1], want[1]), threads
     finally:
         numba.set_num_threads(n)
 
@@ -224,8 +305,8 @@ def test_workspace_bytes_is_what_is_allocated():
 
 def test_what_is_not_compiled_runs_the_reference():
     m, _ = model_of(GEOMS[0])
-    assert kernels_for(m, "meta_gradient", np.full(m.num_params, 0.1)) is None   # Meta-SGD
-    assert kernels_for(m, "meta_gradient_alpha") is None
+    assert kernels_for(m, "meta_gradient_alpha") is None                          # Meta-SGD's ∇α
+    assert kernels_for(m, "meta_gradient_alpha", np.full(m.num_params, 0.1)) is None
     assert kernels_for(m, "train_step") is None
     for kw in (dict(pool=True), dict(head="flatten")):                      # MiniImageNet form
         other = ConvNet(in_shape=(1, 12, 12), channels=(3,), ways=2, stride=1, **kw)

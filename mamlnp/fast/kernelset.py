@@ -17,8 +17,8 @@ already validated (by mamlnp/meta/maml.py or by the trainer, which made them its
     meta_gradient(θ, batch, α, s, first_order)        -> (meta_loss, ∇θ (P,))
     meta_gradient_alpha(θ, batch, α, s, first_order)  -> (meta_loss, ∇θ (P,), ∇α (() or (P,)))
     meta_gradient_unchecked(θ, xs, ys, xq, yq, α, s, first_order) -> (meta_loss, ∇θ (P,))
-        the trainer's hot path: a scalar α (float), xs (T, K·D), ys (T, K·O), xq (T, Q·D),
-        yq (T, Q·O) float64 C-contiguous (a TaskBatch's arrays reshaped), no checks
+        the trainer's hot path: a scalar α (float; the conv set also a (P,) vector), xs (T, K·D),
+        ys (T, K·O), xq (T, Q·D), yq (T, Q·O) float64 C-contiguous (a TaskBatch's arrays reshaped), no checks
     adapt(θ, x_support (K, D), y_support (K, O), α, s)  -> θ' (P,)
     adapt_batch(θ, batch, α, s)                       -> θ'_t (T, P)
     adapt_curve(θ, batch, α, s)                       -> (T, s+1) query losses
@@ -116,7 +116,8 @@ class GeomKernels(KernelSet):
     s, first_order) -> (loss, ∇θ)`` on (T, N·C) rows, and ``_adapt(geom, θ, xs, ys, xq, yq,
     α, steps, curve_kind, want_theta) -> (θ_s (T, P) or None, curve (T, steps+1))`` with
     curve_kind CURVE_NONE, CURVE_LOSS (query losses) or CURVE_ACCURACY (query accuracies).
-    A subclass sets ``self.geom`` and the two drivers (as staticmethods)."""
+    α reaches the drivers as given (a float, or a (P,) vector where the set's ``compiled``
+    says so). A subclass sets ``self.geom`` and the two drivers (as staticmethods)."""
 
     _meta_grad = _adapt = None
 
@@ -124,7 +125,7 @@ class GeomKernels(KernelSet):
         theta = np.ascontiguousarray(theta, dtype=np.float64)
         rows = [flat(a) for a in (batch.x_support, batch.y_support, batch.x_query,
                                   batch.y_query)]
-        return self._meta_grad(self.geom, theta, *rows, float(alpha), int(inner_steps),
+        return self._meta_grad(self.geom, theta, *rows, alpha, int(inner_steps),
                                bool(first_order))
 
     def meta_gradient_unchecked(self, theta, xs, ys, xq, yq, alpha, inner_steps, first_order):

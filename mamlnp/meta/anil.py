@@ -37,8 +37,8 @@ body-body block is never needed). Two paths compute the same gradient:
         body:           ḡ_body = backprop_S(dF_S) + backprop_Q(dF_Q)
 
 ``path=None`` (default) takes the faster of the two for the model and backend: "masked" where
-compiled kernels take a per-parameter α (backend="numba", an MLP without batch norm), else
-"head". Measured by ``python benchmarks/bench_family.py`` (docs/derivations/anil.md §2).
+compiled kernels take a per-parameter α (backend="numba": an MLP without batch norm, or the
+ConvNet of mamlnp/fast/conv/), else "head". Measured by ``python benchmarks/bench_family.py`` (docs/derivations/anil.md §2).
 """
 import numpy as np
 

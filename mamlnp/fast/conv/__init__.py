@@ -3,7 +3,7 @@ kernels.
 
 Dimension legend: see mamlnp/fast/conv/conv_kernels.py and mamlnp/fast/conv/kernelset.py.
 
-    kernelset.py      ConvKernels: meta-gradient, adaptation, curves, accuracy (scalar α)
+    kernelset.py      ConvKernels: meta-gradient, adaptation, curves, accuracy (scalar or (P,) α)
     conv_kernels.py   im2col/col2im, the network's forward, backward, R-passes (nn/conv.py,
                       nn/convnet.py)
     conv_maml.py      one task's inner loop and meta-gradient, the drivers over T tasks

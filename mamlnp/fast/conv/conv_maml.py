@@ -7,10 +7,11 @@ channels, DCM = the largest block's patch floats per image, R = the workers of a
 (min(numba.get_num_threads(), T): one slot of scratch each), S = the passes kept per slot
 (s + 1, or 2 to adapt).
 
-The maths is mamlnp/meta/maml.py's, one task at a time, with a scalar α:
+The maths is mamlnp/meta/maml.py's, one task at a time, with a per-parameter step α (P,)
+(a scalar α arrives as np.full(P, α): α·g is the same product, the same bits):
 
-    θ_0 = θ,  θ_{k+1} = θ_k − α ∇L_S(θ_k);   g ← ∇L_Q(θ_s);
-    for k = s−1 … 0:  g ← g − H_S(θ_k)(α g)        (first order: g = ∇L_Q(θ_s))
+    θ_0 = θ,  θ_{k+1} = θ_k − α ⊙ ∇L_S(θ_k);   g ← ∇L_Q(θ_s);
+    for k = s−1 … 0:  g ← g − H_S(θ_k)(α ⊙ g)      (first order: g = ∇L_Q(θ_s))
 
 each ∇ one forward + backward of conv_kernels.py, each H v the R-forward + R-backward at the
 cache the inner loop left at θ_k (the reference recomputes the same forward/backward). Worker
@@ -59,7 +60,7 @@ class Workspace(NamedTuple):
     RQ: np.ndarray           # (R, 5·Fs) the R-pass's q (Fs), then bn2d's scratch (4·Fs)
     RCO: np.ndarray          # (R, K·CS) the R-pass's patches im2col(Rh)
     DC: np.ndarray           # (R, N·DCM) dz W (and Rdz W + dz V) before col2im
-    SC: np.ndarray           # (R, 3, P) ∇L_S, v = α g, H v
+    SC: np.ndarray           # (R, 3, P) ∇L_S, v = α ⊙ g, H v
     G: np.ndarray            # (T, P) per task: its meta-gradient
     losses: np.ndarray       # (T,) per task: L_Q(θ_s)
     CL: np.ndarray           # (1,) int64: the tasks handed out so far
@@ -107,14 +108,15 @@ def pass_grad(g, th, x, y, N, ws, r, i, grad):
 
 @njit(cache=True, _nrt=False)
 def sgd_step(th, alpha, grad, out):
-    """out = th − α grad   (θ_{k+1} = θ_k − α ∇L_S(θ_k))."""
+    """out = th − α ⊙ grad   (θ_{k+1} = θ_k − α ⊙ ∇L_S(θ_k)); alpha (P,)."""
     for i in range(th.shape[0]):
-        out[i] = th[i] - alpha * grad[i]
+        out[i] = th[i] - alpha[i] * grad[i]
 
 
 @njit(cache=True)
 def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
-    """Task t's L_Q(θ_s); its meta-gradient into G[t] (thread slot r keeps s + 1 passes)."""
+    """Task t's L_Q(θ_s); its meta-gradient into G[t] (thread slot r keeps s + 1 passes);
+    alpha (P,)."""
     O = g.out[2]
     K, Q = d.ys.shape[1] // O, d.yq.shape[1] // O
     TH, gs, gr = ws.TH[r], ws.SC[r, 0], ws.G[t]
@@ -126,9 +128,9 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
     if first_order:
         return loss
     v, hv, rc, B = ws.SC[r, 1], ws.SC[r, 2], rcache_of(ws, r), g.blk.shape[0]
-    for k in range(s - 1, -1, -1):                              # g ← g − H_S(θ_k)(α g)
+    for k in range(s - 1, -1, -1):                              # g ← g − H_S(θ_k)(α ⊙ g)
         for i in range(gr.shape[0]):
-            v[i] = alpha * gr[i]
+            v[i] = alpha[i] * gr[i]
         c = cache_of(ws, r, k)
         r_forward(g, TH[k], v, K, c, ws.CO[r, k], rc, ws.RCO[r])
         r_loss(c.A, rc.RXH, rc.RDZ, K * g.moff[B + 1], K, O, g.loss_id)
@@ -140,7 +142,8 @@ def task_meta_grad(d, t, g, ws, r, alpha, s, first_order):
 
 @njit(cache=True, parallel=True)
 def batch_meta_grad(d, g, ws, alpha, s, first_order, W, grad):
-    """The meta-gradient of the T tasks of d into grad (P,); returns the meta-loss. W workers
+    """The meta-gradient of the T tasks of d into grad (P,), steps alpha (P,); returns the
+    meta-loss. W workers
     (worker w owns the workspace's slot w) take tasks as they ask; then the rows of G are
     averaged in task order."""
     T, CL, losses = d.xs.shape[0], ws.CL, ws.losses
@@ -187,7 +190,8 @@ def task_adapt(d, t, g, ws, r, alpha, s, kind, curve):
 
 @njit(cache=True, parallel=True)
 def batch_adapt(d, g, ws, alpha, s, kind, want, W, out, curve):
-    """θ_s of every task into out (T, P) when ``want``; curve (T, s+1) by ``kind``; W workers
+    """θ_s of every task into out (T, P) when ``want``, steps alpha (P,); curve (T, s+1) by
+    ``kind``; W workers
     (worker w owns slot w) take tasks as they ask."""
     T, CL = d.xs.shape[0], ws.CL
     CL[0] = 0

@@ -1,4 +1,5 @@
-"""The ConvNet's kernel set (the convolutional classification network).
+"""The ConvNet's kernel set (the convolutional classification network), scalar or
+per-parameter α.
 
 Dimension legend: T tasks, K support images, Q query images, N = max(K, Q), P parameters,
 s = inner_steps, B blocks, MS / CS map / patch floats per image (conv_kernels.py), R =
@@ -10,7 +11,10 @@ Reference: mamlnp/meta/maml.py (``meta_gradient``, ``adapt``, ``adapt_batch_nump
 that form: channels, kernel, stride, padding, activation, loss); tests:
 tests/test_conv_kernels.py. A ConvNet with the max-pool or the flatten head (the
 MiniImageNet variant) is not compiled: ``kernels_for`` answers None and the reference runs.
-So does a per-parameter α (Meta-SGD, ANIL's masked α).
+A per-parameter α (P,) is compiled too (ANIL's masked α, ``--inner-bn fixed``'s α with γ, β
+masked, a learned Meta-SGD α to adapt with; Meta-SGD's ∇α is not): the kernels always take a
+(P,) vector, a scalar α arriving as np.full(P, α), so a scalar gives the bits it always gave
+(α·g is the same product).
 
 One task at a time, the tasks in parallel (conv_maml.py); every convolution is im2col and one
 BLAS dgemm with θ's own weights (conv_kernels.py), OpenBLAS held on one thread for the call
@@ -94,6 +98,14 @@ def workspace(geom, T, K, Q, S):
     return cached[1]
 
 
+def steps(alpha, P):
+    """α as the kernels take it, (P,) float64: a scalar broadcast (np.full(P, α)), a per-
+    parameter vector as given."""
+    if np.ndim(alpha) == 0:
+        return np.full(P, float(alpha))
+    return np.ascontiguousarray(alpha, dtype=np.float64)
+
+
 def _data(xs, ys, xq, yq, theta):
     return Data(flat(xs), flat(ys), flat(xq), flat(yq),
                 np.ascontiguousarray(theta, dtype=np.float64))
@@ -101,27 +113,28 @@ def _data(xs, ys, xq, yq, theta):
 
 def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha, inner_steps, first_order):
     """(meta_loss, ∇θ (P,)) with NO checks: xs (T, K·D), ys (T, K·O), xq, yq likewise,
-    float64 C-contiguous; alpha a float."""
+    float64 C-contiguous; alpha a float or a (P,) vector."""
     d = _data(xs, ys, xq, yq, theta)
     O, T, s = int(geom.out[2]), d.xs.shape[0], int(inner_steps)
     ws = workspace(geom, T, d.ys.shape[1] // O, d.yq.shape[1] // O, s + 1)
     grad = np.empty(d.theta.shape[0])
     with one_blas_thread():
-        loss = batch_meta_grad(d, geom, ws, float(alpha), s, bool(first_order),
-                               ws.TH.shape[0], grad)
+        loss = batch_meta_grad(d, geom, ws, steps(alpha, grad.shape[0]), s,
+                               bool(first_order), ws.TH.shape[0], grad)
     return float(loss), grad
 
 
-def adapt_tasks(geom, theta, xs, ys, xq, yq, alpha, steps, kind, want_theta=True):
-    """(θ_s (T, P) or None, curve (T, steps+1)) by batch_adapt; kind CURVE_NONE, CURVE_LOSS
-    (query losses) or CURVE_ACCURACY (query accuracies)."""
+def adapt_tasks(geom, theta, xs, ys, xq, yq, alpha, n_steps, kind, want_theta=True):
+    """(θ_s (T, P) or None, curve (T, n_steps+1)) by batch_adapt, alpha a float or (P,); kind
+    CURVE_NONE, CURVE_LOSS (query losses) or CURVE_ACCURACY (query accuracies)."""
     d = _data(xs, ys, xq, yq, theta)
-    O, T, s = int(geom.out[2]), d.xs.shape[0], int(steps)
+    O, T, s, P = int(geom.out[2]), d.xs.shape[0], int(n_steps), d.theta.shape[0]
     ws = workspace(geom, T, d.ys.shape[1] // O, d.yq.shape[1] // O, 2)
-    out = np.empty((T, d.theta.shape[0]) if want_theta else (1, 1))
+    out = np.empty((T, P) if want_theta else (1, 1))
     curve = np.zeros((T, s + 1))
     with one_blas_thread():
-        batch_adapt(d, geom, ws, float(alpha), s, kind, want_theta, ws.TH.shape[0], out, curve)
+        batch_adapt(d, geom, ws, steps(alpha, P), s, kind, want_theta, ws.TH.shape[0], out,
+                    curve)
     return (out if want_theta else None), curve
 
 
@@ -130,9 +143,9 @@ class ConvKernels(GeomKernels):
     mamlnp/fast/kernelset.py."""
 
     kind = "conv"
-    compiled = {**KernelSet.compiled, "meta_gradient": (0,), "meta_gradient_unchecked": (0,),
-                "adapt": (0,), "adapt_batch": (0,), "adapt_curve": (0,), "adapt_accuracy": (0,),
-                "workspace_bytes": (0, 1)}
+    compiled = {**KernelSet.compiled, "meta_gradient": (0, 1),
+                "meta_gradient_unchecked": (0, 1), "adapt": (0, 1), "adapt_batch": (0, 1),
+                "adapt_curve": (0, 1), "adapt_accuracy": (0, 1), "workspace_bytes": (0, 1)}
 
     @staticmethod
     def accepts(model):
