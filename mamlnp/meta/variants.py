@@ -10,7 +10,8 @@ Every method provides
     adapt_alpha(params, config) -> α used to fine-tune at test time (scalar or (P,))
 
 and the trainer hands each gradient to the outer optimizer of its array (Adam
-with step β by default). ``config`` holds "alpha", "inner_steps", "first_order".
+with step β by default). ``config`` holds "alpha", "inner_steps", "first_order", and for
+maml / fomaml "inner_bn" (absent: "adapt"), see ``inner_alpha``.
 
 Methods
   maml      Finn et al. (2017): exact second-order meta-gradient (mamlnp.meta.maml.meta_gradient).
@@ -33,8 +34,39 @@ import numpy as np
 from . import anil as A, imaml as I, maml as M, mamlpp as PP
 from ..errors import InputError
 from ..tasks.base import TaskBatch
+from ..validation import choice
 
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "pretrain", "imaml", "anil", "mamlpp")
+INNER_BN = ("adapt", "fixed")       # config["inner_bn"]: batch norm's γ, β in the inner loop or not
+INNER_BN_METHODS = ("maml", "fomaml")   # the methods "fixed" applies to
+
+
+def bn_mask(model):
+    """m (P,): 0 on the γ and β of every batch-norm layer (``model.bn_layout``: the ConvNet's
+    blocks, a batch-norm MLP's hidden layers), 1 on every other parameter."""
+    mask = np.ones(model.num_params)
+    for bn in getattr(model, "bn_layout", ()):
+        if bn is not None:
+            (g0, g1), (e0, e1) = bn                                     # γ_l, β_l
+            mask[g0:g1] = mask[e0:e1] = 0.0
+    return mask
+
+
+def inner_alpha(model, alpha, inner_bn="adapt"):
+    """The step of a MAML run's inner loop: the scalar α ("adapt": every parameter adapts), or
+    with ``inner_bn="fixed"`` the vector α·m (P,), m = ``bn_mask(model)``, so that
+
+        θ_{k+1} = θ_k − (α m) ⊙ ∇L_S(θ_k)
+
+    leaves every batch-norm γ, β at θ's value: they are learned by the outer optimizer only,
+    as in cbfinn/maml, whose ``tf.contrib.layers.batch_norm`` keeps its offset outside the
+    ``weights`` the inner step updates (docs/derivations/meta-gradient.md)."""
+    if choice("inner_bn", inner_bn, INNER_BN) == "adapt":
+        return alpha
+    if not getattr(model, "batch_norm", False):
+        raise InputError(f"inner_bn: 'fixed' needs a model with batch norm (the ConvNet, or an "
+                         f"MLP with batch_norm=True), got {model!r:.80}")
+    return float(alpha) * bn_mask(model)                                # (P,)
 
 
 class Method:
@@ -65,22 +97,37 @@ class MAML(Method):
     first_order = False
 
     def step(self, model, params, batch, config, backend):
-        fast = M.kernels_for(model, backend, "meta_gradient_unchecked")
+        alpha = self._alpha(model, config)                          # α, or α m (P,)
+        fast = M.kernels_for(model, backend, "meta_gradient_unchecked", alpha)
         if fast is not None:
-            return self._step_numba(fast, params["theta"], batch, config)
-        loss, g = M.meta_gradient(model, params["theta"], batch, config["alpha"],
+            return self._step_numba(fast, params["theta"], batch, config, alpha)
+        loss, g = M.meta_gradient(model, params["theta"], batch, alpha,
                                   config["inner_steps"], self.first_order, backend)
         return loss, {"theta": g}
 
-    def _step_numba(self, fast, theta, batch, config):
+    def _step_numba(self, fast, theta, batch, config, alpha):
         """The trainer's hot path: the kernel set's unchecked entry, skipping the argument
-        checks of mamlnp.meta.maml.meta_gradient (the trainer made θ and the batch itself)."""
+        checks of mamlnp.meta.maml.meta_gradient (the trainer made θ and the batch itself);
+        ``alpha`` a float or the (P,) vector of ``inner_alpha``."""
         T = batch.num_tasks
         flat = [a.reshape(T, -1) for a in (batch.x_support, batch.y_support,      # (T, K·D) …
                                            batch.x_query, batch.y_query)]
-        loss, g = fast.meta_gradient_unchecked(theta, *flat, float(config["alpha"]),
-                                               config["inner_steps"], self.first_order)
+        loss, g = fast.meta_gradient_unchecked(theta, *flat, alpha, config["inner_steps"],
+                                               self.first_order)
         return float(loss), {"theta": g}
+
+    @staticmethod
+    def _alpha(model, config):
+        """``inner_alpha`` of the run: float(α), or α m (P,) with config["inner_bn"] "fixed"."""
+        return inner_alpha(model, float(config["alpha"]), config.get("inner_bn", "adapt"))
+
+    def adapt_alpha(self, params, config):
+        """The step the run adapts with at validation and test: the training step (masked off
+        batch norm's γ, β with inner_bn "fixed")."""
+        if config.get("inner_bn", "adapt") == "adapt":
+            return config["alpha"]
+        from ..nn.spec import model_from_spec
+        return self._alpha(model_from_spec(config["model"]), config)
 
 
 class FOMAML(MAML):
@@ -256,19 +303,27 @@ class MAMLPP(Method):
         return PP.expand(MLP(**config["model"]), params["lslr"])          # (s, P)
 
 
-def run_alpha(config, model=None):
+def run_alpha(config, model=None, alpha=None):
     """The step size a trained run adapts with, as it adapted in training: Meta-SGD's learned
-    vector (P,), MAML++'s learned per-step table (s, P), ANIL's α masked to the head (P,)
-    (the last two need the run's ``model``), else the scalar α."""
+    vector (P,), MAML++'s learned per-step table (s, P), ANIL's α masked to the head (P,),
+    a MAML run's α masked off batch norm's γ, β when config["inner_bn"] is "fixed" (P,)
+    (the last three need the run's ``model``), else the scalar α. ``alpha`` (``evaluate
+    --alpha``) replaces the run's step; a scalar is masked off γ, β as in training."""
+    fixed = config.get("inner_bn", "adapt") == "fixed"
+    if (config.get("method") in ("anil", "mamlpp") or fixed) and model is None:
+        raise InputError(f"run_alpha: a {config['method']} run"
+                         f"{' with inner_bn fixed' if fixed else ''} adapts with a "
+                         f"per-parameter step: pass its model (mamlnp.load_checkpoint gives it)")
+    if alpha is not None:
+        return inner_alpha(model, alpha, "fixed") if fixed and np.ndim(alpha) == 0 else alpha
     if config.get("learned_alpha") is not None:
         return np.asarray(config["learned_alpha"], dtype=np.float64)
-    if config.get("method") in ("anil", "mamlpp") and model is None:
-        raise InputError(f"run_alpha: a {config['method']} run adapts with a per-parameter "
-                         f"step: pass its model (mamlnp.load_checkpoint gives it)")
     if config.get("learned_lslr") is not None:
         return PP.expand(model, config["learned_lslr"])                    # (s, P)
     if config.get("method") == "anil":
         return A.anil_alpha(model, float(config["alpha"]))                # (P,)
+    if fixed:
+        return inner_alpha(model, float(config["alpha"]), "fixed")         # α m (P,)
     return float(config["alpha"])
 
 
@@ -288,5 +343,4 @@ _REGISTRY = {cls.name: cls for cls in (MAML, FOMAML, Reptile, MetaSGD, Pretrain,
 
 def get_method(name):
     """The method object for ``name`` (one of METHODS)."""
-    from ..validation import choice
     return _REGISTRY[choice("method", name, METHODS)]()

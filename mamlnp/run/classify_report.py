@@ -49,7 +49,7 @@ def evaluate_run(model, theta, config, alpha=None, max_steps=10, episodes=CL.TES
                  f"the accuracy curves of {episodes} episodes and, on the NumPy path, the "
                  f"{max_steps + 1} iterates of θ")                    # before reading the data
     family = family_for(config) if family is None else family
-    alpha = run_alpha(config, model) if alpha is None else alpha        # as in training
+    given, alpha = alpha, run_alpha(config, model, alpha)       # as in training (--inner-bn)
     K = config["shots"]
     acc = np.concatenate([
         CL.accuracy_curve(model, theta, family.episodes("test", min(CHUNK, episodes - s), K, K,
@@ -57,7 +57,8 @@ def evaluate_run(model, theta, config, alpha=None, max_steps=10, episodes=CL.TES
                           backend)
         for s in range(0, episodes, CHUNK)])                              # (T, S+1)
     shown = float(alpha) if np.ndim(alpha) == 0 else "learned" if config["method"] in (
-        "metasgd", "mamlpp") else "head only"
+        "metasgd", "mamlpp") else "head only" if config["method"] == "anil" else (
+        f"{float(config['alpha'] if given is None else given)} (γ, β fixed)")
     rows = [{"ways": config["ways"], "shots": K, "steps": s, "alpha": shown,
              **CL.summarize_accuracy(acc[:, s])} for s in range(max_steps + 1)]
     return {"rows": rows, "accuracy": acc, "seed": seed, "ways": config["ways"], "shots": K,
@@ -205,14 +206,17 @@ def reproduce_omniglot(out, iterations=None, seed=0, backend=None, data_dir=None
         write_outputs(r, os.path.join(run_dir, EVAL_NAME), meta={"run": run_dir},
                       note=SMOKE_NOTE if quick else None)
         results.append(r)
-    return write_report(out, results, walls, quick, model)
+    return write_report(out, results, walls, quick, model, overrides.get("inner_bn", "adapt"))
 
 
-def write_report(out, results, walls, quick, model="mlp"):
+def write_report(out, results, walls, quick, model="mlp", inner_bn="adapt"):
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # Linux: KiB -> MiB
     row = "conv" if model == "conv" else "MLP"
     lines = ["# mamlnp reproduce omniglot: 5-way few-shot classification (Finn et al. 2017, "
              f"sec. 5.2, Table 1, {row} row)", ""]
+    if inner_bn == "fixed":
+        lines += ["--inner-bn fixed: batch norm's γ, β learned in the outer loop only "
+                  "(cbfinn/maml's convention), not adapted in the inner loop.", ""]
     if quick:
         lines += ["**--quick: a smoke test with few iterations, NOT a reproduction.**", ""]
     lines += [f"| 5-way | steps | test accuracy % (mean ± 95% CI, {len(results[0]['accuracy'])} "
@@ -245,12 +249,14 @@ def run_reproduce(args):
                                   "the MLP, ConvNet.init's for the ConvNet"},
                    "reproduce omniglot")
     model = getattr(args, "model", None) or "mlp"
+    fixed = getattr(args, "inner_bn", None) == "fixed"          # the two runs' inner_bn
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
     iterations = QUICK_ITERATIONS if args.quick else args.iterations
     if args.resume and args.overwrite:
         raise InputError("--resume and --overwrite: expected at most one of them")
-    name = "reproduce-omniglot" + ("-conv" if model == "conv" else "")
+    name = "reproduce-omniglot" + ("-conv" if model == "conv" else "") + (
+        "-bnfixed" if fixed else "")
     out = args.out or os.path.join("runs", name + ("-quick" if args.quick else ""))
     progress = not args.no_progress and sys.stderr.isatty()
     if args.quick:
@@ -260,7 +266,8 @@ def run_reproduce(args):
     try:
         path = reproduce_omniglot(out, iterations, args.seed, args.backend,
                                   getattr(args, "data_dir", None), not args.overwrite,
-                                  args.overwrite, progress, args.quick, model=model)
+                                  args.overwrite, progress, args.quick, model=model,
+                                  **({"inner_bn": "fixed"} if fixed else {}))
     except TrainingInterrupted as exc:      # the checkpoint is written: say how to continue
         print(f"mamlnp reproduce: {exc}\nmamlnp reproduce: to continue both runs, run the same "
               f"command again: {_again(args, out)}", file=sys.stderr)
@@ -275,6 +282,8 @@ def _again(args, out):
     cmd = ["python -m mamlnp reproduce omniglot"]
     if getattr(args, "model", None) == "conv":
         cmd.append("--model conv")
+    if getattr(args, "inner_bn", None) == "fixed":
+        cmd.append("--inner-bn fixed")
     if args.quick:
         cmd.append("--quick")
     elif args.iterations is not None:

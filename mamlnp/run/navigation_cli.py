@@ -27,7 +27,8 @@ TRAIN_KEYS = ("method", "estimator", "outer", "alpha", "beta", "meta_batch", "tr
 
 
 OTHER_KEYS = ("shots", "query", "optimizer", "init", "backend", "eval_every",
-              "ways", "data_dir", "lam", "cg_steps", "epoch_length", "msl_epochs", "fo_epochs")
+              "ways", "data_dir", "lam", "cg_steps", "epoch_length", "msl_epochs", "fo_epochs",
+              "inner_bn")
 NAV_ONLY = ("estimator", "outer", "trajectories", "sampler", "later_alpha", "max_kl", "cg_iters", "damping",
             "backtrack_ratio", "max_backtracks", "threads")
 

@@ -56,8 +56,9 @@ def add_arguments(p):
                    "fills it)")
     p.add_argument("--out", default=None,
                    help="output directory (default: sinusoid runs/reproduce, omniglot "
-                        "runs/reproduce-omniglot, -conv with --model conv; with --quick "
-                        "runs/reproduce-quick, runs/reproduce-omniglot[-conv]-quick)")
+                        "runs/reproduce-omniglot, -conv with --model conv, -bnfixed with "
+                        "--inner-bn fixed; with --quick runs/reproduce-quick, "
+                        "runs/reproduce-omniglot[-conv][-bnfixed]-quick)")
     p.add_argument("--iterations", type=int, default=None,
                    help=f"meta-iterations for both runs (default: sinusoid {PAPER_ITERATIONS}, "
                         f"omniglot 60000)")
@@ -67,6 +68,10 @@ def add_arguments(p):
     p.add_argument("--model", choices=("mlp", "conv"), default=None,
                    help="omniglot: the network, mlp (the batch-norm MLP, Table 1's MLP row; "
                         "default) or conv (the paper's ConvNet, Table 1's conv row)")
+    p.add_argument("--inner-bn", choices=("adapt", "fixed"), default=None,
+                   help="omniglot: batch norm's γ, β adapted in the inner loop (adapt, default) "
+                        "or learned in the outer loop only (fixed, cbfinn/maml's convention; "
+                        "the runs go to ...-bnfixed); see train --inner-bn")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--init", choices=("normal", "uniform"), default=None,
                    help="sinusoid: θ initialisation, see MLP.init (default uniform: PyTorch's "
@@ -172,6 +177,10 @@ def write_report(out, results, runs, eval_seconds, quick):
 
 
 def run(args):
+    task = getattr(args, "task", "sinusoid")
+    if getattr(args, "inner_bn", None) is not None and task != "omniglot":
+        raise InputError(f"--inner-bn: does not apply to reproduce {task} (its networks have "
+                         f"no batch norm); drop it")
     if getattr(args, "task", "sinusoid") == "navigation":
         from .navigation_cli import run_reproduce
         return run_reproduce(args)

@@ -19,7 +19,7 @@ from ..tasks.omniglot import OmniglotTasks
 from ..tasks.sinusoid import SinusoidTasks
 from ..validation import (boolean, check_memory, choice, nonneg_int, positive_float,
                           positive_int, step_count)
-from ..meta.variants import METHODS
+from ..meta.variants import INNER_BN, INNER_BN_METHODS, METHODS
 
 TASKS = {"sinusoid": SinusoidTasks, "omniglot": OmniglotTasks}
 IMAGE_SHAPE = (1, 28, 28)                   # (C, H, W) of an Omniglot image: a ConvNet's in_shape
@@ -45,7 +45,8 @@ DEFAULTS = {
     "val_tasks": 100,          # the fixed validation tasks: how many,
     "val_query": 100,          # their query points,
     "val_seed": 1234,          # and their seed (the 600-task evaluation pool uses 2017)
-}
+    "inner_bn": "adapt",       # batch norm's γ, β in the inner loop (adapt) or outer only
+}                              # (fixed: cbfinn/maml's; maml, fomaml; absent in a run: adapt)
 # keys of one method only (absent from other methods' configs): iMAML's λ and CG steps
 METHOD_KEYS = {"imaml": {"lam": 1.0,         # λ, the proximal term's weight (> 0)
                          "cg_steps": 5},     # CG steps per task's implicit solve
@@ -311,6 +312,24 @@ def check_kind(cfg, kind):
         raise InputError(f"init: expected one of {list(INITS[kind])} for model {kind!r}, got "
                          f"{cfg['init']!r}" + (" (ConvNet.init has one scheme, cbfinn's)"
                                                if kind == "conv" else ""))
+    check_inner_bn(cfg, kind)
+
+
+def check_inner_bn(cfg, kind):
+    """inner_bn (absent: "adapt"): "fixed" (batch norm's γ, β out of the inner loop) needs a
+    network with batch norm and a method whose step it masks (mamlnp.meta.variants)."""
+    if choice("inner_bn", cfg.get("inner_bn", "adapt"), INNER_BN) == "adapt":
+        return
+    if cfg["method"] not in INNER_BN_METHODS:
+        raise InputError(f"inner_bn: 'fixed' (--inner-bn fixed) applies only to methods "
+                         f"{' and '.join(INNER_BN_METHODS)}, got method {cfg['method']!r}")
+    spec = cfg.get("model")
+    bn = kind == "conv" or (cfg["batch_norm"] if "batch_norm" in cfg else
+                            isinstance(spec, dict) and spec.get("batch_norm", False))
+    if not bn:
+        raise InputError("inner_bn: 'fixed' (--inner-bn fixed) needs a model with batch norm "
+                         "(--model conv, or the Omniglot MLP's batch norm), got an MLP without "
+                         "batch norm")
 
 
 def check_classification(cfg):
@@ -338,7 +357,7 @@ def check_drawings(cfg):
 def resume_config(saved, requested):
     """The saved config, with the keys in RESUME_MAY_CHANGE taken from ``requested``;
     any other explicitly requested key must match the checkpoint."""
-    cfg = dict(saved)
+    cfg = {"inner_bn": DEFAULTS["inner_bn"], **saved}    # a run from before the key: "adapt"
     for key, value in requested.items():
         if key in RESUME_MAY_CHANGE:
             cfg[key] = value
@@ -348,9 +367,9 @@ def resume_config(saved, requested):
                 f", but model {describe_model(value)} was requested (--model/--hidden/"
                 f"--channels/--activation); "
                 f"resume with the same architecture or start a new run in another --out")
-        elif saved.get(key) != value:
+        elif cfg.get(key) != value:
             raise CheckpointError(
-                f"resume: the checkpoint has {key}={saved.get(key)!r} but {key}={value!r} was "
+                f"resume: the checkpoint has {key}={cfg.get(key)!r} but {key}={value!r} was "
                 f"requested; drop the option to keep the run's value, or start a new --out")
     spec = cfg["model"]                     # a ConvNet's description has no hidden widths
     check_config({**cfg, "hidden": spec["sizes"][1:-1]} if kind_of(spec) == "mlp" else cfg)

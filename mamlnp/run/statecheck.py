@@ -118,7 +118,7 @@ def check_config(file, config, iteration):
     from .runconfig import TASKS
     from ..meta.maml import BACKENDS
     from ..meta.optim import OPTIMIZERS
-    from ..meta.variants import METHODS
+    from ..meta.variants import INNER_BN, METHODS
     checks = {"task": lambda v: choice("task", v, tuple(TASKS)),
               "method": lambda v: choice("method", v, METHODS),
               "alpha": lambda v: positive_float("alpha", v),
@@ -130,6 +130,7 @@ def check_config(file, config, iteration):
               "optimizer": lambda v: choice("optimizer", v, tuple(OPTIMIZERS)),
               "init": lambda v: choice("init", v, ("normal", "uniform", "xavier")),
               "first_order": lambda v: boolean("first_order", v),
+              "inner_bn": lambda v: choice("inner_bn", v, INNER_BN),
               "lam": lambda v: positive_float("lam", v),                  # imaml
               "cg_steps": lambda v: positive_int("cg_steps", v),          # imaml
               "epoch_length": lambda v: positive_int("epoch_length", v),  # mamlpp

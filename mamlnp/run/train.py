@@ -247,7 +247,7 @@ def _load_run(out, requested):
     """(config, state) of the run in ``out``, for --resume."""
     saved = C.read_checkpoint(out)
     S.require_keys(saved["path"], saved["config"], [k for k in DEFAULTS if k not in (
-        "hidden", "activation")] + ["model", "first_order"])
+        "hidden", "activation", "inner_bn")] + ["model", "first_order"])   # inner_bn: adapt
     cfg = resume_config(saved["config"], requested_keys(requested, saved["config"]))
     if cfg["iterations"] < saved["iteration"]:
         raise InputError(f"iterations: the run in {out!r} has done {saved['iteration']} "

@@ -28,6 +28,8 @@ EXAMPLES = """examples:
                                                           (defaults: mamlnp/run/classify.py)
   mamlnp train omniglot --model conv --ways 5 --shots 1   the same with the paper's ConvNet
   mamlnp train omniglot --model conv --ways 20 --first-order   20-way, first-order MAML
+  mamlnp train omniglot --model conv --first-order --inner-bn fixed   batch norm's γ, β
+                                                          learned in the outer loop only
 
 Ctrl-C (or SIGTERM) writes a checkpoint and exits with 130 (143); --resume continues.
 Exit codes: 0 done, 1 diverged or could not write, 2 bad input, 130/143 interrupted."""
@@ -76,6 +78,11 @@ def add_arguments(p):
     p.add_argument("--inner-steps", type=int, help=f"inner SGD steps ({dflt('inner_steps')}); "
                    f"navigation: 1, the paper's, or K > 1 to meta-train through the test's "
                    f"first K steps, α then --later-alpha")
+    p.add_argument("--inner-bn", choices=("adapt", "fixed"), help="batch norm's γ, β in MAML's "
+                   "inner loop: adapt (default: every parameter takes the inner step) or fixed "
+                   "(γ, β of every batch-norm layer kept out of the inner step, α·m with m = 0 "
+                   "on them, and learned by the outer optimizer only: cbfinn/maml's convention); "
+                   "maml and fomaml on a network with batch norm (--model conv, the omniglot MLP)")
     p.add_argument("--meta-batch", type=int, help=f"tasks per meta-batch ({dflt('meta_batch')})")
     p.add_argument("--iterations", type=int, help=f"meta-iterations ({dflt('iterations')})")
     p.add_argument("--model", choices=("mlp", "conv"), help="omniglot: the network, mlp (the "
@@ -98,7 +105,7 @@ def add_arguments(p):
                    help=f"meta-gradient backend (default {M.DEFAULT_BACKEND})")
     p.add_argument("--out", help="run directory (default runs/sinusoid-<method>, "
                    "runs/omniglot-<N>way-<K>shot-<method>, runs/omniglot-<N>way-<K>shot-conv-"
-                   "<method>)")
+                   "<method>; -bnfixed appended with --inner-bn fixed)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--checkpoint-every", type=int,
@@ -131,7 +138,7 @@ def run(args):
     keys = ("method", "shots", "query", "alpha", "beta", "inner_steps", "meta_batch",
             "iterations", "model", "hidden", "channels", "activation", "optimizer", "init",
             "seed", "backend", "checkpoint_every", "eval_every", "ways", "data_dir", "lam",
-            "cg_steps", "epoch_length", "msl_epochs", "fo_epochs")
+            "cg_steps", "epoch_length", "msl_epochs", "fo_epochs", "inner_bn")
     kwargs = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     name = args.task if args.task != "omniglot" else (
         f"omniglot-{args.ways or 5}way-{args.shots or 1}shot"
@@ -141,7 +148,8 @@ def run(args):
         if args.first_order:
             kwargs.update(first_order_keys(args.method))
         method = kwargs.get("method", DEFAULTS["method"])
-        out = args.out or os.path.join("runs", f"{name}-{method}")
+        fixed = "-bnfixed" if args.inner_bn == "fixed" else ""          # --inner-bn fixed
+        out = args.out or os.path.join("runs", f"{name}-{method}{fixed}")
         result = meta_train(task=args.task, out=out, resume=args.resume,
                             overwrite=args.overwrite, progress=progress, **kwargs)
     except TrainingInterrupted as exc:
