@@ -320,3 +320,15 @@ def test_help_says_what_it_does(capsys):
                      data_dir=None, backend=None, seed=0)
     assert CR._again(args, "o") == ("python -m mamlnp reproduce omniglot --model conv "
                                      "--inner-bn fixed --quick --out o")
+
+
+def test_reproduce_omniglot_passes_it_through(data_dir, tmp_path):  # noqa: F811
+    path = CR.reproduce_omniglot(str(tmp_path), iterations=1, data_dir=data_dir, progress=False,
+                                 quick=True, episodes=4, model="conv", channels=[4, 4],
+                                 meta_batch=2, val_tasks=2, backend="numba", inner_bn="fixed")
+    text = open(path, encoding="utf-8").read()
+    assert "--inner-bn fixed: batch norm's γ, β learned in the outer loop only" in text
+    run = os.path.join(str(tmp_path), "omniglot-5way-1shot-conv-maml")
+    assert load_checkpoint(run)[2]["inner_bn"] == "fixed"
+    with open(os.path.join(run, "eval", "omniglot_results.csv"), encoding="utf-8") as f:
+        assert "(γ, β fixed)" in f.read()
