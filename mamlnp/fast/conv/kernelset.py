@@ -98,7 +98,7 @@ def workspace(geom, T, K, Q, S):
     return cached[1]
 
 
-def steps(alpha, P):
+def step_vector(alpha, P):
     """α as the kernels take it, (P,) float64: a scalar broadcast (np.full(P, α)), a per-
     parameter vector as given."""
     if np.ndim(alpha) == 0:
@@ -119,7 +119,7 @@ def meta_gradient_unchecked(geom, theta, xs, ys, xq, yq, alpha, inner_steps, fir
     ws = workspace(geom, T, d.ys.shape[1] // O, d.yq.shape[1] // O, s + 1)
     grad = np.empty(d.theta.shape[0])
     with one_blas_thread():
-        loss = batch_meta_grad(d, geom, ws, steps(alpha, grad.shape[0]), s,
+        loss = batch_meta_grad(d, geom, ws, step_vector(alpha, grad.shape[0]), s,
                                bool(first_order), ws.TH.shape[0], grad)
     return float(loss), grad
 
@@ -133,8 +133,8 @@ def adapt_tasks(geom, theta, xs, ys, xq, yq, alpha, n_steps, kind, want_theta=Tr
     out = np.empty((T, P) if want_theta else (1, 1))
     curve = np.zeros((T, s + 1))
     with one_blas_thread():
-        batch_adapt(d, geom, ws, steps(alpha, P), s, kind, want_theta, ws.TH.shape[0], out,
-                    curve)
+        batch_adapt(d, geom, ws, step_vector(alpha, P), s, kind, want_theta, ws.TH.shape[0],
+                    out, curve)
     return (out if want_theta else None), curve
 
 
