@@ -48,14 +48,13 @@ def factors_apply(policy):
 
 
 def _relu_ones(h, W):
-    """(h̃′ = [max(h̃ W, 0), 1] (M, H+1), s = 1[h̃ W > 0] (M, H) bool): the product written
-    into h̃′'s first H columns, rectified in place with the ones (max(1, 0) = 1)."""
+    """(h̃′ = [max(h̃ W, 0), 1] (M, H+1), s = 1[h̃ W > 0] (M, H) bool, a view): the product
+    written into h̃′'s first H columns, rectified in place with the ones (max(1, 0) = 1)."""
     out = np.empty((h.shape[0], W.shape[1] + 1))
-    z = np.matmul(h, W, out=out[:, :-1])                                   # z (M, H): a view
+    np.matmul(h, W, out=out[:, :-1])                                       # z = h̃ W (M, H)
     out[:, -1] = 1.0
-    s = z > 0.0
-    np.maximum(out, 0.0, out=out)                                          # = [z ⊙ s, 1]
-    return out, s
+    np.maximum(out, 0.0, out=out)                                          # [z ⊙ s, 1]
+    return out, (out > 0.0)[:, :-1]                                        # s: z > 0 ⇔ h > 0
 
 
 class FactoredPoint(PolicyPoint):
