@@ -71,6 +71,30 @@ def test_threads_give_the_same_bits(case):
         mamlnp.rl_meta_gradient(policy, theta, pre, post, alpha, threads=0)
 
 
+def test_per_task_keeps_task_order_and_raises_a_task_error():
+    import threading
+    import time
+    names = {}
+
+    def fn(i):
+        names[i] = threading.current_thread().name
+        time.sleep(0.002)
+        return i * i
+    for threads in (2, 3):
+        names.clear()
+        assert rl._per_task(fn, range(7), threads) == [i * i for i in range(7)]
+        assert threading.current_thread().name in names.values()      # the caller works too
+        assert rl._per_task(fn, [5], threads) == [25]
+
+    def bad(i):
+        if i == 3:
+            raise InputError("task 3")
+        return i
+    with pytest.raises(InputError, match="task 3"):
+        rl._per_task(bad, range(12), 2)
+    assert rl._per_task(fn, range(4), 2) == [0, 1, 4, 9]              # the pool still serves
+
+
 def test_segment_sums():
     x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     starts = np.array([0, 2, 3, 6])                    # episodes [0, 1], [2], [3, 4, 5]

@@ -43,6 +43,7 @@ factors, two (M × H × H) products per HVP or Fisher product instead of six and
 Derivation: docs/derivations/policy-gradient.md.
 """
 from concurrent.futures import ThreadPoolExecutor
+from threading import Lock
 
 import numpy as np
 
@@ -113,13 +114,36 @@ def _per_task(fn, items, threads=1):
     """[fn(x) for x in items], on ``threads`` Python threads when threads > 1 (NumPy's matrix
     products and elementwise loops release the GIL; give each thread one BLAS thread, as
     mamlnp's commands do). The list is in task order and every item is computed alone, so
-    the sums over tasks that follow have the same bits at any thread count."""
+    the sums over tasks that follow have the same bits at any thread count. The calling
+    thread is one of the ``threads``: it and threads − 1 pool workers take the next item
+    in turn until none is left (no third thread to wake for every finished task)."""
     threads = positive_int("threads", threads)
     if threads == 1 or len(items) < 2:
         return [fn(x) for x in items]
-    if threads not in _POOLS:
-        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="mamlnp-rl")
-    return list(_POOLS[threads].map(fn, items))
+    items = list(items)
+    out, turn, lock, failed = [None] * len(items), iter(range(len(items))), Lock(), []
+
+    def take():                                             # the next item's index, or None
+        with lock:
+            return None if failed else next(turn, None)
+
+    def work():
+        try:
+            while (i := take()) is not None:
+                out[i] = fn(items[i])
+        except BaseException:
+            failed.append(True)                             # the other threads stop too
+            raise
+    if threads - 1 not in _POOLS:
+        _POOLS[threads - 1] = ThreadPoolExecutor(threads - 1, thread_name_prefix="mamlnp-rl")
+    helpers = [_POOLS[threads - 1].submit(work) for _ in range(min(threads, len(items)) - 1)]
+    try:
+        work()
+    finally:
+        for h in helpers:                 # one not started has nothing left: cancelled, else
+            if not h.cancel():            # waited for (a worker's error is raised here)
+                h.result()
+    return out
 
 
 # ---- the inner step ------------------------------------------------------------------------

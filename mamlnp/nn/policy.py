@@ -182,8 +182,9 @@ class PolicyPoint:
         if actions is not None:
             delta = actions - self.mu                                      # δ (M, A)
             self.d_mu = delta * self.inv_var                               # ∂ log π/∂μ (M, A)
-            self.d_rho = delta * self.d_mu - 1.0                           # ∂ log π/∂ρ (M, A)
-            self.log_prob = (-0.5 * (delta * self.d_mu).sum(axis=1) - self.log_std.sum()
+            dd = delta * self.d_mu                                         # δ² e^{−2ρ} (M, A)
+            self.d_rho = dd - 1.0                                          # ∂ log π/∂ρ (M, A)
+            self.log_prob = (-0.5 * dd.sum(axis=1) - self.log_std.sum()
                              - 0.5 * policy.act_dim * LOG_2PI)             # (M,)
             if not np.isfinite(self.log_prob).all():
                 raise InputError("theta: the policy's log-likelihood of these actions is not "

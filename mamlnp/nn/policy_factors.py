@@ -47,13 +47,14 @@ def factors_apply(policy):
     return len(policy.sizes) == 4 and policy.activation == "relu"
 
 
-def _relu_ones(z):
-    """(h̃ = [max(z, 0), 1] (M, H+1), s = 1[z > 0] (M, H))."""
-    s = (z > 0.0).astype(float)
-    h = np.empty((z.shape[0], z.shape[1] + 1))
-    np.multiply(z, s, out=h[:, :-1])
-    h[:, -1] = 1.0
-    return h, s
+def _relu_ones(h, W):
+    """(h̃′ = [max(h̃ W, 0), 1] (M, H+1), s = 1[h̃ W > 0] (M, H) bool, a view): the product
+    written into h̃′'s first H columns, rectified in place with the ones (max(1, 0) = 1)."""
+    out = np.empty((h.shape[0], W.shape[1] + 1))
+    np.matmul(h, W, out=out[:, :-1])                                       # z = h̃ W (M, H)
+    out[:, -1] = 1.0
+    np.maximum(out, 0.0, out=out)                                          # [z ⊙ s, 1]
+    return out, (out > 0.0)[:, :-1]                                        # s: z > 0 ⇔ h > 0
 
 
 class FactoredPoint(PolicyPoint):
@@ -67,8 +68,8 @@ class FactoredPoint(PolicyPoint):
         self.W2, self.W3 = W2[:H1], W3[:H2]                                # (H1, H2), (H2, A)
         self.x = np.empty((obs.shape[0], D + 1))
         self.x[:, :D], self.x[:, D] = obs, 1.0                             # x̃ (M, D+1)
-        self.h1, self.s1 = _relu_ones(self.x @ W1)                         # (M, H1+1), (M, H1)
-        self.h2, self.s2 = _relu_ones(self.h1 @ W2)                        # (M, H2+1), (M, H2)
+        self.h1, self.s1 = _relu_ones(self.x, W1)                          # (M, H1+1), (M, H1)
+        self.h2, self.s2 = _relu_ones(self.h1, W2)                         # (M, H2+1), (M, H2)
         self.caches, self.d1, self.K = None, None, None
         return self.h2 @ W3                                                # μ (M, A)
 
@@ -134,7 +135,8 @@ class FactoredPoint(PolicyPoint):
         V1, V2, V3 = V = self._blocks(v)
         Rh1 = self.x @ V1
         Rh1 *= self.s1                                                     # (M, H1)
-        Rh2 = Rh1 @ self.W2 + self.h1 @ V2
+        Rh2 = Rh1 @ self.W2
+        Rh2 += self.h1 @ V2
         Rh2 *= self.s2                                                     # (M, H2)
         return V, Rh2 @ self.W3 + self.h2 @ V3, (Rh1, Rh2)
 
@@ -167,7 +169,8 @@ class FactoredPoint(PolicyPoint):
         Rdz2 = self._rdz2(r, d, V3)
         G2[:] = self.h1.T @ Rdz2
         G2[:-1] += Rh1.T @ dz2                                             # (H1+1, H2)
-        Rdz1 = Rdz2 @ self.W2.T + dz2 @ V2[:-1].T
+        Rdz1 = Rdz2 @ self.W2.T
+        Rdz1 += dz2 @ V2[:-1].T
         Rdz1 *= self.s1                                                    # R{dz1} (M, H1)
         G1[:] = self.x.T @ Rdz1                                            # (D+1, H1)
         return out
