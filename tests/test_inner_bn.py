@@ -262,6 +262,9 @@ def test_validation_and_evaluate_adapt_with_the_masked_alpha(data_dir, tmp_path)
     want = CL.accuracy_curve(model, theta, episodes, masked, 2, backend="numpy")
     assert np.array_equal(out["accuracy"], want)
     assert out["rows"][0]["alpha"] == f"{config['alpha']} (γ, β fixed)"
+    given = CR.evaluate_run(model, theta, config, alpha=masked * 0.5, max_steps=1, episodes=6,
+                            backend="numba")                     # a caller's (P,) step as given
+    assert given["rows"][0]["alpha"] == "per-parameter"
     val = CL.validation_batch(family, res.config)
     assert res.history["val_accuracy"][-1] == CL.accuracy_curve(
         model, theta, val, masked, 1, backend="numpy")[:, 1].mean()

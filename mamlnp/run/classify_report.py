@@ -56,9 +56,10 @@ def evaluate_run(model, theta, config, alpha=None, max_steps=10, episodes=CL.TES
                                                         seed=seed, start=s), alpha, max_steps,
                           backend)
         for s in range(0, episodes, CHUNK)])                              # (T, S+1)
+    scalar = config["alpha"] if given is None else given              # the step before masking
     shown = float(alpha) if np.ndim(alpha) == 0 else "learned" if config["method"] in (
         "metasgd", "mamlpp") else "head only" if config["method"] == "anil" else (
-        f"{float(config['alpha'] if given is None else given)} (γ, β fixed)")
+        f"{float(scalar)} (γ, β fixed)" if np.ndim(scalar) == 0 else "per-parameter")
     rows = [{"ways": config["ways"], "shots": K, "steps": s, "alpha": shown,
              **CL.summarize_accuracy(acc[:, s])} for s in range(max_steps + 1)]
     return {"rows": rows, "accuracy": acc, "seed": seed, "ways": config["ways"], "shots": K,

@@ -33,6 +33,7 @@ from . import evaluate as E
 from ..errors import CheckpointError, InputError
 from ..fast.compile_notice import first_call_notice
 from ..meta.maml import DEFAULT_BACKEND
+from ..meta.variants import INNER_BN
 from .rundir import config_value, training_seconds  # noqa: F401  (re-exported)
 
 PAPER_ITERATIONS = 70000
@@ -68,7 +69,7 @@ def add_arguments(p):
     p.add_argument("--model", choices=("mlp", "conv"), default=None,
                    help="omniglot: the network, mlp (the batch-norm MLP, Table 1's MLP row; "
                         "default) or conv (the paper's ConvNet, Table 1's conv row)")
-    p.add_argument("--inner-bn", choices=("adapt", "fixed"), default=None,
+    p.add_argument("--inner-bn", choices=INNER_BN, default=None,
                    help="omniglot: batch norm's γ, β adapted in the inner loop (adapt, default) "
                         "or learned in the outer loop only (fixed, cbfinn/maml's convention; "
                         "the runs go to ...-bnfixed); see train --inner-bn")

@@ -14,7 +14,7 @@ from . import classify
 from ..errors import DivergenceError, InputError, MamlnpError
 from ..meta import maml as M
 from ..meta.optim import OPTIMIZERS
-from ..meta.variants import METHODS
+from ..meta.variants import INNER_BN, METHODS
 from .runconfig import DEFAULTS, TASKS
 from .train import TrainingInterrupted, format_score, meta_train
 
@@ -78,7 +78,7 @@ def add_arguments(p):
     p.add_argument("--inner-steps", type=int, help=f"inner SGD steps ({dflt('inner_steps')}); "
                    f"navigation: 1, the paper's, or K > 1 to meta-train through the test's "
                    f"first K steps, α then --later-alpha")
-    p.add_argument("--inner-bn", choices=("adapt", "fixed"), help="batch norm's γ, β in MAML's "
+    p.add_argument("--inner-bn", choices=INNER_BN, help="batch norm's γ, β in MAML's "
                    "inner loop: adapt (default: every parameter takes the inner step) or fixed "
                    "(γ, β of every batch-norm layer kept out of the inner step, α·m with m = 0 "
                    "on them, and learned by the outer optimizer only: cbfinn/maml's convention); "
