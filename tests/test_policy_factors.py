@@ -43,7 +43,7 @@ def _points(sizes, seed=0, m=40):
 @pytest.mark.parametrize("sizes", SIZES)
 def test_factored_point_matches_the_general_one(sizes):
     policy, pt, fp, c, starts, rng = _points(sizes)
-    assert 0 < fp.s1.mean() < 1 and 0 < fp.s2.mean() < 1        # ReLU units on and off
+    assert 0 < fp.s1T.mean() < 1 and 0 < fp.s2T.mean() < 1       # ReLU units on and off
     errs = {}
     V = rng.standard_normal((3, policy.num_params))
     for k, v in enumerate(V):                                   # the passes written out
@@ -67,7 +67,7 @@ def test_factored_point_without_weights():
     bare = FactoredPoint(policy, pt.theta, pt.obs, pt.actions)
     v = rng.standard_normal(policy.num_params)
     assert _rel(bare.fisher_vp(v), pt.fisher_vp(v)) < 1e-12    # the Fisher needs no weights
-    assert bare.K is None and bare.d1 is not None
+    assert bare.K is None and bare.d1T is not None
     with pytest.raises(InputError, match="vjp"):
         bare.hvp(v)
     obs_only = FactoredPoint(policy, pt.theta, pt.obs)
@@ -83,7 +83,7 @@ def test_the_fisher_product_builds_no_cross_products():
     v = rng.standard_normal(policy.num_params)
     assert fp._bp is not None and fp.K is None
     assert _rel(fp.fisher_vp(v), pt.fisher_vp(v)) < 1e-12
-    assert fp.d1 is not None and fp.K is None
+    assert fp.d1T is not None and fp.K is None
 
 
 def test_which_policies_take_the_factors():
