@@ -180,15 +180,22 @@ class PolicyPoint:
                              "observations (expected finite outputs; diverged parameters?)")
         self.actions, self._bp = actions, None
         if actions is not None:
-            delta = actions - self.mu                                      # δ (M, A)
-            self.d_mu = delta * self.inv_var                               # ∂ log π/∂μ (M, A)
-            dd = delta * self.d_mu                                         # δ² e^{−2ρ} (M, A)
-            self.d_rho = dd - 1.0                                          # ∂ log π/∂ρ (M, A)
-            self.log_prob = (-0.5 * dd.sum(axis=1) - self.log_std.sum()
-                             - 0.5 * policy.act_dim * LOG_2PI)             # (M,)
-            if not np.isfinite(self.log_prob).all():
-                raise InputError("theta: the policy's log-likelihood of these actions is not "
-                                 "finite (expected finite means and log-std; diverged parameters?)")
+            self._scores(actions)
+
+    def _scores(self, actions):
+        """Set d_μ, d_ρ (M, A) and log π (M,) of the actions (M, A); checks log π finite."""
+        delta = actions - self.mu                                          # δ (M, A)
+        self.d_mu = delta * self.inv_var                                   # ∂ log π/∂μ (M, A)
+        dd = delta * self.d_mu                                             # δ² e^{−2ρ} (M, A)
+        self.d_rho = dd - 1.0                                              # ∂ log π/∂ρ (M, A)
+        self._set_log_prob(dd.sum(axis=1))
+
+    def _set_log_prob(self, sq):
+        """log π = −½ sq − Σρ − (A/2) log 2π (M,) from sq = Σ_j δ_j² e^{−2ρ_j} (M,), checked."""
+        self.log_prob = -0.5 * sq - self.log_std.sum() - 0.5 * self.policy.act_dim * LOG_2PI
+        if not np.isfinite(self.log_prob).all():
+            raise InputError("theta: the policy's log-likelihood of these actions is not "
+                             "finite (expected finite means and log-std; diverged parameters?)")
 
     def _mean_forward(self, phi, obs):
         """μ_φ(obs) (M, A), keeping the mean network's caches."""

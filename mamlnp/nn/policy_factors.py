@@ -84,6 +84,29 @@ class FactoredPoint(PolicyPoint):
         self.caches, self.d1T, self.K = None, None, None
         return (W3.T @ self.h2T).T                                         # μ (M, A)
 
+    def _scores(self, actions):
+        """``PolicyPoint._scores`` on (A, M) rows (long rows for NumPy's loops, not rows of
+        A); d_μ, d_ρ are (M, A) views of them."""
+        deltaT = np.ascontiguousarray(actions.T) - self.mu.T               # δᵀ (A, M)
+        d_muT = deltaT * self.inv_var[:, None]                             # ∂ log π/∂μ
+        ddT = deltaT * d_muT                                               # δ² e^{−2ρ} (A, M)
+        self.d_mu, self.d_rho = d_muT.T, (ddT - 1.0).T                     # (M, A) views
+        self._set_log_prob(ddT.sum(axis=0))
+
+    def _output_r(self, Rmu, v, score_coeffs=None):
+        """``PolicyPoint._output_r`` on (A, M) rows: (R{c ⊙ d_μ} (+ e ⊙ d_μ) (M, A), ρ block)."""
+        c, RmuT = self._bp[0], Rmu.T                                       # (M,), (A, M)
+        vr = v[self.policy.num_mean_params:, None]                         # v_ρ (A, 1)
+        d_muT, d_rhoT = self.d_mu.T, self.d_rho.T                          # (A, M)
+        RdT = -self.inv_var[:, None] * RmuT - 2.0 * d_muT * vr
+        RdT *= c                                                           # R{c ⊙ d_μ}ᵀ (A, M)
+        out_rho = (-2.0 * d_muT * RmuT - 2.0 * (d_rhoT + 1.0) * vr) @ c     # (A,)
+        if score_coeffs is not None:
+            e = score_coeffs((d_muT * RmuT).sum(axis=0) + vr[:, 0] @ d_rhoT)   # (M,)
+            RdT += e * d_muT
+            out_rho += d_rhoT @ e
+        return RdT.T, out_rho
+
     def _blocks(self, v):
         """Ṽ1 (D+1, H1), Ṽ2 (H1+1, H2), Ṽ3 (H2+1, A): views into v (P_μ,) or (P,)."""
         o1, o2, o3 = self.cuts
@@ -193,7 +216,7 @@ class FactoredPoint(PolicyPoint):
     def _rdz2(self, r, d, V3, out=None):
         """R{dz2}ᵀ = (s2 ⊙ (r W3ᵀ + d V3ᵀ))ᵀ (H2, M), as one product [W3, V3] [r, d]ᵀ."""
         Rdz2T = np.matmul(np.concatenate([self.W3, V3[:-1]], axis=1),
-                          np.concatenate([r, d], axis=1).T, out=out)
+                          np.concatenate([r.T, d.T]), out=out)
         Rdz2T *= self.s2T
         return Rdz2T
 
