@@ -17,7 +17,10 @@ masks s1 = 1[z1 > 0], s2 = 1[z2 > 0] are kept, and since σ″ = 0 the R-pass ha
                 G̃3 = h̃2ᵀ r + [Rh2ᵀ d; 0],  R{dz2} = s2 ⊙ (r W3ᵀ + d V3ᵀ),
                 G̃2 = h̃1ᵀ R{dz2} + [Rh1ᵀ dz2; 0],  G̃1 = x̃ᵀ (s1 ⊙ (R{dz2} W2ᵀ + dz2 V2ᵀ))
 
-(six (M × H × H) products per HVP, four per Fisher product). A meta-TRPO conjugate-gradient
+(six (M × H × H) products per HVP, four per Fisher product). Every (M, ·) array is kept
+transposed, (·, M) C-ordered (OpenBLAS runs W̃ᵀ h̃ᵀ and W dzᵀ ~25 % faster than h̃ W̃ and
+dz Wᵀ at M = 2000, H = 100), and each pair Rh1 W2 + h̃1 Ṽ2, R{dz2} W2ᵀ + dz2 V2ᵀ is one
+product over rows stacked in place ([h̃1ᵀ; Rh1ᵀ], [R{dz2}ᵀ; dz2ᵀ]). A meta-TRPO conjugate-gradient
 solve multiplies ~30 times at ONE point; ``factorize()`` then computes, once, every product
 whose two factors stay fixed, and an HVP or Fisher product pays two: h̃1 Ṽ2 and h̃1ᵀ (·):
 
