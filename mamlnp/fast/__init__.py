@@ -12,6 +12,8 @@ Dimension legend: none (the dispatch; shapes in mamlnp/fast/kernelset.py).
       mlp/             the plain MLP (sinusoid regression): its kernels and its set
       bn_mlp/          the batch-norm MLP (classification): its kernels and its set
       conv/            the ConvNet (Omniglot form: no pool, spatial mean): its kernels and set
+      policy/          the navigation policy's point with its row passes compiled
+                       (``compiled_point``; not a model kind of kernels_for: meta/rl.py's)
       episodes.py, episode_kernels.py   Omniglot episodes, compiled (not a model kind)
       compile_notice.py                 the one-line notice while Numba compiles
 
@@ -25,6 +27,14 @@ Nothing here imports Numba: the sets load (and Numba with them) at the first ``k
 import os
 
 from .kernelset import SETS, kernels_for  # noqa: F401  (the one dispatch point)
+
+def compiled_point():
+    """``CompiledPoint`` (mamlnp/fast/policy/): the navigation policy's FactoredPoint with
+    its row passes compiled; loads Numba. Asked by mamlnp/meta/maml.py's
+    ``compiled_point_class``, the one place that dispatches to fast/."""
+    from .policy import CompiledPoint
+    return CompiledPoint
+
 
 SPINCOUNT = "3000000"            # GOMP_SPINCOUNT of mamlnp's commands (common/__init__.py)
 

@@ -111,6 +111,16 @@ def kernels_for(model, backend, method="meta_gradient", alpha=0.0):
     return compiled(model, method, alpha)
 
 
+def compiled_point_class(backend):
+    """The navigation policy's compiled point (``mamlnp.fast.policy.CompiledPoint``, a
+    FactoredPoint whose row passes are kernels) when ``backend`` is "numba", else None: the
+    NumPy FactoredPoint runs (mamlnp/meta/rl.py). Dispatched here, like ``kernels_for``."""
+    if check_backend(backend) != "numba":
+        return None
+    from ..fast import compiled_point
+    return compiled_point()
+
+
 # ---- adaptation --------------------------------------------------------------------
 
 

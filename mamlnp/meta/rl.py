@@ -51,6 +51,7 @@ from ..errors import InputError
 from ..nn.policy import PolicyPoint, mean_kl_points
 from ..nn.policy_factors import FactoredPoint, factors_apply
 from ..validation import as_float64, choice, positive_float, positive_int
+from .maml import compiled_point_class
 
 ESTIMATORS = ("maml", "lvc", "dice")
 
@@ -149,10 +150,16 @@ def _per_task(fn, items, threads=1):
 # ---- the inner step ------------------------------------------------------------------------
 
 
-def _point_class(policy, factored=None):
+def _point_class(policy, factored=None, backend=None):
     """FactoredPoint (two hidden ReLU layers, the passes written out; mamlnp/nn/policy_factors.py)
-    when it applies and ``factored`` is not False, else the general PolicyPoint."""
-    return FactoredPoint if _use_factors(policy, factored) else PolicyPoint
+    when it applies and ``factored`` is not False, else the general PolicyPoint. ``backend``
+    "numba" (None: mamlnp.meta.maml.DEFAULT_BACKEND) gives the FactoredPoint's compiled twin,
+    ``mamlnp.fast.policy.CompiledPoint`` (its row passes compiled: mamlnp/fast/policy/),
+    "numpy" the FactoredPoint itself; the general point has no compiled twin."""
+    compiled = compiled_point_class(backend)                # None for "numpy"; checks it
+    if not _use_factors(policy, factored):
+        return PolicyPoint
+    return compiled or FactoredPoint
 
 
 def _inner(policy, theta, task, alpha, cls=PolicyPoint):
@@ -217,17 +224,18 @@ def _task_meta_gradient(policy, theta, pre, post, alpha, estimator, cls):
 
 
 def rl_meta_gradient(policy, theta, pre, post, alpha, estimator="dice", threads=1,
-                     factored=None):
+                     factored=None, backend=None):
     """(objective, gradient (P,)): the post-update surrogate (1/T) Σ_i mean_m′ Â′ log π_θ′_i
     and the estimator's meta-gradient, ``estimator`` in "maml" | "lvc" | "dice"; the tasks
     on ``threads`` threads (the same bits at any count). ``factored``: None (default) runs
     a two-hidden-layer ReLU policy's passes written out (mamlnp/nn/policy_factors.py), False
-    the general R-pass, True requires the former."""
+    the general R-pass, True requires the former; ``backend`` "numba" (default) runs the
+    former's row passes compiled, "numpy" their NumPy twins (``_point_class``)."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     estimator = choice("estimator", estimator, ESTIMATORS)
     pre, post = _pair(policy, pre, post)
-    cls = _point_class(policy, factored)
+    cls = _point_class(policy, factored, backend)
     parts = _per_task(lambda ab: _task_meta_gradient(policy, theta, ab[0], ab[1], alpha,
                                                      estimator, cls), list(zip(pre, post)),
                       threads)
@@ -244,7 +252,7 @@ DAMPING = 1e-5      # cbfinn/maml_rl's reg_coeff of the Fisher-vector product
 
 
 def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, estimator="maml",
-                      threads=1, factored=None):
+                      threads=1, factored=None, backend=None):
     """v ↦ (1/T) Σ_i U_iᵀ F_i U_i v + damping · v, with the forward passes of every task
     computed once (a conjugate-gradient solve calls it ~10 times). damping > 0 keeps the
     product positive definite (the undamped one is singular where F is).
@@ -265,7 +273,7 @@ def meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping=DAMPING, esti
     estimator = choice("estimator", estimator, ESTIMATORS)
     pre, post_obs = _pair(policy, pre, post_obs, "post_obs")
     threads = positive_int("threads", threads)
-    cls = _point_class(policy, factored)
+    cls = _point_class(policy, factored, backend)
     def build(item):
         task, obs1 = item
         pt, theta1 = _inner(policy, theta, task, alpha, cls)
@@ -311,11 +319,11 @@ def _use_factors(policy, factored):
 
 
 def meta_fvp(policy, theta, pre, post_obs, alpha, v, damping=DAMPING, estimator="maml",
-             threads=1, factored=None):
+             threads=1, factored=None, backend=None):
     """(1/T) Σ_i U_iᵀ F_i U_i v + damping · v: the Hessian of the mean post-update KL at θ
     (``meta_fvp_operator`` for ``estimator``)."""
     fvp = meta_fvp_operator(policy, theta, pre, post_obs, alpha, damping, estimator, threads,
-                            factored)
+                            factored, backend)
     return fvp(policy.check_theta(v, "v"))
 
 
@@ -330,19 +338,19 @@ def mean_kl(policy, old_thetas, new_thetas, post_obs):
     return float(np.mean(kls))
 
 
-def line_search_fns(policy, theta, pre, post, alpha, threads=1, factored=None):
+def line_search_fns(policy, theta, pre, post, alpha, threads=1, factored=None, backend=None):
     """(surrogate_fn, kl_fn) of meta-TRPO's line search, both of a candidate θ_new:
 
       surrogate(θ_new) = (1/T) Σ_i mean_m′ Â′ exp(log π_θ′new_i − log π_θ′old_i)  (maml_rl's)
       kl(θ_new)        = mean KL between π_θ′old_i and π_θ′new_i on the post observations
 
     θ′new_i = inner_step(θ_new, pre_i); the last candidate's adapted points are reused.
-    ``factored`` as in ``rl_meta_gradient``."""
+    ``factored`` and ``backend`` as in ``rl_meta_gradient``."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     pre, post = _pair(policy, pre, post)
     threads = positive_int("threads", threads)
-    cls = _point_class(policy, factored)
+    cls = _point_class(policy, factored, backend)
     return _line_search_closures(policy, pre, post, alpha, threads, cls,
                                  _adapted_points(policy, theta, pre, post, alpha, threads, cls),
                                  theta)

@@ -58,7 +58,7 @@ class Chain:
         return np.stack([p.theta for p in self.points[k]])
 
 
-def start_chain(policy, theta, batch0, alphas, threads=1, factored=None):
+def start_chain(policy, theta, batch0, alphas, threads=1, factored=None, backend=None):
     """A Chain holding D_0 (samples at θ, one per task) and its points; ``extend`` adds the
     batches sampled at ``next_thetas()`` until it holds K = len(alphas) steps."""
     theta = policy.check_theta(theta)
@@ -67,23 +67,23 @@ def start_chain(policy, theta, batch0, alphas, threads=1, factored=None):
         raise InputError("alphas: expected at least one inner step size, got none")
     chain = Chain(theta.copy(), alphas, [], [], [])
     _append(policy, chain, np.broadcast_to(theta, (len(batch0), theta.size)), batch0, threads,
-            factored)
+            factored, backend)
     return chain
 
 
-def extend(policy, chain, batch, threads=1, factored=None):
+def extend(policy, chain, batch, threads=1, factored=None, backend=None):
     """Add D_{k+1}, sampled from π at ``chain.next_thetas()``, and its points: -> chain."""
-    _append(policy, chain, chain.next_thetas(), batch, threads, factored)
+    _append(policy, chain, chain.next_thetas(), batch, threads, factored, backend)
     return chain
 
 
-def _append(policy, chain, thetas, batch, threads, factored):
+def _append(policy, chain, thetas, batch, threads, factored, backend):
     name = f"batches[{chain.steps + 1}]"
     batch = RL._task_list(policy, batch, name)
     if len(batch) != thetas.shape[0]:
         raise InputError(f"{name}: expected one entry per task ({thetas.shape[0]}), got "
                          f"{len(batch)}")
-    cls = RL._point_class(policy, factored)
+    cls = RL._point_class(policy, factored, backend)
 
     def point(i):
         obs, act, adv, _ = batch[i]

@@ -44,14 +44,14 @@ class InnerSteps:
     thetas: np.ndarray
 
 
-def inner_steps(policy, theta, pre, alpha, threads=1, factored=None):
+def inner_steps(policy, theta, pre, alpha, threads=1, factored=None, backend=None):
     """θ′_i = θ + α ∇_θ (1/M) Σ_m Â_m log π_θ(a_m|s_m) for every task of ``pre``, the tasks on
     ``threads`` threads: an ``InnerSteps`` (``.thetas`` (T, P) the same bits as
     ``rl.inner_step`` task by task), whose points ``meta_trpo_fns(…, inner=…)`` reuses."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     pre = RL._task_list(policy, pre, "pre")
-    cls = RL._point_class(policy, factored)
+    cls = RL._point_class(policy, factored, backend)
     parts = RL._per_task(lambda task: RL._inner(policy, theta, task, alpha, cls), pre, threads)
     return InnerSteps(theta.copy(), alpha, [p for p, _ in parts],
                       np.stack([t for _, t in parts]))
@@ -69,7 +69,7 @@ def _check_inner(inner, theta, pre, alpha, cls):
                     for p, (obs, act, adv, _) in zip(inner.points, pre)))
     if not same:
         raise InputError("inner: expected the inner steps of this theta, alpha and pre (and "
-                         "the same factored option), got those of another")
+                         "the same factored and backend options), got those of another")
     return inner.points
 
 
@@ -83,13 +83,14 @@ def timed(seconds, key, fn, *args):
 
 
 def meta_trpo_fns(policy, theta, pre, post, alpha, estimator="dice", damping=RL.DAMPING,
-                  fvp_estimator="maml", threads=1, factored=None, inner=None, seconds=None):
+                  fvp_estimator="maml", threads=1, factored=None, inner=None, seconds=None,
+                  backend=None):
     """(objective, gradient, fvp, surrogate_fn, kl_fn) of one meta-TRPO iteration at θ: what
     ``rl_meta_gradient(…, estimator)``, ``meta_fvp_operator(…, damping, fvp_estimator)`` and
     ``rl.line_search_fns`` return, each task's pre-update point (forward, backward) and
     post-update point (forward, backward) computed once instead of three times.
 
-    inner : the ``inner_steps(policy, θ, pre, α, threads, factored)`` already taken (the
+    inner : the ``inner_steps(policy, θ, pre, α, threads, factored, backend)`` already taken (the
     sampler's), reused; None takes them here. seconds : a dict to which the wall seconds of
     "meta_gradient" (stages 1 and 3, and the inner steps when taken here) and "fvp_setup"
     (stage 2) are added."""
@@ -100,7 +101,7 @@ def meta_trpo_fns(policy, theta, pre, post, alpha, estimator="dice", damping=RL.
     fvp_estimator = choice("fvp_estimator", fvp_estimator, RL.ESTIMATORS)
     pre, post = RL._pair(policy, pre, post)
     threads = positive_int("threads", threads)
-    cls = RL._point_class(policy, factored)
+    cls = RL._point_class(policy, factored, backend)
     if inner is not None:
         inner = list(zip(_check_inner(inner, theta, pre, alpha, cls), inner.thetas))
     tasks = range(len(pre))

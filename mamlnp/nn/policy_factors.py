@@ -42,24 +42,15 @@ import numpy as np
 
 from ..errors import InputError
 from ..validation import check_memory
+from . import policy_ops
 from .policy import PolicyPoint
+
+THIN = 8        # a layer with at most THIN inputs (x̃: D + 1) runs its product in ``ops``
 
 
 def factors_apply(policy):
     """True when ``FactoredPoint`` serves the policy: two hidden layers, ReLU."""
     return len(policy.sizes) == 4 and policy.activation == "relu"
-
-
-def _relu_ones(WT, hT):
-    """(h̃′ᵀ = [max(W̃ᵀ h̃ᵀ, 0); 1; ·] (2H+1, M), sᵀ = 1[W̃ᵀ h̃ᵀ > 0] (H, M) bool, a view): the
-    product written into the first H rows, rectified in place with the ones (max(1, 0) = 1);
-    the last H rows are left for the R-pass's R{h}ᵀ (``FactoredPoint._rforward``)."""
-    H = WT.shape[0]
-    out = np.empty((2 * H + 1, hT.shape[1]))
-    np.matmul(WT, hT, out=out[:H])                                         # zᵀ = W̃ᵀ h̃ᵀ (H, M)
-    out[H] = 1.0
-    np.maximum(out[:H + 1], 0.0, out=out[:H + 1])                          # [(z ⊙ s)ᵀ; 1]
-    return out, (out[:H] > 0.0)                                            # s: z > 0 ⇔ h > 0
 
 
 def _side(V, W):
@@ -71,7 +62,12 @@ def _side(V, W):
 class FactoredPoint(PolicyPoint):
     """A ``PolicyPoint`` of a (D, H1, H2, A) ReLU policy: lean passes, Jacobian factors.
     Its (M, ·) arrays are kept transposed, (·, M) C-ordered (names ending in T): OpenBLAS
-    runs W̃ᵀ h̃ᵀ and W dzᵀ about 25 % faster than h̃ W̃ and dz Wᵀ at M = 2000, H = 100."""
+    runs W̃ᵀ h̃ᵀ and W dzᵀ about 25 % faster than h̃ W̃ and dz Wᵀ at M = 2000, H = 100.
+    Its row passes (the ReLU and its mask, σ′ on the backward and R-passes, the thin
+    products fused with them) are ``ops``: mamlnp/nn/policy_ops.py here, their compiled
+    twins in ``mamlnp.fast.policy.CompiledPoint``."""
+
+    ops = policy_ops
 
     def _mean_forward(self, phi, obs):
         D, H1, H2, _ = self.policy.sizes
@@ -81,11 +77,25 @@ class FactoredPoint(PolicyPoint):
         self.W2, self.W3 = W2[:H1], W3[:H2]                                # (H1, H2), (H2, A)
         self.xT = np.empty((D + 1, obs.shape[0]))
         self.xT[:D], self.xT[D] = obs.T, 1.0                               # x̃ᵀ (D+1, M)
-        self.h1w, self.s1T = _relu_ones(W1.T, self.xT)                     # (2H1+1, M), (H1, M)
-        self.h2w, self.s2T = _relu_ones(W2.T, self.h1w[:H1 + 1])           # (2H2+1, M), (H2, M)
+        self.h1w, self.s1T = self._relu_layer(W1, self.xT)                 # (2H1+1, M), (H1, M)
+        self.h2w, self.s2T = self._relu_layer(W2, self.h1w[:H1 + 1])       # (2H2+1, M), (H2, M)
         self.h1T, self.h2T = self.h1w[:H1 + 1], self.h2w[:H2 + 1]          # h̃1ᵀ, h̃2ᵀ (views)
         self.caches, self.d1T, self.K = None, None, None
         return (W3.T @ self.h2T).T                                         # μ (M, A)
+
+    def _relu_layer(self, W, hT):
+        """(h̃′ᵀ = [max(W̃ᵀ h̃ᵀ, 0); 1; ·] (2H+1, M), sᵀ = 1[W̃ᵀ h̃ᵀ > 0] (H, M) bool) of a
+        layer W̃ (I+1, H) on h̃ᵀ (I+1, M); the last H rows are left for the R-pass's R{h}ᵀ
+        (``_rforward``). A thin layer (I+1 ≤ THIN) is one fused pass (``ops.product_relu``),
+        a wide one a BLAS product, then ``ops.relu_rows``."""
+        H, M = W.shape[1], hT.shape[1]
+        out, s = np.empty((2 * H + 1, M)), np.empty((H, M), dtype=bool)
+        if W.shape[0] <= THIN:
+            self.ops.product_relu(np.ascontiguousarray(W.T), hT, out, s)
+        else:
+            np.matmul(W.T, hT, out=out[:H])                                # zᵀ = W̃ᵀ h̃ᵀ (H, M)
+            self.ops.relu_rows(out, s)
+        return out, s
 
     def _scores(self, actions):
         """``PolicyPoint._scores`` on (A, M) rows (long rows for NumPy's loops, not rows of
@@ -124,11 +134,11 @@ class FactoredPoint(PolicyPoint):
         H2 = self.W2.shape[1]
         G3[:] = self.h2T @ d                                               # (H2+1, A)
         dzw = np.empty((2 * H2, d.shape[0]))
-        dz2T = np.matmul(self.W3, d.T, out=dzw[H2:])
-        dz2T *= self.s2T                                                   # (H2, M)
+        dz2T = dzw[H2:]
+        self.ops.product_mask(self.W3, np.ascontiguousarray(d.T), self.s2T, dz2T)  # (H2, M)
         G2[:] = self.h1T @ dz2T.T                                          # (H1+1, H2)
         dz1T = self.W2 @ dz2T
-        dz1T *= self.s1T                                                   # (H1, M)
+        self.ops.mask_rows(dz1T, self.s1T)                                 # (H1, M)
         G1[:] = self.xT @ dz1T.T                                           # (D+1, H1)
         return d, dzw
 
@@ -155,7 +165,7 @@ class FactoredPoint(PolicyPoint):
     def _jvp_factored(self, V1, V2, V3):
         """(Rμ = J_μ v_φ (M, A), (s2 ⊙ h̃1 Ṽ2)ᵀ (H2, M)) through δ1."""
         u2T = V2.T @ self.h1T                                              # (H2, M): a product
-        u2T *= self.s2T                                                    # in place
+        self.ops.mask_rows(u2T, self.s2T)                                  # in place
         RmuT = self.W3.T @ u2T + V3.T @ self.h2T                           # (A, M)
         RmuT += np.einsum("km,jkm->jm", V1.T @ self.xT, self.d1T)          # (x̃ Ṽ1) · δ1_j
         return RmuT.T, u2T
@@ -175,10 +185,10 @@ class FactoredPoint(PolicyPoint):
         Rh1ᵀ and Rh2ᵀ into the last rows of h̃1w, h̃2w (scratch: the next R-pass rewrites them)."""
         V1, V2, V3 = V = self._blocks(v)
         H1, H2 = self.W2.shape
-        Rh1T = np.matmul(V1.T, self.xT, out=self.h1w[H1 + 1:])
-        Rh1T *= self.s1T                                                   # (H1, M)
+        Rh1T = self.h1w[H1 + 1:]
+        self.ops.product_mask(np.ascontiguousarray(V1.T), self.xT, self.s1T, Rh1T)  # (H1, M)
         Rh2T = np.matmul(_side(V2, self.W2), self.h1w, out=self.h2w[H2 + 1:])
-        Rh2T *= self.s2T                                                   # s2 ⊙ (h̃1 Ṽ2 + Rh1 W2)
+        self.ops.mask_rows(Rh2T, self.s2T)                                 # s2 ⊙ (h̃1 Ṽ2 + Rh1 W2)
         return V, (_side(V3, self.W3) @ self.h2w).T, (Rh1T, Rh2T)         # Rμ = h̃2 Ṽ3 + Rh2 W3
 
     def fisher_vp(self, v):
@@ -187,8 +197,8 @@ class FactoredPoint(PolicyPoint):
         Rmu = self.factorize(cross=False)._jvp_factored(*self._blocks(v))[0]   # δ1 only
         y = Rmu * (self.inv_var / Rmu.shape[0])                            # (M, A)
         out = np.empty(v.shape)
-        dz2T = self.W3 @ y.T
-        dz2T *= self.s2T                                                   # (H2, M)
+        dz2T = np.empty(self.s2T.shape)
+        self.ops.product_mask(self.W3, np.ascontiguousarray(y.T), self.s2T, dz2T)  # (H2, M)
         self._vjp_factored(y, dz2T, out)
         out[Pm:] = 2.0 * v[Pm:]
         return out
@@ -212,15 +222,15 @@ class FactoredPoint(PolicyPoint):
         G2[:] = self.h1T @ Rdz2T.T
         G2[:-1] += Rh1T @ dzw[H2:].T                                       # (H1+1, H2)
         Rdz1T = np.concatenate([self.W2, V2[:-1]], axis=1) @ dzw           # W2 R{dz2}ᵀ + V2 dz2ᵀ
-        Rdz1T *= self.s1T                                                  # R{dz1}ᵀ (H1, M)
+        self.ops.mask_rows(Rdz1T, self.s1T)                                # R{dz1}ᵀ (H1, M)
         G1[:] = self.xT @ Rdz1T.T                                          # (D+1, H1)
         return out
 
     def _rdz2(self, r, d, V3, out=None):
         """R{dz2}ᵀ = (s2 ⊙ (r W3ᵀ + d V3ᵀ))ᵀ (H2, M), as one product [W3, V3] [r, d]ᵀ."""
-        Rdz2T = np.matmul(np.concatenate([self.W3, V3[:-1]], axis=1),
-                          np.concatenate([r.T, d.T]), out=out)
-        Rdz2T *= self.s2T
+        Rdz2T = np.empty(self.s2T.shape) if out is None else out
+        self.ops.product_mask(np.concatenate([self.W3, V3[:-1]], axis=1),
+                              np.concatenate([r.T, d.T]), self.s2T, Rdz2T)
         return Rdz2T
 
     def _hvp_factored(self, v, score_coeffs):
