@@ -12,13 +12,17 @@ timesteps (20 trajectories of 100) before and after the update, observations U(â
 actions and advantages N(0, 1), the same construction as the JAX peer's. Timed:
 
   meta_gradient_<est>   mamlnp.rl_meta_gradient(policy, Î¸, pre, post, 0.5, est): the passes
-                        written out for two hidden ReLU layers (mamlnp/nn/policy_factors.py)
+                        written out for two hidden ReLU layers (mamlnp/nn/policy_factors.py),
+                        their row passes compiled (backend "numba", the default:
+                        mamlnp/fast/policy/)
   fvp_product           one product of meta_fvp_operator (the operator built beforehand, as a
                         conjugate-gradient solve uses it), estimator "lvc": the product the JAX
                         comparison computes with --estimator lvc (they agree to 1e-15,
                         tests/test_compare_navigation_jax.py; the default "maml" U costs the
                         same), through the Jacobian factors cached when the operator is built
   fvp_with_setup        meta_fvp: the operator built (factors included) and applied once
+  *_numpy               the same with backend="numpy": the row passes in NumPy
+                        (mamlnp/nn/policy_ops.py, the compiled kernels' reference)
   *_rpass               the same with factored=False: the general R-pass (mamlnp/nn/policy.py),
                         the alternative beside the default, with its cost
   trpo_iteration        the derivatives of one meta-TRPO iteration: meta_trpo_fns (the lvc
@@ -105,15 +109,18 @@ def mamlnp_block(policy, theta, pre, post, reps, v, threads):
     obs1 = [p[0] for p in post]
     res = {f"meta_gradient_{e}": timed(lambda e=e: rl.rl_meta_gradient(
         policy, theta, pre, post, 0.5, e, threads=threads), reps) for e in rl.ESTIMATORS}
+    res["meta_gradient_lvc_numpy"] = timed(lambda: rl.rl_meta_gradient(
+        policy, theta, pre, post, 0.5, "lvc", threads=threads, backend="numpy"), reps)
     res["meta_gradient_lvc_rpass"] = timed(lambda: rl.rl_meta_gradient(
         policy, theta, pre, post, 0.5, "lvc", threads=threads, factored=False), reps)
-    for tag, factored in (("", None), ("_rpass", False)):
+    for tag, factored, backend in (("", None, None), ("_numpy", None, "numpy"),
+                                   ("_rpass", False, None)):
         fvp = rl.meta_fvp_operator(policy, theta, pre, obs1, 0.5, estimator="lvc",
-                                   threads=threads, factored=factored)
+                                   threads=threads, factored=factored, backend=backend)
         res["fvp_product" + tag] = timed(lambda: fvp(v), reps)
         res["fvp_with_setup" + tag] = timed(lambda: rl.meta_fvp(
             policy, theta, pre, obs1, 0.5, v, estimator="lvc", threads=threads,
-            factored=factored), reps)
+            factored=factored, backend=backend), reps)
     def trpo_iteration():
         obj, g, fvp, sur, kl = rl_trpo.meta_trpo_fns(policy, theta, pre, post, 0.5, "lvc",
                                                      threads=threads)
@@ -177,6 +184,7 @@ def main():
             "fvp_product": n * (2 * hvp + fisher)}
     work["fvp_with_setup_rpass"] = work["fvp_product_rpass"] + n * (2 * fwd + bwd)
     work["fvp_with_setup"] = work["fvp_product"] + n * (2 * fwd + bwd + setup_pre + setup_post)
+    work["fvp_product_numpy"], work["fvp_with_setup_numpy"] = work["fvp_product"], work["fvp_with_setup"]
     print(f"T = {a.tasks} tasks x M = {a.steps} timesteps, P = {policy.num_params}, "
           f"{a.threads} task thread(s), one BLAS thread in {blas} OpenBLAS; "
           f"median ms [min-max] over {a.rounds} rounds x {a.reps}")

@@ -3,7 +3,7 @@
 Dimension legend: none (the dispatch; shapes in mamlnp/fast/kernelset.py).
 
     fast/
-      __init__.py      kernels_for (from kernelset.py), spin_threads
+      __init__.py      kernels_for (from kernelset.py), compiled_point, spin_threads
       kernelset.py     KernelSet: what every set provides (methods, argument order);
                        SETS, the registered kinds; kernels_for(model, method, alpha)
       common/          kernels shared by the sets: linalg (BLAS dgemm), threads (the atomic

@@ -25,6 +25,8 @@ docstring names the reference, file and function, and its test file). The module
   conv/     ``conv_kernels`` (im2col/col2im, the ConvNet's passes: nn/conv.py, nn/convnet.py),
             ``bn2d`` (batch norm's R-backward row by row), ``conv_maml`` (one task's
             meta-gradient, the drivers: meta/maml.py), ``kernelset`` (the set)
+  policy/   ``policy_kernels`` (the navigation policy's row passes: nn/policy_ops.py; 2-d
+            (·, M) arrays, not flat, called from Python per task: ``CompiledPoint``)
   fast/     ``episode_kernels`` (Omniglot episodes: tasks/omniglot.py)
 
 Conventions: every array is flat (1-d, row-major) and addressed by offsets, so
