@@ -170,12 +170,13 @@ def _inner(policy, theta, task, alpha, cls=PolicyPoint):
     return pt, theta + alpha * g
 
 
-def inner_step(policy, theta, pre, alpha):
-    """θ′ = θ + α ∇_θ (1/M) Σ_m Â_m log π_θ(a_m|s_m) for one task's samples ``pre``."""
+def inner_step(policy, theta, pre, alpha, backend=None):
+    """θ′ = θ + α ∇_θ (1/M) Σ_m Â_m log π_θ(a_m|s_m) for one task's samples ``pre``;
+    ``backend`` as in ``rl_meta_gradient``."""
     theta = policy.check_theta(theta)
     alpha = positive_float("alpha", alpha)
     return _inner(policy, theta, check_samples(policy, pre, "pre"), alpha,
-                  _point_class(policy))[1]
+                  _point_class(policy, backend=backend))[1]
 
 
 # ---- the estimators' curvature ------------------------------------------------------------

@@ -73,10 +73,10 @@ def _check_inner(inner, theta, pre, alpha, cls):
     return inner.points
 
 
-def timed(seconds, key, fn, *args):
-    """fn(*args), its wall time added to seconds[key] (when seconds is a dict)."""
+def timed(seconds, key, fn, *args, **kwargs):
+    """fn(*args, **kwargs), its wall time added to seconds[key] (when seconds is a dict)."""
     t0 = time.perf_counter()
-    out = fn(*args)
+    out = fn(*args, **kwargs)
     if seconds is not None:
         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t0
     return out

@@ -43,7 +43,10 @@ every rollout's noise), checkpointed with θ, so a resumed run repeats the same 
 NaN/inf meta-gradient stops the run before the step (DivergenceError; the last checkpoint
 is kept); Ctrl-C or SIGTERM writes a checkpoint and raises TrainingInterrupted. ``threads``
 runs the tasks' derivatives on that many threads (mamlnp/meta/rl.py: the same bits at any
-count, so a resumed run may change it; default: the cores the process may use). The
+count, so a resumed run may change it; default: the cores the process may use). ``backend``
+"numba" (default) runs the policy's row passes compiled (mamlnp/fast/policy/), "numpy" their
+NumPy twins: the same maths to rounding, not the same bits, so a resumed run keeps its
+backend (config.json records it; a run saved before the option counts as "numpy"). The
 Fisher-vector product is the exact Hessian of the mean KL the line search measures (U the
 true Jacobian of the inner step on its fixed samples), whichever estimator gives ∇̂.
 """
@@ -56,10 +59,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DivergenceError, InputError
+from ..fast.compile_notice import first_call_notice
 from ..meta import rl as RL
 from ..meta import rl_steps as RS
 from ..meta import rl_trpo as RT
 from ..meta.rl_trpo import timed
+from ..meta.maml import check_backend
 from ..meta.optim import Adam
 from ..meta.trpo import trpo_step
 from ..nn.policy import GaussianPolicy, PolicyPoint, mean_kl_points
@@ -76,7 +81,8 @@ DEFAULTS = {"task": "navigation", "method": "maml", "estimator": "lvc", "outer":
             "damping": 1e-5, "backtrack_ratio": 0.8, "max_backtracks": 15, "iterations": 100,
             "hidden": [100, 100], "activation": "relu", "seed": 0, "checkpoint_every": 10,
             "inner_steps": 1, "later_alpha": 0.25,
-            "threads": None}                   # None: the cores this process may use
+            "threads": None,                   # None: the cores this process may use
+            "backend": None}                   # None: mamlnp.meta.maml.DEFAULT_BACKEND, saved
 RESUMABLE = ("iterations", "checkpoint_every", "threads")     # what --resume may change
 
 
@@ -101,6 +107,7 @@ def make_config(**kwargs):
               "max_backtracks", "checkpoint_every", "inner_steps"):
         cfg[k] = positive_int(k, cfg[k])
     cfg["seed"] = nonneg_int("seed", cfg["seed"])
+    cfg["backend"] = check_backend(cfg["backend"])          # "numba" or "numpy", recorded
     if cfg["inner_steps"] > 1 and cfg["method"] != "maml":
         raise InputError(f"inner_steps: expected 1 for method {cfg['method']!r} (it does not "
                          f"adapt), got {cfg['inner_steps']}")
@@ -161,18 +168,18 @@ def sample_batch(policy, cfg, theta, rng, seconds=None):
     if cfg["method"] != "maml":
         return goals, pre_ro, pre, None, None, None
     inner = timed(seconds, "inner_step", RT.inner_steps, policy, theta, pre, cfg["alpha"],
-                  cfg["threads"])
+                  cfg["threads"], backend=cfg["backend"])
     post_ro = roll(inner.thetas)
     return goals, pre_ro, pre, inner, post_ro, samples(post_ro)
 
 
-def _plain_fns(policy, theta, tasks, damping, threads=1):
+def _plain_fns(policy, theta, tasks, damping, threads=1, backend=None):
     """Policy gradient, Fisher-vector product, line-search surrogate and KL without adaptation
     (θ′ = θ): the methods pretrain and oracle. Means over the T tasks of per-task means; the
-    points are rl.py's (a two-hidden-layer ReLU policy's Fisher product through the Jacobian
-    factors, computed at its first call), the tasks on ``threads`` threads; at θ itself the
-    surrogate and KL reuse the points."""
-    cls = RL._point_class(policy)
+    points are rl.py's on ``backend`` (a two-hidden-layer ReLU policy's Fisher product through
+    the Jacobian factors, computed at its first call), the tasks on ``threads`` threads; at θ
+    itself the surrogate and KL reuse the points."""
+    cls = RL._point_class(policy, backend=backend)
 
     def point_grad(task):
         p = cls(policy, theta, task[0], task[1])
@@ -256,14 +263,15 @@ def _derivatives(policy, cfg, theta, pre, inner, post, seconds):
     of "meta_gradient" and "fvp_setup" added to ``seconds``."""
     if cfg["method"] != "maml":
         obj, grad, *fns = timed(seconds, "meta_gradient", _plain_fns, policy, theta, pre,
-                                cfg["damping"], cfg["threads"])
+                                cfg["damping"], cfg["threads"], cfg["backend"])
         return obj, grad, fns
     if cfg["outer"] == "adam":
         return (*timed(seconds, "meta_gradient", RL.rl_meta_gradient, policy, theta, pre,
-                        post, cfg["alpha"], cfg["estimator"], cfg["threads"]), None)
+                        post, cfg["alpha"], cfg["estimator"], cfg["threads"],
+                        backend=cfg["backend"]), None)
     obj, grad, *fns = RT.meta_trpo_fns(policy, theta, pre, post, cfg["alpha"], cfg["estimator"],
                                        cfg["damping"], threads=cfg["threads"], inner=inner,
-                                       seconds=seconds)
+                                       seconds=seconds, backend=cfg["backend"])
     return obj, grad, fns
 
 
@@ -280,12 +288,13 @@ def sample_chain(policy, cfg, theta, rng, seconds=None):
     alphas = (cfg["alpha"],) + (cfg["later_alpha"],) * (cfg["inner_steps"] - 1)
     pre_ro, pre = batch(theta)
     chain = timed(seconds, "inner_step", RS.start_chain, policy, theta, pre, alphas,
-                  cfg["threads"])
+                  cfg["threads"], backend=cfg["backend"])
     post_ros = []
     for _ in alphas:
         ro, samples = batch(chain.next_thetas())
         post_ros.append(ro)
-        timed(seconds, "inner_step", RS.extend, policy, chain, samples, cfg["threads"])
+        timed(seconds, "inner_step", RS.extend, policy, chain, samples, cfg["threads"],
+              backend=cfg["backend"])
     return pre_ro, chain, post_ros
 
 
@@ -311,9 +320,9 @@ def train_navigation(*, out=None, resume=False, overwrite=False, progress=True, 
 
     kwargs : keys of DEFAULTS (method, estimator, outer, alpha, iterations, ...).
     out : the run directory (checkpoint.npz, config.json, history.csv); None keeps nothing.
-    resume : continue the run in ``out`` to the same bits (only iterations and
-    checkpoint_every may change). callback(iteration, before, after, info) after every
-    iteration; a truthy return stops training (a checkpoint is written).
+    resume : continue the run in ``out`` to the same bits (only iterations,
+    checkpoint_every and threads may change). callback(iteration, before, after, info) after
+    every iteration; a truthy return stops training (a checkpoint is written).
     """
     if resume and out is None:
         raise InputError("resume: expected a run directory in out=..., got out=None")
@@ -337,22 +346,8 @@ def train_navigation(*, out=None, resume=False, overwrite=False, progress=True, 
 def _load(out, kwargs):
     """(config, state) of the run in ``out``; options given again must equal the saved ones."""
     saved = NC.read(out)
-    cfg = dict(saved["config"])
-    have = {**cfg, "hidden": cfg["policy"]["sizes"][1:-1],
-            "activation": cfg["policy"]["activation"]}
-    for key, value in kwargs.items():
-        if value is None or key in RESUMABLE:
-            continue
-        if key not in DEFAULTS:
-            raise InputError(f"{key}: not an option of train navigation")
-        if np.atleast_1d(value).tolist() != np.atleast_1d(have.get(key)).tolist():
-            raise InputError(f"{key}: the run in {out!r} was trained with {key}="
-                             f"{have.get(key)!r}, got {value!r}; only {', '.join(RESUMABLE)} "
-                             f"may change on --resume")
-    cfg.setdefault("threads", 1)
-    cfg.setdefault("sampler", "episodes")          # runs saved before the sampler option
-    cfg.setdefault("inner_steps", 1)               # … and before --inner-steps
-    cfg.setdefault("later_alpha", 0.25)
+    cfg = NC.with_old_defaults(saved["config"])     # the options a run saved before them
+    NC.check_resume(out, cfg, kwargs, DEFAULTS, RESUMABLE)
     for key in RESUMABLE:
         if kwargs.get(key) is not None:
             cfg[key] = positive_int(key, kwargs[key])
@@ -379,7 +374,7 @@ def _save(out, cfg, state):
     write_history_csv(os.path.join(out, "history.csv"), history,
                       ("iteration", "return_before", "return_after"))
     write_json(os.path.join(out, CONFIG_NAME), {**cfg, "metadata": metadata(
-        "numpy", cfg["seed"], state.wall, state.iteration)})
+        cfg["backend"], cfg["seed"], state.wall, state.iteration)})
     state.last_checkpoint = state.iteration
 
 
@@ -388,7 +383,8 @@ def _run(policy, cfg, state, out, progress, callback):
     with StopSignals() as signals:
         while state.iteration < cfg["iterations"] and not stop:
             t0 = time.perf_counter()
-            before, after, info = iteration(policy, cfg, state)
+            with first_call_notice(backend=cfg["backend"]):      # kernels compile once
+                before, after, info = iteration(policy, cfg, state)
             state.iteration += 1
             state.history.append((state.iteration, before, after))
             if progress:

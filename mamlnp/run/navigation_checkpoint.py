@@ -29,6 +29,10 @@ from ..npzread import NpzReader
 from ..tasks.navigation import SAMPLERS
 
 METHODS = ("maml", "pretrain", "oracle")
+# An option's value for a run saved before the option existed: what such runs ran (one
+# thread, whole-episode batches, one inner step; the backend counted as "numpy").
+OLD_RUN_DEFAULTS = {"threads": 1, "sampler": "episodes", "inner_steps": 1, "later_alpha": 0.25,
+                    "backend": "numpy"}
 ESTIMATORS = ("dice", "lvc", "maml")
 OUTERS = ("trpo", "adam")
 MAX_HIDDEN = 4096                  # a policy layer wider than this is not a navigation policy
@@ -61,11 +65,13 @@ def policy_of(file, config):
 
 def check_config(file, config, iteration):
     """Every key of a navigation config for type and range (CheckpointError naming it)."""
+    from ..meta.maml import BACKENDS
     checks = {"task": lambda v: choice("task", v, ("navigation",)),
               "method": lambda v: choice("method", v, METHODS),
               "estimator": lambda v: choice("estimator", v, ESTIMATORS),
               "outer": lambda v: choice("outer", v, OUTERS),
               "sampler": lambda v: choice("sampler", v, SAMPLERS),
+              "backend": lambda v: choice("backend", v, BACKENDS),
               "alpha": lambda v: positive_float("alpha", v),
               "later_alpha": lambda v: positive_float("later_alpha", v),
               "beta": lambda v: positive_float("beta", v),
@@ -79,7 +85,7 @@ def check_config(file, config, iteration):
                   "meta_batch", "trajectories", "horizon", "iterations", "cg_iters",
                   "max_backtracks", "checkpoint_every", "threads", "inner_steps")}}
     missing = [k for k in checks if k not in config
-               and k not in ("first_order", "threads", "sampler", "inner_steps", "later_alpha")]
+               and k != "first_order" and k not in OLD_RUN_DEFAULTS]
     if missing:
         raise S.fail(file, f"config.{missing[0]}", "missing (expected a navigation run's config)")
     for key, check in checks.items():
@@ -92,6 +98,32 @@ def check_config(file, config, iteration):
     if config["iteration"] != iteration:
         raise S.fail(file, "config.iteration", f"expected {iteration}, got {config['iteration']}")
     return config
+
+
+def with_old_defaults(config):
+    """A copy of a saved config with OLD_RUN_DEFAULTS for the options it predates."""
+    return {**OLD_RUN_DEFAULTS, **config}
+
+
+def check_resume(out, config, kwargs, options, resumable):
+    """Options of ``kwargs`` given again on --resume (not None, not in ``resumable``) must be
+    keys of ``options`` and equal the run's ``config``: else InputError naming the first."""
+    from ..meta.maml import BACKENDS
+    have = {**config, "hidden": config["policy"]["sizes"][1:-1],
+            "activation": config["policy"]["activation"]}
+    for key, value in kwargs.items():
+        if value is None or key in resumable:
+            continue
+        if key not in options:
+            raise InputError(f"{key}: not an option of train navigation")
+        if key == "backend":
+            value = choice("backend", value, BACKENDS)
+        if np.atleast_1d(value).tolist() != np.atleast_1d(have.get(key)).tolist():
+            why = ("; the backends agree to rounding, not bit for bit, so the resumed run would "
+                   "not equal one trained in one sitting" if key == "backend" else "")
+            raise InputError(f"{key}: the run in {out!r} was trained with {key}="
+                             f"{have.get(key)!r}, got {value!r}; only {', '.join(resumable)} "
+                             f"may change on --resume{why}")
 
 
 # ---- save ---------------------------------------------------------------------------

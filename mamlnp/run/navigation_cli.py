@@ -10,12 +10,18 @@ iterations: a protocol extension, its own row), evaluates them with a random
 initialisation on the same 40 held-out goals, and writes
 results.md (the table beside the paper's), results.json, returns.png and trajectories.png.
 Runs already in ``--out`` are reused (finished) or continued (interrupted).
+
+``--backend`` (numba, the default, or numpy: mamlnp/meta/rl.py's point classes) is the new
+training runs' and the evaluation's; a run continued or reused keeps its own, and a
+``--backend`` given against it is refused (the two agree to rounding, not bit for bit).
 """
 import os
 import sys
 import time
 
 from ..errors import DivergenceError, InputError, MamlnpError
+from ..fast.compile_notice import first_call_notice
+from ..meta.maml import check_backend
 from . import navigation_eval as NE
 from .train import TrainingInterrupted
 
@@ -23,10 +29,11 @@ QUICK_ITERATIONS = 3
 TRAIN_KEYS = ("method", "estimator", "outer", "alpha", "beta", "meta_batch", "trajectories",
               "sampler", "inner_steps", "later_alpha",
               "max_kl", "cg_iters", "damping", "backtrack_ratio", "max_backtracks",
-              "iterations", "hidden", "activation", "seed", "checkpoint_every", "threads")
+              "iterations", "hidden", "activation", "seed", "checkpoint_every", "threads",
+              "backend")
 
 
-OTHER_KEYS = ("shots", "query", "optimizer", "init", "backend", "eval_every",
+OTHER_KEYS = ("shots", "query", "optimizer", "init", "eval_every",
               "ways", "data_dir", "lam", "cg_steps", "epoch_length", "msl_epochs", "fo_epochs",
               "inner_bn")
 NAV_ONLY = ("estimator", "outer", "trajectories", "sampler", "later_alpha", "max_kl", "cg_iters", "damping",
@@ -119,13 +126,15 @@ def run_evaluate(args):
         entries["random"] = (GaussianPolicy(first.sizes, NE.RANDOM_ACTIVATION), None)
     steps = NE.EVAL_STEPS if args.max_steps is None else args.max_steps
     sampler = args.sampler or NE.EVAL_SAMPLER
-    goals, results = NE.evaluate_policies(entries, steps=steps, keep=not args.no_plots,
-                                          sampler=sampler)
+    backend = check_backend(args.backend)
+    with first_call_notice(backend=backend):                # kernels compile once
+        goals, results = NE.evaluate_policies(entries, steps=steps, keep=not args.no_plots,
+                                              sampler=sampler, backend=backend)
     run_dir = os.path.dirname(os.path.abspath(args.run)) if args.run.endswith(".npz") else args.run
     out = args.out or os.path.join(run_dir, "eval")
     print(NE.format_table(results, steps))
-    paths = NE.write_results(results, goals, out, meta={"run": args.run, "baseline": args.baseline},
-                             sampler=sampler)
+    paths = NE.write_results(results, goals, out, meta={"run": args.run, "baseline": args.baseline,
+                                                        "backend": backend}, sampler=sampler)
     if not args.no_plots:
         paths += _figures(results, out)
     print("written: " + ", ".join(paths))
@@ -168,12 +177,13 @@ def run_reproduce(args):
                "oracle": entries["oracle"], "maml-steps": entries["maml-steps"]}
     t1 = time.perf_counter()
     print("[reproduce] evaluating on the 40 held-out goals", flush=True)
-    n = 4 if args.quick else NE.EVAL_TRAJECTORIES
-    goals, results = NE.evaluate_policies(entries, keep=True, trajectories=n)
+    n, backend = 4 if args.quick else NE.EVAL_TRAJECTORIES, check_backend(args.backend)
+    goals, results = NE.evaluate_policies(entries, keep=True, trajectories=n, backend=backend)
     print(NE.format_table(results))
-    extra = _extra_tables(entries, n)
+    extra = _extra_tables(entries, n, backend)
     paths = NE.write_results(results, goals, out, meta={
         "command": "mamlnp reproduce navigation" + (" --quick" if args.quick else ""),
+        "backend": backend,
         "train_seconds_this_call": round(t1 - t0, 1),
         "evaluate_seconds": round(time.perf_counter() - t1, 1)}, trajectories=n, extra=extra)
     paths += _figures(results, out)
@@ -181,7 +191,7 @@ def run_reproduce(args):
     return 0
 
 
-def _extra_tables(entries, n):
+def _extra_tables(entries, n, backend):
     """The same policies on the paper's own 40 test goals, and on the held-out goals with
     batches of exactly n episodes (the "40 trajectories" reading of the test script)."""
     out = []
@@ -189,30 +199,41 @@ def _extra_tables(entries, n):
             ("The paper's own 40 test goals (test_maml_point.py's seed)", NE.paper_goals(),
              "steps"),
             ("Held-out goals, each batch exactly n episodes", NE.held_out_goals(), "episodes")):
-        g, res = NE.evaluate_policies(entries, goals=goals, trajectories=n, sampler=sampler)
+        g, res = NE.evaluate_policies(entries, goals=goals, trajectories=n, sampler=sampler,
+                                      backend=backend)
         print(f"\n{title}\n" + NE.format_table(res))
         out.append((title, g, res, sampler))
     return out
 
 
 def _train_or_reuse(args, method, run, **extra):
-    """(policy, θ) of the run ``run``: reused if finished, continued if not, else trained
-    with ``extra`` options (--quick: a tiny policy for QUICK_ITERATIONS iterations, a smoke
-    test)."""
+    """(policy, θ) of the run ``run``: reused if finished, continued if not (on its own
+    backend; --backend, if given, must be it), else trained with ``extra`` options on
+    --backend (--quick: a tiny policy for QUICK_ITERATIONS iterations, a smoke test)."""
     from .navigation import train_navigation
-    from .navigation_checkpoint import read
+    from .navigation_checkpoint import read, with_old_defaults
     own = extra.pop("iterations", None)              # the row's default, below --iterations
     iterations = QUICK_ITERATIONS if args.quick else (args.iterations or own)
     print(f"[reproduce] {method}: {run}", flush=True)
     if not args.overwrite and os.path.exists(os.path.join(run, "checkpoint.npz")):
         have = read(run)
+        _same_backend(args, run, with_old_defaults(have["config"])["backend"])
         if have["iteration"] < (iterations or have["config"]["iterations"]):
             train_navigation(out=run, resume=True, iterations=iterations,
                              progress=not args.no_progress)
     else:
         small = dict(meta_batch=2, trajectories=4, hidden=[16, 16]) if args.quick else {}
         train_navigation(out=run, overwrite=args.overwrite, method=method, seed=args.seed,
-                         iterations=iterations, progress=not args.no_progress, **small,
-                         **extra)
+                         iterations=iterations, progress=not args.no_progress,
+                         backend=args.backend, **small, **extra)
     policy, theta, _ = _load(run)
     return policy, theta
+
+
+def _same_backend(args, run, saved):
+    """InputError naming --backend when it is given and the run in ``run`` was trained on
+    another backend (the two agree to rounding, not bit for bit)."""
+    if args.backend is not None and check_backend(args.backend) != saved:
+        raise InputError(f"--backend: the run in {run!r} was trained with backend {saved!r}, "
+                         f"got {args.backend!r}; drop --backend (the runs keep their own), "
+                         f"give --backend {saved}, or --overwrite to train them again")

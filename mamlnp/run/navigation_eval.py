@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from ..meta import rl as RL
+from ..meta.maml import check_backend
 from ..tasks import navigation as nav
 from ..tasks.navigation import GOAL_RANGE
 from ..validation import nonneg_int, positive_int
@@ -59,12 +60,13 @@ def paper_goals():
 
 
 def adaptation_returns(policy, thetas, goals, trajectories=EVAL_TRAJECTORIES, steps=EVAL_STEPS,
-                       rng=0, oracle=False, keep=False, sampler=EVAL_SAMPLER):
+                       rng=0, oracle=False, keep=False, sampler=EVAL_SAMPLER, backend=None):
     """Average return per goal after 0 … S plain PG steps: -> (returns (G, S + 1), rollouts).
 
     thetas : θ (P,) for every goal, or (G, P) one per goal; goals (G, 2); rng a seed or
     Generator (the rollouts' noise). ``keep``: also return the S + 1 Rollouts (for drawings).
     sampler: "steps" (N·H steps of whole episodes per batch, the test script's) or "episodes".
+    backend: the PG steps' points, "numba" (None: the default) or "numpy" (rl.inner_step).
     """
     goals = nav.check_goals(goals)
     steps = nonneg_int("steps", steps)
@@ -80,7 +82,7 @@ def adaptation_returns(policy, thetas, goals, trajectories=EVAL_TRAJECTORIES, st
             kept.append(ro)
         if s < steps:
             lr = STEP_SIZES[0] if s == 0 else STEP_SIZES[1]
-            thetas = np.stack([RL.inner_step(policy, th, smp, lr)
+            thetas = np.stack([RL.inner_step(policy, th, smp, lr, backend)
                                for th, smp in zip(thetas, nav.to_samples(ro))])
     return out, kept
 
@@ -95,10 +97,12 @@ def summarize(returns):
 
 
 def evaluate_policies(entries, goals=None, trajectories=EVAL_TRAJECTORIES, steps=EVAL_STEPS,
-                      seed=EVAL_SEED, keep=False, sampler=EVAL_SAMPLER):
+                      seed=EVAL_SEED, keep=False, sampler=EVAL_SAMPLER, backend=None):
     """{row: {"returns" (G, S+1), "summary", "rollouts"}} for entries {row: (policy, θ or None)};
-    θ None: a random initialisation per goal ("random init"); row "oracle" is scored at 0 steps."""
+    θ None: a random initialisation per goal ("random init"); row "oracle" is scored at 0 steps.
+    backend: adaptation_returns'."""
     goals = held_out_goals(seed=seed) if goals is None else nav.check_goals(goals)
+    backend = check_backend(backend)
     results = {}
     for i, (row, (policy, theta)) in enumerate(entries.items()):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 1 + i]))
@@ -106,7 +110,7 @@ def evaluate_policies(entries, goals=None, trajectories=EVAL_TRAJECTORIES, steps
             theta = np.stack([policy.init(rng) for _ in range(goals.shape[0])])
         oracle = policy.obs_dim == 4
         ret, ros = adaptation_returns(policy, theta, goals, trajectories, 0 if oracle else steps,
-                                      rng, oracle, keep, sampler)
+                                      rng, oracle, keep, sampler, backend)
         results[row] = {"returns": ret, "summary": summarize(ret), "rollouts": ros}
     return goals, results
 

@@ -78,7 +78,8 @@ def add_arguments(p):
                    help="sinusoid: θ initialisation, see MLP.init (default uniform: PyTorch's "
                         "U(±1/√fan_in); normal: cbfinn's N(0, 0.01²); omniglot uses normal)")
     p.add_argument("--backend", choices=("numpy", "numba"), default=None,
-                   help=f"meta-gradient backend (default {DEFAULT_BACKEND})")
+                   help=f"meta-gradient backend (default {DEFAULT_BACKEND}; navigation: the "
+                   "runs already in --out must have been trained on it)")
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK_ITERATIONS} iterations: a smoke test, not a result")
     p.add_argument("--resume", action="store_true",

@@ -102,7 +102,8 @@ def add_arguments(p):
                    f"conv: xavier, ConvNet.init's one scheme")
     p.add_argument("--seed", type=int, help=f"seed of the run's only RNG (default {d['seed']})")
     p.add_argument("--backend", choices=M.BACKENDS,
-                   help=f"meta-gradient backend (default {M.DEFAULT_BACKEND})")
+                   help=f"meta-gradient backend (default {M.DEFAULT_BACKEND}; a navigation "
+                   "run keeps its own on --resume)")
     p.add_argument("--out", help="run directory (default runs/sinusoid-<method>, "
                    "runs/omniglot-<N>way-<K>shot-<method>, runs/omniglot-<N>way-<K>shot-conv-"
                    "<method>; -bnfixed appended with --inner-bn fixed)")
