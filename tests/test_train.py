@@ -140,7 +140,17 @@ def test_resume_in_process_gives_the_same_bits(tmp_path, method):
         assert resumed.params[g].tobytes() == full.params[g].tobytes()
 
 
-def test_ctrl_c_checkpoints_and_raises_training_interrupted(tmp_path):
+@pytest.fixture
+def python_sigint():
+    """SIGINT handled by Python's default (KeyboardInterrupt) during the test, as in a
+    terminal; a test run started in the background of a shell without job control inherits
+    SIGINT ignored. The handler found is put back afterwards."""
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, found)
+
+
+def test_ctrl_c_checkpoints_and_raises_training_interrupted(tmp_path, python_sigint):
     full = mamlnp.meta_train(**TINY)
 
     def ctrl_c(step):
@@ -156,7 +166,7 @@ def test_ctrl_c_checkpoints_and_raises_training_interrupted(tmp_path):
     assert resumed.theta.tobytes() == full.theta.tobytes()
 
 
-def test_second_ctrl_c_interrupts_at_once(tmp_path):
+def test_second_ctrl_c_interrupts_at_once(tmp_path, python_sigint):
     def ctrl_c_twice(step):
         if step.iteration == 7:
             os.kill(os.getpid(), signal.SIGINT)
