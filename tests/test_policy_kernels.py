@@ -147,14 +147,9 @@ def test_compiled_point_matches_the_numpy_points_pass_by_pass(sizes):
     assert max(errs.values()) < 1e-12
 
 
-@pytest.fixture(scope="module")
-def relu_case():
-    return rlcheck.draw_rl_case(5, "relu", tasks=4)
-
-
 @pytest.mark.parametrize("estimator", rl.ESTIMATORS)
-def test_backends_agree_and_threads_keep_the_bits(relu_case, estimator):
-    policy, theta, pre, post, alpha = relu_case
+def test_backends_agree_and_threads_keep_the_bits(estimator):
+    policy, theta, pre, post, alpha = rlcheck.draw_rl_case(5, "relu", tasks=4)   # 4 tasks
     o0, g0 = rl.rl_meta_gradient(policy, theta, pre, post, alpha, estimator, backend="numpy")
     o1, g1 = rl.rl_meta_gradient(policy, theta, pre, post, alpha, estimator)      # numba
     o2, g2 = rl.rl_meta_gradient(policy, theta, pre, post, alpha, estimator, threads=2)

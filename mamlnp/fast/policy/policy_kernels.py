@@ -63,6 +63,37 @@ def _product_row(A, B, out, h, K, M):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _thin_shapes(A, B, s, out, extra_rows):
+    """True when A (H, K ≥ 1), B (K, M), s (H, M) and out (H + extra_rows, M) fit together
+    (``extra_rows`` ≥ 1: out may have more)."""
+    H, K = A.shape
+    M = B.shape[1]
+    rows_ok = out.shape[0] >= H + extra_rows if extra_rows > 0 else out.shape[0] == H
+    return (K >= 1 and B.shape[0] == K and rows_ok and out.shape[1] == M
+            and s.shape[0] == H and s.shape[1] == M)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _mask_row(x, s, h, M):
+    """Row h: x = s ⊙ x (NumPy's x · 1.0 or x · 0.0)."""
+    for m in range(M):
+        x[h, m] *= 1.0 if s[h, m] else 0.0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _product_rows(A, B, s, out, relu):
+    """Row by row: out[h] = A[h] B, then on the same row the ReLU and its mask s (``relu``)
+    or the mask s."""
+    H, M = s.shape
+    for h in range(H):
+        _product_row(A, B, out, h, A.shape[1], M)
+        if relu:
+            _relu_row(out, s, h, M)
+        else:
+            _mask_row(out, s, h, M)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def relu_rows(out, s):
     """out[H] = 1, out[:H+1] = max(out[:H+1], 0), s = out[:H] > 0 (``policy_ops.relu_rows``)."""
     H, M = s.shape
@@ -70,38 +101,25 @@ def relu_rows(out, s):
         raise ValueError("relu_rows: expected out of shape (>= H+1, M) for s of shape (H, M)")
     for h in range(H):
         _relu_row(out, s, h, M)
-    for m in range(M):
-        out[H, m] = 1.0
+    out[H, :] = 1.0
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def product_relu(A, B, out, s):
     """out[:H] = A B, then relu_rows(out, s), row by row (``policy_ops.product_relu``)."""
-    H, K = A.shape
-    M = B.shape[1]
-    if K < 1 or B.shape[0] != K or out.shape[0] < H + 1 or out.shape[1] != M \
-            or s.shape[0] != H or s.shape[1] != M:
+    if not _thin_shapes(A, B, s, out, 1):
         raise ValueError("product_relu: expected A (H, K >= 1), B (K, M), out (>= H+1, M), "
                          "s (H, M)")
-    for h in range(H):
-        _product_row(A, B, out, h, K, M)
-        _relu_row(out, s, h, M)
-    for m in range(M):
-        out[H, m] = 1.0
+    _product_rows(A, B, s, out, True)
+    out[A.shape[0], :] = 1.0
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def product_mask(A, B, s, out):
     """out = s ⊙ (A B), row by row (``policy_ops.product_mask``)."""
-    H, K = A.shape
-    M = B.shape[1]
-    if K < 1 or B.shape[0] != K or out.shape[0] != H or out.shape[1] != M \
-            or s.shape[0] != H or s.shape[1] != M:
+    if not _thin_shapes(A, B, s, out, 0):
         raise ValueError("product_mask: expected A (H, K >= 1), B (K, M), s (H, M), out (H, M)")
-    for h in range(H):
-        _product_row(A, B, out, h, K, M)
-        for m in range(M):
-            out[h, m] *= 1.0 if s[h, m] else 0.0
+    _product_rows(A, B, s, out, False)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -111,5 +129,4 @@ def mask_rows(x, s):
     if x.shape[0] != H or x.shape[1] != M:
         raise ValueError("mask_rows: expected x and s of one shape (H, M)")
     for h in range(H):
-        for m in range(M):
-            x[h, m] *= 1.0 if s[h, m] else 0.0
+        _mask_row(x, s, h, M)
