@@ -10,8 +10,9 @@ Layout: every (·, M) array is C-ordered, the M samples along the row, s a bool 
 Each kernel walks one row h at a time: a thin product's K-long sums are written into the
 row (16 KB at M = 2000, in L1), their terms added in k = 0, 1, …, K−1 order, then the ReLU
 or the mask is applied to the same row before the next, so an (H, M) array goes to memory
-once instead of in two or three passes (measured: 110-130 µs against ~330 µs for NumPy's
-matmul, maximum and comparison on (100, 2000) rows, K = 3, one core). max(v, 0) and
+once instead of in two or three passes (NumPy's matmul, then maximum and comparison, or the
+mask); docs/performance.md times the two (the *_numpy rows of
+benchmarks/bench_rl_derivatives.py). max(v, 0) and
 s ⊙ x have NumPy's bits exactly (``np.maximum``: +0.0 for v ≤ 0, NaN kept; ``x * s``:
 x · 1.0 or x · 0.0); a thin product differs from the BLAS one by the order of its K terms
 only (about 1e-16 relative).
@@ -38,8 +39,8 @@ def _relu_row(out, s, h, M):
 def _product_row(A, B, out, h, K, M):
     """Row h of out = A B: out[h, m] = ((A[h, 0] B[0, m] + A[h, 1] B[1, m]) + …) + A[h, K−1]
     B[K−1, m], the terms added in k order. K = 2, 3, 4 (the navigation policy's) are one loop
-    over m with the K terms written out (the same operations in the same order as the loop
-    over k below, about 1.5x faster than it, which re-reads the row K times)."""
+    over m with the K terms written out: the same operations in the same order as the loop
+    over k below, which re-reads the row K times."""
     if K == 2:
         a0, a1 = A[h, 0], A[h, 1]
         for m in range(M):
