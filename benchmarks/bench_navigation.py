@@ -2,14 +2,14 @@
 they go.
 
     python benchmarks/bench_navigation.py [--iterations 5] [--warmup 2] [--threads 2]
-        [--method maml] [--seed 0] [--inner-steps 1]
+        [--method maml] [--estimator maml] [--seed 0] [--inner-steps 1]
 
 Dimension legend: T = 20 tasks (meta-batch), N = 20 trajectories per task, H = 100 steps,
 K timed iterations.
 
 Runs the trainer's own iteration (``mamlnp.run.navigation.iteration``, the defaults of
-``DEFAULTS``: MAML, lvc, TRPO with 10 conjugate-gradient iterations and exact meta
-Fisher-vector products) from the run's seeded initialisation: ``--warmup`` iterations
+``DEFAULTS``: MAML with the paper's estimator (``--estimator`` for the others), TRPO with
+10 conjugate-gradient iterations and exact meta Fisher-vector products) from the run's seeded initialisation: ``--warmup`` iterations
 untimed, then K timed ones, each continuing the run (so the episodes are those of a run, not
 synthetic; ``--warmup 20`` times iterations 21 to 20 + K). Prints the median over the K iterations of the wall seconds of each stage, as
 ``info["seconds"]`` splits them:
@@ -48,7 +48,7 @@ def run(args):
     """(config, per-iteration rows of stage seconds, wall totals, CPU seconds, line-search
     candidates) of the timed iterations."""
     cfg = NAV.make_config(method=args.method, threads=args.threads, seed=args.seed,
-                          inner_steps=args.inner_steps)
+                          inner_steps=args.inner_steps, estimator=args.estimator)
     policy = NAV.GaussianPolicy(**cfg["policy"])
     rng = NAV.np.random.default_rng(cfg["seed"])
     state = NAV._State(policy.init(rng), rng,
@@ -78,6 +78,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None,
                     help="threads over the tasks (default: the cores this process may use)")
     ap.add_argument("--method", default="maml", choices=("maml", "pretrain", "oracle"))
+    ap.add_argument("--estimator", default="maml", choices=("maml", "lvc", "dice"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--inner-steps", type=int, default=1,
                     help="inner steps in training (2: the extension, mamlnp/meta/rl_steps.py)")

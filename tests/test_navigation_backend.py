@@ -189,7 +189,7 @@ def test_reproduce_trains_on_the_backend_and_keeps_it(tmp_path, capsys):
     out = tmp_path / "repro"
     quick = ["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"]
     assert main(quick + ["--backend", "numpy"]) == 0
-    for row in ("maml", "pretrain", "oracle", "maml-steps"):
+    for row in ("maml", "pretrain", "oracle", "maml-lvc"):
         assert NC.read(str(out / row))["config"]["backend"] == "numpy"
     assert json.loads((out / "results.json").read_text())["meta"]["backend"] == "numpy"
     capsys.readouterr()

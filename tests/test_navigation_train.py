@@ -31,7 +31,7 @@ def _short_horizon(monkeypatch):
 @pytest.mark.filterwarnings("ignore:line search rejected")     # a tiny policy: it happens
 @pytest.mark.parametrize("extra", [dict(), dict(method="pretrain", outer="adam"),
                                    dict(method="oracle"), dict(estimator="dice", outer="adam"),
-                                   dict(estimator="maml"), dict(inner_steps=2),
+                                   dict(estimator="lvc"), dict(inner_steps=2),
                                    dict(inner_steps=3, outer="adam")])
 def test_resume_repeats_the_same_bits(tmp_path, extra):
     full = N.train_navigation(out=tmp_path / "a", iterations=4, checkpoint_every=2, **TINY, **extra)
@@ -140,10 +140,10 @@ def test_reproduce_quick_writes_the_table_and_figures(tmp_path, capsys):
     assert main(["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     for row in ("| MAML |", "| pretrained |", "| random init |", "| oracle |", "-40.41",
-                "| MAML trained through 2 steps (extension) |"):
+                "| MAML, lvc estimator (ProMP's; ours) |"):
         assert row in text
-    assert NC.read(str(out / "maml-steps"))["config"]["inner_steps"] == 2
-    assert NC.read(str(out / "maml"))["config"]["inner_steps"] == 1
+    assert NC.read(str(out / "maml-lvc"))["config"]["estimator"] == "lvc"
+    assert NC.read(str(out / "maml"))["config"]["estimator"] == "maml"
     for name in ("results.md", "results.json", "returns.png", "trajectories.png"):
         assert (out / name).stat().st_size > 0
     again = main(["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"])
@@ -154,6 +154,19 @@ def test_reproduce_quick_writes_the_table_and_figures(tmp_path, capsys):
     assert doc["extra"][0]["goals"] == NE.paper_goals().tolist()
     md = (out / "results.md").read_text()
     assert "The paper's own 40 test goals" in md and "exactly 4 episodes" in md
+
+
+def test_reproduce_refuses_a_run_trained_with_another_estimator(tmp_path, capsys):
+    """A run left in the MAML row's folder by an older default (lvc) is not scored as the
+    paper's estimator: reproduce names the option and keeps the run."""
+    out = tmp_path / "repro"
+    N.train_navigation(out=out / "maml", iterations=1, estimator="lvc",
+                       **{**TINY, "hidden": [16, 16], "trajectories": 4})
+    before = (out / "maml" / "checkpoint.npz").read_bytes()
+    assert main(["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with estimator='lvc'" in err and "needs estimator='maml'" in err
+    assert (out / "maml" / "checkpoint.npz").read_bytes() == before
 
 
 def test_paper_goals_are_the_test_scripts_legacy_seed_1_draws():

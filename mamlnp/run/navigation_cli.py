@@ -50,7 +50,7 @@ def refuse(args, keys, task):
 def add_train_arguments(p):
     """The options only navigation has (the shared ones are train_cli's)."""
     p.add_argument("--estimator", choices=("lvc", "dice", "maml"),
-                   help="navigation: meta-policy-gradient estimator (default lvc)")
+                   help="navigation: meta-policy-gradient estimator (default maml, the paper's)")
     p.add_argument("--outer", choices=("trpo", "adam"),
                    help="navigation: outer step, TRPO with exact FVPs or Adam with step --beta "
                         "(default trpo)")
@@ -151,18 +151,17 @@ def _figures(results, out):
 
 
 def run_reproduce(args):
-    """``mamlnp reproduce navigation``: train (or reuse) maml, maml-steps (meta-trained
-    through the test's first two steps, a protocol extension), pretrain, oracle; evaluate the
-    five rows; write the table and the figures."""
+    """``mamlnp reproduce navigation``: train (or reuse) maml (the paper's estimator),
+    maml-lvc (the same with ProMP's lvc estimator), pretrain, oracle; evaluate the five rows
+    (with a random initialisation); write the table and the figures."""
     from ..nn.policy import GaussianPolicy
     if args.iterations is not None and args.quick:
         raise InputError("--iterations and --quick: expected at most one of them")
     name = "reproduce-navigation" + ("-quick" if args.quick else "")
     out = args.out or os.path.join("runs", name)
     t0, entries = time.perf_counter(), {}
-    runs = {"maml": {}, "pretrain": {}, "oracle": {},
-            "maml-steps": {"inner_steps": NE.EXTENSION_STEPS,
-                           "iterations": NE.EXTENSION_ITERATIONS}}
+    runs = {"maml": {"estimator": "maml"}, "maml-lvc": {"estimator": "lvc"},
+            "pretrain": {}, "oracle": {}}
     for row, extra in runs.items():
         try:
             entries[row] = _train_or_reuse(args, row.split("-")[0], os.path.join(out, row),
@@ -174,7 +173,7 @@ def run_reproduce(args):
     sizes = entries["maml"][0].sizes
     entries = {"maml": entries["maml"], "pretrain": entries["pretrain"],
                "random": (GaussianPolicy(sizes, NE.RANDOM_ACTIVATION), None),
-               "oracle": entries["oracle"], "maml-steps": entries["maml-steps"]}
+               "oracle": entries["oracle"], "maml-lvc": entries["maml-lvc"]}
     t1 = time.perf_counter()
     print("[reproduce] evaluating on the 40 held-out goals", flush=True)
     n, backend = 4 if args.quick else NE.EVAL_TRAJECTORIES, check_backend(args.backend)
@@ -218,6 +217,7 @@ def _train_or_reuse(args, method, run, **extra):
     if not args.overwrite and os.path.exists(os.path.join(run, "checkpoint.npz")):
         have = read(run)
         _same_backend(args, run, with_old_defaults(have["config"])["backend"])
+        _same_options(run, have["config"], extra)
         if have["iteration"] < (iterations or have["config"]["iterations"]):
             train_navigation(out=run, resume=True, iterations=iterations,
                              progress=not args.no_progress)
@@ -228,6 +228,16 @@ def _train_or_reuse(args, method, run, **extra):
                          backend=args.backend, **small, **extra)
     policy, theta, _ = _load(run)
     return policy, theta
+
+
+def _same_options(run, saved, extra):
+    """InputError when the run in ``run`` was trained with other values of the row's own
+    options (``extra``: say the estimator) than the row stands for."""
+    for key, value in extra.items():
+        if saved.get(key) != value:
+            raise InputError(f"reproduce navigation: the run in {run!r} was trained with "
+                             f"{key}={saved.get(key)!r}, but its row needs {key}={value!r}; "
+                             f"give --overwrite to train it again, or another --out")
 
 
 def _same_backend(args, run, saved):

@@ -11,7 +11,8 @@ a fresh batch after each; the score after s steps is the average undiscounted re
 of that batch's episodes. Rows: MAML, the
 pretrained policy, a randomly initialised policy (a fresh Xavier θ per goal, tanh hidden
 layers as in the test script), the oracle
-(goal observed; scored before any step, as in the paper). Each entry: mean over the G goals
+(goal observed; scored before any step, as in the paper); ``reproduce`` adds MAML meta-trained
+with the ``lvc`` estimator instead of the paper's ``maml``. Each entry: mean over the G goals
 ± 1.96 · std / √G (std with ddof = 1).
 
 The test goals come from their own seed (``EVAL_SEED``), never from a training run's.
@@ -31,8 +32,6 @@ from .rundir import atomic_write, make_output_dir
 STEP_SIZES = (0.5, 0.25)          # the first PG step, every later one
 EVAL_GOALS, EVAL_TRAJECTORIES, EVAL_STEPS, EVAL_SEED = 40, 40, 3, 2017
 EVAL_SAMPLER = "steps"            # batch_size 4000 = 40·100 steps of whole episodes
-EXTENSION_STEPS = 2               # reproduce's extra MAML row: trained through the first two
-EXTENSION_ITERATIONS = 150        # steps, for 150 iterations (docs/results.md, navigation)
 Z95 = 1.96
 # Average return after 0-3 steps, from the data files behind the paper's Fig. 4 (the MAML
 # row is its Table 4); the oracle is reported before adaptation only.
@@ -42,9 +41,9 @@ PAPER = {"maml": (-40.41, -11.68, -3.33, -3.23), "pretrain": (-40.81, -19.73, -1
 # 100)) without a nonlinearity, i.e. rllab's default tanh hidden layers.
 RANDOM_ACTIVATION = "tanh"
 LABELS = {"maml": "MAML",
-          "maml-steps": f"MAML trained through {EXTENSION_STEPS} steps (extension)",
+          "maml-lvc": "MAML, lvc estimator (ProMP's; ours)",
           "pretrain": "pretrained", "random": "random init", "oracle": "oracle"}
-PAPER_ROW = {"maml-steps": "maml"}      # the paper row a row of ours is set beside
+PAPER_ROW = {"maml-lvc": "maml"}        # the paper row a row of ours is set beside
 
 
 def held_out_goals(num_goals=EVAL_GOALS, seed=EVAL_SEED):
