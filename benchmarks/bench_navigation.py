@@ -90,7 +90,8 @@ def main():
     cfg, rows, totals, cpus, backtracks = run(args)
     med = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
     total = statistics.median(totals)
-    print(f"train navigation, method {cfg['method']}, T = {cfg['meta_batch']}, "
+    print(f"train navigation, method {cfg['method']}, estimator {cfg['estimator']}, "
+          f"T = {cfg['meta_batch']}, "
           f"N = {cfg['trajectories']}, H = {cfg['horizon']}, {cfg['cg_iters']} CG iterations, "
           f"{cfg['inner_steps']} inner step(s), "
           f"threads {cfg['threads']}; median of {len(rows)} iterations after {args.warmup} "

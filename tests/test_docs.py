@@ -141,11 +141,11 @@ def test_benchmark_options_exist(path, text):
 
 
 def test_method_lists_are_the_variants():
-    from mamlnp.run.navigation_checkpoint import METHODS as NAVIGATION
+    from mamlnp.run.navigation_checkpoint import ESTIMATORS, METHODS as NAVIGATION
     want = "|".join(METHODS)
     for path, text in TEXTS:
-        for found in re.findall(r"\bmaml\|[a-z|]+", text):
-            assert set(found.split("|")) in (set(METHODS), set(NAVIGATION)), (
+        for found in re.findall(r"\bmaml\|[a-z|]+", text):        # methods or RL estimators
+            assert set(found.split("|")) in (set(METHODS), set(NAVIGATION), set(ESTIMATORS)), (
                 path.relative_to(ROOT), found, want)
     train = build_parser()._subcommands["train"]
     choices = tuple(train._option_string_actions["--method"].choices)
