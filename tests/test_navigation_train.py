@@ -140,7 +140,7 @@ def test_reproduce_quick_writes_the_table_and_figures(tmp_path, capsys):
     assert main(["reproduce", "navigation", "--quick", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     for row in ("| MAML |", "| pretrained |", "| random init |", "| oracle |", "-40.41",
-                "| MAML, lvc estimator (ProMP's; ours) |"):
+                "| MAML with ProMP's lvc estimator |"):
         assert row in text
     assert NC.read(str(out / "maml-lvc"))["config"]["estimator"] == "lvc"
     assert NC.read(str(out / "maml"))["config"]["estimator"] == "maml"

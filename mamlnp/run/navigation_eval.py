@@ -41,7 +41,7 @@ PAPER = {"maml": (-40.41, -11.68, -3.33, -3.23), "pretrain": (-40.81, -19.73, -1
 # 100)) without a nonlinearity, i.e. rllab's default tanh hidden layers.
 RANDOM_ACTIVATION = "tanh"
 LABELS = {"maml": "MAML",
-          "maml-lvc": "MAML, lvc estimator (ProMP's; ours)",
+          "maml-lvc": "MAML with ProMP's lvc estimator",
           "pretrain": "pretrained", "random": "random init", "oracle": "oracle"}
 PAPER_ROW = {"maml-lvc": "maml"}        # the paper row a row of ours is set beside
 
