@@ -222,6 +222,18 @@ def test_cli_evaluate_with_a_baseline_run(tmp_path, capsys):
                                                                           "random"}
 
 
+def test_cli_evaluate_names_the_estimator_of_a_maml_run(tmp_path, capsys):
+    """MAML trained with lvc is scored as its own row, beside the paper's estimator's."""
+    for estimator in ("maml", "lvc"):
+        N.train_navigation(out=tmp_path / estimator, iterations=1, estimator=estimator, **TINY)
+    ev = tmp_path / "eval"
+    assert main(["evaluate", str(tmp_path / "lvc"), "--baseline", str(tmp_path / "maml"),
+                 "--max-steps", "0", "--no-plots", "--out", str(ev)]) == 0
+    assert "| MAML with ProMP's lvc estimator |" in capsys.readouterr().out
+    assert list(json.loads((ev / "results.json").read_text())["rows"]) == ["maml-lvc", "maml",
+                                                                           "random"]
+
+
 @pytest.mark.filterwarnings("ignore:line search rejected")
 def test_info_seconds_split_the_iteration_by_stage():
     """info["seconds"]: every stage of the iteration, in the order it runs (the benchmark's

@@ -118,7 +118,8 @@ def run_evaluate(args):
     for path in (args.run, args.baseline):
         if path is not None:
             policy, theta, cfg = _load(path)
-            row = cfg["method"] if cfg["method"] not in entries else f"{cfg['method']} (2)"
+            row = _row_name(cfg)
+            row = row if row not in entries else f"{row} (2)"
             entries[row] = (policy, theta)
     first = next(iter(entries.values()))[0]
     if first.obs_dim == 2:
@@ -139,6 +140,14 @@ def run_evaluate(args):
         paths += _figures(results, out)
     print("written: " + ", ".join(paths))
     return 0
+
+
+def _row_name(cfg):
+    """A run's row: its method, "maml-lvc" / "maml-dice" for MAML trained with another
+    estimator than the paper's (navigation_eval.LABELS names them)."""
+    if cfg["method"] == "maml" and cfg["estimator"] != "maml":
+        return f"maml-{cfg['estimator']}"
+    return cfg["method"]
 
 
 def _figures(results, out):

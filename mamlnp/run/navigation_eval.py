@@ -42,8 +42,9 @@ PAPER = {"maml": (-40.41, -11.68, -3.33, -3.23), "pretrain": (-40.81, -19.73, -1
 RANDOM_ACTIVATION = "tanh"
 LABELS = {"maml": "MAML",
           "maml-lvc": "MAML with ProMP's lvc estimator",
+          "maml-dice": "MAML with the dice estimator",
           "pretrain": "pretrained", "random": "random init", "oracle": "oracle"}
-PAPER_ROW = {"maml-lvc": "maml"}        # the paper row a row of ours is set beside
+PAPER_ROW = {"maml-lvc": "maml", "maml-dice": "maml"}   # the paper row a row of ours is set beside
 
 
 def held_out_goals(num_goals=EVAL_GOALS, seed=EVAL_SEED):
