@@ -211,27 +211,21 @@ def test_evaluation_steps_are_0_5_then_0_25_and_the_ci_is_over_goals():
     assert row["n"] == 3 and row["ci95"] == pytest.approx(1.96 * ret[:, 1].std(ddof=1) / np.sqrt(3))
 
 
-def test_cli_evaluate_with_a_baseline_run(tmp_path, capsys):
-    for method in ("maml", "pretrain"):
-        N.train_navigation(out=tmp_path / method, iterations=1, method=method, **TINY)
+@pytest.mark.parametrize("runs, label, rows", [
+    ((dict(method="maml"), dict(method="pretrain")), "| pretrained |",
+     ["maml", "pretrain", "random"]),
+    ((dict(estimator="lvc"), dict(estimator="maml")), "| MAML with ProMP's lvc estimator |",
+     ["maml-lvc", "maml", "random"]),                # a MAML row names a non-paper estimator
+])
+def test_cli_evaluate_with_a_baseline_run(tmp_path, capsys, runs, label, rows):
+    paths = [str(tmp_path / f"run{i}") for i in range(2)]
+    for path, extra in zip(paths, runs):
+        N.train_navigation(out=path, iterations=1, **TINY, **extra)
     ev = tmp_path / "eval"
-    assert main(["evaluate", str(tmp_path / "maml"), "--baseline", str(tmp_path / "pretrain"),
+    assert main(["evaluate", paths[0], "--baseline", paths[1],
                  "--max-steps", "0", "--no-plots", "--out", str(ev)]) == 0
-    assert "| pretrained |" in capsys.readouterr().out
-    assert set(json.loads((ev / "results.json").read_text())["rows"]) == {"maml", "pretrain",
-                                                                          "random"}
-
-
-def test_cli_evaluate_names_the_estimator_of_a_maml_run(tmp_path, capsys):
-    """MAML trained with lvc is scored as its own row, beside the paper's estimator's."""
-    for estimator in ("maml", "lvc"):
-        N.train_navigation(out=tmp_path / estimator, iterations=1, estimator=estimator, **TINY)
-    ev = tmp_path / "eval"
-    assert main(["evaluate", str(tmp_path / "lvc"), "--baseline", str(tmp_path / "maml"),
-                 "--max-steps", "0", "--no-plots", "--out", str(ev)]) == 0
-    assert "| MAML with ProMP's lvc estimator |" in capsys.readouterr().out
-    assert list(json.loads((ev / "results.json").read_text())["rows"]) == ["maml-lvc", "maml",
-                                                                           "random"]
+    assert label in capsys.readouterr().out
+    assert list(json.loads((ev / "results.json").read_text())["rows"]) == rows
 
 
 @pytest.mark.filterwarnings("ignore:line search rejected")
