@@ -207,9 +207,9 @@ plt.show()
 # grows (what remains, O(α/M), comes from θ′ and Ĥ sharing the pre-update samples). On
 # navigation, episodes last 100 steps and `dice`'s cross-time sums make its variance grow
 # with the horizon. The default of `python -m mamlnp train navigation` is nevertheless the
-# paper's `maml`: on navigation, over five training seeds, its policies adapted better after
-# 2-3 test steps than `lvc`'s (docs/results.md has the seeds); `--estimator lvc|dice` trains
-# with the others. A less biased meta-gradient is not always a better training signal.
+# paper's `maml`: on navigation, over five training seeds, its policies adapted better than
+# `lvc`'s after 3 test steps on every seed and after 2 on four (docs/results.md has the
+# seeds); `--estimator lvc|dice` trains with the others. A less biased meta-gradient is not always a better training signal.
 #
 # ## 4 · A trained policy adapting
 #

@@ -36,9 +36,9 @@ docs/results.md).
 estimator = ``maml`` by default, the paper's: it drops the pre-update sampling term (biased,
 ProMP sec. 4). ProMP's ``lvc`` keeps that term per step; ``dice`` is unbiased, but its
 curvature sums score products over whole 100-step episodes (high variance). On this task
-the paper's estimator adapts better after 2-3 test steps than ``lvc`` over five training
-seeds, and ``dice`` is far worse (docs/results.md, navigation): the default is what
-reproduces the paper, the others are one option away.
+the paper's estimator adapts better than ``lvc`` after 3 test steps on five training seeds
+of five and after 2 on four, and ``dice`` (one seed) far worse (docs/results.md,
+navigation): the default is what reproduces the paper, the others are one option away.
 
 Reliability as ``mamlnp train sinusoid``: one Generator for all randomness (goals, then
 every rollout's noise), checkpointed with θ, so a resumed run repeats the same bits; a
