@@ -9,8 +9,8 @@ K timed iterations.
 
 Runs the trainer's own iteration (``mamlnp.run.navigation.iteration``, the defaults of
 ``DEFAULTS``: MAML with the paper's estimator (``--estimator`` for the others), TRPO with
-10 conjugate-gradient iterations and exact meta Fisher-vector products) from the run's seeded initialisation: ``--warmup`` iterations
-untimed, then K timed ones, each continuing the run (so the episodes are those of a run, not
+10 conjugate-gradient iterations and exact meta Fisher-vector products) from the run's
+seeded initialisation: ``--warmup`` iterations untimed, then K timed ones, each continuing the run (so the episodes are those of a run, not
 synthetic; ``--warmup 20`` times iterations 21 to 20 + K). Prints the median over the K iterations of the wall seconds of each stage, as
 ``info["seconds"]`` splits them:
 

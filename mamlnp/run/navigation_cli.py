@@ -3,13 +3,13 @@
 
 Dimension legend: T tasks (--meta-batch), N trajectories (--trajectories), G test goals.
 
-``reproduce navigation`` trains MAML, the pretrained policy and the oracle (defaults: the
-protocol, 100 iterations each; ``--quick``: a few iterations, a smoke test, not a result),
-and MAML meta-trained through the test's first two steps (``--inner-steps 2``, 150
-iterations: a protocol extension, its own row), evaluates them with a random
-initialisation on the same 40 held-out goals, and writes
-results.md (the table beside the paper's), results.json, returns.png and trajectories.png.
-Runs already in ``--out`` are reused (finished) or continued (interrupted).
+``reproduce navigation`` trains MAML with the paper's estimator and with ProMP's lvc (its
+own row), the pretrained policy and the oracle (defaults: the protocol, 100 iterations
+each; ``--quick``: a few iterations, a smoke test, not a result), evaluates them with a
+random initialisation on the same 40 held-out goals, and writes results.md (the table
+beside the paper's), results.json, returns.png and trajectories.png. Runs already in
+``--out`` are reused (finished) or continued (interrupted); a run trained with another
+estimator than its row's is refused.
 
 ``--backend`` (numba, the default, or numpy: mamlnp/meta/rl.py's point classes) is the new
 training runs' and the evaluation's; a run continued or reused keeps its own, and a
@@ -220,8 +220,7 @@ def _train_or_reuse(args, method, run, **extra):
     --backend (--quick: a tiny policy for QUICK_ITERATIONS iterations, a smoke test)."""
     from .navigation import train_navigation
     from .navigation_checkpoint import read, with_old_defaults
-    own = extra.pop("iterations", None)              # the row's default, below --iterations
-    iterations = QUICK_ITERATIONS if args.quick else (args.iterations or own)
+    iterations = QUICK_ITERATIONS if args.quick else args.iterations
     print(f"[reproduce] {method}: {run}", flush=True)
     if not args.overwrite and os.path.exists(os.path.join(run, "checkpoint.npz")):
         have = read(run)
