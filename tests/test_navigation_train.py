@@ -157,8 +157,8 @@ def test_reproduce_quick_writes_the_table_and_figures(tmp_path, capsys):
 
 
 def test_reproduce_refuses_a_run_trained_with_another_estimator(tmp_path, capsys):
-    """A run left in the MAML row's folder by an older default (lvc) is not scored as the
-    paper's estimator: reproduce names the option and keeps the run."""
+    """An lvc run left in the MAML row's folder is not scored as the paper's estimator:
+    reproduce names the option and keeps the run."""
     out = tmp_path / "repro"
     N.train_navigation(out=out / "maml", iterations=1, estimator="lvc",
                        **{**TINY, "hidden": [16, 16], "trajectories": 4})
